@@ -1,0 +1,1 @@
+"""bmpose: mmpose top-down pose models to Sophon bmodels."""

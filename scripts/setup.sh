@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Creates .venv (Python 3.10, the only version TPU-MLIR supports) with every pin from constraints.txt.
+# Idempotent: a stamp keyed on constraints.txt + this script's sha256 makes a second run take seconds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+STAMP="$VENV/.bmpose-setup"
+KEY=$(cat constraints.txt scripts/setup.sh pyproject.toml | sha256sum | cut -d' ' -f1)
+if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$KEY" ]]; then
+  echo "setup: $VENV is up to date"; exit 0
+fi
+
+find_python310() {
+  # Honour an explicit choice first; then a python3.10 that actually runs (the pyenv shim refuses while
+  # pyenv's global version is 3.11, so "exists on PATH" is not enough); then pyenv's own install.
+  if [[ -n "${BMPOSE_PYTHON:-}" ]]; then echo "$BMPOSE_PYTHON"; return; fi
+  if command -v python3.10 >/dev/null 2>&1 && python3.10 -c 'import sys; assert sys.version_info[:2]==(3,10)' 2>/dev/null; then
+    command -v python3.10; return
+  fi
+  if command -v pyenv >/dev/null 2>&1; then
+    local p
+    for p in "$(pyenv root)"/versions/3.10.*/bin/python3.10; do
+      [[ -x "$p" ]] && { echo "$p"; return; }
+    done
+  fi
+  return 1
+}
+PY=$(find_python310) || {
+  echo "setup: error: Python 3.10 not found (TPU-MLIR 1.30.2 supports only 3.10); install it, e.g. 'pyenv install 3.10' or 'apt-get install python3.10-venv', or set BMPOSE_PYTHON=/path/to/python3.10" >&2
+  exit 2
+}
+"$PY" -c 'import sys; assert sys.version_info[:2]==(3,10), sys.version' >/dev/null 2>&1 || {
+  echo "setup: error: $PY is not Python 3.10; TPU-MLIR 1.30.2 supports only 3.10" >&2; exit 2; }
+
+[[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
+PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -c constraints.txt)
+
+# 1. TPU-MLIR with the ONNX front end, plus what its wheel forgets (psutil; torch, which it imports;
+#    setuptools<81, because it imports pkg_resources). torch comes from PyPI at tpu_mlir's own pin.
+"${PIP[@]}" "tpu_mlir[onnx]" torch psutil setuptools pytest
+
+# 2. mmpose stack with --no-deps: mmengine/mmcv-lite/mmpose ask for the GUI opencv-python (which breaks
+#    cv2 under TPU-MLIR's LD_LIBRARY_PATH, see tests/test_environment.py), mmpose asks for chumpy (does not
+#    build) and torchvision (would pull a second torch). Their real runtime deps are listed by hand.
+"${PIP[@]}" --no-deps mmengine mmcv-lite mmpose mmdet
+"${PIP[@]}" addict yapf termcolor rich pyyaml matplotlib json_tricks munkres xtcocotools shapely \
+  terminaltables lmdb tqdm six
+"${PIP[@]}" --no-deps -e .
+
+# 3. TPU-MLIR bundles Ubuntu 22.04's glibc (libc.so.6, libm.so.6, libpthread.so.0) in lib/third_party and
+#    puts that folder on LD_LIBRARY_PATH. On any newer system (Debian 12 here) the mix of the system loader and
+#    the old libc crashes every tool ("GLIBC_2.36 not found", stack smashing). The system glibc is newer and
+#    backwards compatible, so the copies are moved aside (kept, renamed, so this is reversible and idempotent).
+TP=$("$VENV/bin/python" -c 'import os, tpu_mlir; print(os.path.join(os.path.dirname(tpu_mlir.__file__), "lib", "third_party"))')
+for lib in libc.so.6 libm.so.6 libpthread.so.0; do
+  [[ -e "$TP/$lib" ]] && mv -f "$TP/$lib" "$TP/$lib.bundled-disabled"
+done
+
+# 4. Never the GUI OpenCV (see above): fail here, loudly, if anything pulled it in.
+if "$VENV/bin/python" -m pip show opencv-python >/dev/null 2>&1; then
+  echo "setup: error: opencv-python (GUI build) got installed; only opencv-python-headless may be present" >&2
+  exit 1
+fi
+echo "$KEY" > "$STAMP"
+echo "setup: $VENV ready"
