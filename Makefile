@@ -1,0 +1,63 @@
+# bmpose: the pipeline's table of contents. Each target is one `bmpose` call; `bmpose <cmd> --help` has more.
+# Variables: MODEL CHECKPOINT CALIB COCO_ANN COCO_IMG CHIPS BATCHES QTABLE SEARCH METHOD IMAGES BACKEND
+SHELL := /bin/bash
+MODEL ?= hrnet_small_128x96
+CALIB ?= coco
+VENV := .venv
+# TPU-MLIR's tools call each other through PATH (#!/usr/bin/env python3): .venv/bin must come first.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+BMPOSE := $(VENV)/bin/bmpose
+opt = $(if $(strip $($(1))),$(2) $(strip $($(1))))
+COMMON = --model $(MODEL) $(call opt,CHECKPOINT,--checkpoint)
+CALIB_ARGS = --calib $(CALIB) $(call opt,COCO_ANN,--coco-ann) $(call opt,COCO_IMG,--coco-img) $(call opt,CALIB_N,--num)
+BUILD_ARGS = $(call opt,CHIPS,--chips) $(call opt,BATCHES,--batches)
+
+.PHONY: setup fixture onnx calib fp32 int8 infer eval report study train-fixture bench test test-quick clean help
+help:
+	@sed -n '1,3p' Makefile; echo; grep -E '^[a-z0-9-]+:.*##' Makefile | sed 's/:.*##/\t/'
+
+setup: ## create/refresh .venv (Python 3.10, pinned TPU-MLIR, torch, mmpose); seconds when up to date
+	@bash scripts/setup.sh
+
+fixture: setup ## deterministic random-init checkpoints for the bundled configs (no download needed)
+	$(BMPOSE) fixture $(call opt,MODEL,--model)
+
+onnx: setup ## mmpose config + checkpoint -> ONNX batch 1 and 4, checked against PyTorch
+	$(BMPOSE) export $(COMMON) $(call opt,BATCHES,--batches)
+
+calib: setup ## calibration LMDB (CALIB=coco | dir:PATH | lmdb:PATH) + contact sheet
+	$(BMPOSE) calib $(COMMON) $(CALIB_ARGS)
+
+fp32: setup ## FP32 bmodels for CHIPS x BATCHES, compare files, report
+	$(BMPOSE) build --precision fp32 $(COMMON) $(BUILD_ARGS)
+
+int8: setup ## INT8 bmodels (calibrated on CALIB, FP32 tail, QTABLE=extra, SEARCH=1), compare files, report
+	$(BMPOSE) build --precision int8 $(COMMON) $(BUILD_ARGS) $(CALIB_ARGS) $(call opt,QTABLE,--qtable) \
+	  $(call opt,METHOD,--method) $(if $(filter 1,$(SEARCH)),--search)
+
+infer: setup ## images (IMAGES=file|folder, default: bundled sample) -> vis_results/ + results json
+	$(BMPOSE) infer $(COMMON) $(call opt,IMAGES,--images) $(call opt,BACKEND,--backend)
+
+eval: setup ## COCO keypoint AP for ONNX and every built bmodel
+	$(BMPOSE) eval $(COMMON) $(call opt,COCO_ANN,--coco-ann) $(call opt,COCO_IMG,--coco-img)
+
+report: setup ## artifacts/<model>/report/index.html, report.md, report.json
+	$(BMPOSE) report $(COMMON)
+
+study: setup ## INT8 calibration study (methods x fp32 layers x chips) into the report
+	$(BMPOSE) study $(COMMON)
+
+train-fixture: setup ## re-train the small fixture model on the bundled COCO persons (seeded)
+	$(BMPOSE) train
+
+bench: setup ## benchmarks: ratios measured in one run
+	$(BMPOSE) bench $(COMMON)
+
+test: setup ## the full test suite (what CI runs)
+	$(VENV)/bin/python -m pytest -q -ra
+
+test-quick: setup ## the fast tests only (skips `slow`)
+	$(VENV)/bin/python -m pytest -q -m "not slow"
+
+clean: ## remove build outputs (keeps .venv)
+	rm -rf artifacts vis_results

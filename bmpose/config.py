@@ -1,0 +1,143 @@
+"""Deploy configs: which mmpose model, its preprocessing and codec, and how bmpose builds and checks it.
+
+A deploy config is `configs/<name>.yaml`. It names an mmpose model config (`mmpose::<path>` for the configs
+mmpose ships, or a file path, relative to the yaml or absolute) and adds what only deployment needs (chips,
+batches, tolerances, calibration, qtable). Everything the model itself defines — input size, heatmap size,
+mean/std, colour order, codec, flip test — is read from the mmpose config, so it is stated in one place.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .errors import BmposeError
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = ROOT / "configs"
+ARTIFACTS = Path(os.environ.get("BMPOSE_ARTIFACTS", ROOT / "artifacts"))
+DATA_DIR = ROOT / "tests" / "data"
+DEFAULT_MODEL = os.environ.get("BMPOSE_DEFAULT_MODEL", "hrnet_small_128x96")
+
+DEFAULT_TOLERANCES = {
+    "onnx_max_abs": 1e-4,   # ONNX Runtime vs PyTorch, heatmaps
+    "fp32_cos": 0.99999,    # FP32 bmodel vs ONNX, final heatmaps
+    "int8_cos": 0.99,       # INT8 bmodel vs ONNX, final heatmaps
+}
+DEFAULT_CALIBRATION = {"method": "kl", "num": 100, "seed": 0}
+
+
+@dataclass(frozen=True)
+class DeployConfig:
+    name: str
+    path: Path
+    mmpose_config: Path
+    checkpoint: str                    # "fixture" (random init from `bmpose fixture`), a path, or a URL
+    input_size: tuple[int, int]        # (w, h), mmpose's order
+    heatmap_size: tuple[int, int]      # (w, h)
+    mean: tuple[float, float, float]   # in the network's channel order (RGB when bgr_to_rgb)
+    std: tuple[float, float, float]
+    bgr_to_rgb: bool
+    codec: dict
+    flip_test: bool
+    shift_heatmap: bool
+    chips: tuple[str, ...] = ("bm1684", "bm1684x")
+    batches: tuple[int, ...] = (1, 4)
+    tolerances: dict = field(default_factory=lambda: dict(DEFAULT_TOLERANCES))
+    calibration: dict = field(default_factory=lambda: dict(DEFAULT_CALIBRATION))
+    qtable: Path | None = None         # user's extra FP32 layers (added to the automatic tail)
+    padding: float = 1.25              # GetBBoxCenterScale padding
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        return self.input_size[1], self.input_size[0]
+
+    @property
+    def artifacts(self) -> Path:
+        return ARTIFACTS / self.name
+
+    def summary(self) -> dict:
+        """What manifests record about the config (resolved values, not just file names)."""
+        return {
+            "name": self.name, "mmpose_config": str(self.mmpose_config), "input_size": list(self.input_size),
+            "heatmap_size": list(self.heatmap_size), "mean": list(self.mean), "std": list(self.std),
+            "bgr_to_rgb": self.bgr_to_rgb, "codec": self.codec, "flip_test": self.flip_test,
+            "shift_heatmap": self.shift_heatmap, "padding": self.padding,
+        }
+
+
+def mmpose_config_root() -> Path:
+    spec = importlib.util.find_spec("mmpose")
+    if spec is None or not spec.submodule_search_locations:
+        raise BmposeError("mmpose is not installed in this environment (run `make setup`)")
+    return Path(list(spec.submodule_search_locations)[0]) / ".mim" / "configs"
+
+
+def resolve_mmpose_config(ref: str, base: Path = CONFIG_DIR) -> Path:
+    if ref.startswith("mmpose::"):
+        path = mmpose_config_root() / ref[len("mmpose::"):]
+    else:
+        path = Path(ref).expanduser()
+        if not path.is_absolute():
+            path = (base / path) if (base / path).exists() else path.resolve()
+    if not path.is_file():
+        raise BmposeError(f"{ref}: mmpose config not found")
+    return path
+
+
+def list_models() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def load(model: str | os.PathLike | None = None) -> DeployConfig:
+    """Load a deploy config by name (`configs/<name>.yaml`) or by path to a yaml file."""
+    model = str(model or DEFAULT_MODEL)
+    path = Path(model)
+    if path.suffix not in (".yaml", ".yml"):
+        path = CONFIG_DIR / f"{model}.yaml"
+    if not path.is_file():
+        raise BmposeError(f"{path}: no such deploy config (known models: {', '.join(list_models())})")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise BmposeError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if "mmpose_config" not in raw:
+        raise BmposeError(f"{path}: missing key 'mmpose_config'")
+    mm_path = resolve_mmpose_config(raw["mmpose_config"], path.parent)
+    mm = _read_mmpose_config(mm_path)
+    codec = dict(mm.codec) if "codec" in mm else dict(mm.model.head.decoder)
+    codec.pop("_scope_", None)
+    pre = mm.model.data_preprocessor
+    test_cfg = mm.model.get("test_cfg", {}) or {}
+    qtable = raw.get("qtable")
+    return DeployConfig(
+        name=raw.get("name", path.stem),
+        path=path.resolve(),
+        mmpose_config=mm_path,
+        checkpoint=str(raw.get("checkpoint", "fixture")),
+        input_size=tuple(codec["input_size"]),
+        heatmap_size=tuple(codec["heatmap_size"]),
+        mean=tuple(float(x) for x in pre.mean),
+        std=tuple(float(x) for x in pre.std),
+        bgr_to_rgb=bool(pre.get("bgr_to_rgb", False)),
+        codec=codec,
+        flip_test=bool(test_cfg.get("flip_test", False)),
+        shift_heatmap=bool(test_cfg.get("shift_heatmap", False)),
+        chips=tuple(raw.get("chips", ("bm1684", "bm1684x"))),
+        batches=tuple(int(b) for b in raw.get("batches", (1, 4))),
+        tolerances={**DEFAULT_TOLERANCES, **(raw.get("tolerances") or {})},
+        calibration={**DEFAULT_CALIBRATION, **(raw.get("calibration") or {})},
+        qtable=(path.parent / qtable).resolve() if qtable else None,
+    )
+
+
+def _read_mmpose_config(path: Path):
+    from mmengine.config import Config
+
+    try:
+        return Config.fromfile(str(path))
+    except Exception as e:  # mmengine raises many types for a broken config
+        raise BmposeError(f"{path}: cannot read mmpose config ({type(e).__name__}: {e})") from None

@@ -1,0 +1,164 @@
+"""Build manifests, skip-if-unchanged and atomic outputs, shared by every stage.
+
+A stage calls `up_to_date(out_dir, inputs, options)`; when False it builds inside `atomic_dir(out_dir)` and
+finishes with `write_manifest(...)` in the temporary dir, so the final directory appears, complete, only on
+success. A failed build is kept as `<out_dir>.failed/` (logs included) and never under the final name.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Iterator, Mapping
+
+MANIFEST = "manifest.json"
+# Versions recorded in every manifest; a change in any of them rebuilds (importlib.metadata: no imports).
+TOOLS = ("tpu_mlir", "torch", "mmpose", "mmengine", "onnx", "onnxruntime", "numpy", "opencv-python-headless")
+
+
+def sha256_file(path: str | os.PathLike, _cache: dict = {}) -> str:
+    """sha256 of a file, or of a directory's files (sorted relative paths + contents)."""
+    p = Path(path)
+    st = p.stat()
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if key in _cache:
+        return _cache[key]
+    h = hashlib.sha256()
+    if p.is_dir():
+        for f in sorted(q for q in p.rglob("*") if q.is_file()):
+            h.update(str(f.relative_to(p)).encode() + b"\0")
+            h.update(sha256_file(f).encode())
+    else:
+        with open(p, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    _cache[key] = h.hexdigest()
+    return _cache[key]
+
+
+def tool_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in TOOLS:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def hash_inputs(inputs: Mapping[str, str | os.PathLike | None]) -> dict[str, dict]:
+    out = {}
+    for key, path in sorted(inputs.items()):
+        if path is None:
+            continue
+        out[key] = {"path": str(path), "sha256": sha256_file(path)}
+    return out
+
+
+def _jsonable(obj):
+    return json.loads(json.dumps(obj, default=str, sort_keys=True))
+
+
+def read_manifest(out_dir: str | os.PathLike) -> dict | None:
+    p = Path(out_dir) / MANIFEST
+    if not p.is_file():
+        return None
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError:
+        return None
+
+
+def up_to_date(out_dir: str | os.PathLike, inputs: Mapping, options: Mapping) -> bool:
+    """True when out_dir holds a complete build of exactly these inputs, options and tool versions."""
+    m = read_manifest(out_dir)
+    if m is None or m.get("status") != "ok":
+        return False
+    try:
+        want = hash_inputs(inputs)
+    except FileNotFoundError:
+        return False
+    same = (
+        {k: v["sha256"] for k, v in m.get("inputs", {}).items()} == {k: v["sha256"] for k, v in want.items()}
+        and m.get("options") == _jsonable(dict(options))
+        and m.get("tools") == tool_versions()
+    )
+    return same and all((Path(out_dir) / o).exists() for o in m.get("outputs", {}))
+
+
+def write_manifest(out_dir: str | os.PathLike, *, stage: str, inputs: Mapping, options: Mapping,
+                   outputs: list[str] | tuple[str, ...] = (), checks: Mapping | None = None,
+                   extra: Mapping | None = None) -> dict:
+    """Write manifest.json in out_dir; `outputs` are file names relative to out_dir (hashed here)."""
+    out_dir = Path(out_dir)
+    m = {
+        "stage": stage,
+        "status": "ok",
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(sys.argv),
+        "inputs": hash_inputs(inputs),
+        "options": _jsonable(dict(options)),
+        "tools": tool_versions(),
+        "outputs": {o: sha256_file(out_dir / o) for o in outputs},
+        "checks": _jsonable(dict(checks or {})),
+    }
+    if extra:
+        m.update(_jsonable(dict(extra)))
+    atomic_write_text(out_dir / MANIFEST, json.dumps(m, indent=2, sort_keys=False) + "\n")
+    return m
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_file(path) as tmp:
+        Path(tmp).write_text(text)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def atomic_dir(out_dir: str | os.PathLike, keep_failed: bool = True) -> Iterator[Path]:
+    """Yield an empty temporary directory beside out_dir; on success it replaces out_dir.
+
+    On failure it is kept as `<out_dir>.failed` (so its logs can be read) and out_dir is left untouched.
+    """
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    failed = out_dir.with_name(out_dir.name + ".failed")
+    try:
+        yield tmp
+    except BaseException:
+        if keep_failed:
+            shutil.rmtree(failed, ignore_errors=True)
+            os.replace(tmp, failed)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = out_dir.with_name(f".{out_dir.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out_dir.exists():
+        os.replace(out_dir, old)
+    os.replace(tmp, out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(failed, ignore_errors=True)
