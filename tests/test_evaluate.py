@@ -1,0 +1,106 @@
+"""COCO keypoint AP: known answers on mmpose's bundled data, mmpose's CocoMetric semantics, bad input."""
+import json
+
+import numpy as np
+import pytest
+
+from bmpose import evaluate
+from bmpose.errors import BmposeError
+
+KNOWN = {"AP": 0.8609, "AP50": 0.9931, "AP75": 0.9109, "APm": 0.7756, "APl": 0.9373, "AR": 0.8750}
+
+
+def test_known_answer(mmpose_coco):
+    stats = evaluate.coco_keypoint_ap(mmpose_coco / "test_coco.json", mmpose_coco / "example_coco_preds.json")
+    assert set(stats) == set(evaluate.STAT_NAMES)
+    for k, v in KNOWN.items():
+        assert stats[k] == pytest.approx(v, abs=5e-5), k
+
+
+def _gt_as_results(ann):
+    data = json.loads(ann.read_text())
+    return [{"image_id": a["image_id"], "category_id": 1, "keypoints": a["keypoints"], "score": 1.0}
+            for a in data["annotations"] if a.get("num_keypoints", 0) > 0 and not a.get("iscrowd")]
+
+
+def test_ground_truth_scores_one(mmpose_coco, coco_mini):
+    for ann in (mmpose_coco / "test_coco.json", coco_mini[0]):
+        stats = evaluate.coco_keypoint_ap(ann, _gt_as_results(ann))
+        assert stats["AP"] == pytest.approx(1.0) and stats["AR"] == pytest.approx(1.0)
+
+
+def test_cli_json(mmpose_coco, capsys):
+    rc = evaluate.main(["--gt", str(mmpose_coco / "test_coco.json"),
+                        "--results", str(mmpose_coco / "example_coco_preds.json"), "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert list(out) == list(evaluate.STAT_NAMES) and out["AP"] == pytest.approx(0.8609, abs=5e-5)
+
+
+def test_cli_text(mmpose_coco, capsys):
+    evaluate.main(["--gt", str(mmpose_coco / "test_coco.json"),
+                   "--results", str(mmpose_coco / "example_coco_preds.json")])
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 10 and lines[0].split() == ["AP", "0.8609"]
+
+
+def test_rescore_and_nms_match_mmpose_cocometric(mmpose_coco, tmp_path):
+    """Noisy GT keypoints with duplicates and detector-like box scores: our rescoring + OKS-NMS gives the
+    same results json and AP as mmpose's CocoMetric."""
+    from bmpose.mmpose_shim import import_mmpose
+
+    import_mmpose()
+    from mmpose.datasets.datasets.utils import parse_pose_metainfo
+    from mmpose.evaluation.metrics import CocoMetric
+
+    ann = mmpose_coco / "test_coco.json"
+    data = json.loads(ann.read_text())
+    rng = np.random.default_rng(0)
+    instances, samples = [], []
+    for i, a in enumerate(a for a in data["annotations"] if a["num_keypoints"] > 0):
+        for dup in range(2):  # a near-duplicate per person: OKS-NMS must drop one of them
+            kp = np.array(a["keypoints"], float).reshape(17, 3)[:, :2] + rng.normal(0, 2 + dup, (17, 2))
+            ks = rng.uniform(0, 1, 17)
+            bs, scale = float(rng.uniform(0.3, 1)), np.array(a["bbox"][2:]) * 1.25
+            instances.append({"image_id": a["image_id"], "keypoints": kp, "keypoint_scores": ks,
+                              "bbox_score": bs, "area": float(np.prod(scale))})
+            samples.append({"id": 2 * i + dup, "img_id": a["image_id"], "category_id": 1,
+                            "pred_instances": {"keypoints": kp[None], "keypoint_scores": ks[None]},
+                            "gt_instances": {"bbox_scores": np.array([bs]), "bbox_scales": scale[None]}})
+    meta = parse_pose_metainfo(dict(from_file="configs/_base_/datasets/coco.py"))
+    metric = CocoMetric(ann_file=str(ann), outfile_prefix=str(tmp_path / "mm"))
+    metric.dataset_meta = meta
+    metric.process([], samples)
+    mm_stats = metric.compute_metrics(metric.results)
+    mm_results = json.loads((tmp_path / "mm.keypoints.json").read_text())
+
+    ours = evaluate.to_coco_results(instances, meta["sigmas"])
+    assert len(ours) == len(mm_results) < len(instances)
+    key = lambda r: (r["image_id"], round(r["score"], 9))  # noqa: E731
+    for a, b in zip(sorted(ours, key=key), sorted(mm_results, key=key)):
+        assert a["image_id"] == b["image_id"] and a["score"] == pytest.approx(b["score"], abs=1e-9)
+        np.testing.assert_allclose(a["keypoints"], b["keypoints"], atol=1e-6)
+    stats = evaluate.coco_keypoint_ap(ann, ours, sigmas=meta["sigmas"])
+    assert stats["AP"] == pytest.approx(mm_stats["AP"], abs=1e-9)
+
+
+def test_results_for_unknown_image(mmpose_coco, tmp_path):
+    res = _gt_as_results(mmpose_coco / "test_coco.json")
+    res[0]["image_id"] = 123456789
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(res))
+    with pytest.raises(BmposeError, match="123456789.*not in the annotation file"):
+        evaluate.coco_keypoint_ap(mmpose_coco / "test_coco.json", bad)
+
+
+@pytest.mark.parametrize("content,match", [("[]", "no predictions"), ("{", "not valid JSON")])
+def test_bad_results_file(mmpose_coco, tmp_path, content, match):
+    bad = tmp_path / "bad.json"
+    bad.write_text(content)
+    with pytest.raises(BmposeError, match=match):
+        evaluate.coco_keypoint_ap(mmpose_coco / "test_coco.json", bad)
+
+
+def test_missing_gt(tmp_path, mmpose_coco):
+    with pytest.raises(BmposeError, match="annotation file not found"):
+        evaluate.coco_keypoint_ap(tmp_path / "nope.json", mmpose_coco / "example_coco_preds.json")
