@@ -1,0 +1,111 @@
+"""Person box -> model input crop, exactly as mmpose 1.3.2's top-down pipeline does it
+(GetBBoxCenterScale -> TopdownAffine -> PoseDataPreprocessor's BGR->RGB), and the inverse mapping of decoded
+keypoints back to the image (TopdownPoseEstimator.add_pred_to_datasample).
+
+The arithmetic deliberately repeats mmpose's dtypes step by step (float32 boxes, float64 direction vector,
+cv2.getAffineTransform on float32 points): cv2.warpAffine rounds the matrix to 1/32 pixel, so a last-bit
+difference in the centre could flip an interpolation weight and break byte-identical crops.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class PersonCrop:
+    image: np.ndarray    # uint8 HxWx3, RGB (the network's colour order for mmpose's COCO models)
+    center: np.ndarray   # float32 (2,), box centre in image pixels
+    scale: np.ndarray    # float32 (2,), padded box size (w, h) in image pixels, at the input's aspect ratio
+    bbox: np.ndarray     # float32 (4,), the box as given (xywh, or xyxy when crop_person(..., xyxy=True))
+
+
+def center_scale(bbox_xywh, aspect_ratio: float, padding: float = 1.25, *,
+                 xyxy: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Box -> (center, scale) float32, padded and widened/heightened to `aspect_ratio` (= w / h).
+
+    Boxes are xywh as in COCO detection results; mmpose turns them into xyxy in float32 (bbox_xywh2xyxy).
+    Pass `xyxy=True` with a box already in mmpose's xyxy form: that is how mmpose stores ground-truth boxes
+    (clipped to the image in float64 first, see `bmpose.cocodata.Person.bbox_xyxy`).
+    """
+    box = np.array(bbox_xywh, dtype=np.float32).reshape(1, 4)[:, :4].copy()
+    if not xyxy:
+        box[:, 2] = box[:, 2] + box[:, 0]
+        box[:, 3] = box[:, 3] + box[:, 1]
+    # GetBBoxCenterScale (bbox_xyxy2cs)
+    scale = (box[..., 2:] - box[..., :2]) * padding
+    center = (box[..., 2:] + box[..., :2]) * 0.5
+    # TopdownAffine._fix_aspect_ratio
+    w, h = np.hsplit(scale, [1])
+    scale = np.where(w > h * aspect_ratio, np.hstack([w, w / aspect_ratio]), np.hstack([h * aspect_ratio, h]))
+    return center[0], scale[0]
+
+
+def affine_matrix(center, scale, output_size, inv: bool = False) -> np.ndarray:
+    """2x3 matrix mapping the (center, scale) box onto output_size (w, h); inv=True maps back.
+
+    mmpose's get_warp_matrix with rot=0 and shift=0 (the only values its test pipeline uses).
+    """
+    src_w = scale[0]
+    dst_w, dst_h = output_size[:2]
+    src_dir = np.array([src_w * -0.5, 0.])          # float64, as mmpose's _rotate_point returns it
+    dst_dir = np.array([dst_w * -0.5, 0.])
+    src = np.zeros((3, 2), dtype=np.float32)
+    src[0, :] = center
+    src[1, :] = center + src_dir
+    dst = np.zeros((3, 2), dtype=np.float32)
+    dst[0, :] = [dst_w * 0.5, dst_h * 0.5]
+    dst[1, :] = np.array([dst_w * 0.5, dst_h * 0.5]) + dst_dir
+    src[2, :] = _third_point(src[0, :], src[1, :])
+    dst[2, :] = _third_point(dst[0, :], dst[1, :])
+    if inv:
+        return cv2.getAffineTransform(np.float32(dst), np.float32(src))
+    return cv2.getAffineTransform(np.float32(src), np.float32(dst))
+
+
+def _third_point(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    # a - b rotated by 90 degrees about b: fixes the aspect ratio of the mapping
+    direction = a - b
+    return b + np.r_[-direction[1], direction[0]]
+
+
+def crop_person(image_bgr: np.ndarray, bbox_xywh, input_size, padding: float = 1.25, *,
+                xyxy: bool = False) -> PersonCrop:
+    """Crop one person for the network: uint8 RGB crop of input_size (w, h) + the center/scale used.
+
+    This is the single preprocessing call shared by calibration, inference and evaluation.
+    """
+    w, h = int(input_size[0]), int(input_size[1])
+    center, scale = center_scale(bbox_xywh, w / h, padding, xyxy=xyxy)
+    mat = affine_matrix(center, scale, (w, h))
+    crop = cv2.warpAffine(image_bgr, mat, (w, h), flags=cv2.INTER_LINEAR)
+    # warpAffine treats channels independently, so swapping after the (smaller) crop equals mmpose's
+    # swap in PoseDataPreprocessor
+    rgb = np.ascontiguousarray(crop[..., ::-1])
+    return PersonCrop(image=rgb, center=center, scale=scale,
+                      bbox=np.array(bbox_xywh, dtype=np.float32).reshape(-1)[:4])
+
+
+def input_to_image(points_xy, center, scale, input_size) -> np.ndarray:
+    """Keypoints in input-crop pixels (..., 2+) -> image pixels, as mmpose's add_pred_to_datasample does.
+
+    Columns beyond x, y (e.g. scores) are passed through. Heatmap-space points must first be scaled by
+    input_size / heatmap_size (what mmpose's codecs do in decode).
+    """
+    out = np.array(points_xy, dtype=np.float32, copy=True)
+    center = np.asarray(center, dtype=np.float32)
+    scale = np.asarray(scale, dtype=np.float32)
+    out[..., :2] = out[..., :2] / np.asarray(input_size[:2]) * scale + center - 0.5 * scale
+    return out
+
+
+def image_to_input(points_xy, center, scale, input_size) -> np.ndarray:
+    """Image pixels -> input-crop pixels (..., 2+) with the forward affine matrix (mmpose's cv2.transform of
+    keypoints in TopdownAffine); used to draw ground truth on crops."""
+    out = np.array(points_xy, dtype=np.float32, copy=True)
+    mat = affine_matrix(center, scale, input_size)
+    xy = out[..., :2].reshape(-1, 1, 2)
+    out[..., :2] = cv2.transform(xy, mat).reshape(out[..., :2].shape)
+    return out

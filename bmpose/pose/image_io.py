@@ -1,0 +1,37 @@
+"""Reading images the way mmpose's LoadImage does (cv2 decode, BGR, EXIF orientation applied), with errors
+that name the file instead of a None image further down."""
+from __future__ import annotations
+
+import os
+
+import cv2
+import numpy as np
+
+from ..errors import BmposeError
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Image file -> BGR uint8 HxWx3. BmposeError naming the file if it is missing, truncated or undecodable."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except FileNotFoundError:
+        raise BmposeError(f"{path}: image file not found") from None
+    except OSError as e:
+        raise BmposeError(f"{path}: cannot read image ({e.strerror})") from None
+    if data[:2] == b"\xff\xd8" and _jpeg_truncated(data):
+        # libjpeg only warns on a truncated file and returns grey-filled rows; a calibration set must not
+        # silently contain those
+        raise BmposeError(f"{path}: truncated JPEG (no end-of-image marker after the last scan)")
+    # same call as mmcv.imfrombytes(backend='cv2', flag='color') used by mmpose's LoadImage
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+    if img is None:
+        raise BmposeError(f"{path}: not a decodable image")
+    return img
+
+
+def _jpeg_truncated(data: bytes) -> bool:
+    # Inside entropy-coded data 0xFF is always stuffed (FF00), so an EOI (FFD9) after the last SOS (FFDA)
+    # exists iff the final scan is complete. An EXIF thumbnail's EOI comes before the main scan.
+    last_sos = data.rfind(b"\xff\xda")
+    return last_sos < 0 or data.find(b"\xff\xd9", last_sos) < 0
