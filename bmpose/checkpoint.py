@@ -1,0 +1,192 @@
+"""Checkpoints: where a model's weights come from, how they are read, and the mmpose model built with them.
+
+A checkpoint reference is "fixture" (bmpose's deterministic random weights, made on demand by
+`bmpose.fixture`), a local path, or an http(s)/file URL (downloaded once into torch hub's cache, where
+mmengine keeps its own downloads). Files are read with `torch.load(weights_only=True)`; only a file the user
+named may fall back to full unpickling (see `load_checkpoint_file`).
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import pickle
+import re
+import sys
+import warnings
+from pathlib import Path
+from urllib.parse import urlparse
+
+from .errors import BmposeError
+
+FIXTURE = "fixture"
+URL_SCHEMES = ("http", "https", "file")
+
+
+def fixture_path(cfg) -> Path:
+    return cfg.artifacts / "checkpoint" / "fixture_random.pth"
+
+
+def is_url(ref: str) -> bool:
+    return urlparse(str(ref)).scheme in URL_SCHEMES
+
+
+def resolve_checkpoint(cfg, checkpoint: str | os.PathLike | None = None) -> str:
+    """Local path of the checkpoint to use: `checkpoint`, else the deploy config's own choice.
+
+    "fixture" -> artifacts/<name>/checkpoint/fixture_random.pth (written now if missing or stale);
+    a URL -> downloaded into torch hub's checkpoint cache (skipped when already there); a path must exist.
+    """
+    ref = str(checkpoint if checkpoint not in (None, "") else cfg.checkpoint)
+    if ref == FIXTURE:
+        from .fixture import make_fixture
+
+        return str(make_fixture(cfg))
+    if is_url(ref):
+        return str(_download(ref))
+    path = Path(ref).expanduser()
+    if not path.is_file():
+        raise BmposeError(f"{ref}: checkpoint not found (give a .pth file, a URL, or 'fixture')")
+    return str(path.resolve())
+
+
+def _download(url: str) -> Path:
+    import torch
+
+    name = Path(urlparse(url).path).name or "checkpoint.pth"
+    dest = Path(torch.hub.get_dir()) / "checkpoints" / name
+    if dest.is_file():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    print(f"downloading {url} -> {dest}", file=sys.stderr)
+    tmp = dest.with_name(f".{name}.part")
+    try:
+        torch.hub.download_url_to_file(url, str(tmp), progress=sys.stderr.isatty())
+        os.replace(tmp, dest)
+    except Exception as e:  # urllib raises URLError, HTTPError, OSError, ValueError...
+        raise BmposeError(f"{url}: cannot download checkpoint ({type(e).__name__}: {e})") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest
+
+
+def load_checkpoint_file(path: str | os.PathLike, allow_pickle: bool = False) -> dict:
+    """Read a checkpoint into a dict on the CPU.
+
+    torch >= 2.6 loads with weights_only=True by default, and mmengine calls plain `torch.load`, so an
+    openmmlab checkpoint (its meta holds numpy arrays and mmengine objects) fails inside mmengine. We load it
+    ourselves: weights_only=True first; only when the caller says the user named this very file
+    (allow_pickle) do we fall back to full unpickling, which runs code from the file, and say so.
+    """
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if not allow_pickle:
+            raise BmposeError(f"{path}: checkpoint holds pickled objects beyond tensors and plain types, "
+                              f"refusing to unpickle a file bmpose did not get from you") from None
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"note: {path}: not loadable with weights_only=True ({reason[:120]}); loading it with "
+              f"weights_only=False because you named this file", file=sys.stderr)
+    except Exception as e:  # a truncated or non-torch file: zipfile, EOF, runtime errors...
+        raise BmposeError(f"{path}: cannot read checkpoint ({type(e).__name__}: {str(e)[:200]})") from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise BmposeError(f"{path}: cannot read checkpoint ({type(e).__name__}: {str(e)[:200]})") from None
+
+
+def state_dict_of(ckpt, path) -> dict:
+    """The model weights of a checkpoint: mmpose's {'state_dict', 'meta'} or a bare state dict."""
+    import torch
+
+    sd = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(sd, dict) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise BmposeError(f"{path}: not a PyTorch/mmpose checkpoint (no state_dict of tensors)")
+    if all(k.startswith("module.") for k in sd):  # saved from a DataParallel/DDP wrapper
+        stripped = type(sd)((k[len("module."):], v) for k, v in sd.items())
+        meta = getattr(sd, "_metadata", None)
+        if meta is not None:
+            stripped._metadata = type(meta)((k[len("module."):] if k.startswith("module.") else k, v)
+                                            for k, v in meta.items())
+        sd = stripped
+    return sd
+
+
+def load_weights(model, state_dict, path, config_name: str) -> None:
+    """Load strictly, but report a mismatch on one line (counts and first examples) instead of torch's
+    multi-page RuntimeError. Goes through `load_state_dict` so mmpose's key-conversion hooks still run."""
+    shape_errors: list[tuple[str, str, str]] = []
+    try:
+        result = model.load_state_dict(state_dict, strict=False)
+        missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
+    except RuntimeError as e:
+        shape_errors = re.findall(r"size mismatch for ([\w.]+): copying a param with shape torch\.Size\(\[([\d, ]*)\]\)"
+                                  r" from checkpoint, the shape in current model is torch\.Size\(\[([\d, ]*)\]\)", str(e))
+        if not shape_errors:
+            raise BmposeError(f"{path}: cannot load into {config_name} ({str(e).splitlines()[0]})") from None
+        own = model.state_dict()
+        missing = [k for k in own if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in own]
+    if not (missing or unexpected or shape_errors):
+        return
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:2])})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:2])})")
+    if shape_errors:
+        k, theirs, ours = shape_errors[0]
+        parts.append(f"{len(shape_errors)} shape mismatches (e.g. {k}: checkpoint [{theirs}], model [{ours}])")
+    raise BmposeError(f"{path}: weights do not match model config {config_name}: {'; '.join(parts)} "
+                      f"- is it a checkpoint for another model?")
+
+
+def build_model(cfg, checkpoint: str | os.PathLike | None = None, *, device: str = "cpu"):
+    """The deploy config's mmpose model (TopdownPoseEstimator) in eval mode with its weights loaded.
+
+    `checkpoint`: "fixture", a path or a URL; None uses the deploy config's `checkpoint` entry.
+    """
+    ref = str(checkpoint if checkpoint not in (None, "") else cfg.checkpoint)
+    path = resolve_checkpoint(cfg, ref)
+    model = build_untrained(cfg)
+    ckpt = load_checkpoint_file(path, allow_pickle=(ref != FIXTURE))
+    load_weights(model, state_dict_of(ckpt, path), path, cfg.mmpose_config.name)
+    meta = ckpt.get("meta") if isinstance(ckpt, dict) else None
+    if isinstance(meta, dict) and isinstance(meta.get("dataset_meta"), dict):
+        model.dataset_meta = meta["dataset_meta"]  # mmpose's own priority: checkpoint > config
+    return model.to(device).eval()
+
+
+def build_untrained(cfg):
+    """mmpose's model for the config, built by mmpose itself (init_model, no weights, no download)."""
+    from .mmpose_shim import import_mmpose
+
+    # mmpose/mmengine print registry chatter and warn about optional modules (mmcv.ops, pkg_resources)
+    # that top-down heatmap models never use; keep the CLI output to what matters.
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import_mmpose()
+        from mmpose.apis import init_model
+
+        try:
+            return init_model(str(cfg.mmpose_config), None, device="cpu")
+        except Exception as e:  # mmengine's registry raises KeyError/TypeError for a broken model config
+            raise BmposeError(f"{cfg.mmpose_config}: mmpose cannot build the model "
+                              f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+
+
+def save_checkpoint(state_dict, path: str | os.PathLike, meta: dict) -> Path:
+    """Write a checkpoint in mmpose's format ({'meta', 'state_dict'}), atomically. Keep `meta` to plain
+    types (str, numbers, lists, dicts) so the file loads with torch's weights_only=True."""
+    import torch
+
+    from .manifest import atomic_file
+
+    path = Path(path)
+    meta = json.loads(json.dumps(meta))  # plain types only (e.g. torch.__version__ is a str subclass)
+    with atomic_file(path) as tmp:
+        torch.save({"meta": meta, "state_dict": state_dict}, tmp)
+    return path
