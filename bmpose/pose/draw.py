@@ -1,0 +1,40 @@
+"""Pose pictures: person box, skeleton links and keypoint circles in mmpose's COCO colours (cv2 only).
+
+Keypoints below `kpt_thr` (mmpose's visualiser default 0.3) and links touching them are not drawn; line
+widths scale with the image so small and large pictures both read.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from . import skeleton
+
+BOX_BGR = (0, 255, 0)
+
+
+def _bgr(rgb) -> tuple[int, int, int]:
+    return int(rgb[2]), int(rgb[1]), int(rgb[0])
+
+
+def draw_pose(image_bgr: np.ndarray, keypoints: np.ndarray, scores: np.ndarray, bbox_xywh=None,
+              kpt_thr: float = 0.3, label: str | None = None) -> np.ndarray:
+    """Draw one person on `image_bgr` in place (and return it). keypoints (K, 2) in image pixels."""
+    h, w = image_bgr.shape[:2]
+    thick = max(1, round(max(h, w) / 300))
+    radius = max(2, thick + 1)
+    if bbox_xywh is not None:
+        x, y, bw, bh = (float(v) for v in bbox_xywh)
+        cv2.rectangle(image_bgr, (round(x), round(y)), (round(x + bw), round(y + bh)), BOX_BGR, thick)
+        if label:
+            cv2.putText(image_bgr, label, (round(x), max(0, round(y) - 3)), cv2.FONT_HERSHEY_SIMPLEX,
+                        0.4 * thick, BOX_BGR, thick, cv2.LINE_AA)
+    pts = np.round(np.asarray(keypoints, dtype=np.float64)).astype(int)
+    visible = np.asarray(scores) >= kpt_thr
+    for (a, b), colour in zip(skeleton.SKELETON_LINKS, skeleton.LINK_COLORS_RGB):
+        if visible[a] and visible[b]:
+            cv2.line(image_bgr, tuple(map(int, pts[a])), tuple(map(int, pts[b])), _bgr(colour), thick, cv2.LINE_AA)
+    for k, colour in enumerate(skeleton.KEYPOINT_COLORS_RGB):
+        if visible[k]:
+            cv2.circle(image_bgr, tuple(map(int, pts[k])), radius, _bgr(colour), -1, cv2.LINE_AA)
+    return image_bgr
