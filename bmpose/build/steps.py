@@ -1,0 +1,339 @@
+"""The build stages, each `ensure_*`: skip when its manifest is up to date, else build atomically.
+
+Every stage runs its TPU-MLIR tool inside a fresh temporary directory (atomic_dir) holding hard links of the
+files the tool reads by relative name; the directory is renamed to its final name only when the tool, the
+checks and the manifest all succeeded, and is kept as `<dir>.failed` (logs included) otherwise.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from .. import compare
+from ..errors import BmposeError
+from ..manifest import atomic_dir, locked, read_manifest, sha256_file, tool_versions, up_to_date, write_manifest
+from . import bmodel_dir, bmodel_name
+from .runner import run_tool
+
+TAIL_RULE = "v1: output op back through single-input ops, up to and including the first merge"
+CALI_METHODS = ("kl", "mse", "max", "percentile9999", "aciq_laplace", "aciq_gauss")
+
+
+@contextlib.contextmanager
+def build(out_dir: Path):
+    """atomic_dir, with error messages that point at `<dir>.failed` (where the logs end up)."""
+    failed = out_dir.with_name(out_dir.name + ".failed")
+    tmp = None
+    try:
+        with atomic_dir(out_dir) as tmp:
+            yield tmp
+    except BmposeError as e:
+        msg = str(e).replace(str(tmp), str(failed)) if tmp else str(e)
+        raise BmposeError(msg) from None
+
+
+def link(src: Path, dst_dir: Path, name: str | None = None) -> Path:
+    """Hard link (copy across file systems) src into dst_dir: the tools want their inputs in the cwd."""
+    dst = dst_dir / (name or src.name)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+    return dst
+
+
+def deep_fresh(out_dir: Path, options: dict | None = None, _seen: set | None = None) -> bool:
+    """Cheap "is everything up to date" check, without importing torch/mmpose: the manifest of out_dir is ok,
+    its options (when given) and tool versions match, its recorded inputs still hash the same, and the same
+    holds, recursively, for every input that lives in an artifact directory with its own manifest."""
+    _seen = set() if _seen is None else _seen
+    out_dir = Path(out_dir)
+    if out_dir in _seen:
+        return True
+    _seen.add(out_dir)
+    m = read_manifest(out_dir)
+    if m is None or m.get("status") != "ok" or m.get("tools") != tool_versions():
+        return False
+    if options is not None and m.get("options") != compare_jsonable(options):
+        return False
+    if not all((out_dir / o).exists() for o in m.get("outputs", {})):
+        return False
+    for rec in m.get("inputs", {}).values():
+        p = Path(rec["path"])
+        try:
+            if sha256_file(p) != rec["sha256"]:
+                return False
+        except FileNotFoundError:
+            return False
+        up = p if p.is_dir() else p.parent
+        if (up / "manifest.json").is_file() and not deep_fresh(up, None, _seen):
+            return False
+    return True
+
+
+def compare_jsonable(obj):
+    import json
+
+    return json.loads(json.dumps(obj, default=str, sort_keys=True))
+
+
+# ---------------------------------------------------------------- calibration inputs (real crops as npz)
+
+def cali_inputs_dir(cfg) -> Path:
+    return cfg.artifacts / "cali_inputs"
+
+
+def ensure_cali_inputs(cfg, lmdb: Path, num: int, spec: dict) -> list[Path]:
+    """Normalised crops from the calibration LMDB as TPU-MLIR npz inputs (engineer B's write_tpu_inputs)."""
+    from ..calib import write_tpu_inputs
+
+    out = cali_inputs_dir(cfg)
+    inputs, options = {"lmdb": lmdb}, {"num": num, "calib": spec, "config": cfg.summary()}
+    with locked(out):
+        if not up_to_date(out, inputs, options):
+            with build(out) as tmp:
+                files = write_tpu_inputs(lmdb, cfg, tmp, num)
+                if not files:
+                    raise BmposeError(f"{lmdb}: no calibration crops to write")
+                write_manifest(tmp, stage="cali_inputs", inputs=inputs, options=options,
+                               outputs=[Path(f).name for f in files], checks={"count": len(files)})
+    m = read_manifest(out)
+    return [out / name for name in m["outputs"]]
+
+
+# ---------------------------------------------------------------- transform: ONNX -> top MLIR
+
+def mlir_dir(cfg, batch: int) -> Path:
+    return cfg.artifacts / "mlir" / f"b{batch}"
+
+
+def transform_options(cfg, batch: int, checkpoint: str | None) -> dict:
+    h, w = cfg.input_hw
+    # mean 0 / scale 1: the bmodel input is the already normalised float tensor (fixed decision, contracts).
+    return {"batch": batch, "input_shape": [batch, 3, h, w], "mean": [0.0] * 3, "scale": [1.0] * 3,
+            "model_name": cfg.name, "checkpoint": checkpoint or cfg.checkpoint}
+
+
+def transform_files(cfg) -> dict[str, str]:
+    n = cfg.name
+    return {"mlir": f"{n}.mlir", "weights": f"{n}_top_f32_all_weight.npz", "input": f"{n}_in_f32.npz",
+            "top_outputs": f"{n}_top_outputs.npz", "ref_outputs": f"{n}_ref_outputs.npz"}
+
+
+def ensure_transform(cfg, batch: int, onnx: Path, crops: list[Path], checkpoint: str | None = None) -> Path:
+    """model_transform with a test input of `batch` real crops; keeps the ONNX (ref) and top tensors."""
+    out = mlir_dir(cfg, batch)
+    use = [crops[i % len(crops)] for i in range(batch)]
+    inputs = {"onnx": onnx, **{f"crop{i}": p for i, p in enumerate(use)}}
+    options = transform_options(cfg, batch, checkpoint)
+    files = transform_files(cfg)
+    with locked(out):
+        if up_to_date(out, inputs, options):
+            return out
+        with build(out) as tmp:
+            x = np.concatenate([np.load(p)["input"] for p in use], axis=0).astype(np.float32)
+            np.savez(tmp / "test_input.npz", input=x)
+            seconds = run_tool("model_transform.py", [
+                "--model_name", cfg.name, "--model_def", Path(onnx).resolve(),
+                "--input_shapes", str([options["input_shape"]]).replace(" ", ""),
+                "--mean", "0,0,0", "--scale", "1,1,1",
+                "--test_input", "test_input.npz", "--test_result", files["top_outputs"],
+                "--mlir", files["mlir"], "--debug"], tmp, "model_transform.log")
+            for junk in ("final_opt.onnx", f"{cfg.name}_opt.onnx", f"{cfg.name}_top_f32_all_origin_weight.npz"):
+                (tmp / junk).unlink(missing_ok=True)
+            out_name = _output_name(tmp / files["mlir"])
+            with np.load(tmp / files["top_outputs"]) as top, np.load(tmp / files["ref_outputs"]) as ref:
+                sim = compare.similarity(top[out_name], ref[out_name])
+            write_manifest(tmp, stage="transform", inputs=inputs, options=options, outputs=list(files.values()),
+                           checks={"top_vs_onnx": sim, "seconds": round(seconds, 1)},
+                           extra={"output": out_name})
+    return out
+
+
+def _output_name(mlir: Path) -> str:
+    from .mlirgraph import read_graph
+
+    outs = read_graph(mlir).outputs
+    if len(outs) != 1:
+        raise BmposeError(f"{mlir}: expected one output (heatmaps), found {len(outs)}")
+    return outs[0]
+
+
+# ---------------------------------------------------------------- calibration table (batch-1 MLIR)
+
+def cali_dir(cfg, method: str, num: int) -> Path:
+    return cfg.artifacts / "cali_table" / f"{method}_n{num}"
+
+
+def ensure_cali_table(cfg, mlir1: Path, crops: list[Path], method: str, num: int) -> Path:
+    """run_calibration on the batch-1 MLIR; the table (op name, threshold, min, max) serves every batch."""
+    if method not in CALI_METHODS:
+        raise BmposeError(f"--method {method}: unknown calibration method (choose from {', '.join(CALI_METHODS)})")
+    out = cali_dir(cfg, method, num)
+    files = transform_files(cfg)
+    data_dir = crops[0].parent
+    inputs = {"top_mlir": mlir1 / files["mlir"], "weights": mlir1 / files["weights"], "cali_inputs": data_dir}
+    options = {"method": method, "num": min(num, len(crops))}
+    table = f"{cfg.name}_cali_table"
+    with locked(out):
+        if not up_to_date(out, inputs, options):
+            with build(out) as tmp:
+                link(mlir1 / files["mlir"], tmp)
+                link(mlir1 / files["weights"], tmp)
+                seconds = run_tool("run_calibration.py", [
+                    files["mlir"], "--dataset", data_dir.resolve(), "--input_num", options["num"],
+                    "--cali_method", method, "-o", table], tmp, "run_calibration.log")
+                for f in (files["mlir"], files["weights"]):
+                    (tmp / f).unlink()
+                write_manifest(tmp, stage="calibration", inputs=inputs, options=options, outputs=[table],
+                               checks={"seconds": round(seconds, 1)})
+    return out / table
+
+
+def ensure_search(cfg, mlir1: Path, crops: list[Path], cali_table: Path, chip: str, num: int) -> Path:
+    """TPU-MLIR's sensitive-layer search (run_calibration --search search_qtable) for one chip -> qtable."""
+    out = cali_table.parent / f"search_{chip}"
+    files = transform_files(cfg)
+    data_dir = crops[0].parent
+    inputs = {"top_mlir": mlir1 / files["mlir"], "cali_table": cali_table, "cali_inputs": data_dir}
+    options = {"chip": chip, "num": min(num, len(crops)), "expected_cos": cfg.tolerances["int8_cos"]}
+    qtable = f"{cfg.name}_{chip}_search_qtable"
+    with locked(out):
+        if not up_to_date(out, inputs, options):
+            with build(out) as tmp:
+                link(mlir1 / files["mlir"], tmp)
+                link(mlir1 / files["weights"], tmp)
+                shutil.copy(cali_table, tmp / cali_table.name)  # search reuses an existing table of this name
+                seconds = run_tool("run_calibration.py", [
+                    files["mlir"], "--dataset", data_dir.resolve(), "--input_num", options["num"],
+                    "--search", "search_qtable", "--chip", chip, "--expected_cos", options["expected_cos"],
+                    "--quantize_table", qtable, "-o", cali_table.name], tmp, "search_qtable.log")
+                for f in (files["mlir"], files["weights"]):
+                    (tmp / f).unlink()
+                if not (tmp / qtable).is_file():
+                    raise BmposeError(f"{tmp}: search_qtable wrote no {qtable} (see search_qtable.log)")
+                write_manifest(tmp, stage="search_qtable", inputs=inputs, options=options, outputs=[qtable],
+                               checks={"seconds": round(seconds, 1),
+                                       "layers": len([l for l in (tmp / qtable).read_text().splitlines()
+                                                      if l.strip() and not l.startswith("#")])})
+    return out / qtable
+
+
+# ---------------------------------------------------------------- deploy: top MLIR -> bmodel (+ compare, gate)
+
+def deploy_options(cfg, chip: str, precision: str, batch: int, *, method: str | None, user_qtables, search: bool,
+                   checkpoint: str | None, calib: dict | None) -> dict:
+    tol_key = f"{precision}_cos"
+    opts = {"chip": chip, "precision": precision, "batch": batch, "tolerance": {tol_key: cfg.tolerances[tol_key]},
+            "checkpoint": checkpoint or cfg.checkpoint, "calib": calib}
+    if precision == "int8":
+        opts.update({"method": method, "qtables": [str(q) for q in user_qtables], "search": bool(search),
+                     "tail_rule": TAIL_RULE, "symmetric": True})
+    return opts
+
+
+def ensure_bmodel(cfg, chip: str, precision: str, batch: int, *, mlir: Path, options: dict,
+                  cali_table: Path | None = None, user_qtables=(), searched: Path | None = None) -> tuple[Path, bool]:
+    """model_deploy (with TPU-MLIR's own validation), per-layer compare, tolerance gate. -> (dir, built?)"""
+    out = bmodel_dir(cfg, chip, precision, batch)
+    files = transform_files(cfg)
+    inputs = {k: mlir / v for k, v in files.items()}
+    if precision == "int8":
+        if cali_table is None:
+            raise BmposeError("INT8 deploy needs a calibration table")
+        inputs["cali_table"] = cali_table
+        inputs.update({f"qtable{i}": Path(q) for i, q in enumerate(user_qtables)})
+        if searched:
+            inputs["search_qtable"] = searched
+    with locked(out):
+        if up_to_date(out, inputs, options):
+            return out, False
+        with build(out) as tmp:
+            _deploy(cfg, chip, precision, batch, tmp, mlir, files, inputs, options, cali_table, user_qtables,
+                    searched)
+    return out, True
+
+
+def _deploy(cfg, chip, precision, batch, tmp: Path, mlir: Path, files, inputs, options, cali_table,
+            user_qtables, searched) -> None:
+    from .mlirgraph import read_graph
+    from .qtable import build_qtable, format_qtable
+
+    for key in ("mlir", "weights", "input", "top_outputs"):
+        link(mlir / files[key], tmp)
+    name = bmodel_name(cfg, chip, precision, batch)
+    args = ["--mlir", files["mlir"], "--chip", chip, "--model", name, "--test_input", files["input"],
+            "--test_reference", files["top_outputs"], "--compare_all", "--debug"]
+    qtable, origin = {}, {}
+    if precision == "int8":
+        qtable, origin = build_qtable(mlir / files["mlir"], list(user_qtables), searched)
+        header = "\n".join(f"{src}: {len(names)} layer(s)" for src, names in origin.items())
+        (tmp / "qtable").write_text(format_qtable(qtable, f"bmpose qtable ({TAIL_RULE})\n{header}"))
+        # TPU-MLIR's own per-layer check is loose for INT8 (a random-weight model has noisy middle layers);
+        # the real gate is ours, below, on the final heatmaps against ONNX.
+        args += ["--quantize", "INT8", "--calibration_table", Path(cali_table).resolve(),
+                 "--quantize_table", "qtable", "--tolerance", "0.8,0.45"]
+    else:
+        args += ["--quantize", "F32", "--tolerance", "0.99,0.99"]
+    seconds = run_tool("model_deploy.py", args, tmp, "model_deploy.log")
+
+    mode = "int8_sym" if precision == "int8" else "f32"
+    stem = f"{cfg.name}_{chip}_{mode}"
+    tpu_mlir = tmp / f"{stem}_tpu.mlir"
+    if not tpu_mlir.is_file():
+        raise BmposeError(f"{tmp}: model_deploy wrote no {tpu_mlir.name} (see model_deploy.log)")
+    m = re.search(r'module\.weight_file = "([^"]+)"', tpu_mlir.read_text())
+    tpu_weights = m.group(1) if m else ""
+    graph = read_graph(tpu_mlir)
+
+    # The qtable must show in the deployed MLIR: TPU-MLIR ignores unknown names and may change modes silently.
+    wrong = [f"{n} ({graph.op(n).quant})" for n, mode_ in qtable.items()
+             if n in graph.names and mode_ == "F32" and graph.op(n).quant != "F32"]
+    missing = [n for n in qtable if n not in graph.names]
+    if wrong or missing:
+        raise BmposeError(f"{tpu_mlir}: qtable layers not F32 as deployed: {', '.join(wrong + missing)}")
+    fp32_layers = [op.name for op in graph.ops if op.quant == "F32" and op.type != "tpu.Cast"] \
+        if precision == "int8" else []
+
+    # Compare: every layer of the deployed TPU MLIR vs the top (FP32) MLIR; bmodel output vs ONNX.
+    ops = {op.name: (op.type, op.quant) for op in graph.ops}
+    rows = compare.compare_npz(tmp / f"{stem}_tpu_outputs.npz", tmp / files["top_outputs"], ops)
+    out_name = graph.outputs[0]
+    with np.load(tmp / f"{stem}_model_outputs.npz") as bm, np.load(mlir / files["ref_outputs"]) as ref, \
+            np.load(tmp / f"{stem}_tpu_outputs.npz") as tpu:
+        bmodel_out, onnx_out, tpu_out = bm[out_name], ref[out_name], tpu[out_name]
+    final = compare.similarity(bmodel_out, onnx_out)
+    rows.append({"layer": f"{out_name} (bmodel vs ONNX)", "op": "bmodel", "quant": precision.upper(),
+                 "shape": "x".join(map(str, bmodel_out.shape)), **final})
+    compare.write_csv(rows, tmp / "compare.csv")
+    np.savez(tmp / "compare.npz", onnx=onnx_out, bmodel=bmodel_out, tpu_mlir=tpu_out,
+             layers=np.array([r["layer"] for r in rows[:-1]]),
+             cosine=np.array([r["cosine"] for r in rows[:-1]]),
+             euclidean=np.array([r["euclidean"] for r in rows[:-1]]),
+             sqnr_db=np.array([r["sqnr_db"] for r in rows[:-1]]))
+
+    # Keep what later stages use (bmodel, the deployed tpu.mlir + weights for the mlir backend, tensors,
+    # compare files, logs); drop TPU-MLIR's --debug intermediates and the linked inputs.
+    keep = {name, tpu_mlir.name, tpu_weights, f"{stem}_tpu_outputs.npz", f"{stem}_model_outputs.npz",
+            "compare.csv", "compare.npz", "qtable", "model_deploy.log", files["input"]}
+    for f in tmp.iterdir():
+        if f.name not in keep:
+            shutil.rmtree(f) if f.is_dir() else f.unlink()
+
+    tol_key, tol = next(iter(options["tolerance"].items()))
+    checks = {"final": final, "tpu_mlir_vs_top_min_cos": min((r["cosine"] for r in rows[:-1]), default=None),
+              "tolerance": {tol_key: tol}, "seconds": round(seconds, 1)}
+    compare.gate(tol_key, final["cosine"], tol, str(tmp / name))
+    write_manifest(tmp, stage="deploy", inputs=inputs, options=options,
+                   outputs=[name, tpu_mlir.name, tpu_weights, "compare.csv", "compare.npz"]
+                   + (["qtable"] if precision == "int8" else []),
+                   checks=checks,
+                   extra={"tpu_mlir": tpu_mlir.name, "tpu_weights": tpu_weights, "output": out_name,
+                          "input": files["input"], "size_bytes": (tmp / name).stat().st_size,
+                          "build_seconds": round(seconds, 1), "fp32_layers": fp32_layers,
+                          "qtable_origin": origin})
