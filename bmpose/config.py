@@ -117,7 +117,7 @@ def load(model: str | os.PathLike | None = None) -> DeployConfig:
         name=raw.get("name", path.stem),
         path=path.resolve(),
         mmpose_config=mm_path,
-        checkpoint=str(raw.get("checkpoint", "fixture")),
+        checkpoint=_checkpoint_ref(str(raw.get("checkpoint", "fixture")), path.parent),
         input_size=tuple(codec["input_size"]),
         heatmap_size=tuple(codec["heatmap_size"]),
         mean=tuple(float(x) for x in pre.mean),
@@ -132,6 +132,14 @@ def load(model: str | os.PathLike | None = None) -> DeployConfig:
         calibration={**DEFAULT_CALIBRATION, **(raw.get("calibration") or {})},
         qtable=(path.parent / qtable).resolve() if qtable else None,
     )
+
+
+def _checkpoint_ref(ref: str, base: Path) -> str:
+    """"fixture" and URLs as they are; a relative path is relative to the yaml's folder, like its other paths."""
+    if ref == "fixture" or "://" in ref:
+        return ref
+    path = Path(ref).expanduser()
+    return str(path if path.is_absolute() else (base / path).resolve())
 
 
 def _read_mmpose_config(path: Path):

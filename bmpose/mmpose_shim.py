@@ -36,6 +36,8 @@ def _stub(name: str) -> types.ModuleType:
     mod.__spec__ = importlib.machinery.ModuleSpec(name, loader=None, is_package=True)
     mod.__path__ = []
     mod.__bmpose_shim__ = True
+    # mmengine's Runner logs `torchvision.__version__` (collect_env) at start-up: say what this is.
+    mod.__version__ = "0+bmpose.shim"
     mod.__getattr__ = lambda attr: (_ for _ in ()).throw(AttributeError(attr)) if attr.startswith("__") \
         else _placeholder(name, attr)
     return mod
