@@ -1,0 +1,352 @@
+"""`bmpose infer`: images + person boxes -> keypoints on any backend -> vis_results/ pictures + COCO results json.
+
+Pipeline (the same for every backend): read each image once, crop every person with the shared core
+(`pose.crop.crop_person`), normalise once (`pose.normalize`), group crops into batches of the model's batch
+size (the last one padded with copies, the padding dropped), run the backend, optionally the flip test (the
+flipped crops go through in the same batches as the plain ones), decode as the config's mmpose codec, map
+back through the inverse affine, then rescore + OKS-NMS as mmpose's CocoMetric (`evaluate.to_coco_results`).
+
+Boxes: `gt` (the annotation file's persons, mmpose's clipped xyxy boxes, score 1), `dets:JSON` (COCO detection
+results, score threshold from the config's filter_cfg), `image` (the whole image; default for --images).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from . import config as config_mod
+from .errors import BmposeError
+from .manifest import atomic_dir, write_manifest
+from .pose import crop, decode, draw, skeleton
+from .pose.normalize import normalize
+from .pose.image_io import read_image
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+SLOW_LIMIT = 8  # persons a slow backend (the cmodel) runs without --allow-slow
+
+
+def bundled_sample() -> tuple[Path, Path]:
+    d = config_mod.DATA_DIR / "coco_val_mini"
+    return d / "person_keypoints_val2017_subset.json", d / "images"
+
+
+@dataclass
+class PersonBox:
+    image_id: int
+    file: Path
+    bbox: tuple                  # xywh as given (drawn, written to the results)
+    score: float = 1.0           # box score (1 for ground truth)
+    xyxy: np.ndarray | None = None  # mmpose's clipped float32 xyxy for ground-truth boxes (crop from this)
+    source: str = ""             # where the box came from, for error messages
+
+
+@dataclass
+class Prediction:
+    box: PersonBox
+    keypoints: np.ndarray        # (K, 2) image pixels
+    scores: np.ndarray           # (K,)
+    area: float                  # mmpose's bbox_scales product (for OKS-NMS)
+
+
+@dataclass
+class RunReport:
+    predictions: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)   # (file, reason)
+    seconds: float = 0.0
+
+
+# ---- boxes ------------------------------------------------------------------------------------------------
+
+def list_images(images: str | Path) -> list[Path]:
+    p = Path(images)
+    if p.is_file():
+        return [p]
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+        if not files:
+            raise BmposeError(f"{p}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+        return files
+    raise BmposeError(f"{p}: no such image file or folder")
+
+
+def image_id_of(path: Path, index: int) -> int:
+    """COCO file names carry the image id (000000000139.jpg -> 139); other names get their list index."""
+    return int(path.stem) if path.stem.isdigit() else index
+
+
+def gt_boxes(ann: Path, img_dir: Path, only_files: set[str] | None = None) -> list[PersonBox]:
+    from .cocodata import load_coco_keypoints
+
+    coco = load_coco_keypoints(ann, img_dir)
+    out = []
+    for p in coco.persons():
+        if only_files is not None and Path(p.file).name not in only_files:
+            continue
+        out.append(PersonBox(p.image_id, Path(p.file), p.bbox, 1.0, p.bbox_xyxy, f"{ann}: annotation {p.ann_id}"))
+    return out
+
+
+def det_boxes(dets: Path, ann: Path, img_dir: Path, score_thr: float) -> list[PersonBox]:
+    from .cocodata import load_coco_keypoints, load_detections
+
+    coco = load_coco_keypoints(ann, img_dir)
+    return [PersonBox(d.image_id, Path(d.file), d.bbox, d.score, None, f"{dets}: box {i}")
+            for i, d in enumerate(load_detections(dets, coco, score_thr))]
+
+
+def image_boxes(files: list[Path]) -> tuple[list[PersonBox], list[tuple[str, str]]]:
+    """The whole image as one person box; unreadable images are skipped (reported by the caller)."""
+    out, skipped = [], []
+    for i, f in enumerate(files):
+        try:
+            h, w = read_image(f).shape[:2]
+        except BmposeError as e:
+            skipped.append((str(f), str(e)))
+            continue
+        out.append(PersonBox(image_id_of(f, i), f, (0.0, 0.0, float(w), float(h)), 1.0, None, str(f)))
+    return out, skipped
+
+
+def det_score_thr(cfg) -> float:
+    """mmpose's filter_cfg.bbox_score_thr of the config's test set (0 when unset)."""
+    from mmengine.config import Config
+
+    mm = Config.fromfile(str(cfg.mmpose_config))
+    ds = mm.get("test_dataloader", {}).get("dataset", {})
+    return float((ds.get("filter_cfg") or {}).get("bbox_score_thr", 0.0))
+
+
+def check_box(box: PersonBox, width: int, height: int) -> None:
+    x, y, w, h = box.bbox
+    if not (w > 0 and h > 0):
+        raise BmposeError(f"{box.source}: box {list(box.bbox)} has zero size")
+    if x >= width or y >= height or x + w <= 0 or y + h <= 0:
+        raise BmposeError(f"{box.source}: box {list(box.bbox)} lies outside its image ({width}x{height}, "
+                          f"{box.file})")
+
+
+# ---- the pose loop ----------------------------------------------------------------------------------------
+
+def prepare(cfg, boxes: list[PersonBox], skipped: list) -> tuple[list[PersonBox], list[crop.PersonCrop]]:
+    """Crop every box, reading each image once. Bad images are skipped (with all their boxes) and reported."""
+    by_file: dict[Path, list[PersonBox]] = {}
+    for b in boxes:
+        by_file.setdefault(b.file, []).append(b)
+    kept, crops = [], []
+    for file, group in by_file.items():
+        try:
+            image = read_image(file)
+        except BmposeError as e:
+            warnings.warn(f"skipping {file}: {e}", stacklevel=2)
+            skipped.append((str(file), str(e)))
+            continue
+        h, w = image.shape[:2]
+        for b in group:
+            check_box(b, w, h)
+            if b.xyxy is not None:
+                c = crop.crop_person(image, b.xyxy, cfg.input_size, cfg.padding, xyxy=True)
+            else:
+                c = crop.crop_person(image, b.bbox, cfg.input_size, cfg.padding)
+            kept.append(b)
+            crops.append(c)
+    return kept, crops
+
+
+def run_batches(backend, inputs: np.ndarray, progress: bool = True, desc: str = "infer") -> np.ndarray:
+    """Run (N, 3, H, W) through the backend in batches of its size; the last batch is padded with copies of
+    its last crop and the padding dropped."""
+    from tqdm import tqdm
+
+    bs = backend.batch_size
+    outs = []
+    with tqdm(total=len(inputs), desc=desc, unit="crop", disable=not progress, leave=False) as bar:
+        for i in range(0, len(inputs), bs):
+            chunk = inputs[i:i + bs]
+            n = len(chunk)
+            if n < bs:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], bs - n, axis=0)])
+            outs.append(backend.run(chunk)[:n])
+            bar.update(n)
+    return np.concatenate(outs) if outs else np.zeros((0,), np.float32)
+
+
+def heatmaps_for(cfg, backend, inputs: np.ndarray, flip: bool, progress: bool = True) -> np.ndarray:
+    """Heatmaps of the crops; with flip, each crop's mirror runs right after it in the same batches."""
+    if not flip:
+        return run_batches(backend, inputs, progress)
+    both = np.stack([inputs, decode.flip_inputs(inputs)], axis=1).reshape(-1, *inputs.shape[1:])
+    hm = run_batches(backend, both, progress)
+    hm = hm.reshape(len(inputs), 2, *hm.shape[1:])
+    return decode.merge_flip(hm[:, 0], hm[:, 1], skeleton.FLIP_INDICES, cfg.shift_heatmap)
+
+
+def predict(cfg, backend, boxes: list[PersonBox], flip: bool = False, progress: bool = True,
+            allow_slow: bool = False) -> RunReport:
+    report = RunReport()
+    if backend.slow and len(boxes) * (2 if flip else 1) > SLOW_LIMIT and not allow_slow:
+        raise BmposeError(f"{backend.name}: the {backend.kind} simulator is slow (HRNet-W32: 25-50 s per crop) and "
+                          f"this run has {len(boxes)} persons{' x2 (flip)' if flip else ''}; use --limit N, the "
+                          f"mlir backend on the deployed *_tpu.mlir, or --allow-slow")
+    t0 = time.perf_counter()
+    kept, crops = prepare(cfg, boxes, report.skipped)
+    if not crops:
+        report.seconds = time.perf_counter() - t0
+        return report
+    x = normalize(np.stack([c.image for c in crops]), cfg.mean, cfg.std, network_rgb=cfg.bgr_to_rgb)
+    hm = heatmaps_for(cfg, backend, x, flip, progress)
+    kpts, scores = decode.decode(hm, cfg.codec)
+    for b, c, k, s in zip(kept, crops, kpts, scores):
+        report.predictions.append(Prediction(b, crop.input_to_image(k, c.center, c.scale, cfg.input_size), s,
+                                             float(np.prod(c.scale))))
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def coco_results(cfg, predictions: list[Prediction], sigmas=None, options: dict | None = None) -> list[dict]:
+    from . import evaluate
+
+    instances = [{"image_id": p.box.image_id, "keypoints": p.keypoints, "keypoint_scores": p.scores,
+                  "bbox_score": p.box.score, "area": p.area, "bbox": p.box.bbox} for p in predictions]
+    return evaluate.to_coco_results(instances, sigmas, **(options or {}))
+
+
+def draw_results(predictions: list[Prediction], out_dir: Path, kpt_thr: float = 0.3) -> list[str]:
+    by_file: dict[Path, list[Prediction]] = {}
+    for p in predictions:
+        by_file.setdefault(p.box.file, []).append(p)
+    written = []
+    for file, preds in by_file.items():
+        image = read_image(file)
+        for p in preds:
+            draw.draw_pose(image, p.keypoints, p.scores, p.box.bbox, kpt_thr=kpt_thr,
+                           label=f"{p.box.score:.2f}" if p.box.score < 1 else None)
+        name = Path(file).stem + ".jpg"
+        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 92])
+        if not ok:
+            raise BmposeError(f"{out_dir / name}: cannot encode the picture")
+        (out_dir / name).write_bytes(buf.tobytes())
+        written.append(name)
+    return written
+
+
+# ---- model selection --------------------------------------------------------------------------------------
+
+def open_model(cfg, backend_spec: list[str] | None, batch: int, checkpoint=None, chip: str | None = None):
+    """--backend onnx (our export at --batch) | bmodel PATH | mlir PATH -> an opened backend."""
+    from .backends import open_backend
+
+    spec = backend_spec or ["onnx"]
+    kind = spec[0]
+    if kind == "onnx":
+        if len(spec) > 1:
+            return open_backend(spec[1], chip, kind="onnx")
+        from .export import ensure_onnx
+
+        path = ensure_onnx(cfg, checkpoint, batches=(batch,), verbose=False)[batch]
+        return open_backend(path, kind="onnx")
+    if kind in ("bmodel", "mlir", "cmodel", "sail"):
+        if len(spec) < 2:
+            raise BmposeError(f"--backend {kind} needs a path: --backend {kind} PATH")
+        b = open_backend(spec[1], chip, kind=None if kind == "bmodel" else kind)
+        return b
+    raise BmposeError(f"--backend {kind!r}: expected onnx, bmodel PATH or mlir PATH")
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="bmpose infer", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default=None, help="deploy config name or yaml (default: the small model)")
+    p.add_argument("--checkpoint", default=None, help="for the onnx backend's export (default: the config's)")
+    p.add_argument("--images", default=None, help="image file or folder (default: the bundled COCO sample)")
+    p.add_argument("--boxes", default=None,
+                   help="gt (annotation boxes; default without --images) | dets:JSON (COCO detection results) | "
+                        "image (whole image; default with --images)")
+    p.add_argument("--coco-ann", default=None, help="annotations for gt/dets boxes (default: the bundled sample)")
+    p.add_argument("--coco-img", default=None, help="image folder of --coco-ann")
+    p.add_argument("--backend", nargs="+", default=None, metavar="KIND [PATH]",
+                   help="onnx (default, our export) | bmodel PATH (device if sophon.sail, else cmodel) | mlir PATH")
+    p.add_argument("--chip", default=None, help="refuse a bmodel/tpu.mlir built for another chip")
+    p.add_argument("--batch", type=int, choices=(1, 4), default=1, help="ONNX batch size (bmodels: their own)")
+    p.add_argument("--flip", action="store_true", help="flip test (the config's shift_heatmap)")
+    p.add_argument("--limit", type=int, default=None, help="first N persons only")
+    p.add_argument("--allow-slow", action="store_true", help="let the cmodel run more than %d crops" % SLOW_LIMIT)
+    p.add_argument("--out", default="vis_results", help="pictures + results.json folder (replaced)")
+    p.add_argument("--kpt-thr", type=float, default=0.3, help="keypoints drawn above this score")
+    p.add_argument("--no-vis", action="store_true", help="results json only")
+    return p.parse_args(argv)
+
+
+def collect_boxes(cfg, args) -> tuple[list[PersonBox], list, dict]:
+    ann_default, img_default = bundled_sample()
+    ann = Path(args.coco_ann) if args.coco_ann else ann_default
+    img_dir = Path(args.coco_img) if args.coco_img else (img_default if not args.coco_ann else ann.parent)
+    boxes_spec = args.boxes or ("image" if args.images else "gt")
+    inputs = {}
+    skipped: list = []
+    only = None
+    if args.images and boxes_spec != "image":
+        files = list_images(args.images)
+        only = {f.name for f in files}
+        img_dir = files[0].parent
+    if boxes_spec == "gt":
+        boxes = gt_boxes(ann, img_dir, only)
+        inputs["annotations"] = ann
+    elif boxes_spec.startswith("dets:"):
+        dets = Path(boxes_spec[5:])
+        boxes = det_boxes(dets, ann, img_dir, det_score_thr(cfg))
+        if only is not None:
+            boxes = [b for b in boxes if b.file.name in only]
+        inputs.update(annotations=ann, detections=dets)
+    elif boxes_spec == "image":
+        boxes, skipped = image_boxes(list_images(args.images or img_default))
+    else:
+        raise BmposeError(f"--boxes {boxes_spec!r}: expected gt, dets:JSON or image")
+    if args.limit:
+        boxes = boxes[:args.limit]
+    if not boxes:
+        raise BmposeError("no person boxes to run (check --images / --boxes / --coco-ann)")
+    return boxes, skipped, inputs
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv if argv is not None else sys.argv[1:])
+    cfg = config_mod.load(args.model)
+    boxes, skipped, inputs = collect_boxes(cfg, args)
+    backend = open_model(cfg, args.backend, args.batch, args.checkpoint, args.chip)
+    print(f"infer: {len(boxes)} persons on {backend.describe()}{' with flip test' if args.flip else ''}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # skipped images are reported below, once each
+        report = predict(cfg, backend, boxes, args.flip, allow_slow=args.allow_slow)
+    report.skipped = skipped + report.skipped
+    from .evaluate import metric_options
+
+    results = coco_results(cfg, report.predictions, options=metric_options(cfg))
+    out = Path(args.out)
+    with atomic_dir(out, keep_failed=False) as tmp:
+        (tmp / "results.json").write_text(__import__("json").dumps(results))
+        pictures = [] if args.no_vis else draw_results(report.predictions, tmp, args.kpt_thr)
+        write_manifest(tmp, stage="infer", inputs={**inputs, "model": backend.path},
+                       options={"backend": backend.kind, "chip": backend.chip, "batch": backend.batch_size,
+                                "flip": args.flip, "boxes": args.boxes or ("image" if args.images else "gt"),
+                                "limit": args.limit, "config": cfg.summary()},
+                       outputs=["results.json"] + pictures,
+                       checks={"persons": len(report.predictions), "results": len(results),
+                               "skipped": [f for f, _ in report.skipped], "seconds": round(report.seconds, 3)})
+    n = len(report.predictions)
+    print(f"infer: {n} persons in {report.seconds:.2f} s ({n / max(report.seconds, 1e-9):.1f} persons/s), "
+          f"{len(pictures)} pictures and results.json ({len(results)} after OKS-NMS) in {out}/")
+    for f, why in report.skipped:
+        print(f"infer: warning: skipped {f}: {why.split(': ', 1)[-1]}", file=sys.stderr)
+    if report.skipped:
+        print(f"infer: {len(report.skipped)} image(s) skipped", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
