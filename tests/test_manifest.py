@@ -1,0 +1,131 @@
+"""bmpose.manifest: skip-if-unchanged, rebuild on any change, atomic outputs, `.failed` on error, build lock."""
+import json
+import os
+import stat
+import threading
+import time
+
+import pytest
+
+from bmpose import manifest
+from bmpose.manifest import atomic_dir, atomic_file, locked, read_manifest, up_to_date, write_manifest
+
+
+@pytest.fixture
+def stage(tmp_path):
+    """A toy stage: one input file, one option, one output file."""
+    src = tmp_path / "input.txt"
+    src.write_text("weights v1")
+    out = tmp_path / "out"
+
+    def build(options=None):
+        options = options or {"batch": 1}
+        with atomic_dir(out) as tmp:
+            (tmp / "result.bin").write_text(src.read_text().upper())
+            write_manifest(tmp, stage="toy", inputs={"src": src}, options=options, outputs=["result.bin"],
+                           checks={"ok": True})
+        return options
+
+    return src, out, build
+
+
+def test_same_inputs_are_up_to_date(stage):
+    src, out, build = stage
+    assert not up_to_date(out, {"src": src}, {"batch": 1})
+    build()
+    assert up_to_date(out, {"src": src}, {"batch": 1})
+    m = read_manifest(out)
+    assert m["status"] == "ok" and m["inputs"]["src"]["sha256"] == manifest.sha256_file(src)
+    assert m["tools"]["torch"] and m["outputs"]["result.bin"] == manifest.sha256_file(out / "result.bin")
+
+
+def test_changed_input_content_rebuilds(stage):
+    src, out, build = stage
+    build()
+    src.write_text("weights v2")
+    assert not up_to_date(out, {"src": src}, {"batch": 1})
+
+
+def test_changed_options_or_missing_output_or_tools_rebuild(stage, monkeypatch):
+    src, out, build = stage
+    build()
+    assert not up_to_date(out, {"src": src}, {"batch": 4})
+    monkeypatch.setattr(manifest, "tool_versions", lambda: {"torch": "0.0"})
+    assert not up_to_date(out, {"src": src}, {"batch": 1})
+    monkeypatch.undo()
+    (out / "result.bin").unlink()
+    assert not up_to_date(out, {"src": src}, {"batch": 1})
+
+
+def test_missing_input_is_not_up_to_date(stage):
+    src, out, build = stage
+    build()
+    src.unlink()
+    assert not up_to_date(out, {"src": src}, {"batch": 1})
+
+
+def test_failed_build_is_kept_as_dot_failed_and_old_output_survives(stage):
+    src, out, build = stage
+    build()
+    with pytest.raises(RuntimeError, match="boom"):
+        with atomic_dir(out) as tmp:
+            (tmp / "log.txt").write_text("what happened")
+            raise RuntimeError("boom")
+    failed = out.with_name("out.failed")
+    assert (failed / "log.txt").read_text() == "what happened"
+    assert (out / "result.bin").read_text() == "WEIGHTS V1"  # the previous good build is untouched
+    assert up_to_date(out, {"src": src}, {"batch": 1})
+    build()  # a later success clears the failure and leaves no temporary dirs behind
+    assert not failed.exists()
+    assert sorted(p.name for p in out.parent.iterdir()) == ["input.txt", "out"]
+
+
+def test_failed_first_build_leaves_no_final_dir(tmp_path):
+    out = tmp_path / "never"
+    with pytest.raises(ValueError):
+        with atomic_dir(out):
+            raise ValueError
+    assert not out.exists() and (tmp_path / "never.failed").is_dir()
+
+
+def test_atomic_file_keeps_old_content_on_error(tmp_path):
+    target = tmp_path / "a.json"
+    target.write_text("old")
+    with pytest.raises(KeyError):
+        with atomic_file(target) as tmp:
+            tmp.write_text("half written")
+            raise KeyError
+    assert target.read_text() == "old" and os.listdir(tmp_path) == ["a.json"]
+    with atomic_file(target) as tmp:
+        tmp.write_text(json.dumps({"new": 1}))
+    assert json.loads(target.read_text()) == {"new": 1}
+
+
+def test_atomic_outputs_get_normal_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        with atomic_file(tmp_path / "f") as tmp:
+            tmp.write_text("x")
+        with atomic_dir(tmp_path / "d"):
+            pass
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "f").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755
+
+
+def test_locked_serialises_builders(tmp_path):
+    events = []
+
+    def builder(name):
+        with locked(tmp_path / "out"):
+            events.append(f"{name} start")
+            time.sleep(0.2)
+            events.append(f"{name} end")
+
+    threads = [threading.Thread(target=builder, args=(n,)) for n in "ab"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [e.split()[1] for e in events] == ["start", "end", "start", "end"]
