@@ -88,22 +88,14 @@ def cali_inputs_dir(cfg) -> Path:
     return cfg.artifacts / "cali_inputs"
 
 
-def ensure_cali_inputs(cfg, lmdb: Path, num: int, spec: dict) -> list[Path]:
-    """Normalised crops from the calibration LMDB as TPU-MLIR npz inputs (engineer B's write_tpu_inputs)."""
+def ensure_cali_inputs(cfg, lmdb: Path, num: int | None) -> list[Path]:
+    """Normalised crops from the calibration LMDB as TPU-MLIR npz inputs (+ data_list.txt), via calib.py."""
     from ..calib import write_tpu_inputs
 
-    out = cali_inputs_dir(cfg)
-    inputs, options = {"lmdb": lmdb}, {"num": num, "calib": spec, "config": cfg.summary()}
-    with locked(out):
-        if not up_to_date(out, inputs, options):
-            with build(out) as tmp:
-                files = write_tpu_inputs(lmdb, cfg, tmp, num)
-                if not files:
-                    raise BmposeError(f"{lmdb}: no calibration crops to write")
-                write_manifest(tmp, stage="cali_inputs", inputs=inputs, options=options,
-                               outputs=[Path(f).name for f in files], checks={"count": len(files)})
-    m = read_manifest(out)
-    return [out / name for name in m["outputs"]]
+    files = write_tpu_inputs(lmdb, cfg, cali_inputs_dir(cfg), num)
+    if not files:
+        raise BmposeError(f"{lmdb}: no calibration crops to write")
+    return [Path(f) for f in files]
 
 
 # ---------------------------------------------------------------- transform: ONNX -> top MLIR
@@ -185,10 +177,12 @@ def ensure_cali_table(cfg, mlir1: Path, crops: list[Path], method: str, num: int
             with build(out) as tmp:
                 link(mlir1 / files["mlir"], tmp)
                 link(mlir1 / files["weights"], tmp)
+                data_list = tmp / "data_list.txt"   # exactly these crops, absolute paths
+                data_list.write_text("".join(f"{Path(c).resolve()}\n" for c in crops[:options["num"]]))
                 seconds = run_tool("run_calibration.py", [
-                    files["mlir"], "--dataset", data_dir.resolve(), "--input_num", options["num"],
+                    files["mlir"], "--data_list", data_list, "--input_num", options["num"],
                     "--cali_method", method, "-o", table], tmp, "run_calibration.log")
-                for f in (files["mlir"], files["weights"]):
+                for f in (files["mlir"], files["weights"], "data_list.txt"):
                     (tmp / f).unlink()
                 write_manifest(tmp, stage="calibration", inputs=inputs, options=options, outputs=[table],
                                checks={"seconds": round(seconds, 1)})
@@ -208,12 +202,14 @@ def ensure_search(cfg, mlir1: Path, crops: list[Path], cali_table: Path, chip: s
             with build(out) as tmp:
                 link(mlir1 / files["mlir"], tmp)
                 link(mlir1 / files["weights"], tmp)
+                data_list = tmp / "data_list.txt"   # exactly these crops, absolute paths
+                data_list.write_text("".join(f"{Path(c).resolve()}\n" for c in crops[:options["num"]]))
                 shutil.copy(cali_table, tmp / cali_table.name)  # search reuses an existing table of this name
                 seconds = run_tool("run_calibration.py", [
-                    files["mlir"], "--dataset", data_dir.resolve(), "--input_num", options["num"],
+                    files["mlir"], "--data_list", data_list, "--input_num", options["num"],
                     "--search", "search_qtable", "--chip", chip, "--expected_cos", options["expected_cos"],
                     "--quantize_table", qtable, "-o", cali_table.name], tmp, "search_qtable.log")
-                for f in (files["mlir"], files["weights"]):
+                for f in (files["mlir"], files["weights"], "data_list.txt"):
                     (tmp / f).unlink()
                 if not (tmp / qtable).is_file():
                     raise BmposeError(f"{tmp}: search_qtable wrote no {qtable} (see search_qtable.log)")
