@@ -1,0 +1,109 @@
+"""bmpose infer on the small model: parity with mmpose's inference_topdown, batching, outputs, bad input."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from bmpose import config, infer
+from bmpose.backends import open_backend
+from bmpose.errors import BmposeError
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return config.load("hrnet_small_128x96")
+
+
+@pytest.fixture(scope="module")
+def onnx_files(cfg):
+    from bmpose.export import ensure_onnx
+
+    return ensure_onnx(cfg, "fixture", batches=(1, 4), verbose=False)
+
+
+@pytest.fixture(scope="module")
+def gt(cfg, coco_mini):
+    return infer.gt_boxes(*coco_mini)
+
+
+def test_parity_with_mmpose_inference_topdown(cfg, onnx_files, gt):
+    """Same checkpoint, same boxes, the config's flip test: keypoints within 0.01 px of mmpose's own API."""
+    from bmpose.checkpoint import build_model
+    from mmpose.apis import inference_topdown
+
+    model = build_model(cfg, "fixture")
+    boxes = gt[:12]
+    ours = infer.predict(cfg, open_backend(onnx_files[1]), boxes, flip=cfg.flip_test, progress=False)
+    assert len(ours.predictions) == len(boxes)
+    for p in ours.predictions:
+        ref = inference_topdown(model, str(p.box.file), bboxes=p.box.xyxy[None], bbox_format="xyxy")[0]
+        np.testing.assert_allclose(p.keypoints, ref.pred_instances.keypoints[0], rtol=0, atol=0.01)
+        np.testing.assert_allclose(p.scores, ref.pred_instances.keypoint_scores[0], rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_batch4_equals_batch1(cfg, onnx_files, gt, flip):
+    """7 persons at batch 4 (one padded batch; 14 crops with flip): the padding is dropped, results equal."""
+    boxes = gt[:7]
+    one = infer.predict(cfg, open_backend(onnx_files[1]), boxes, flip=flip, progress=False).predictions
+    four = infer.predict(cfg, open_backend(onnx_files[4]), boxes, flip=flip, progress=False).predictions
+    assert len(one) == len(four) == 7
+    for a, b in zip(one, four):
+        np.testing.assert_allclose(a.keypoints, b.keypoints, atol=1e-3)
+
+
+def test_cli_default_writes_pictures_and_results(tmp_path, onnx_files, coco_mini):
+    out = tmp_path / "vis"
+    assert infer.main(["--out", str(out), "--batch", "4"]) == 0
+    pictures = sorted(out.glob("*.jpg"))
+    assert len(pictures) == len(list(coco_mini[1].glob("*.jpg")))
+    results = json.loads((out / "results.json").read_text())
+    assert results and {"image_id", "category_id", "keypoints", "score"} <= set(results[0])
+    assert len(results[0]["keypoints"]) == 51
+    assert json.loads((out / "manifest.json").read_text())["checks"]["persons"] > 0
+    from bmpose import evaluate  # the results file is valid input for the scorer
+
+    stats = evaluate.coco_keypoint_ap(coco_mini[0], out / "results.json")
+    assert 0.0 <= stats["AP"] <= 1.0
+
+
+def test_folder_with_bad_image_is_skipped_and_reported(tmp_path, onnx_files, coco_mini, capsys):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for f in sorted(coco_mini[1].glob("*.jpg"))[:2]:
+        shutil.copy(f, folder)
+    (folder / "broken.jpg").write_bytes(b"not a jpeg at all")
+    out = tmp_path / "vis"
+    assert infer.main(["--images", str(folder), "--out", str(out)]) == 0
+    assert len(list(out.glob("*.jpg"))) == 2
+    err = capsys.readouterr().err
+    assert "broken.jpg" in err and "1 image(s) skipped" in err
+
+
+def test_dets_for_unknown_image(tmp_path, cfg, coco_mini):
+    dets = tmp_path / "dets.json"
+    dets.write_text(json.dumps([{"image_id": 999999, "category_id": 1, "bbox": [1, 1, 50, 80], "score": 0.9}]))
+    with pytest.raises(BmposeError, match="999999 is not in"):
+        infer.det_boxes(dets, coco_mini[0], coco_mini[1], 0.0)
+
+
+@pytest.mark.parametrize("bbox,match", [((10, 10, 0, 50), "zero size"), ((5000, 10, 40, 50), "outside")])
+def test_bad_box(cfg, coco_mini, onnx_files, bbox, match):
+    f = sorted(coco_mini[1].glob("*.jpg"))[0]
+    box = infer.PersonBox(1, f, bbox, 1.0, None, "test.json: box 0")
+    with pytest.raises(BmposeError, match=f"test.json: box 0: .*{match}"):
+        infer.predict(cfg, open_backend(onnx_files[1]), [box], progress=False)
+
+
+def test_batch_mismatch(onnx_files, cfg):
+    b = open_backend(onnx_files[4])
+    with pytest.raises(BmposeError, match="batch size mismatch: the model takes batch 4, got 3"):
+        b.run(np.zeros((3, 3, *cfg.input_hw), np.float32))
+
+
+def test_unknown_artifact(tmp_path):
+    p = tmp_path / "model.pt"
+    p.write_bytes(b"x")
+    with pytest.raises(BmposeError, match="unknown artifact type"):
+        open_backend(p)
