@@ -77,8 +77,9 @@ def check_results(results: list, gt_coco, source: str) -> None:
 
 
 def coco_keypoint_ap(gt: str | Path, results: str | Path | list, sigmas=None, use_area: bool = True,
-                     verbose: bool = False) -> dict[str, float]:
-    """The 10 COCO keypoint metrics (keys STAT_NAMES) of `results` (a path or a list of result dicts)."""
+                     verbose: bool = False, image_ids=None) -> dict[str, float]:
+    """The 10 COCO keypoint metrics (keys STAT_NAMES) of `results` (a path or a list of result dicts);
+    `image_ids` restricts the evaluation to those images (a named subset)."""
     from xtcocotools.cocoeval import COCOeval
 
     gt_coco = load_gt(gt)
@@ -92,6 +93,8 @@ def coco_keypoint_ap(gt: str | Path, results: str | Path | list, sigmas=None, us
         dt = gt_coco.loadRes([dict(r) for r in results])  # loadRes adds fields in place: give it copies
         ev = COCOeval(gt_coco, dt, "keypoints", sigmas, use_area)
         ev.params.useSegm = None
+        if image_ids is not None:
+            ev.params.imgIds = sorted(set(int(i) for i in image_ids))
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
