@@ -37,7 +37,7 @@ SHEET_NAME = "contact_sheet.png"
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
 DEFAULT_MIN_KEYPOINTS = 4
 DEFAULT_MIN_BOX = 32.0
-PARALLEL_MIN_IMAGES = 16   # below this, worker start-up costs more than it saves
+PARALLEL_MIN_IMAGES = 64   # below this, worker start-up costs more than it saves
 COMMIT_EVERY = 256
 
 
@@ -96,8 +96,8 @@ def _coco_jobs(ann, img, num, seed, min_keypoints, min_box):
     jobs: dict[str, list] = {}
     for idx, p in enumerate(chosen):
         jobs.setdefault(str(p.file), []).append({
-            "idx": idx, "box": p.bbox_xyxy.tolist(), "bbox_format": "xyxy", "image_id": p.image_id,
-            "ann_id": p.ann_id, "keypoints": p.keypoints.tolist()})
+            "idx": idx, "file": os.path.relpath(p.file, img), "box": p.bbox_xyxy.tolist(), "bbox_format": "xyxy",
+            "image_id": p.image_id, "ann_id": p.ann_id, "keypoints": p.keypoints.tolist()})
     info = {"source": "coco", "annotations": str(coco.path), "images": str(coco.img_dir), "eligible": len(eligible),
             "annotations_total": len(coco.annotations)}
     return list(jobs.items()), info, coco.path, sorted({p.file for p in chosen})
@@ -115,8 +115,8 @@ def _dir_jobs(folder: Path, num, seed):
                       CalibWarning, stacklevel=3)
     import random
     chosen = sorted(random.Random(seed).sample(files, min(num, len(files))))
-    jobs = [(str(f), [{"idx": i, "box": None, "bbox_format": "xywh", "image_id": None, "ann_id": None,
-                       "keypoints": None}]) for i, f in enumerate(chosen)]
+    jobs = [(str(f), [{"idx": i, "file": os.path.relpath(f, folder), "box": None, "bbox_format": "xywh",
+                       "image_id": None, "ann_id": None, "keypoints": None}]) for i, f in enumerate(chosen)]
     return jobs, {"source": "dir", "folder": str(folder), "eligible": len(files)}, None, chosen
 
 
@@ -131,7 +131,7 @@ def _crop_job(args) -> list[tuple[int, dict, bytes]]:
         box = p["box"] if p["box"] is not None else [0.0, 0.0, float(img.shape[1]), float(img.shape[0])]
         c = crop_person(img, box, input_size, padding, xyxy=p["bbox_format"] == "xyxy")
         header = {"shape": list(c.image.shape), "dtype": "uint8", "image_id": p["image_id"], "ann_id": p["ann_id"],
-                  "file": os.path.basename(file), "bbox": [float(v) for v in box], "bbox_format": p["bbox_format"],
+                  "file": p["file"], "bbox": [float(v) for v in box], "bbox_format": p["bbox_format"],
                   "center": c.center.tolist(), "scale": c.scale.tolist(), "keypoints": p["keypoints"]}
         out.append((p["idx"], header, c.image.tobytes()))
     return out
@@ -151,8 +151,9 @@ def build_lmdb(jobs, lmdb_path: Path, input_size, padding: float, meta: dict, wo
                progress: bool = True) -> int:
     """Crop every job (image file, persons) into a new LMDB at lmdb_path; returns the record count.
 
-    Images are cropped in a process pool (spawned, so it is safe inside a process that imported torch) when
-    there are enough of them; results arrive in job order, so the file is the same for any worker count.
+    Images are cropped in a process pool when there are enough of them (forked, or spawned once torch is
+    imported: forking its thread pools is unsafe); results arrive in job order, so the file is the same for
+    any worker count.
     """
     import lmdb
     from tqdm import tqdm
@@ -167,7 +168,8 @@ def build_lmdb(jobs, lmdb_path: Path, input_size, padding: float, meta: dict, wo
     try:
         if workers > 1 and len(args) >= PARALLEL_MIN_IMAGES:
             import multiprocessing as mp
-            pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker)
+            method = "spawn" if "torch" in sys.modules else "fork"
+            pool = mp.get_context(method).Pool(workers, initializer=_init_worker)
             results = pool.imap(_crop_job, args, chunksize=max(1, min(16, len(args) // (workers * 8))))
         else:
             results = map(_crop_job, args)
@@ -221,7 +223,8 @@ def ensure_calib(cfg, spec: str = "coco", *, coco_ann=None, coco_img=None, num: 
         jobs, info, source_json, files = _dir_jobs(path, num, seed)
         selection = {"num": num, "seed": seed}
     facts = preprocess_facts(cfg)
-    inputs = {f"image/{Path(f).name}": f for f in files}
+    base = path if kind == "dir" else img
+    inputs = {f"image/{os.path.relpath(f, base)}": f for f in files}
     if source_json is not None:
         inputs["annotations"] = source_json
     options = {"format_version": FORMAT_VERSION, "preprocess": facts, "selection": selection, "spec": spec}
@@ -415,8 +418,10 @@ def bench_calib(cfg, args) -> list[dict]:
     import tempfile
 
     ann = config_mod.DATA_DIR / "coco_val_mini" / "person_keypoints_val2017_subset.json"
-    jobs, _, _, _ = _coco_jobs(ann, ann.parent / "images", 10 ** 6, 0, 1, 1)
-    repeat = max(1, 320 // sum(len(p) for _, p in jobs))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CalibWarning)
+        jobs, _, _, _ = _coco_jobs(ann, ann.parent / "images", 10 ** 6, 0, 1, 1)
+    repeat = max(1, 640 // sum(len(p) for _, p in jobs))
     many, idx = [], 0
     for _ in range(repeat):
         for file, persons in jobs:
