@@ -5,7 +5,7 @@ To add one, in your own module:
     from . import bench
 
     @bench.register("name")
-    def bench_name(cfg, args) -> list[dict]:   # rows; "benchmark" and "case" first, then any numbers
+    def bench_name(cfg, args) -> list[dict]:   # rows: {"case": ..., then any numbers}
         ...
 
 and add the module to PROVIDERS below (imported only when `bmpose bench` runs).
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import platform
 from typing import Callable
 
@@ -60,15 +61,17 @@ def main(argv=None) -> int:
     if unknown:
         raise BmposeError(f"--only {', '.join(unknown)}: unknown benchmark (known: {', '.join(sorted(BENCHMARKS))})")
     rows = []
-    for name in names:
-        rows += BENCHMARKS[name](cfg, a)
+    for name in names:  # "benchmark" is always the registered name (first column; merge key below)
+        rows += [{"benchmark": name, **{k: v for k, v in r.items() if k != "benchmark"}}
+                 for r in BENCHMARKS[name](cfg, a)]
     print(format_table(rows))
     out = cfg.artifacts / "bench" / "bench.json"
     # keep other benchmarks' rows from earlier runs (`--only` refreshes just its own)
     old = json.loads(out.read_text()).get("rows", []) if out.is_file() else []
     rows = [r for r in old if r.get("benchmark") not in names] + rows
-    doc = {"model": cfg.name, "machine": {"cpu_count": __import__("os").cpu_count(), "python": platform.python_version(),
-                                          "platform": platform.platform()},
+    doc = {"model": cfg.name,
+           "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(),
+                       "platform": platform.platform(), "load_avg_1min": os.getloadavg()[0]},
            "tools": manifest.tool_versions(), "rows": rows}
     with manifest.atomic_file(out) as tmp:
         tmp.write_text(json.dumps(doc, indent=2) + "\n")

@@ -1,0 +1,31 @@
+"""The benchmark registry: table, --only, bench.json keeps other benchmarks' rows."""
+import json
+
+import pytest
+
+from bmpose import bench, config
+from bmpose.errors import BmposeError
+
+
+def test_registry_table_and_json(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(config, "ARTIFACTS", tmp_path)
+    monkeypatch.setattr(bench, "PROVIDERS", ())
+    monkeypatch.setattr(bench, "BENCHMARKS", {})
+    bench.register("one")(lambda cfg, args: [{"case": "a", "per_s": 1.5}])
+    bench.register("two")(lambda cfg, args: [{"case": "b", "per_s": 2}, {"case": "c", "per_s": 3}])
+    assert bench.main(["--model", "hrnet_small_128x96"]) == 0
+    out = capsys.readouterr().out
+    assert "benchmark" in out.splitlines()[0] and "one" in out and "two" in out
+    path = tmp_path / "hrnet_small_128x96" / "bench" / "bench.json"
+    assert [r["benchmark"] for r in json.loads(path.read_text())["rows"]] == ["one", "two", "two"]
+    bench.register("one")(lambda cfg, args: [{"case": "a", "per_s": 9}])
+    assert bench.main(["--model", "hrnet_small_128x96", "--only", "one"]) == 0
+    rows = json.loads(path.read_text())["rows"]
+    assert sorted((r["benchmark"], r["per_s"]) for r in rows) == [("one", 9), ("two", 2), ("two", 3)]
+    with pytest.raises(BmposeError, match="unknown benchmark"):
+        bench.main(["--model", "hrnet_small_128x96", "--only", "nope"])
+
+
+def test_calib_benchmark_is_registered():
+    bench.load_providers()
+    assert "calib" in bench.BENCHMARKS
