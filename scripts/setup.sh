@@ -1,26 +1,31 @@
 #!/usr/bin/env bash
 # Creates .venv (Python 3.10, the only version TPU-MLIR supports) with every pin from constraints.txt.
 # Idempotent: a stamp keyed on constraints.txt + this script's sha256 makes a second run take seconds.
+# `scripts/setup.sh --find-python` only prints the Python 3.10 it would use (exit 2 when there is none).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 STAMP="$VENV/.bmpose-setup"
 KEY=$(cat constraints.txt scripts/setup.sh pyproject.toml | sha256sum | cut -d' ' -f1)
-if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$KEY" ]]; then
+FIND_ONLY=$([[ "${1:-}" == "--find-python" ]] && echo 1 || echo 0)
+if [[ $FIND_ONLY == 0 && -f "$STAMP" && "$(cat "$STAMP")" == "$KEY" ]]; then
   echo "setup: $VENV is up to date"; exit 0
 fi
 
+is_py310() {  # runs, is 3.10, and can make a venv (Debian splits venv/ensurepip into python3.10-venv)
+  "$1" -c 'import sys, venv, ensurepip; assert sys.version_info[:2] == (3, 10)' >/dev/null 2>&1
+}
 find_python310() {
   # Honour an explicit choice first; then a python3.10 that actually runs (the pyenv shim refuses while
   # pyenv's global version is 3.11, so "exists on PATH" is not enough); then pyenv's own install.
   if [[ -n "${BMPOSE_PYTHON:-}" ]]; then echo "$BMPOSE_PYTHON"; return; fi
-  if command -v python3.10 >/dev/null 2>&1 && python3.10 -c 'import sys; assert sys.version_info[:2]==(3,10)' 2>/dev/null; then
+  if command -v python3.10 >/dev/null 2>&1 && is_py310 python3.10; then
     command -v python3.10; return
   fi
   if command -v pyenv >/dev/null 2>&1; then
     local p
     for p in "$(pyenv root)"/versions/3.10.*/bin/python3.10; do
-      [[ -x "$p" ]] && { echo "$p"; return; }
+      [[ -x "$p" ]] && is_py310 "$p" && { echo "$p"; return; }
     done
   fi
   return 1
@@ -29,10 +34,14 @@ PY=$(find_python310) || {
   echo "setup: error: Python 3.10 not found (TPU-MLIR 1.30.2 supports only 3.10); install it, e.g. 'pyenv install 3.10' or 'apt-get install python3.10-venv', or set BMPOSE_PYTHON=/path/to/python3.10" >&2
   exit 2
 }
-"$PY" -c 'import sys; assert sys.version_info[:2]==(3,10), sys.version' >/dev/null 2>&1 || {
-  echo "setup: error: $PY is not Python 3.10; TPU-MLIR 1.30.2 supports only 3.10" >&2; exit 2; }
+is_py310 "$PY" || {
+  echo "setup: error: BMPOSE_PYTHON=$PY is not a working Python 3.10 with venv (TPU-MLIR 1.30.2 supports only 3.10)" >&2
+  exit 2; }
+if [[ $FIND_ONLY == 1 ]]; then echo "$PY"; exit 0; fi
 
 [[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
+"$VENV/bin/python" -c 'import sys; assert sys.version_info[:2] == (3, 10)' 2>/dev/null || {
+  echo "setup: error: $VENV exists but is not a Python 3.10 venv; remove it and run setup again" >&2; exit 2; }
 PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -c constraints.txt)
 
 # 1. TPU-MLIR with the ONNX front end, plus what its wheel forgets (psutil; torch, which it imports;
