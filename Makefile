@@ -1,5 +1,5 @@
 # bmpose: the pipeline's table of contents. Each target is one `bmpose` call; `bmpose <cmd> --help` has more.
-# Variables: MODEL CHECKPOINT CALIB COCO_ANN COCO_IMG CHIPS BATCHES QTABLE SEARCH METHOD IMAGES BACKEND
+# Variables: MODEL CHECKPOINT CALIB COCO_ANN COCO_IMG CHIPS BATCHES QTABLE SEARCH METHOD IMAGES BACKEND DYNAMIC
 SHELL := /bin/bash
 MODEL ?= hrnet_small_128x96
 CALIB ?= coco
@@ -19,11 +19,11 @@ help:
 setup: ## create/refresh .venv (Python 3.10, pinned TPU-MLIR, torch, mmpose); seconds when up to date
 	@bash scripts/setup.sh
 
-fixture: setup ## deterministic random-init checkpoints for the bundled configs (no download needed)
-	$(BMPOSE) fixture $(call opt,MODEL,--model)
+fixture: setup ## deterministic random-init checkpoints for every bundled config (MODEL=... for one)
+	$(BMPOSE) fixture $(if $(filter command line environment,$(origin MODEL)),--model $(MODEL))
 
 onnx: setup ## mmpose config + checkpoint -> ONNX batch 1 and 4, checked against PyTorch
-	$(BMPOSE) export $(COMMON) $(call opt,BATCHES,--batches)
+	$(BMPOSE) export $(COMMON) $(call opt,BATCHES,--batches) $(if $(filter 1,$(DYNAMIC)),--dynamic)
 
 calib: setup ## calibration LMDB (CALIB=coco | dir:PATH | lmdb:PATH) + contact sheet
 	$(BMPOSE) calib $(COMMON) $(CALIB_ARGS)
