@@ -45,7 +45,9 @@ def log_tail(path: Path, lines: int = 6, width: int = 400) -> str:
         line = line.split("\r")[-1].strip()
         if line and not re.match(r"^[\[\]#% \d]*$", line):
             keep.append(line)
-    tail = " | ".join(keep[-lines:])
+    # Python tracebacks and TPU-MLIR's compare failures: show the lines that say what went wrong.
+    errors = [l for l in keep[-200:] if re.search(r"error|exception|failed|not.similar|assert", l, re.I)]
+    tail = " | ".join((errors[-3:] + keep[-1:]) if errors else keep[-lines:])
     return tail[-width:]
 
 
