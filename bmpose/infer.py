@@ -350,3 +350,111 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# ---- benchmarks (bmpose bench) ----------------------------------------------------------------------------
+
+def _bench_persons(cfg, n: int = 24) -> list[PersonBox]:
+    boxes = gt_boxes(*bundled_sample())
+    return [b for b in boxes if b.bbox[2] * b.bbox[3] > 0][:n]
+
+
+def bench_infer(cfg, args) -> list[dict]:
+    """End-to-end persons/s (read, crop, normalise, network, decode; the config's flip test) on ONNX Runtime
+    at batch 1 and 4 vs mmpose's `inference_topdown`, same checkpoint and boxes, in this one run; plus the
+    preprocessing and decode cost per person."""
+    from .backends import open_backend
+    from .checkpoint import build_model
+    from .export import ensure_onnx
+    from .mmpose_shim import import_mmpose
+
+    boxes = _bench_persons(cfg)
+    onnx = ensure_onnx(cfg, args.checkpoint, batches=(1, 4), verbose=False)
+    flip = cfg.flip_test
+    rows = []
+
+    def timed(fn, repeat=3):
+        best = float("inf")
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            fn()
+            best = min(best, time.perf_counter() - t0)
+        return best
+
+    import_mmpose()
+    from mmpose.apis import inference_topdown
+
+    model = build_model(cfg, args.checkpoint)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        by_image: dict = {}
+        for b in boxes:  # one call per image with all its boxes: mmpose's fastest use of its API
+            by_image.setdefault(str(b.file), []).append(b.xyxy)
+        t_mm = timed(lambda: [inference_topdown(model, f, np.stack(xyxy), "xyxy") for f, xyxy in by_image.items()],
+                     2)
+    mm_pps = len(boxes) / t_mm
+    rows.append({"benchmark": "infer", "case": "mmpose inference_topdown (PyTorch CPU)", "persons": len(boxes),
+                 "persons_per_s": round(mm_pps, 1), "x_vs_mmpose": 1.0})
+    for batch in (1, 4):
+        backend = open_backend(onnx[batch], kind="onnx")
+        t = timed(lambda: predict(cfg, backend, boxes, flip, progress=False))
+        rows.append({"benchmark": "infer", "case": f"bmpose ONNX Runtime b{batch}", "persons": len(boxes),
+                     "persons_per_s": round(len(boxes) / t, 1), "x_vs_mmpose": round(len(boxes) / t / mm_pps, 2)})
+    # stage costs per person
+    skipped: list = []
+    t_pre = timed(lambda: normalize(np.stack([c.image for c in prepare(cfg, boxes, skipped)[1]]), cfg.mean,
+                                    cfg.std, network_rgb=cfg.bgr_to_rgb))
+    hm = run_batches(open_backend(onnx[4], kind="onnx"),
+                     normalize(np.stack([c.image for c in prepare(cfg, boxes, skipped)[1]]), cfg.mean, cfg.std),
+                     progress=False)
+    t_dec = timed(lambda: decode.decode(hm, cfg.codec))
+    rows.append({"benchmark": "infer", "case": "preprocess (read+crop+normalise) per person",
+                 "ms_per_person": round(1e3 * t_pre / len(boxes), 3)})
+    rows.append({"benchmark": "infer", "case": f"decode ({cfg.codec['type']}) per person",
+                 "ms_per_person": round(1e3 * t_dec / len(boxes), 3)})
+    return rows
+
+
+def bench_simulators(cfg, args) -> list[dict]:
+    """Seconds per crop of each built bmodel on the cmodel (the first chip only: one chip per process) and of
+    its deployed tpu.mlir on pymlir, same crops, with their agreement."""
+    from .backends import open_backend
+    from .build import list_bmodels
+
+    bmodels = list_bmodels(cfg)
+    if not bmodels:
+        return [{"benchmark": "simulators", "case": "no bmodel built (make fp32 / make int8)"}]
+    boxes = _bench_persons(cfg, 4)
+    skipped: list = []
+    x = normalize(np.stack([c.image for c in prepare(cfg, boxes, skipped)[1]]), cfg.mean, cfg.std)
+    rows = []
+    first_chip = bmodels[0]["chip"]
+    for b in bmodels:
+        xb = x[:b["batch"]]
+        ml = open_backend(b["tpu_mlir"], b["chip"], kind="mlir")
+        ml.run(xb)  # first call reads the weights
+        t0 = time.perf_counter()
+        y_ml = ml.run(xb)
+        t_ml = (time.perf_counter() - t0) / len(xb)
+        row = {"benchmark": "simulators", "case": b["dir"].name, "mlir_s_per_crop": round(t_ml, 3)}
+        if b["chip"] == first_chip:
+            cm = open_backend(b["path"], b["chip"], kind="cmodel")
+            t0 = time.perf_counter()
+            y_cm = cm.run(xb)
+            t_cm = (time.perf_counter() - t0) / len(xb)
+            row.update(cmodel_s_per_crop=round(t_cm, 3), x_mlir_vs_cmodel=round(t_cm / t_ml, 1),
+                       max_abs_cmodel_vs_mlir=float(np.abs(y_cm - y_ml).max()))
+        else:
+            row["cmodel_s_per_crop"] = f"(other chip: bmpose bench in another process)"
+        rows.append(row)
+    return rows
+
+
+def _register():
+    from . import bench
+
+    bench.register("infer")(bench_infer)
+    bench.register("simulators")(bench_simulators)
+
+
+_register()

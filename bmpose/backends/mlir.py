@@ -49,12 +49,13 @@ class MlirBackend(Backend):
 
         pymlir.set_mem_mode("value_mem")
         self.module = pymlir.module()
-        # the weight file is named relative to the mlir's folder
+        # the weight file is named relative to the mlir's folder (read at load and at invoke)
         with _in_dir(self.path.resolve().parent):
             try:
                 self.module.load(self.path.name)
             except Exception as e:
                 raise BmposeError(f"{path}: pymlir cannot load it ({e})") from None
+        self.module.set_progress_silent(True)  # no per-op progress bar on stdout (segfaults before load)
         if len(self.module.input_names) != 1:
             raise BmposeError(f"{path}: expected one input, the model has {len(self.module.input_names)}")
         self.input_name = self.module.input_names[0]
@@ -65,7 +66,8 @@ class MlirBackend(Backend):
     def run(self, x: np.ndarray) -> np.ndarray:
         x = self.check_input(x)
         self.module.set_tensor(self.input_name, x, x.shape)
-        self.module.invoke(True)  # True: outputs as float (dequantised), as the bmodel runtime returns them
+        with _in_dir(self.path.resolve().parent):  # pymlir reads the weights lazily, by relative name
+            self.module.invoke(True)  # True: dequantised float outputs, as the bmodel runtime returns them
         return np.array(self.module.get_tensor(self.output_name), dtype=np.float32)
 
 
