@@ -20,7 +20,7 @@ import platform
 from typing import Callable
 
 BENCHMARKS: dict[str, Callable] = {}
-PROVIDERS = ("bmpose.calib",)
+PROVIDERS = ("bmpose.calib", "bmpose.infer")
 
 
 def register(name: str):
