@@ -25,10 +25,10 @@ VENV_BIN = Path(sys.executable).parent
 CMODEL_LOCKFILE = "/tmp/cmodel_chip.lock"
 
 
-def tpu_env() -> dict[str, str]:
+def tpu_env(extra_path: list | tuple = ()) -> dict[str, str]:
     """Environment for TPU-MLIR tools: venv bin first on PATH, the cross-process chip lock set."""
     env = dict(os.environ)
-    env["PATH"] = os.pathsep.join([str(VENV_BIN), env.get("PATH", "")])
+    env["PATH"] = os.pathsep.join([*map(str, extra_path), str(VENV_BIN), env.get("PATH", "")])
     env.setdefault("CMODEL_LOCKFILE", CMODEL_LOCKFILE)
     env.setdefault("PYTHONWARNINGS", "ignore::UserWarning")  # pkg_resources deprecation noise in every log
     return env
@@ -51,12 +51,12 @@ def log_tail(path: Path, lines: int = 6, width: int = 400) -> str:
     return tail[-width:]
 
 
-def run_tool(tool: str, args: list, cwd: Path, log_name: str | None = None) -> float:
+def run_tool(tool: str, args: list, cwd: Path, log_name: str | None = None, extra_path=()) -> float:
     """Run `tool args...` in cwd, output to cwd/<log_name>; raise BmposeError with the log's tail on failure.
 
     Returns the wall time in seconds.
     """
-    env = tpu_env()
+    env = tpu_env(extra_path)
     exe = shutil.which(tool, path=env["PATH"])
     if exe is None:
         raise BmposeError(f"{tool}: TPU-MLIR tool not found in {VENV_BIN} (run `make setup`)")
@@ -75,3 +75,20 @@ def run_tool(tool: str, args: list, cwd: Path, log_name: str | None = None) -> f
     if rc != 0:
         raise BmposeError(f"{tool} failed (exit {rc}); log {log}: {log_tail(log)}")
     return seconds
+
+
+def dot_shim(folder: Path) -> tuple[Path, str]:
+    """A `dot` for search_qtable's graph drawing: TPU-MLIR puts its bundled libs (an old libglib) on
+    LD_LIBRARY_PATH, which breaks the system's graphviz, so the shim clears it; without graphviz installed the
+    shim does nothing and only the picture is missing. Returns (folder to put first on PATH, what it does)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    real = shutil.which("dot", path=os.environ.get("PATH", ""))
+    shim = folder / "dot"
+    if real:
+        shim.write_text(f'#!/bin/sh\nexec env -u LD_LIBRARY_PATH "{real}" "$@"\n')
+        note = f"graph drawn with {real}"
+    else:
+        shim.write_text("#!/bin/sh\nexit 0\n")
+        note = "graph picture skipped (graphviz `dot` not installed)"
+    shim.chmod(0o755)
+    return folder, note

@@ -18,7 +18,7 @@ from .. import compare
 from ..errors import BmposeError
 from ..manifest import atomic_dir, locked, read_manifest, sha256_file, tool_versions, up_to_date, write_manifest
 from . import bmodel_dir, bmodel_name
-from .runner import run_tool
+from .runner import dot_shim, run_tool
 
 TAIL_RULE = "v1: output op back through single-input ops, up to and including the first merge"
 CALI_METHODS = ("kl", "mse", "max", "percentile9999", "aciq_laplace", "aciq_gauss")
@@ -205,16 +205,19 @@ def ensure_search(cfg, mlir1: Path, crops: list[Path], cali_table: Path, chip: s
                 data_list = tmp / "data_list.txt"   # exactly these crops, absolute paths
                 data_list.write_text("".join(f"{Path(c).resolve()}\n" for c in crops[:options["num"]]))
                 shutil.copy(cali_table, tmp / cali_table.name)  # search reuses an existing table of this name
+                shim_dir, dot_note = dot_shim(tmp / ".bin")
                 seconds = run_tool("run_calibration.py", [
                     files["mlir"], "--data_list", data_list, "--input_num", options["num"],
                     "--search", "search_qtable", "--chip", chip, "--expected_cos", options["expected_cos"],
-                    "--quantize_table", qtable, "-o", cali_table.name], tmp, "search_qtable.log")
+                    "--quantize_table", qtable, "-o", cali_table.name], tmp, "search_qtable.log",
+                    extra_path=[shim_dir])
+                shutil.rmtree(shim_dir)
                 for f in (files["mlir"], files["weights"], "data_list.txt"):
                     (tmp / f).unlink()
                 if not (tmp / qtable).is_file():
                     raise BmposeError(f"{tmp}: search_qtable wrote no {qtable} (see search_qtable.log)")
                 write_manifest(tmp, stage="search_qtable", inputs=inputs, options=options, outputs=[qtable],
-                               checks={"seconds": round(seconds, 1),
+                               checks={"seconds": round(seconds, 1), "graph": dot_note,
                                        "layers": len([l for l in (tmp / qtable).read_text().splitlines()
                                                       if l.strip() and not l.startswith("#")])})
     return out / qtable
