@@ -187,6 +187,10 @@ def save_checkpoint(state_dict, path: str | os.PathLike, meta: dict) -> Path:
 
     path = Path(path)
     meta = json.loads(json.dumps(meta))  # plain types only (e.g. torch.__version__ is a str subclass)
+    # Through a buffer: torch.save names the zip's root folder after the file, and the temporary file's name
+    # is random, so saving to it directly would give the same weights a new sha256 (and rebuild every stage).
+    buf = io.BytesIO()
+    torch.save({"meta": meta, "state_dict": state_dict}, buf)
     with atomic_file(path) as tmp:
-        torch.save({"meta": meta, "state_dict": state_dict}, tmp)
+        tmp.write_bytes(buf.getvalue())
     return path

@@ -9,6 +9,7 @@ layers, so absolute tolerances (1e-4) mean what they would for a trained model.
 from __future__ import annotations
 
 import argparse
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -80,9 +81,6 @@ def make_fixture(cfg, force: bool = False) -> Path:
     """Write (or reuse) artifacts/<name>/checkpoint/fixture_random.pth and its manifest; return the path."""
     import torch
 
-    from .mmpose_shim import import_mmpose
-
-    mmpose = import_mmpose()
     path = fixture_path(cfg)
     out_dir = path.parent
     inputs = {"mmpose_config": cfg.mmpose_config}
@@ -97,7 +95,7 @@ def make_fixture(cfg, force: bool = False) -> Path:
             "bmpose_fixture": {"model": cfg.name, "seed": SEED, "recipe": RECIPE,
                                "note": "random weights, not trained: for pipeline tests only"},
             "config": cfg.mmpose_config.name,
-            "mmpose_version": mmpose.__version__,
+            "mmpose_version": metadata.version("mmpose"),
             "torch_version": torch.__version__,
         }
         save_checkpoint(model.state_dict(), path, meta)
