@@ -9,6 +9,7 @@ no-op `make int8` returns in about a second.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -37,6 +38,8 @@ def parse_args(argv):
                     help="extra qtable (`op_name F32` lines), added to the automatic FP32 tail; repeatable")
     ap.add_argument("--search", action="store_true", help="also run TPU-MLIR's search_qtable per chip and "
                     "add the layers it finds to the qtable")
+    ap.add_argument("--tolerance", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a tolerance of the config, e.g. int8_cos=0.95 (recorded in the manifests)")
     ap.add_argument("--no-report", action="store_true", help="do not refresh artifacts/<model>/report")
     args = ap.parse_args(argv)
     for c in args.chips or ():
@@ -48,12 +51,28 @@ def parse_args(argv):
     return args
 
 
+def parse_tolerances(items: list[str], cfg) -> dict[str, float]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in cfg.tolerances:
+            raise BmposeError(f"--tolerance {item}: expected KEY=VALUE with KEY one of {', '.join(cfg.tolerances)}")
+        try:
+            out[key] = float(value)
+        except ValueError:
+            raise BmposeError(f"--tolerance {item}: {value!r} is not a number") from None
+    return out
+
+
 class Plan:
     """Everything the build will do, computed from the arguments and the config alone (cheap)."""
 
     def __init__(self, args):
         self.args = args
-        self.cfg = cfg = config_mod.load(args.model)
+        cfg = config_mod.load(args.model)
+        if args.tolerance:
+            cfg = dataclasses.replace(cfg, tolerances={**cfg.tolerances, **parse_tolerances(args.tolerance, cfg)})
+        self.cfg = cfg
         self.precision = args.precision
         self.chips = tuple(args.chips or cfg.chips)
         self.batches = tuple(dict.fromkeys(args.batches or cfg.batches))
