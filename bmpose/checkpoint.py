@@ -46,6 +46,8 @@ def resolve_checkpoint(cfg, checkpoint: str | os.PathLike | None = None) -> str:
     if is_url(ref):
         return str(_download(ref))
     path = Path(ref).expanduser()
+    if checkpoint in (None, "") and not path.is_absolute() and not path.is_file():
+        path = cfg.path.parent / path  # a relative path in a deploy yaml is relative to that yaml
     if not path.is_file():
         raise BmposeError(f"{ref}: checkpoint not found (give a .pth file, a URL, or 'fixture')")
     return str(path.resolve())

@@ -163,8 +163,8 @@ def _batch(text: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bmpose export", description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default=None, help="deploy config name or yaml path (default: %(default)s -> "
-                    f"{config_mod.DEFAULT_MODEL})")
+    ap.add_argument("--model", default=None,
+                    help=f"deploy config name or yaml path (default: {config_mod.DEFAULT_MODEL})")
     ap.add_argument("--checkpoint", default=None,
                     help="'fixture', a .pth path or an http(s) URL (default: the deploy config's)")
     ap.add_argument("--batches", nargs="+", type=_batch, default=None,

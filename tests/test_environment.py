@@ -23,6 +23,7 @@ def _pins() -> dict[str, str]:
     for line in (ROOT / "constraints.txt").read_text().splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
+            assert line.count("==") == 1, f"constraints.txt: not an exact pin: {line!r}"
             name, version = line.split("==")
             pins[name.strip()] = version.strip()
     return pins
