@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 
 from .errors import BmposeError
 
@@ -38,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"bmpose: error: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
+    # mmengine and tpu_mlir import pkg_resources (setuptools<81 is pinned for it); its deprecation notice
+    # says nothing a bmpose user can act on.
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
     module = importlib.import_module(COMMANDS[name][0])
     try:
         return int(module.main(rest) or 0)
