@@ -1,0 +1,66 @@
+# Training recipe of the trained fixture (`bmpose train`, `make train-fixture`): the small HRNet of
+# td-hm_hrnet-small_coco-128x96.py (architecture and codec unchanged: the deploy config points at that file)
+# fitted on the 51 real COCO val2017 persons bundled in tests/data, on 2 CPU cores.
+#
+# It is a fixture, not a pose model: it is trained and evaluated on the same 51 persons, so that INT8 and
+# calibration effects can be measured on realistic weights and activations. mmpose's standard augmentation
+# (flip, half-body, random shift/scale/rotation) stays on; with only 51 persons, the lr is higher than
+# W32's 5e-4 (a narrow net, batch 16) and the schedule is counted in hundreds of tiny epochs.
+_base_ = ['./td-hm_hrnet-small_coco-128x96.py']
+
+data_root = '{{ fileDirname }}/../../tests/data/'
+codec = dict(type='MSRAHeatmap', input_size=(96, 128), heatmap_size=(24, 32), sigma=1)
+
+max_epochs = 240
+base_lr = 4e-3
+train_cfg = dict(by_epoch=True, max_epochs=max_epochs, val_interval=20)
+optim_wrapper = dict(optimizer=dict(type='Adam', lr=base_lr))
+param_scheduler = [
+    dict(type='LinearLR', begin=0, end=40, start_factor=0.01, by_epoch=False),  # warm-up, iterations
+    dict(type='CosineAnnealingLR', T_max=max_epochs, eta_min=base_lr * 0.01, begin=0, end=max_epochs,
+         by_epoch=True),
+]
+auto_scale_lr = dict(enable=False, base_batch_size=16)
+
+# mmpose's standard top-down augmentation (flip, half-body, random shift/scale/rotation); rotation and
+# scale ranges narrower than the W32 recipe's (+-80 deg, 0.5-1.5x), so 51 persons are fitted in minutes.
+train_pipeline = [
+    dict(type='LoadImage'),
+    dict(type='GetBBoxCenterScale'),
+    dict(type='RandomFlip', direction='horizontal'),
+    dict(type='RandomHalfBody'),
+    dict(type='RandomBBoxTransform', scale_factor=(0.75, 1.25), rotate_factor=30.0),
+    dict(type='TopdownAffine', input_size=codec['input_size']),
+    dict(type='GenerateTarget', encoder=codec),
+    dict(type='PackPoseInputs')
+]
+val_pipeline = [
+    dict(type='LoadImage'),
+    dict(type='GetBBoxCenterScale'),
+    dict(type='TopdownAffine', input_size=codec['input_size']),
+    dict(type='PackPoseInputs')
+]
+
+# All bundled persons in one COCO file (coco_val_mini: 22 images/39 persons, mmpose_coco: 4 images/12
+# persons; written by bmpose.train.write_bundled_coco). Top-down mode keeps the 51 persons with keypoints.
+bundled = dict(type='CocoDataset', data_mode='topdown', data_root=data_root,
+               ann_file='person_keypoints_bundled.json', data_prefix=dict(img=''))
+
+# Single process, no workers: 2 shared cores, and the augmentation draws from the seeded global RNGs.
+train_dataloader = dict(
+    _delete_=True, batch_size=16, num_workers=0, persistent_workers=False,
+    sampler=dict(type='DefaultSampler', shuffle=True),
+    dataset=dict(**bundled, pipeline=train_pipeline))
+# Validation: the same 51 persons, ground-truth boxes, no augmentation (flip test from the model's test_cfg).
+val_dataloader = dict(
+    _delete_=True, batch_size=32, num_workers=0, persistent_workers=False, drop_last=False,
+    sampler=dict(type='DefaultSampler', shuffle=False, round_up=False),
+    dataset=dict(**bundled, pipeline=val_pipeline, test_mode=True))
+test_dataloader = val_dataloader
+val_evaluator = dict(_delete_=True, type='CocoMetric', ann_file=data_root + 'person_keypoints_bundled.json')
+test_evaluator = val_evaluator
+
+default_hooks = dict(
+    logger=dict(type='LoggerHook', interval=20),
+    checkpoint=dict(type='CheckpointHook', interval=-1, save_best=None, save_last=False))
+randomness = dict(seed=0, deterministic=True)

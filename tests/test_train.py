@@ -1,0 +1,72 @@
+"""The trained fixture: its recipe trains (loss goes down), deterministically, and the committed checkpoint
+fits the 51 bundled COCO persons it was trained on (COCO AP through mmpose's own inference_topdown)."""
+import json
+
+import numpy as np
+import pytest
+
+from bmpose import config as bmconfig
+from bmpose import train
+from bmpose.mmpose_shim import import_mmpose
+
+
+def _short_run(tmp_path, name, **overrides):
+    cfg = train.load_train_config(work_dir=tmp_path / name, validate=False, **overrides)
+    model, curve = train.run_training(cfg, quiet=True)
+    return train.stripped_state_dict(model), curve
+
+
+def test_bundled_annotations_are_the_two_subsets(data_dir):
+    committed = json.loads(train.BUNDLED_PERSONS.read_text())
+    assert committed == json.loads(json.dumps(train.merge_bundled_coco(data_dir)))
+    valid = [a for a in committed["annotations"] if a["num_keypoints"] > 0 and not a["iscrowd"]]
+    assert len(committed["images"]) == 26 and len(valid) == 51
+    for img in committed["images"]:
+        assert (data_dir / img["file_name"]).is_file(), img["file_name"]
+
+
+def test_recipe_steps_reduce_the_loss(tmp_path):
+    """The recipe's model, optimizer and augmented input pipeline, through mmpose's own train_step: 40 steps
+    on one fixed batch of 4 persons must bring its loss clearly down (seconds)."""
+    import torch
+
+    from mmengine.runner import Runner
+
+    import_mmpose()
+    torch.set_num_threads(train.THREADS)
+    cfg = train.load_train_config(work_dir=tmp_path, persons=4, batch_size=4, validate=False, seed=0)
+    cfg.log_level = "WARNING"
+    runner = Runner.from_cfg(cfg)
+    runner.model.init_weights()  # as Runner.train() does
+    optim = runner.build_optim_wrapper(cfg.optim_wrapper)
+    batch = next(iter(Runner.build_dataloader(cfg.train_dataloader, seed=0)))
+    losses = [float(runner.model.train_step(batch, optim)["loss"]) for _ in range(40)]
+    assert all(np.isfinite(losses))
+    assert losses[-1] < 0.9 * losses[0] and losses[-1] < min(losses[:20]), losses
+
+
+def test_same_seed_same_weights(tmp_path):
+    a, _ = _short_run(tmp_path, "a", persons=8, batch_size=4, epochs=2, seed=3)
+    b, _ = _short_run(tmp_path, "b", persons=8, batch_size=4, epochs=2, seed=3)
+    c, _ = _short_run(tmp_path, "c", persons=8, batch_size=4, epochs=2, seed=4)
+    assert a.keys() == b.keys()
+    assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
+    assert not all(np.array_equal(a[k].numpy(), c[k].numpy()) for k in a)  # the seed matters
+
+
+def test_deploy_config_points_at_the_committed_checkpoint():
+    cfg = bmconfig.load("hrnet_small_128x96")
+    assert cfg.checkpoint == str((train.INSTALL_DIR / train.CHECKPOINT).resolve())
+    summary = json.loads((train.INSTALL_DIR / train.SUMMARY).read_text())
+    assert summary["checkpoint_sha256"] == train.sha256_file(cfg.checkpoint)
+    assert (train.INSTALL_DIR / train.CURVE).is_file()
+
+
+def test_committed_checkpoint_fits_its_training_persons():
+    """mmpose's inference_topdown with ground-truth boxes + COCO keypoint AP (xtcocotools), independent of
+    the CocoMetric run inside training; it must agree with the AP the training log recorded."""
+    cfg = bmconfig.load("hrnet_small_128x96")
+    stats = train.score_checkpoint(cfg, cfg.checkpoint)
+    summary = json.loads((train.INSTALL_DIR / train.SUMMARY).read_text())
+    assert stats["AP"] > 0.5, stats
+    assert stats["AP"] == pytest.approx(summary["final"]["AP"], abs=0.02)
