@@ -18,7 +18,7 @@ import numpy as np
 from . import config as config_mod
 from .build import list_bmodels
 from .errors import BmposeError
-from .manifest import atomic_dir, locked, up_to_date, write_manifest
+from .manifest import atomic_dir, locked, sha256_file, up_to_date, write_manifest
 
 REPORT_VERSION = 1
 EVAL_KEYS = ("AP", "AP50", "AP75", "AR")
@@ -41,7 +41,7 @@ def ensure_report(cfg, force: bool = False) -> Path:
     out = report_dir(cfg)
     with locked(out):
         inputs = _inputs(cfg)
-        options = {"version": REPORT_VERSION, "config": cfg.summary()}
+        options = {"version": REPORT_VERSION, "code": sha256_file(__file__), "config": cfg.summary()}
         if not force and up_to_date(out, inputs, options):
             return out / "index.html"
         with atomic_dir(out) as tmp:
@@ -88,10 +88,13 @@ def collect(cfg) -> dict:
         stats = _eval_stats(obj) if isinstance(obj, dict) else {}
         if stats:
             evals.append({"label": obj.get("label", p.stem), "artifact": obj.get("artifact", obj.get("backend", "")),
-                          **stats})
+                          **stats, "_onnx_same": obj.get("onnx_AP_same_persons")})
     ref = next((e for e in evals if "onnx" in str(e["label"]).lower()), None)
     for e in evals:
-        e["delta_AP"] = None if ref is None or e["AP"] is None or ref["AP"] is None else e["AP"] - ref["AP"]
+        # Against ONNX on the same persons when the eval recorded it (a cmodel run may score a subset).
+        base = e.pop("_onnx_same")
+        base = base if base is not None else (ref or {}).get("AP")
+        e["delta_AP"] = None if base is None or e["AP"] is None else e["AP"] - base
     study_path = cfg.artifacts / "study" / "study.json"
     study = json.loads(study_path.read_text()) if study_path.is_file() else None
     return {"model": cfg.name, "mmpose_config": str(cfg.mmpose_config), "input_size": list(cfg.input_size),
