@@ -2,14 +2,14 @@
 
 The fixture exists so that INT8 and calibration effects can be measured on realistic weights and activations
 (random weights have none). The recipe is an mmpose training config (configs/mmpose/*_fixture-train.py):
-mmengine's Runner on the CPU, both bundled COCO subsets concatenated (51 persons), mmpose's standard
-augmentation, validated with mmpose's CocoMetric on the same persons with their ground-truth boxes.
+mmengine's Runner on the CPU, both bundled COCO subsets in one annotation file (51 persons), mmpose's
+standard augmentation, validated with mmpose's CocoMetric on the same persons with their ground-truth boxes.
 
 A run writes artifacts/<model>/train/: the stripped checkpoint (mmpose format: state_dict + meta, no
 optimizer state), training_summary.json (loss per epoch, COCO AP per validation), training_curve.png, the
-Runner's own logs and a manifest. `--install` copies checkpoint and summary to configs/checkpoints/, where the
-deploy config's `checkpoint:` points. The run is seeded and deterministic (same weights for the same seed on
-the same machine and thread count).
+Runner's own logs and a manifest. `--install` copies checkpoint, summary and curve to configs/checkpoints/,
+where the deploy config's `checkpoint:` points. The run is seeded and deterministic (same weights for the same
+seed, torch build and thread count); `score_checkpoint` re-checks a checkpoint's AP outside the training loop.
 """
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ def load_train_config(path: str | Path = TRAIN_CONFIG, *, work_dir: str | Path, 
                       threads: int = THREADS):
     """The mmengine Config of a training run, with the command line's overrides applied.
 
-    `persons` keeps only the first N persons of each subset (quick tests); `validate=False` drops the
+    `persons` keeps only the first N training persons (quick tests); `validate=False` drops the
     validation loop (tests that only look at the loss)."""
     from mmengine.config import Config
 
@@ -147,7 +147,8 @@ def _curve_hook():
             self._losses, self._t0 = [], time.perf_counter()
 
         def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
-            self._losses.append({k: float(v) for k, v in (outputs or {}).items()})
+            self._losses.append({k: float(v.detach() if hasattr(v, "detach") else v)
+                                 for k, v in (outputs or {}).items()})
 
         def after_train_epoch(self, runner):
             mean = {k: sum(x[k] for x in self._losses) / len(self._losses) for k in self._losses[0]}
@@ -175,7 +176,10 @@ def run_training(cfg, *, quiet: bool = False) -> tuple[object, dict]:
     if quiet:
         cfg.log_level = "WARNING"
     hook = _curve_hook()
-    with contextlib.redirect_stdout(sys.stderr if not quiet else open(Path(cfg.work_dir) / "stdout.log", "w")):
+    # mmengine/xtcocotools print to stdout; keep it for bmpose's own result lines (quiet: into a file).
+    with contextlib.ExitStack() as stack:
+        sink = stack.enter_context(open(Path(cfg.work_dir) / "stdout.log", "w")) if quiet else sys.stderr
+        stack.enter_context(contextlib.redirect_stdout(sink))
         runner = Runner.from_cfg(cfg)
         runner.register_hook(hook)
         model = runner.train()
