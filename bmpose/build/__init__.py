@@ -31,6 +31,8 @@ def list_bmodels(cfg) -> list[dict]:
     """Every complete bmodel build of this config: path, chip, precision, batch, tpu_mlir (+ manifest facts)."""
     out = []
     for d in sorted(cfg.artifacts.glob("*_*_b*")):
+        if d.name.startswith(".") or d.name.endswith(".failed"):   # builds in progress or failed
+            continue
         m = read_manifest(d)
         if not d.is_dir() or m is None or m.get("stage") != "deploy" or m.get("status") != "ok":
             continue
