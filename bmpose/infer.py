@@ -60,6 +60,7 @@ class RunReport:
     predictions: list = field(default_factory=list)
     skipped: list = field(default_factory=list)   # (file, reason)
     seconds: float = 0.0
+    heatmaps: np.ndarray | None = None             # (N, K, h, w), only with predict(keep_heatmaps=True)
 
 
 # ---- boxes ------------------------------------------------------------------------------------------------
@@ -188,7 +189,7 @@ def heatmaps_for(cfg, backend, inputs: np.ndarray, flip: bool, progress: bool = 
 
 
 def predict(cfg, backend, boxes: list[PersonBox], flip: bool = False, progress: bool = True,
-            allow_slow: bool = False) -> RunReport:
+            allow_slow: bool = False, keep_heatmaps: bool = False) -> RunReport:
     report = RunReport()
     if backend.slow and len(boxes) * (2 if flip else 1) > SLOW_LIMIT and not allow_slow:
         raise BmposeError(f"{backend.name}: the {backend.kind} simulator is slow (HRNet-W32: 25-50 s per crop) and "
@@ -201,6 +202,8 @@ def predict(cfg, backend, boxes: list[PersonBox], flip: bool = False, progress: 
         return report
     x = normalize(np.stack([c.image for c in crops]), cfg.mean, cfg.std, network_rgb=cfg.bgr_to_rgb)
     hm = heatmaps_for(cfg, backend, x, flip, progress)
+    if keep_heatmaps:  # e.g. the calibration study's heatmap cosine vs ONNX on the same crops
+        report.heatmaps = hm
     kpts, scores = decode.decode(hm, cfg.codec)
     for b, c, k, s in zip(kept, crops, kpts, scores):
         report.predictions.append(Prediction(b, crop.input_to_image(k, c.center, c.scale, cfg.input_size), s,
