@@ -119,26 +119,22 @@ def make_plots(cfg, data: dict, out: Path) -> list[str]:
         rows = [r for r in read_csv(Path(b["dir"]) / "compare.csv") if r["op"] != "bmodel"]
         if not rows:
             continue
-        fig, ax = plt.subplots(figsize=(10, 3.6))
-        x = np.arange(len(rows))
-        cos = np.array([r["cosine"] for r in rows])
-        f32 = np.array([r["quant"] == "F32" for r in rows])
-        ax.plot(x, cos, "-", color="#999", lw=0.8)
-        ax.scatter(x[~f32], cos[~f32], s=10, label="INT8 layer", color="#1f77b4")
-        ax.scatter(x[f32], cos[f32], s=18, label="F32 layer", color="#d62728")
-        ax.axhline(b["tolerance"].get("int8_cos", 0.99) if b["tolerance"] else 0.99, color="#2ca02c", ls="--",
-                   lw=0.8, label="heatmap tolerance")
-        ax.set_ylim(max(0.0, min(cos.min(), 0.98) - 0.005), 1.0005)
-        ax.set_xlabel("layer (program order)")
-        ax.set_ylabel("cosine vs top FP32 MLIR")
-        ax.set_title(f"{b['name']}: per-layer similarity (deployed TPU MLIR vs top MLIR)")
-        ax.legend(loc="lower left", fontsize=8)
-        fig.tight_layout()
         name = f"layers_{Path(b['dir']).name}.png"
-        fig.savefig(out / name, dpi=90)
-        plt.close(fig)
+        tol = b["tolerance"].get("int8_cos", 0.99) if b["tolerance"] else 0.99
+        _layer_plot(plt, rows, f"{b['name']}: per-layer similarity (deployed TPU MLIR vs top MLIR)", tol, out / name)
         b["plots"]["layers"] = name
         files.append(name)
+    # The calibration study's default variant per chip (built under study/, see bmpose.study).
+    study = data.get("study") if isinstance(data.get("study"), dict) else {}
+    for p in study.get("layer_plots", []):
+        csv = Path(p["csv"])
+        rows = [r for r in read_csv(csv) if r["op"] != "bmodel"] if csv.is_file() else []
+        if rows:
+            name = f"study_layers_{p['chip']}.png"
+            _layer_plot(plt, rows, f"study default ({p['title']}): per-layer similarity vs top MLIR",
+                        cfg.tolerances["int8_cos"], out / name)
+            p["file"] = name
+            files.append(name)
     # One crop's heatmaps, ONNX vs FP32 vs INT8 bmodel (same test crop: every build of a batch shares it).
     data["heatmap_plots"] = []
     for chip in sorted({b["chip"] for b in data["bmodels"]}):
@@ -178,6 +174,26 @@ def make_plots(cfg, data: dict, out: Path) -> list[str]:
         data["heatmap_plots"].append({"chip": chip, "file": name})
         files.append(name)
     return files
+
+
+def _layer_plot(plt, rows: list[dict], title: str, tol: float, path: Path) -> None:
+    """Cosine of every layer (program order) vs the top FP32 MLIR; FP32 layers in red; the heatmap tolerance."""
+    fig, ax = plt.subplots(figsize=(10, 3.6))
+    x = np.arange(len(rows))
+    cos = np.array([r["cosine"] for r in rows])
+    f32 = np.array([r["quant"] == "F32" for r in rows])
+    ax.plot(x, cos, "-", color="#999", lw=0.8)
+    ax.scatter(x[~f32], cos[~f32], s=10, label="INT8 layer", color="#1f77b4")
+    ax.scatter(x[f32], cos[f32], s=18, label="F32 layer", color="#d62728")
+    ax.axhline(tol, color="#2ca02c", ls="--", lw=0.8, label="heatmap tolerance")
+    ax.set_ylim(max(0.0, min(cos.min(), 0.98) - 0.005), 1.0005)
+    ax.set_xlabel("layer (program order)")
+    ax.set_ylabel("cosine vs top FP32 MLIR")
+    ax.set_title(title)
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
 
 
 def _test_crop(cfg, build_dir: Path):
@@ -232,6 +248,10 @@ def _study_table(study):
     return None
 
 
+def _study_plots(study) -> list[dict]:
+    return [p for p in (study.get("layer_plots", []) if isinstance(study, dict) else []) if p.get("file")]
+
+
 def to_markdown(cfg, data) -> str:
     def table(head, rows):
         out = ["| " + " | ".join(map(str, head)) + " |", "|" + "---|" * len(head)]
@@ -253,6 +273,7 @@ def to_markdown(cfg, data) -> str:
         st = _study_table(data["study"])
         parts += ["## Calibration study", "", table(*st) if st else "```\n" + json.dumps(data["study"], indent=1)
                   + "\n```", ""]
+        parts += [f"![{p['title']}]({p['file']})\n" for p in _study_plots(data["study"])]
     parts += ["## How to run", ""]
     for b in data["bmodels"]:
         parts += [f"- `{b['name']}`:", *[f"  - `{c}`" for c in how_to_run(cfg, b)]]
@@ -294,6 +315,8 @@ def to_html(cfg, data) -> str:
         st = _study_table(data["study"])
         parts += ["<h2>Calibration study</h2>",
                   table(*st) if st else f"<pre>{e(json.dumps(data['study'], indent=1))}</pre>"]
+        parts += [f'<figure><img src="{e(p["file"])}" alt="{e(p["title"])}"><figcaption>{e(p["title"])}'
+                  "</figcaption></figure>" for p in _study_plots(data["study"])]
     parts.append("<h2>How to run</h2><ul>")
     for b in data["bmodels"]:
         parts.append(f"<li>{e(b['name'])}<pre>" + e("\n".join(how_to_run(cfg, b))) + "</pre></li>")

@@ -297,7 +297,7 @@ def main(argv) -> int:
     rows = make_rows(cfg, variants, evals, onnx_ap)
     default = next((v for v in variants if v.precision == "int8" and v.layers == "auto"
                     and v.method == cfg.calibration.get("method", "kl") and v.build_dir), None)
-    layer_plots = [{"chip": v.chip, "title": f"{v.chip}, {v.method}, automatic FP32 tail (study default)",
+    layer_plots = [{"chip": v.chip, "title": f"{v.chip}, {v.method}, automatic FP32 tail",
                     "csv": str(v.build_dir / "compare.csv")}
                    for v in variants if v.precision == "int8" and v.layers == "auto" and v.build_dir
                    and v.method == cfg.calibration.get("method", "kl")]
