@@ -10,9 +10,10 @@ its deployed *_tpu.mlir is run through the mlir backend on the whole evaluation 
 tests/data/person_keypoints_bundled.json, the trained fixture's training persons, ground-truth boxes), giving
 COCO AP, AP drop vs ONNX FP32 on the same crops, and heatmap cosine vs ONNX (mean and worst crop). The ONNX
 FP32 and the FP32 bmodel (mlir backend) are the reference rows. search_qtable runs the model hundreds of times
-on pymlir: it is limited to the methods of --search-methods (default: the config's method) and its time is
-recorded. Results: artifacts/<model>/study/study.json (rows for the report's study section, the per-layer
-compare CSV of the default variant for its plot) and study.md; evaluations are cached in study/eval/.
+on pymlir (2-3 min per chip for kl, seconds where the all-INT8 model already meets int8_cos): --search-methods
+limits it, and its time is recorded. Results: artifacts/<model>/study/study.json (rows for the report's study
+section, the per-layer compare CSV of the default variant for its plot) and study.md; evaluations are cached
+in study/eval/.
 """
 from __future__ import annotations
 
@@ -63,8 +64,9 @@ def parse_args(argv):
     ap.add_argument("--methods", nargs="+", default=list(METHODS), help="calibration methods (default: %(default)s)")
     ap.add_argument("--layers", nargs="+", default=list(LAYERS), choices=LAYERS,
                     help="FP32 layer variants (default: %(default)s)")
-    ap.add_argument("--search-methods", nargs="+",
-                    help="methods that get the searched qtable (default: the config's method; 'all' for every one)")
+    ap.add_argument("--search-methods", nargs="+", default=["all"],
+                    help="methods that get the searched qtable (default: all of --methods; measured: minutes for kl, "
+                         "whose all-INT8 heatmaps miss int8_cos, seconds for the others, which meet it unsearched)")
     ap.add_argument("--coco-ann", help="evaluation annotations (default: tests/data/person_keypoints_bundled.json)")
     ap.add_argument("--coco-img", help="image root of --coco-ann (default: its folder)")
     ap.add_argument("--no-flip", action="store_true", help="evaluate without the flip test (default: the model's "
@@ -276,8 +278,7 @@ def main(argv) -> int:
 
         if m not in CALI_METHODS:
             raise BmposeError(f"--methods {m}: unknown calibration method (choose from {', '.join(CALI_METHODS)})")
-    search_methods = set(args.methods if args.search_methods == ["all"] else
-                         (args.search_methods or [cfg.calibration.get("method", "kl")]))
+    search_methods = set(args.methods if args.search_methods == ["all"] else args.search_methods)
     ann, img = (Path(args.coco_ann), Path(args.coco_img or Path(args.coco_ann).parent)) if args.coco_ann \
         else eval_set()
 
