@@ -6,9 +6,13 @@ training persons (tests/data/person_keypoints_bundled.json, ground-truth boxes, 
 - the INT8 bmodel's AP (default calibration and FP32 tail, batch 1) is within INT8_MAX_DROP of ONNX's, per chip.
 
 The mlir backend stands for the bmodel: tests/test_backends.py proves it equal to the bmodel on the cmodel
-(INT8, both chips, <= 1e-5). One session-scoped `bmpose build` (FP32 + INT8, batch 1, both chips) into
+for INT8 (both chips, <= 1e-5); test_fp32_mlir_equals_cmodel here does the same for the FP32 bmodels on one
+real crop (the cmodel binds one chip per process, so each chip runs in a child). One session-scoped `bmpose build` (FP32 + INT8, batch 1, both chips) into
 artifacts/hrnet_small_128x96 is shared by every test; when those default builds are up to date it is a no-op.
 """
+import json
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -102,6 +106,33 @@ def test_onnx_ap_equals_pytorch(fidelity):
     torch_ap = _ap(fx, "pytorch (mmpose inference_topdown)", instances)
     assert abs(ref - torch_ap) <= TORCH_MAX_DIFF, f"ONNX AP {ref:.5f} vs PyTorch AP {torch_ap:.5f}"
     assert ref > 0.8, f"the trained fixture should fit its training persons (AP {ref:.4f})"
+
+
+CMODEL_CHILD = r"""
+import json, sys
+import numpy as np
+from bmpose.backends import open_backend
+bmodel, tpu_mlir, test_input, chip = sys.argv[1:5]
+with np.load(test_input) as z:
+    x = z[z.files[0]][:1].astype(np.float32)
+cm = open_backend(bmodel, chip, kind="cmodel").run(x)
+ml = open_backend(tpu_mlir, chip, kind="mlir").run(x)
+print("RESULT " + json.dumps(float(np.abs(cm - ml).max())))
+"""
+
+
+@pytest.mark.parametrize("chip", ["bm1684", "bm1684x"])
+def test_fp32_mlir_equals_cmodel(fidelity, chip):
+    """The FP32 bmodel on TPU-MLIR's simulator vs its deployed tpu.mlir on pymlir, on the build's real test crop."""
+    b = fidelity["bmodels"][(chip, "fp32")]
+    args = [b["path"], b["tpu_mlir"], b["dir"] / b["manifest"]["input"], chip]
+    r = subprocess.run([sys.executable, "-c", CMODEL_CHILD, *map(str, args)], capture_output=True, text=True,
+                       timeout=600)
+    line = next((l for l in r.stdout.splitlines() if l.startswith("RESULT ")), None)
+    assert line, r.stdout[-2000:] + r.stderr[-2000:]
+    diff = json.loads(line[7:])
+    print(f"{chip} FP32: max |cmodel - mlir| = {diff:.2e}")
+    assert diff <= 1e-5
 
 
 @pytest.mark.parametrize("chip", ["bm1684", "bm1684x"])
