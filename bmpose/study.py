@@ -28,7 +28,7 @@ import numpy as np
 
 from . import config as config_mod
 from .errors import BmposeError
-from .manifest import atomic_file, hash_inputs, read_manifest, tool_versions
+from .manifest import atomic_file, hash_inputs, read_manifest, tool_versions, write_manifest
 
 METHODS = ("kl", "mse", "max", "percentile9999")
 LAYERS = ("none", "auto", "search")
@@ -258,7 +258,9 @@ def to_markdown(study: dict) -> str:
     def fmt(v):
         if v is None:
             return "-"
-        return f"{v:.4f}" if isinstance(v, float) and abs(v) < 10 else (f"{v:.1f}" if isinstance(v, float) else str(v))
+        if isinstance(v, float):
+            return f"{v:.4f}" if abs(v) < 10 else f"{v:.1f}"
+        return str(v)
 
     lines = [f"# Calibration study: {study['model']}", "", study["setup"], "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -322,6 +324,15 @@ def main(argv) -> int:
         tmp.write_text(to_markdown(study))
     with atomic_file(out / "study.json") as tmp:
         tmp.write_text(json.dumps(study, indent=2, default=str) + "\n")
+    # what the table was made from: every variant's build manifest and evaluation record
+    inputs = {"annotations": ann,
+              **{f"build/{v.label}": v.build_dir / "manifest.json" for v in variants if v.build_dir},
+              **{f"eval/{k}": out / "eval" / f"{k}.json" for k in evals}}
+    write_manifest(out, stage="study", inputs=inputs,
+                   options={"chips": list(chips), "methods": args.methods, "layers": args.layers,
+                            "search_methods": sorted(search_methods), "flip": flip,
+                            "checkpoint": args.checkpoint or cfg.checkpoint},
+                   outputs=["study.json", "study.md"], checks={"choice": study["choice"]["overall"]})
     print(to_markdown(study))
     if not args.no_report:
         from .report import ensure_report

@@ -7,8 +7,9 @@ training persons (tests/data/person_keypoints_bundled.json, ground-truth boxes, 
 
 The mlir backend stands for the bmodel: tests/test_backends.py proves it equal to the bmodel on the cmodel
 for INT8 (both chips, <= 1e-5); test_fp32_mlir_equals_cmodel here does the same for the FP32 bmodels on one
-real crop (the cmodel binds one chip per process, so each chip runs in a child). One session-scoped `bmpose build` (FP32 + INT8, batch 1, both chips) into
-artifacts/hrnet_small_128x96 is shared by every test; when those default builds are up to date it is a no-op.
+real crop (the cmodel binds one chip per process, so each chip runs in a child). One session-scoped
+`bmpose build` (FP32 + INT8, batch 1, both chips) into artifacts/hrnet_small_128x96 is shared by every test;
+when those default builds are up to date it is a no-op.
 """
 import json
 import subprocess
