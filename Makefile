@@ -1,5 +1,5 @@
 # bmpose: the pipeline's table of contents. Each target is one `bmpose` call; `bmpose <cmd> --help` has more.
-# Variables: MODEL CHECKPOINT CALIB COCO_ANN COCO_IMG CHIPS BATCHES QTABLE SEARCH METHOD IMAGES BACKEND DYNAMIC
+# Variables: MODEL CHECKPOINT CALIB COCO_ANN COCO_IMG CHIPS BATCHES QTABLE SEARCH METHOD TOL IMAGES BACKEND DYNAMIC
 SHELL := /bin/bash
 MODEL ?= hrnet_small_128x96
 CALIB ?= coco
@@ -10,7 +10,8 @@ BMPOSE := $(VENV)/bin/bmpose
 opt = $(if $(strip $($(1))),$(2) $(strip $($(1))))
 COMMON = --model $(MODEL) $(call opt,CHECKPOINT,--checkpoint)
 CALIB_ARGS = --calib $(CALIB) $(call opt,COCO_ANN,--coco-ann) $(call opt,COCO_IMG,--coco-img) $(call opt,CALIB_N,--num)
-BUILD_ARGS = $(call opt,CHIPS,--chips) $(call opt,BATCHES,--batches)
+# TOL="int8_cos=0.98 fp32_cos=0.9999" overrides the config's gates (recorded in the manifests).
+BUILD_ARGS = $(call opt,CHIPS,--chips) $(call opt,BATCHES,--batches) $(foreach t,$(TOL),--tolerance $(t))
 
 .PHONY: setup fixture onnx calib fp32 int8 infer eval report study train-fixture bench test test-quick clean help
 help:

@@ -26,6 +26,11 @@ DEFAULT_TOLERANCES = {
     "onnx_max_abs": 1e-4,   # ONNX Runtime vs PyTorch, heatmaps
     "fp32_cos": 0.99999,    # FP32 bmodel vs ONNX, final heatmaps
     "int8_cos": 0.99,       # INT8 bmodel vs ONNX, final heatmaps
+    # INT8 gate when the checkpoint is bmpose's random-init fixture: random weights have no realistic
+    # activation statistics, so their INT8 heatmaps sit at cos 0.94-0.99 whatever the calibration (measured on
+    # HRNet-W32: BM1684 b1 0.968, b4 0.939). There the gate only catches a broken build; accuracy needs
+    # trained weights (the small model's trained fixture, or a real checkpoint).
+    "int8_cos_random": 0.90,
 }
 DEFAULT_CALIBRATION = {"method": "kl", "num": 100, "seed": 0}
 

@@ -39,7 +39,8 @@ def parse_args(argv):
     ap.add_argument("--search", action="store_true", help="also run TPU-MLIR's search_qtable per chip and "
                     "add the layers it finds to the qtable")
     ap.add_argument("--tolerance", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a tolerance of the config, e.g. int8_cos=0.95 (recorded in the manifests)")
+                    help="override a tolerance of the config, e.g. int8_cos=0.98 (int8_cos_random gates INT8 "
+                         "builds of the random-init fixture checkpoint); recorded in the manifests")
     ap.add_argument("--no-report", action="store_true", help="do not refresh artifacts/<model>/report")
     args = ap.parse_args(argv)
     for c in args.chips or ():

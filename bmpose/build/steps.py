@@ -227,9 +227,10 @@ def ensure_search(cfg, mlir1: Path, crops: list[Path], cali_table: Path, chip: s
 
 def deploy_options(cfg, chip: str, precision: str, batch: int, *, method: str | None, user_qtables, search: bool,
                    checkpoint: str | None, calib: dict | None) -> dict:
-    tol_key = f"{precision}_cos"
+    checkpoint = checkpoint or cfg.checkpoint
+    tol_key = f"{precision}_cos" + ("_random" if precision == "int8" and checkpoint == "fixture" else "")
     opts = {"chip": chip, "precision": precision, "batch": batch, "tolerance": {tol_key: cfg.tolerances[tol_key]},
-            "checkpoint": checkpoint or cfg.checkpoint, "calib": calib}
+            "checkpoint": checkpoint, "calib": calib}
     if precision == "int8":
         opts.update({"method": method, "qtables": [str(q) for q in user_qtables], "search": bool(search),
                      "tail_rule": TAIL_RULE, "symmetric": True})
