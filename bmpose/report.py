@@ -273,7 +273,7 @@ def to_markdown(cfg, data) -> str:
     parts = [f"# bmpose report: {cfg.name}", "",
              f"mmpose config `{data['mmpose_config']}`, input {data['input_size'][0]}x{data['input_size'][1]} "
              "(w x h). Similarities: bmodel output vs ONNX Runtime on a real calibration crop.", "",
-             "## Bmodels", "", _checkpoint_note(data),
+             "## Bmodels", "", *([_checkpoint_note(data), ""] if _checkpoint_note(data) else []),
              table(*_bmodel_rows(data)) if data["bmodels"] else "No bmodels built yet.", ""]
     for b in data["bmodels"]:
         if b["plots"].get("layers"):
