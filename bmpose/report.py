@@ -88,7 +88,8 @@ def collect(cfg) -> dict:
         stats = _eval_stats(obj) if isinstance(obj, dict) else {}
         if stats:
             evals.append({"label": obj.get("label", p.stem), "artifact": obj.get("artifact", obj.get("backend", "")),
-                          **stats, "_onnx_same": obj.get("onnx_AP_same_persons")})
+                          "backend": obj.get("backend", ""), "persons": obj.get("persons"),
+                          "subset": obj.get("subset", ""), **stats, "_onnx_same": obj.get("onnx_AP_same_persons")})
     ref = next((e for e in evals if "onnx" in str(e["label"]).lower()), None)
     for e in evals:
         # Against ONNX on the same persons when the eval recorded it (a cmodel run may score a subset).
@@ -246,8 +247,11 @@ def _checkpoint_note(data) -> str:
 
 
 def _eval_rows(data):
-    head = ["label", "artifact", *EVAL_KEYS, "delta AP vs ONNX FP32"]
-    rows = [[e["label"], e["artifact"], *(_fmt(e[k], 4) for k in EVAL_KEYS), _fmt(e["delta_AP"], 4)]
+    # "run on": the mlir backend scores a bmodel through its deployed tpu.mlir (equal to the cmodel run).
+    head = ["label", "artifact", "run on", "persons", *EVAL_KEYS, "delta AP vs ONNX FP32 (same persons)"]
+    rows = [[e["label"], Path(e["artifact"]).name, e.get("backend", ""),
+             f"{e.get('persons')} ({e.get('subset')})" if e.get("subset") else e.get("persons", ""),
+             *(_fmt(e[k], 4) for k in EVAL_KEYS), _fmt(e["delta_AP"], 4)]
             for e in data["eval"]]
     return head, rows
 

@@ -41,7 +41,9 @@ def test_report_has_eval_and_study_tables_and_skips_when_unchanged(cfg):
     (ev / "onnx_fp32.json").write_text(json.dumps({"label": "onnx_fp32", "artifact": "x.onnx", "AP": 0.70,
                                                    "AP50": 0.9, "AP75": 0.8, "AR": 0.75}))
     (ev / "bm1684_int8_b1.json").write_text(json.dumps({"label": "bm1684_int8_b1", "artifact": "y.bmodel",
-                                                        "AP": 0.68, "AP50": 0.9, "AP75": 0.78, "AR": 0.73}))
+                                                        "AP": 0.68, "AP50": 0.9, "AP75": 0.78, "AR": 0.73,
+                                                        "backend": "cmodel", "persons": 4,
+                                                        "subset": "first 4 persons"}))
     (cfg.artifacts / "study").mkdir()
     (cfg.artifacts / "study" / "study.json").write_text(json.dumps({"rows": [{"method": "kl", "cos": 0.97}]}))
     index = report.ensure_report(cfg)
@@ -49,6 +51,7 @@ def test_report_has_eval_and_study_tables_and_skips_when_unchanged(cfg):
     p.feed(index.read_text())
     assert p.stack == [] and p.imgs == []
     assert "bm1684_int8_b1" in p.cells and "-0.0200" in p.cells and "kl" in p.cells
+    assert "cmodel" in p.cells and "4 (first 4 persons)" in p.cells   # where and on what a bmodel was scored
     data = json.loads((index.parent / "report.json").read_text())
     assert data["bmodels"] == [] and len(data["eval"]) == 2
     stamp = index.stat().st_mtime_ns, (index.parent / "manifest.json").stat().st_ino
