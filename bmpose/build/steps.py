@@ -162,6 +162,20 @@ def cali_dir(cfg, method: str, num: int) -> Path:
     return cfg.artifacts / "cali_table" / f"{method}_n{num}"
 
 
+def _calibration_workdir(tmp: Path, mlir1: Path, files: dict, crops: list[Path]) -> Path:
+    """run_calibration's inputs in its build dir: the batch-1 MLIR + weights, and a list of exactly these crops."""
+    link(mlir1 / files["mlir"], tmp)
+    link(mlir1 / files["weights"], tmp)
+    data_list = tmp / "data_list.txt"   # absolute paths
+    data_list.write_text("".join(f"{Path(c).resolve()}\n" for c in crops))
+    return data_list
+
+
+def _clear_calibration_workdir(tmp: Path, files: dict) -> None:
+    for f in (files["mlir"], files["weights"], "data_list.txt"):
+        (tmp / f).unlink()
+
+
 def ensure_cali_table(cfg, mlir1: Path, crops: list[Path], method: str, num: int) -> Path:
     """run_calibration on the batch-1 MLIR; the table (op name, threshold, min, max) serves every batch."""
     if method not in CALI_METHODS:
@@ -175,15 +189,11 @@ def ensure_cali_table(cfg, mlir1: Path, crops: list[Path], method: str, num: int
     with locked(out):
         if not up_to_date(out, inputs, options):
             with build(out) as tmp:
-                link(mlir1 / files["mlir"], tmp)
-                link(mlir1 / files["weights"], tmp)
-                data_list = tmp / "data_list.txt"   # exactly these crops, absolute paths
-                data_list.write_text("".join(f"{Path(c).resolve()}\n" for c in crops[:options["num"]]))
+                data_list = _calibration_workdir(tmp, mlir1, files, crops[:options["num"]])
                 seconds = run_tool("run_calibration.py", [
                     files["mlir"], "--data_list", data_list, "--input_num", options["num"],
                     "--cali_method", method, "-o", table], tmp, "run_calibration.log")
-                for f in (files["mlir"], files["weights"], "data_list.txt"):
-                    (tmp / f).unlink()
+                _clear_calibration_workdir(tmp, files)
                 write_manifest(tmp, stage="calibration", inputs=inputs, options=options, outputs=[table],
                                checks={"seconds": round(seconds, 1)})
     return out / table
@@ -200,10 +210,7 @@ def ensure_search(cfg, mlir1: Path, crops: list[Path], cali_table: Path, chip: s
     with locked(out):
         if not up_to_date(out, inputs, options):
             with build(out) as tmp:
-                link(mlir1 / files["mlir"], tmp)
-                link(mlir1 / files["weights"], tmp)
-                data_list = tmp / "data_list.txt"   # exactly these crops, absolute paths
-                data_list.write_text("".join(f"{Path(c).resolve()}\n" for c in crops[:options["num"]]))
+                data_list = _calibration_workdir(tmp, mlir1, files, crops[:options["num"]])
                 shutil.copy(cali_table, tmp / cali_table.name)  # search reuses an existing table of this name
                 shim_dir, dot_note = dot_shim(tmp / ".bin")
                 seconds = run_tool("run_calibration.py", [
@@ -212,8 +219,7 @@ def ensure_search(cfg, mlir1: Path, crops: list[Path], cali_table: Path, chip: s
                     "--quantize_table", qtable, "-o", cali_table.name], tmp, "search_qtable.log",
                     extra_path=[shim_dir])
                 shutil.rmtree(shim_dir)
-                for f in (files["mlir"], files["weights"], "data_list.txt"):
-                    (tmp / f).unlink()
+                _clear_calibration_workdir(tmp, files)
                 if not (tmp / qtable).is_file():
                     raise BmposeError(f"{tmp}: search_qtable wrote no {qtable} (see search_qtable.log)")
                 write_manifest(tmp, stage="search_qtable", inputs=inputs, options=options, outputs=[qtable],
