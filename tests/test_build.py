@@ -140,6 +140,24 @@ def test_toy_int8_deploy_has_tail_f32_and_compare_files(toy):
     assert steps.ensure_bmodel(cfg, "bm1684x", "int8", 1, mlir=mlir, options=opts, cali_table=table)[1] is False
 
 
+def test_toy_search_qtable_names_real_layers_and_is_reused(toy):
+    """SEARCH=1: TPU-MLIR's sensitive-layer search runs, and whatever it picks is a layer of the MLIR."""
+    cfg, mlir, crops = toy
+    table = steps.ensure_cali_table(cfg, mlir, crops, "kl", 4)
+    # An unreachable target makes the search keep layers in FP32, so the result is not trivially empty.
+    cfg = dataclasses.replace(cfg, tolerances={**cfg.tolerances, "int8_cos": 0.999999})
+    searched = steps.ensure_search(cfg, mlir, crops, table, "bm1684x", 4)
+    m = read_manifest(searched.parent)
+    assert searched.is_file() and m["options"]["expected_cos"] == 0.999999
+    names = [l.split()[0] for l in searched.read_text().splitlines() if l.strip() and not l.startswith("#")]
+    assert 0 < len(names) == m["checks"]["layers"]
+    graph = read_graph(mlir / steps.transform_files(cfg)["mlir"])
+    assert all(graph.op(n) for n in names)   # read_graph's op() raises on an unknown name
+    created = m["created"]
+    steps.ensure_search(cfg, mlir, crops, table, "bm1684x", 4)
+    assert read_manifest(searched.parent)["created"] == created
+
+
 # ------------------------------------------------------------------------------------------ small HRNet (slow)
 
 @pytest.fixture(scope="session")
