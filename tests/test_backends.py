@@ -1,7 +1,8 @@
 """Backends on real bmodels of the small model: the mlir backend (pymlir on the deployed tpu.mlir) equals the
 bmodel on the cmodel, per chip, on fixture crops; wrong-chip artifacts are refused. Builds INT8 b1 bmodels
-for both chips (C's `bmpose build`), so it is slow."""
+for both chips (`bmpose build`), so it is slow."""
 import json
+import os
 import subprocess
 import sys
 
@@ -12,6 +13,7 @@ from bmpose import config
 from bmpose.errors import BmposeError
 
 pytestmark = pytest.mark.slow
+SMALL = "hrnet_small_128x96"
 
 CHILD = r"""
 import json, sys, time
@@ -36,24 +38,23 @@ print("RESULT " + json.dumps(out))
 
 @pytest.fixture(scope="module")
 def cfg(tmp_path_factory):
-    """The small model with a loose INT8 gate: the fixture's random weights quantise badly on bm1684 (cos
-    ~0.97), and this test is about the two runtimes agreeing, not about INT8 accuracy."""
-    base = config.load("hrnet_small_128x96")
-    yaml = tmp_path_factory.mktemp("cfg") / "hrnet_small_looseint8.yaml"
-    yaml.write_text(f"mmpose_config: {base.mmpose_config}\ncheckpoint: fixture\n"
-                    f"tolerances: {{int8_cos: 0.5}}\ncalibration: {{method: kl, num: 16, seed: 0}}\n")
-    c = config.load(yaml)
+    """INT8 batch-1 bmodels of the small model (its trained checkpoint) for both chips, in a private
+    artifacts dir."""
     from bmpose.build.cli import main as build
 
-    assert build(["--precision", "int8", "--model", str(yaml), "--chips", "bm1684", "bm1684x", "--batches", "1",
-                  "--no-report"]) == 0
-    return c
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(config, "ARTIFACTS", tmp_path_factory.mktemp("backend_artifacts"))
+        assert build(["--precision", "int8", "--model", SMALL, "--chips", "bm1684", "bm1684x", "--batches", "1",
+                      "--no-report"]) == 0
+        yield config.load(SMALL)
 
 
 @pytest.mark.parametrize("chip", ["bm1684", "bm1684x"])
 def test_mlir_equals_cmodel(cfg, chip):
     """One chip per process: each chip's comparison runs in its own interpreter."""
-    r = subprocess.run([sys.executable, "-c", CHILD, chip, str(cfg.path)], capture_output=True, text=True, timeout=900)
+    env = {**os.environ, "BMPOSE_ARTIFACTS": str(config.ARTIFACTS)}
+    r = subprocess.run([sys.executable, "-c", CHILD, chip, cfg.name], capture_output=True, text=True, timeout=900,
+                       env=env)
     line = next((l for l in r.stdout.splitlines() if l.startswith("RESULT ")), None)
     assert line, r.stdout[-2000:] + r.stderr[-2000:]
     diffs = json.loads(line[7:])

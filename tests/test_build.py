@@ -247,6 +247,21 @@ def test_tolerance_gate_fails_a_broken_build_and_keeps_the_good_one(small):
 
 
 @pytest.mark.slow
+def test_small_simulator_benchmark_runs_both_chips_in_one_call(small):
+    """`make bench`'s simulators rows: every bmodel of both chips (each chip's cmodel in its own spawned
+    process), the bmodel on the cmodel agreeing with its tpu.mlir on pymlir on the same real crops."""
+    import argparse
+
+    from bmpose.infer import bench_simulators
+
+    rows = bench_simulators(small, argparse.Namespace())
+    assert sorted(r["case"] for r in rows) == sorted(b["dir"].name for b in list_bmodels(small))
+    for r in rows:
+        assert r["max_abs_cmodel_vs_mlir"] < 1e-5, r
+        assert r["mlir_s_per_crop"] > 0 and r["cmodel_s_per_crop"] > 0
+
+
+@pytest.mark.slow
 def test_small_report_html_references_existing_images(small):
     index = small.artifacts / "report" / "index.html"
     srcs = []
