@@ -166,14 +166,17 @@ def run_batches(backend, inputs: np.ndarray, progress: bool = True, desc: str = 
     from tqdm import tqdm
 
     bs = backend.batch_size
+    chunks, sizes = [], []
+    for i in range(0, len(inputs), bs):
+        chunk = inputs[i:i + bs]
+        sizes.append(len(chunk))
+        if len(chunk) < bs:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], bs - len(chunk), axis=0)])
+        chunks.append(chunk)
     outs = []
     with tqdm(total=len(inputs), desc=desc, unit="crop", disable=not progress, leave=False) as bar:
-        for i in range(0, len(inputs), bs):
-            chunk = inputs[i:i + bs]
-            n = len(chunk)
-            if n < bs:
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], bs - n, axis=0)])
-            outs.append(backend.run(chunk)[:n])
+        for n, y in zip(sizes, backend.run_many(chunks)):
+            outs.append(y[:n])
             bar.update(n)
     return np.concatenate(outs) if outs else np.zeros((0,), np.float32)
 
@@ -192,8 +195,8 @@ def predict(cfg, backend, boxes: list[PersonBox], flip: bool = False, progress: 
             allow_slow: bool = False, keep_heatmaps: bool = False) -> RunReport:
     report = RunReport()
     if backend.slow and len(boxes) * (2 if flip else 1) > SLOW_LIMIT and not allow_slow:
-        raise BmposeError(f"{backend.name}: the {backend.kind} simulator is slow (HRNet-W32: 25-50 s per crop) and "
-                          f"this run has {len(boxes)} persons{' x2 (flip)' if flip else ''}; use --limit N, the "
+        raise BmposeError(f"{backend.name}: the {backend.kind} simulator is slow (HRNet-W32: 9-15 s per crop) "
+                          f"and this run has {len(boxes)} persons{' x2 (flip)' if flip else ''}; use --limit N, the "
                           f"mlir backend on the deployed *_tpu.mlir, or --allow-slow")
     t0 = time.perf_counter()
     kept, crops = prepare(cfg, boxes, report.skipped)
@@ -452,6 +455,29 @@ def bench_simulators(cfg, args) -> list[dict]:
                 rows.append({"benchmark": "simulators", "case": b["dir"].name, "mlir_s_per_crop": round(t_ml, 3),
                              "cmodel_s_per_crop": round(t_cm, 3), "x_mlir_vs_cmodel": round(t_cm / t_ml, 1),
                              "max_abs_cmodel_vs_mlir": float(np.abs(y_cm - y_ml).max())})
+    rows += _bench_mlir_pool(cfg, bmodels, x)
+    return rows
+
+
+def _bench_mlir_pool(cfg, bmodels, x) -> list[dict]:
+    """What eval gets from spreading pymlir over all cores (MlirBackend.run_many): INT8 batch-1 bmodels, a run
+    of 4 crops per core, one process vs a pool of one per core (its start-up included)."""
+    import os
+
+    from .backends.mlir import MlirBackend
+
+    cores = os.cpu_count() or 1
+    crops = np.concatenate([x] * cores)[:4 * cores]
+    rows = []
+    for b in (b for b in bmodels if b["precision"] == "int8" and b["batch"] == 1):
+        seconds = {}
+        for workers in (1, cores):
+            ml = MlirBackend(b["tpu_mlir"], b["chip"], workers=workers)
+            ml.pool_worth_s = 0.0
+            seconds[workers] = timed(lambda: run_batches(ml, crops, progress=False), 1) / len(crops)
+        rows.append({"benchmark": "simulators", "case": f"{b['dir'].name} eval run, {len(crops)} crops",
+                     "mlir_s_per_crop": round(seconds[1], 3), f"mlir_{cores}proc_s_per_crop": round(seconds[cores], 3),
+                     "x_pool_vs_one": round(seconds[1] / seconds[cores], 2)})
     return rows
 
 

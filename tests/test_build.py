@@ -255,10 +255,14 @@ def test_small_simulator_benchmark_runs_both_chips_in_one_call(small):
     from bmpose.infer import bench_simulators
 
     rows = bench_simulators(small, argparse.Namespace())
-    assert sorted(r["case"] for r in rows) == sorted(b["dir"].name for b in list_bmodels(small))
-    for r in rows:
+    per_bmodel = [r for r in rows if "cmodel_s_per_crop" in r]
+    assert sorted(r["case"] for r in per_bmodel) == sorted(b["dir"].name for b in list_bmodels(small))
+    for r in per_bmodel:
         assert r["max_abs_cmodel_vs_mlir"] < 1e-5, r
         assert r["mlir_s_per_crop"] > 0 and r["cmodel_s_per_crop"] > 0
+    pools = [r for r in rows if "x_pool_vs_one" in r]   # INT8 b1 per chip: one process vs one per core
+    assert [r["case"].split()[0] for r in pools] == ["bm1684_int8_b1", "bm1684x_int8_b1"]
+    assert all(r["x_pool_vs_one"] > 0 for r in pools)
 
 
 @pytest.mark.slow

@@ -52,6 +52,11 @@ class Backend:
     def run(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def run_many(self, batches: list[np.ndarray]):
+        """Outputs of `run` for each batch, in order (a backend may spread them over processes)."""
+        for x in batches:
+            yield self.run(x)
+
     def describe(self) -> str:
         chip = f" {self.chip}" if self.chip else ""
         return f"{self.kind}{chip} b{self.batch_size} ({self.path})"

@@ -6,8 +6,8 @@ lock file TPU-MLIR's model_runner takes (/tmp/cmodel_so.lock). Once loaded, the 
 chip for the life of the process: one chip per process (a second chip raises). We do not call model_runner's
 `model_inference`: it writes a context directory next to the bmodel on every call.
 
-The simulator is slow (HRNet-W32: 25-50 s per crop): callers show progress and refuse a whole dataset unless
-asked (see bmpose.infer).
+The simulator is slow (HRNet-W32: 9-15 s per crop measured here): callers show progress and refuse a whole
+dataset unless asked (see bmpose.infer).
 """
 from __future__ import annotations
 
