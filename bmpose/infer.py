@@ -12,6 +12,7 @@ results, score threshold from the config's filter_cfg), `image` (the whole image
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import warnings
@@ -455,15 +456,13 @@ def bench_simulators(cfg, args) -> list[dict]:
                 rows.append({"benchmark": "simulators", "case": b["dir"].name, "mlir_s_per_crop": round(t_ml, 3),
                              "cmodel_s_per_crop": round(t_cm, 3), "x_mlir_vs_cmodel": round(t_cm / t_ml, 1),
                              "max_abs_cmodel_vs_mlir": float(np.abs(y_cm - y_ml).max())})
-    rows += _bench_mlir_pool(cfg, bmodels, x)
+    rows += _bench_mlir_pool(bmodels, x)
     return rows
 
 
-def _bench_mlir_pool(cfg, bmodels, x) -> list[dict]:
+def _bench_mlir_pool(bmodels, x) -> list[dict]:
     """What eval gets from spreading pymlir over all cores (MlirBackend.run_many): INT8 batch-1 bmodels, a run
     of 4 crops per core, one process vs a pool of one per core (its start-up included)."""
-    import os
-
     from .backends.mlir import MlirBackend
 
     cores = os.cpu_count() or 1

@@ -274,10 +274,11 @@ def to_markdown(cfg, data) -> str:
         out += ["| " + " | ".join(map(str, r)) + " |" for r in rows]
         return "\n".join(out)
 
+    note = _checkpoint_note(data)
     parts = [f"# bmpose report: {cfg.name}", "",
              f"mmpose config `{data['mmpose_config']}`, input {data['input_size'][0]}x{data['input_size'][1]} "
              "(w x h). Similarities: bmodel output vs ONNX Runtime on a real calibration crop.", "",
-             "## Bmodels", "", *([_checkpoint_note(data), ""] if _checkpoint_note(data) else []),
+             "## Bmodels", "", *([note, ""] if note else []),
              table(*_bmodel_rows(data)) if data["bmodels"] else "No bmodels built yet.", ""]
     for b in data["bmodels"]:
         if b["plots"].get("layers"):
@@ -305,11 +306,12 @@ def to_html(cfg, data) -> str:
         body = "".join("<tr>" + "".join(f"<td>{e(str(x))}</td>" for x in r) + "</tr>" for r in rows)
         return f"<table><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>"
 
+    note = _checkpoint_note(data)
     parts = [f"<h1>bmpose report: {e(cfg.name)}</h1>",
              f"<p>mmpose config <code>{e(data['mmpose_config'])}</code>, input {data['input_size'][0]}x"
              f"{data['input_size'][1]} (w x h). Similarities: bmodel output vs ONNX Runtime on a real "
              "calibration crop; per-layer: deployed TPU MLIR vs top FP32 MLIR.</p>", "<h2>Bmodels</h2>",
-             f"<p>{e(_checkpoint_note(data))}</p>" if _checkpoint_note(data) else "",
+             f"<p>{e(note)}</p>" if note else "",
              table(*_bmodel_rows(data)) if data["bmodels"] else "<p>No bmodels built yet.</p>"]
     fp32 = [b for b in data["bmodels"] if b["fp32_layers"]]
     if fp32:
