@@ -37,7 +37,7 @@ class MlirBackend(Backend):
         super().__init__(path)
         self.workers = workers or int(os.environ.get("BMPOSE_WORKERS") or os.cpu_count() or 1)
         self.pool_worth_s = POOL_WORTH_S
-        self.last_workers = 1   # processes the last run_many used (for tests and logs)
+        self.last_workers = 1   # processes the last run_many used (tests check the pool really ran)
         actual = mlir_chip(path)
         weights = mlir_weight_file(path)
         if weights is not None and not (self.path.resolve().parent / weights).is_file():
