@@ -414,8 +414,9 @@ def bench_infer(cfg, args) -> list[dict]:
     return rows
 
 
-def _cmodel_seconds_per_crop(path: str, chip: str, x: np.ndarray) -> tuple[float, np.ndarray]:
-    """One bmodel on the cmodel; runs in a process of its chip's own (TPU-MLIR's runtime: one chip per process)."""
+def cmodel_seconds_per_crop(path: str, chip: str, x: np.ndarray) -> tuple[float, np.ndarray]:
+    """One bmodel on the cmodel -> (seconds per crop, heatmaps). Call it in a process of the chip's own
+    (TPU-MLIR's runtime: one chip per process), e.g. a spawned multiprocessing pool."""
     from .backends import open_backend
 
     cm = open_backend(path, chip, kind="cmodel")
@@ -452,7 +453,7 @@ def bench_simulators(cfg, args) -> list[dict]:
         with multiprocessing.get_context("spawn").Pool(1) as cmodel_process:
             for b in (b for b in bmodels if b["chip"] == chip):
                 t_ml, y_ml = mlir[b["dir"]]
-                t_cm, y_cm = cmodel_process.apply(_cmodel_seconds_per_crop, (str(b["path"]), chip, x[:b["batch"]]))
+                t_cm, y_cm = cmodel_process.apply(cmodel_seconds_per_crop, (str(b["path"]), chip, x[:b["batch"]]))
                 rows.append({"benchmark": "simulators", "case": b["dir"].name, "mlir_s_per_crop": round(t_ml, 3),
                              "cmodel_s_per_crop": round(t_cm, 3), "x_mlir_vs_cmodel": round(t_cm / t_ml, 1),
                              "max_abs_cmodel_vs_mlir": float(np.abs(y_cm - y_ml).max())})
