@@ -45,7 +45,11 @@ def sha256_file(path: str | os.PathLike, _cache: dict = {}) -> str:
 
 
 def tool_versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
+    from . import kernels
+
+    # the oneDNN kernel cap and the thread count change TPU-MLIR's float results: they key builds like versions
+    out = {"python": platform.python_version(), "onednn_max_cpu_isa": kernels.isa(),
+           "tool_threads": kernels.TOOL_THREADS}
     for name in TOOLS:
         try:
             out[name] = metadata.version(name)

@@ -1,7 +1,9 @@
+import dataclasses
 import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,3 +28,45 @@ def coco_mini() -> tuple[Path, Path]:
 def mmpose_coco() -> Path:
     """mmpose's own COCO test data: 4 images, test_coco.json, detector boxes, reference predictions."""
     return DATA / "mmpose_coco"
+
+
+def _toy_onnx(path: Path) -> Path:
+    """input -> [conv+relu, conv] -> add -> relu (a "fuse") -> conv "heatmaps": the shape of HRNet's end."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32) * 0.3, f"w{i}")
+             for i, s in enumerate([(4, 3, 3, 3), (4, 3, 1, 1), (2, 4, 1, 1)])]
+    nodes = [
+        helper.make_node("Conv", ["input", inits[0].name], ["a"], pads=[1, 1, 1, 1], name="conv_a"),
+        helper.make_node("Relu", ["a"], ["a_relu"], name="relu_a"),
+        helper.make_node("Conv", ["input", inits[1].name], ["b"], name="conv_b"),
+        helper.make_node("Add", ["a_relu", "b"], ["fused"], name="add"),
+        helper.make_node("Relu", ["fused"], ["fused_relu"], name="relu_fuse"),
+        helper.make_node("Conv", ["fused_relu", inits[2].name], ["heatmaps"], name="head"),
+    ]
+    graph = helper.make_graph(nodes, "toy", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("heatmaps", TensorProto.FLOAT, [1, 2, 8, 8])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def toy(tmp_path_factory):
+    """A toy model transformed by TPU-MLIR in a private artifacts dir: (cfg, mlir dir, crops)."""
+    from bmpose import config
+    from bmpose.build import steps
+
+    root = tmp_path_factory.mktemp("toy")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(config, "ARTIFACTS", root / "artifacts")
+        cfg = dataclasses.replace(config.load("hrnet_small_128x96"), name="toy", input_size=(8, 8))
+        crops = []
+        for i in range(4):
+            crops.append(root / f"crop{i}.npz")
+            np.savez(crops[-1], input=np.random.default_rng(i).standard_normal((1, 3, 8, 8)).astype(np.float32))
+        mlir = steps.ensure_transform(cfg, 1, _toy_onnx(root / "toy.onnx"), crops)
+        yield cfg, mlir, crops

@@ -80,3 +80,12 @@ def test_unknown_codec():
     with pytest.raises(BmposeError, match="not supported"):
         decode.decode(np.zeros((1, K, H, W), np.float32), dict(type="SimCCLabel", input_size=INPUT,
                                                                heatmap_size=HEATMAP))
+
+
+def test_tied_peaks_take_the_first_in_row_major_order():
+    """Quantised (INT8) heatmaps have tied maxima; the rule must not depend on the machine."""
+    h = np.zeros((1, 2, 4, 6), np.float32)
+    h[0, 0, 3, 0] = h[0, 0, 1, 5] = 0.5          # row 1 comes first
+    h[0, 1, 2, 4] = h[0, 1, 2, 1] = 0.25         # same row: column 1 first
+    locs, vals = decode.heatmap_maximum(h)
+    assert locs[0].tolist() == [[5.0, 1.0], [1.0, 2.0]] and vals[0].tolist() == [0.5, 0.25]

@@ -8,13 +8,16 @@ import sys
 import warnings
 from pathlib import Path
 
+from .. import kernels
 from ..errors import BmposeError
 
 
 @functools.lru_cache(None)
 def tpu_mlir_root() -> Path:
     """Import tpu_mlir (it sets TPUC_ROOT, PATH, PYTHONPATH for its tools) and put its python/ on sys.path,
-    where its runtimes (pyruntime_bm, pymlir) live as top-level modules."""
+    where its runtimes (pyruntime_bm, pymlir) live as top-level modules. oneDNN's kernels are pinned first
+    (bmpose.kernels): every TPU-MLIR runtime in this process, and every process it spawns, computes alike."""
+    kernels.pin()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # its __init__ imports pkg_resources
         try:

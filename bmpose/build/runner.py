@@ -18,16 +18,18 @@ import sys
 import time
 from pathlib import Path
 
+from .. import kernels
 from ..errors import BmposeError
 
 VENV_BIN = Path(sys.executable).parent
-# Shared by every process that runs a bmodel on the cmodel (builds here, engineer D's cmodel backend).
+# Shared by every process that runs a bmodel on the cmodel (builds here, bmpose.backends.cmodel).
 CMODEL_LOCKFILE = "/tmp/cmodel_chip.lock"
 
 
 def tpu_env(extra_path: list | tuple = ()) -> dict[str, str]:
-    """Environment for TPU-MLIR tools: venv bin first on PATH, the cross-process chip lock set."""
-    env = dict(os.environ)
+    """Environment for TPU-MLIR tools: venv bin first on PATH, the cross-process chip lock set, oneDNN's
+    kernels and the thread count pinned (bmpose.kernels: same bytes on every CPU)."""
+    env = kernels.pin(dict(os.environ), threads=True)
     env["PATH"] = os.pathsep.join([*map(str, extra_path), str(VENV_BIN), env.get("PATH", "")])
     env.setdefault("CMODEL_LOCKFILE", CMODEL_LOCKFILE)
     env.setdefault("PYTHONWARNINGS", "ignore::UserWarning")  # pkg_resources deprecation noise in every log

@@ -1,0 +1,52 @@
+"""One CPU kernel set for TPU-MLIR's float paths, on every machine.
+
+TPU-MLIR's float ops (pymlir: calibration activations, reference outputs, the mlir backend) run on oneDNN,
+which picks its kernels by CPU: AVX-512 where the CPU has it, AVX2 otherwise. The two round differently, and
+kl calibration is discontinuous in its input: on one AVX-512 machine that rounding moved one threshold of 70
+by 20% and the INT8 AP of the fixture by 0.004. Capping oneDNN at AVX2, which every x86-64 machine bmpose runs
+on has, makes the same inputs give the same calibration table and bmodel everywhere. oneDNN can only lower
+its choice (ONEDNN_MAX_CPU_ISA never raises it), so the cap is the same on machines with and without
+AVX-512. It is read once, when oneDNN creates its first kernel: `pin()` must run before TPU-MLIR's runtimes
+are imported (in-process) and goes into the environment of every tool and worker process bmpose starts.
+
+The thread count matters too: OpenMP splits float reductions by thread count, and the default count is the
+machine's (measured: the small model's kl table differs between 1, 2 and 4 threads in 6 to 45 of its 70
+thresholds, by up to 1e-7 relative: rounding, which kl can amplify). Tool processes (calibration,
+transform, deploy, search) therefore run with a fixed OMP_NUM_THREADS (`TOOL_THREADS`, whatever the
+machine's cores). The in-process runtimes keep their threads: the mlir backend's INT8 outputs were measured
+bit-identical with 1, 2 and 4 threads, and pinning threads in this process would also throttle torch.
+
+`BMPOSE_ONEDNN_ISA` overrides the level (e.g. `ALL` to let oneDNN choose, for speed comparisons only); the
+level in force is recorded in every manifest, so a build made with another level is rebuilt, never reused.
+"""
+from __future__ import annotations
+
+import os
+from typing import MutableMapping
+
+DEFAULT_ISA = "AVX2"
+# oneDNN >= 2.x reads ONEDNN_*, older builds DNNL_*; both are set so the pin holds whichever is bundled.
+VARS = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
+# The cores of the machines bmpose is built and tested on; a fixed number, not os.cpu_count(), so that a
+# 16-core machine splits the work as a 2-core one does (2 threads ran calibration as fast as 4 here).
+TOOL_THREADS = 2
+
+
+def isa() -> str:
+    """The oneDNN ISA cap bmpose uses (BMPOSE_ONEDNN_ISA, else AVX2)."""
+    return os.environ.get("BMPOSE_ONEDNN_ISA", "").strip().upper() or DEFAULT_ISA
+
+
+def pin(env: MutableMapping[str, str] | None = None, threads: bool = False) -> MutableMapping[str, str]:
+    """Set the cap in `env` (default: this process's os.environ, so children inherit it) and, with
+    `threads`, the tool thread count; returns env.
+
+    Overrides a cap set outside (ONEDNN_MAX_CPU_ISA=AVX512_CORE would give other bytes); only
+    BMPOSE_ONEDNN_ISA changes it."""
+    env = os.environ if env is None else env
+    level = isa()
+    for var in VARS:
+        env[var] = level
+    if threads:
+        env["OMP_NUM_THREADS"] = str(TOOL_THREADS)
+    return env
