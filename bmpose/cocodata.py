@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import BmposeError
-from .manifest import sha256_file
+from bmpose.errors import BmposeError
+from bmpose.manifest import sha256_file
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import BmposeError
+from bmpose.errors import BmposeError
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = ROOT / "configs"

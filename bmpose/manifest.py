@@ -45,7 +45,7 @@ def sha256_file(path: str | os.PathLike, _cache: dict = {}) -> str:
 
 
 def tool_versions() -> dict[str, str]:
-    from . import kernels
+    from bmpose import kernels
 
     # the oneDNN kernel cap and the thread count change TPU-MLIR's float results: they key builds like versions
     out = {"python": platform.python_version(), "onednn_max_cpu_isa": kernels.isa(),

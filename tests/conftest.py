@@ -58,7 +58,7 @@ def _toy_onnx(path: Path) -> Path:
 def toy(tmp_path_factory):
     """A toy model transformed by TPU-MLIR in a private artifacts dir: (cfg, mlir dir, crops)."""
     from bmpose import config
-    from bmpose.build import steps
+    from bmpose.convert import steps
 
     root = tmp_path_factory.mktemp("toy")
     with pytest.MonkeyPatch.context() as mp:

@@ -15,7 +15,7 @@ SMALL = "hrnet_small_128x96"
 def cfg(tmp_path_factory):
     """INT8 batch-1 bmodels of the small model (its trained checkpoint) for both chips, in a private
     artifacts dir."""
-    from bmpose.build.cli import main as build
+    from bmpose.cli.build import main as build
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(config, "ARTIFACTS", tmp_path_factory.mktemp("backend_artifacts"))
@@ -29,10 +29,10 @@ def test_mlir_equals_cmodel(cfg, chip):
     """One chip per process: each chip's cmodel runs in its own spawned interpreter."""
     import multiprocessing
 
-    from bmpose.backends import open_backend
-    from bmpose.build import list_bmodels
-    from bmpose.fixture import realistic_inputs
-    from bmpose.infer import cmodel_seconds_per_crop
+    from bmpose.runtime.backends import open_backend
+    from bmpose.convert import list_bmodels
+    from bmpose.weights.fixture import realistic_inputs
+    from bmpose.report.bench import cmodel_seconds_per_crop
 
     b = next(b for b in list_bmodels(cfg) if b["chip"] == chip and b["precision"] == "int8")
     x = realistic_inputs(cfg, 2, 7)
@@ -48,8 +48,8 @@ def test_mlir_equals_cmodel(cfg, chip):
 
 
 def test_wrong_chip_refused(cfg):
-    from bmpose.backends import open_backend
-    from bmpose.build import list_bmodels
+    from bmpose.runtime.backends import open_backend
+    from bmpose.convert import list_bmodels
 
     b = next(b for b in list_bmodels(cfg) if b["chip"] == "bm1684x")
     with pytest.raises(BmposeError, match="built for bm1684x, not for the requested chip bm1684"):
@@ -61,8 +61,8 @@ def test_wrong_chip_refused(cfg):
 def test_mlir_missing_weights(cfg, tmp_path):
     import shutil
 
-    from bmpose.backends import open_backend
-    from bmpose.build import list_bmodels
+    from bmpose.runtime.backends import open_backend
+    from bmpose.convert import list_bmodels
 
     b = list_bmodels(cfg)[0]
     copy = tmp_path / b["tpu_mlir"].name
@@ -73,10 +73,10 @@ def test_mlir_missing_weights(cfg, tmp_path):
 
 def test_mlir_worker_pool_gives_the_same_heatmaps(cfg):
     """A long mlir run is spread over spawned worker processes: the outputs must not change by a bit."""
-    from bmpose.backends import mlir, open_backend
-    from bmpose.build import list_bmodels
-    from bmpose.fixture import realistic_inputs
-    from bmpose.infer import run_batches
+    from bmpose.runtime.backends import open_backend, mlir
+    from bmpose.convert import list_bmodels
+    from bmpose.weights.fixture import realistic_inputs
+    from bmpose.runtime.predict import run_batches
 
     b = next(b for b in list_bmodels(cfg) if b["chip"] == "bm1684")
     x = realistic_inputs(cfg, 6, 3)

@@ -1,31 +1,31 @@
-"""The benchmark registry: table, --only, bench.json keeps other benchmarks' rows."""
+"""`bmpose bench`: table, --only, bench.json keeps other benchmarks' rows."""
 import json
 
 import pytest
 
-from bmpose import bench, config
+from bmpose.cli import bench as bench_cli
+from bmpose.report import bench
+from bmpose import config
 from bmpose.errors import BmposeError
 
 
 def test_registry_table_and_json(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(config, "ARTIFACTS", tmp_path)
-    monkeypatch.setattr(bench, "PROVIDERS", ())
-    monkeypatch.setattr(bench, "BENCHMARKS", {})
-    bench.register("one")(lambda cfg, args: [{"case": "a", "per_s": 1.5}])
-    bench.register("two")(lambda cfg, args: [{"case": "b", "per_s": 2}, {"case": "c", "per_s": 3}])
-    assert bench.main(["--model", "hrnet_small_128x96"]) == 0
+    table = {"one": lambda cfg, args: [{"case": "a", "per_s": 1.5}],
+             "two": lambda cfg, args: [{"case": "b", "per_s": 2}, {"case": "c", "per_s": 3}]}
+    monkeypatch.setattr(bench, "BENCHMARKS", table)
+    assert bench_cli.main(["--model", "hrnet_small_128x96"]) == 0
     out = capsys.readouterr().out
     assert "benchmark" in out.splitlines()[0] and "one" in out and "two" in out
     path = tmp_path / "hrnet_small_128x96" / "bench" / "bench.json"
     assert [r["benchmark"] for r in json.loads(path.read_text())["rows"]] == ["one", "two", "two"]
-    bench.register("one")(lambda cfg, args: [{"case": "a", "per_s": 9}])
-    assert bench.main(["--model", "hrnet_small_128x96", "--only", "one"]) == 0
+    table["one"] = lambda cfg, args: [{"case": "a", "per_s": 9}]
+    assert bench_cli.main(["--model", "hrnet_small_128x96", "--only", "one"]) == 0
     rows = json.loads(path.read_text())["rows"]
     assert sorted((r["benchmark"], r["per_s"]) for r in rows) == [("one", 9), ("two", 2), ("two", 3)]
     with pytest.raises(BmposeError, match="unknown benchmark"):
-        bench.main(["--model", "hrnet_small_128x96", "--only", "nope"])
+        bench_cli.main(["--model", "hrnet_small_128x96", "--only", "nope"])
 
 
-def test_calib_benchmark_is_registered():
-    bench.load_providers()
-    assert "calib" in bench.BENCHMARKS
+def test_every_benchmark_is_listed():
+    assert set(bench.BENCHMARKS) == {"calib", "infer", "simulators"}

@@ -16,15 +16,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from bmpose import config
-from bmpose.build import bmodel_dir, list_bmodels, steps
-from bmpose.build import cli as build_cli
-from bmpose.build.mlirgraph import read_graph
-from bmpose.build.qtable import auto_tail, build_qtable
+from bmpose.convert import bmodel_dir, deploy, list_bmodels, steps
+from bmpose.cli import build as build_cli
+from bmpose.convert.mlirgraph import read_graph
+from bmpose.convert.qtable import auto_tail, build_qtable
 from bmpose.errors import BmposeError
 from bmpose.manifest import read_manifest
 
@@ -41,7 +39,7 @@ def test_int8_gate_is_looser_only_for_random_weights():
     cfg = config.load(SMALL)
 
     def gate(precision, checkpoint):
-        return steps.deploy_options(cfg, "bm1684", precision, 1, method="kl", user_qtables=[], search=False,
+        return deploy.deploy_options(cfg, "bm1684", precision, 1, method="kl", user_qtables=[], search=False,
                                     checkpoint=checkpoint, calib=None)["tolerance"]
 
     assert gate("int8", None) == {"int8_cos": 0.99}   # the config's trained checkpoint
@@ -93,9 +91,9 @@ def test_toy_int8_deploy_has_tail_f32_and_compare_files(toy):
     cfg, mlir, crops = toy
     table = steps.ensure_cali_table(cfg, mlir, crops, "kl", 4)
     cfg = dataclasses.replace(cfg, tolerances={**cfg.tolerances, "int8_cos": 0.9})
-    opts = steps.deploy_options(cfg, "bm1684x", "int8", 1, method="kl", user_qtables=[], search=False,
+    opts = deploy.deploy_options(cfg, "bm1684x", "int8", 1, method="kl", user_qtables=[], search=False,
                                 checkpoint=None, calib=None)
-    d, built = steps.ensure_bmodel(cfg, "bm1684x", "int8", 1, mlir=mlir, options=opts, cali_table=table)
+    d, built = deploy.ensure_bmodel(cfg, "bm1684x", "int8", 1, mlir=mlir, options=opts, cali_table=table)
     assert built
     m = read_manifest(d)
     tpu = read_graph(d / m["tpu_mlir"])
@@ -104,7 +102,7 @@ def test_toy_int8_deploy_has_tail_f32_and_compare_files(toy):
     rows = (d / "compare.csv").read_text().splitlines()
     assert rows[0] == "layer,op,quant,shape,cosine,euclidean,sqnr_db"
     assert rows[-1].startswith("heatmaps_Conv (bmodel vs ONNX),bmodel,INT8,")
-    assert steps.ensure_bmodel(cfg, "bm1684x", "int8", 1, mlir=mlir, options=opts, cali_table=table)[1] is False
+    assert deploy.ensure_bmodel(cfg, "bm1684x", "int8", 1, mlir=mlir, options=opts, cali_table=table)[1] is False
 
 
 def test_toy_search_qtable_names_real_layers_and_is_reused(toy):
@@ -203,10 +201,10 @@ def test_tolerance_gate_fails_a_broken_build_and_keeps_the_good_one(small):
     good = bmodel_dir(small, "bm1684", "fp32", 1)
     before = read_manifest(good)
     strict = dataclasses.replace(small, tolerances={**small.tolerances, "fp32_cos": 1.5})   # unreachable
-    opts = steps.deploy_options(strict, "bm1684", "fp32", 1, method=None, user_qtables=[], search=False,
+    opts = deploy.deploy_options(strict, "bm1684", "fp32", 1, method=None, user_qtables=[], search=False,
                                 checkpoint=None, calib=before["options"]["calib"])
     with pytest.raises(BmposeError, match=r"heatmaps cosine [01]\.\d+ < tolerance fp32_cos=1\.5"):
-        steps.ensure_bmodel(strict, "bm1684", "fp32", 1, mlir=small.artifacts / "mlir" / "b1", options=opts)
+        deploy.ensure_bmodel(strict, "bm1684", "fp32", 1, mlir=small.artifacts / "mlir" / "b1", options=opts)
     failed = good.with_name(good.name + ".failed")
     assert (failed / "compare.csv").is_file() and (failed / "model_deploy.log").is_file()
     assert read_manifest(good)["created"] == before["created"]   # the good build is untouched
@@ -219,7 +217,7 @@ def test_small_simulator_benchmark_runs_both_chips_in_one_call(small):
     process), the bmodel on the cmodel agreeing with its tpu.mlir on pymlir on the same real crops."""
     import argparse
 
-    from bmpose.infer import bench_simulators
+    from bmpose.report.bench import bench_simulators
 
     rows = bench_simulators(small, argparse.Namespace())
     per_bmodel = [r for r in rows if "cmodel_s_per_crop" in r]

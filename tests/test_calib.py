@@ -8,9 +8,10 @@ import cv2
 import numpy as np
 import pytest
 
-from bmpose import calib, cocodata, config, manifest
+from bmpose.calib import calibset, select, sheet, store, tpu_inputs
+from bmpose import cocodata, config, manifest
 from bmpose.errors import BmposeError
-from bmpose.pose import crop_person, normalize, read_image
+from bmpose.pose import crop_person, read_image, normalize
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +21,8 @@ def cfg():
 
 def _build(cfg, out_dir, **kw):
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", calib.CalibWarning)  # bundled sample: fewer persons than the default num
-        return calib.ensure_calib(cfg, out_dir=out_dir, progress=False, **kw)
+        warnings.simplefilter("ignore", select.CalibWarning)  # bundled sample: fewer persons than the default num
+        return calibset.ensure_calib(cfg, out_dir=out_dir, progress=False, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -39,16 +40,16 @@ def mini_copy(tmp_path, coco_mini):
 
 def test_lmdb_contents(cfg, built, coco_mini):
     ann, _ = coco_mini
-    meta = calib.read_meta(built)
+    meta = store.read_meta(built)
     coco = cocodata.load_coco_keypoints(*coco_mini)
-    eligible = cocodata.eligible_persons(coco, calib.DEFAULT_MIN_KEYPOINTS, calib.DEFAULT_MIN_BOX)
-    assert meta["version"] == calib.FORMAT_VERSION and meta["count"] == len(eligible) > 20
+    eligible = cocodata.eligible_persons(coco, select.DEFAULT_MIN_KEYPOINTS, select.DEFAULT_MIN_BOX)
+    assert meta["version"] == store.FORMAT_VERSION and meta["count"] == len(eligible) > 20
     assert meta["preprocess"]["input_size"] == [96, 128] and meta["preprocess"]["mean"] == list(cfg.mean)
     assert meta["preprocess"]["std"] == list(cfg.std)
-    assert meta["selection"] == {"num": 100, "seed": 0, "min_keypoints": calib.DEFAULT_MIN_KEYPOINTS,
-                                 "min_box": calib.DEFAULT_MIN_BOX, "balanced": "round-robin over images"}
+    assert meta["selection"] == {"num": 100, "seed": 0, "min_keypoints": select.DEFAULT_MIN_KEYPOINTS,
+                                 "min_box": select.DEFAULT_MIN_BOX, "balanced": "round-robin over images"}
     assert meta["source_sha256"] == manifest.sha256_file(ann)
-    recs = list(calib.iter_records(built))
+    recs = list(store.iter_records(built))
     assert len(recs) == meta["count"]
     assert len({r.ann_id for r in recs}) == len(recs)
     for r in recs:
@@ -59,13 +60,13 @@ def test_lmdb_contents(cfg, built, coco_mini):
     assert len({r.image_id for r in recs[:n_images]}) == n_images
     m = manifest.read_manifest(built.parent)
     assert m["status"] == "ok" and m["checks"]["count"] == len(recs)
-    sheet = cv2.imread(str(built.parent / calib.SHEET_NAME))
-    assert sheet is not None and sheet.shape[1] >= 1024 and sheet.std() > 20
+    picture = cv2.imread(str(built.parent / sheet.SHEET_NAME))
+    assert picture is not None and picture.shape[1] >= 1024 and picture.std() > 20
 
 
 def test_calib_crop_is_byte_identical_to_inference_crop(cfg, built, coco_mini):
     persons = {p.ann_id: p for p in cocodata.load_coco_keypoints(*coco_mini).persons()}
-    for r in calib.iter_records(built):
+    for r in store.iter_records(built):
         p = persons[r.ann_id]
         c = crop_person(read_image(p.file), p.bbox_xyxy, cfg.input_size, cfg.padding, xyxy=True)
         assert c.image.tobytes() == r.image.tobytes()
@@ -78,20 +79,20 @@ def test_skip_when_unchanged_and_rebuild_on_new_selection(cfg, tmp_path):
     stamp = (lm / "data.mdb").stat().st_mtime_ns
     assert _build(cfg, out, num=10) == lm and (lm / "data.mdb").stat().st_mtime_ns == stamp
     _build(cfg, out, num=5)
-    assert calib.read_meta(lm)["count"] == 5
+    assert store.read_meta(lm)["count"] == 5
 
 
 def test_parallel_build_is_identical(cfg, tmp_path, monkeypatch, coco_mini):
     serial = _build(cfg, tmp_path / "a", workers=1)
-    monkeypatch.setattr(calib, "PARALLEL_MIN_IMAGES", 1)
+    monkeypatch.setattr(store, "PARALLEL_MIN_IMAGES", 1)
     parallel = _build(cfg, tmp_path / "b", workers=2)
     assert (serial / "data.mdb").read_bytes() == (parallel / "data.mdb").read_bytes()
 
 
 def test_num_too_large_warns_and_uses_all(cfg, tmp_path):
-    with pytest.warns(calib.CalibWarning, match=r"--num 1000 but only \d+ eligible persons: using all"):
-        lm = calib.ensure_calib(cfg, num=1000, out_dir=tmp_path / "calib", progress=False)
-    assert calib.read_meta(lm)["count"] == calib.read_meta(lm)["source"]["eligible"]
+    with pytest.warns(select.CalibWarning, match=r"--num 1000 but only \d+ eligible persons: using all"):
+        lm = calibset.ensure_calib(cfg, num=1000, out_dir=tmp_path / "calib", progress=False)
+    assert store.read_meta(lm)["count"] == store.read_meta(lm)["source"]["eligible"]
 
 
 def test_truncated_image(cfg, tmp_path, mini_copy):
@@ -138,17 +139,17 @@ def test_foreign_config_lmdb_refused(cfg, tmp_path):
     with pytest.raises(BmposeError, match=r"calib\.lmdb: existing calibration LMDB was built for a different "
                                           r"config .*input_size \[96, 128\] -> \[192, 256\].*--force"):
         _build(w32, out, num=4)
-    assert calib.read_meta(lm)["preprocess"]["input_size"] == [96, 128]  # untouched
+    assert store.read_meta(lm)["preprocess"]["input_size"] == [96, 128]  # untouched
     with pytest.raises(BmposeError, match=r"calib\.lmdb: calibration LMDB has input_size \[96, 128\]"):
-        calib.ensure_calib(w32, f"lmdb:{lm}")
+        calibset.ensure_calib(w32, f"lmdb:{lm}")
     _build(w32, out, num=4, force=True)
-    assert calib.read_meta(lm)["preprocess"]["input_size"] == [192, 256]
-    assert calib.ensure_calib(w32, f"lmdb:{lm}") == lm
+    assert store.read_meta(lm)["preprocess"]["input_size"] == [192, 256]
+    assert calibset.ensure_calib(w32, f"lmdb:{lm}") == lm
 
 
 def test_crashed_build_leaves_no_complete_lmdb(cfg, tmp_path, monkeypatch):
     out = tmp_path / "calib"
-    real, calls = calib._crop_job, []
+    real, calls = store._crop_job, []
 
     def flaky(args):
         calls.append(args[0])
@@ -156,17 +157,17 @@ def test_crashed_build_leaves_no_complete_lmdb(cfg, tmp_path, monkeypatch):
             raise RuntimeError("simulated crash")
         return real(args)
 
-    monkeypatch.setattr(calib, "_crop_job", flaky)
-    monkeypatch.setattr(calib, "COMMIT_EVERY", 2)  # records already committed when the crash comes
+    monkeypatch.setattr(store, "_crop_job", flaky)
+    monkeypatch.setattr(store, "COMMIT_EVERY", 2)  # records already committed when the crash comes
     with pytest.raises(RuntimeError, match="simulated crash"):
         _build(cfg, out, workers=1)  # in-process, so the patched cropper is used
     assert not out.exists()
-    failed = out.with_name("calib.failed") / calib.LMDB_NAME
+    failed = out.with_name("calib.failed") / store.LMDB_NAME
     assert (failed / "data.mdb").is_file()
     with pytest.raises(BmposeError, match="incomplete calibration LMDB"):
-        list(calib.iter_records(failed))
+        list(store.iter_records(failed))
     with pytest.raises(BmposeError, match="incomplete"):
-        calib.ensure_calib(cfg, f"lmdb:{failed}")
+        calibset.ensure_calib(cfg, f"lmdb:{failed}")
 
 
 def test_dir_source_uses_whole_images(cfg, tmp_path, coco_mini):
@@ -175,9 +176,9 @@ def test_dir_source_uses_whole_images(cfg, tmp_path, coco_mini):
     folder.mkdir()
     for f in sorted(img.glob("*.jpg"))[:3]:
         shutil.copy(f, folder)
-    with pytest.warns(calib.CalibWarning, match="only 3 images"):
-        lm = calib.ensure_calib(cfg, f"dir:{folder}", out_dir=tmp_path / "calib", progress=False)
-    recs = list(calib.iter_records(lm))
+    with pytest.warns(select.CalibWarning, match="only 3 images"):
+        lm = calibset.ensure_calib(cfg, f"dir:{folder}", out_dir=tmp_path / "calib", progress=False)
+    recs = list(store.iter_records(lm))
     assert len(recs) == 3
     for r in recs:
         image = read_image(folder / r.file)
@@ -185,23 +186,23 @@ def test_dir_source_uses_whole_images(cfg, tmp_path, coco_mini):
         assert want.image.tobytes() == r.image.tobytes()
     (tmp_path / "empty").mkdir()
     with pytest.raises(BmposeError, match="empty: no images"):
-        calib.ensure_calib(cfg, f"dir:{tmp_path / 'empty'}", out_dir=tmp_path / "x")
+        calibset.ensure_calib(cfg, f"dir:{tmp_path / 'empty'}", out_dir=tmp_path / "x")
 
 
 def test_readers_and_tpu_inputs(cfg, built, tmp_path):
-    recs = list(calib.iter_records(built))
-    b4 = list(calib.iter_batches(built, cfg, 4))
+    recs = list(store.iter_records(built))
+    b4 = list(store.iter_batches(built, cfg, 4))
     assert len(b4) == len(recs) // 4 and b4[0].shape == (4, 3, 128, 96) and b4[0].dtype == np.float32
     np.testing.assert_array_equal(b4[1][2], normalize(recs[6].image, cfg.mean, cfg.std)[0])
-    assert sum(len(b) for b in calib.iter_batches(built, cfg, 4, drop_last=False)) == len(recs)
-    paths = calib.write_tpu_inputs(built, cfg, tmp_path / "tpu", num=10)
+    assert sum(len(b) for b in store.iter_batches(built, cfg, 4, drop_last=False)) == len(recs)
+    paths = tpu_inputs.write_tpu_inputs(built, cfg, tmp_path / "tpu", num=10)
     assert len(paths) == 10 and (tmp_path / "tpu" / "data_list.txt").read_text().split() == [str(p) for p in paths]
     for p, r in zip(paths, recs):
         with np.load(p) as z:
             assert z.files == ["input"] and z["input"].dtype == np.float32 and z["input"].shape == (1, 3, 128, 96)
             np.testing.assert_array_equal(z["input"], normalize(r.image, cfg.mean, cfg.std))
     stamp = paths[0].stat().st_mtime_ns
-    assert calib.write_tpu_inputs(built, cfg, tmp_path / "tpu", num=10) == paths  # reused
+    assert tpu_inputs.write_tpu_inputs(built, cfg, tmp_path / "tpu", num=10) == paths  # reused
     assert paths[0].stat().st_mtime_ns == stamp
 
 
@@ -226,7 +227,7 @@ def _identity_onnx(path, hw):
 def test_tpu_mlir_feeds_the_network_our_tensor(cfg, built, tmp_path):
     """model_transform --test_input and run_calibration load our npz with mean 0 / scale 1 (the bmodel's
     preprocessing, per the contracts) and feed the network exactly our normalised tensor."""
-    paths = calib.write_tpu_inputs(built, cfg, tmp_path / "tpu")
+    paths = tpu_inputs.write_tpu_inputs(built, cfg, tmp_path / "tpu")
     ours = np.concatenate([np.load(p)["input"] for p in paths])
     _identity_onnx(tmp_path / "ident.onnx", cfg.input_hw)
     h, w = cfg.input_hw
@@ -253,7 +254,7 @@ def test_cli_writes_lmdb_and_reports_errors(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(config, "ARTIFACTS", tmp_path)
     assert cli.main(["calib", "--model", "hrnet_small_128x96", "--num", "6"]) == 0
-    assert calib.read_meta(tmp_path / "hrnet_small_128x96" / "calib" / calib.LMDB_NAME)["count"] == 6
+    assert store.read_meta(tmp_path / "hrnet_small_128x96" / "calib" / store.LMDB_NAME)["count"] == 6
     assert cli.main(["calib", "--model", "hrnet_small_128x96", "--calib", "nonsense"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("bmpose calib: error: --calib 'nonsense'")

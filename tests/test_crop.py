@@ -6,12 +6,12 @@ import pytest
 
 from bmpose import config
 from bmpose.errors import BmposeError
-from bmpose.pose import crop_person, image_to_input, input_to_image, normalize, read_image, skeleton
+from bmpose.pose import crop_person, image_to_input, input_to_image, read_image, normalize, skeleton
 
 
 @pytest.fixture(scope="module")
 def mm():
-    from bmpose.mmpose_shim import import_mmpose
+    from bmpose.weights.mmpose_shim import import_mmpose
 
     import_mmpose()
     from mmpose.utils import register_all_modules

@@ -23,7 +23,7 @@ def _heatmaps(seed, b=5):
 
 
 def _mmpose_codec(cfg):
-    from bmpose.mmpose_shim import import_mmpose
+    from bmpose.weights.mmpose_shim import import_mmpose
 
     import_mmpose()
     from mmpose.registry import KEYPOINT_CODECS
@@ -52,7 +52,7 @@ def test_decode_equals_mmpose(cfg, seed):
 
 
 def test_flip_back_equals_mmpose_flip_heatmaps():
-    from bmpose.mmpose_shim import import_mmpose
+    from bmpose.weights.mmpose_shim import import_mmpose
 
     import_mmpose()
     from mmpose.models.utils.tta import flip_heatmaps

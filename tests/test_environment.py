@@ -103,7 +103,7 @@ def test_cv2_imports_under_tpu_mlir_library_path():
 
 
 def test_shim_raises_clear_error_when_a_shimmed_thing_is_called():
-    from bmpose import mmpose_shim
+    from bmpose.weights import mmpose_shim
 
     mmpose_shim.import_mmpose()
     import mmcv.ops
@@ -118,7 +118,7 @@ def test_shim_raises_clear_error_when_a_shimmed_thing_is_called():
 
 def test_mmpose_builds_hrnet_w32():
     from bmpose import config
-    from bmpose.checkpoint import build_untrained
+    from bmpose.weights.model import build_untrained
 
     model = build_untrained(config.load("hrnet_w32_256x192"))
     assert type(model).__name__ == "TopdownPoseEstimator"

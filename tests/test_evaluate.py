@@ -4,7 +4,9 @@ import json
 import numpy as np
 import pytest
 
-from bmpose import evaluate
+from bmpose.cli import eval as eval_cli
+from bmpose.evaluate import coco as evaluate
+from bmpose.runtime import results
 from bmpose.errors import BmposeError
 
 KNOWN = {"AP": 0.8609, "AP50": 0.9931, "AP75": 0.9109, "APm": 0.7756, "APl": 0.9373, "AR": 0.8750}
@@ -30,7 +32,7 @@ def test_ground_truth_scores_one(mmpose_coco, coco_mini):
 
 
 def test_cli_json(mmpose_coco, capsys):
-    rc = evaluate.main(["--gt", str(mmpose_coco / "test_coco.json"),
+    rc = eval_cli.main(["--gt", str(mmpose_coco / "test_coco.json"),
                         "--results", str(mmpose_coco / "example_coco_preds.json"), "--json"])
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
@@ -38,7 +40,7 @@ def test_cli_json(mmpose_coco, capsys):
 
 
 def test_cli_text(mmpose_coco, capsys):
-    evaluate.main(["--gt", str(mmpose_coco / "test_coco.json"),
+    eval_cli.main(["--gt", str(mmpose_coco / "test_coco.json"),
                    "--results", str(mmpose_coco / "example_coco_preds.json")])
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 10 and lines[0].split() == ["AP", "0.8609"]
@@ -47,7 +49,7 @@ def test_cli_text(mmpose_coco, capsys):
 def test_rescore_and_nms_match_mmpose_cocometric(mmpose_coco, tmp_path):
     """Noisy GT keypoints with duplicates and detector-like box scores: our rescoring + OKS-NMS gives the
     same results json and AP as mmpose's CocoMetric."""
-    from bmpose.mmpose_shim import import_mmpose
+    from bmpose.weights.mmpose_shim import import_mmpose
 
     import_mmpose()
     from mmpose.datasets.datasets.utils import parse_pose_metainfo
@@ -74,7 +76,7 @@ def test_rescore_and_nms_match_mmpose_cocometric(mmpose_coco, tmp_path):
     mm_stats = metric.compute_metrics(metric.results)
     mm_results = json.loads((tmp_path / "mm.keypoints.json").read_text())
 
-    ours = evaluate.to_coco_results(instances, meta["sigmas"])
+    ours = results.to_coco_results(instances, meta["sigmas"])
     assert len(ours) == len(mm_results) < len(instances)
     key = lambda r: (r["image_id"], round(r["score"], 9))  # noqa: E731
     for a, b in zip(sorted(ours, key=key), sorted(mm_results, key=key)):

@@ -8,10 +8,12 @@ import pytest
 import torch
 
 from bmpose import cli, config
-from bmpose.checkpoint import build_model, fixture_path, load_checkpoint_file, resolve_checkpoint
+from bmpose.weights.checkpoint import build_model, resolve_checkpoint
+from bmpose.weights.fixture import fixture_path
+from bmpose.weights.model import load_checkpoint_file
 from bmpose.errors import BmposeError
-from bmpose.export import ensure_onnx, onnx_dir, onnx_path
-from bmpose.fixture import make_fixture, realistic_inputs
+from bmpose.convert.export import ensure_onnx, onnx_dir, onnx_path
+from bmpose.weights.fixture import make_fixture, realistic_inputs
 
 SMALL, W32 = "hrnet_small_128x96", "hrnet_w32_256x192"
 

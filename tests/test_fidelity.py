@@ -19,7 +19,11 @@ import warnings
 import numpy as np
 import pytest
 
-from bmpose import config, evaluate, infer, study
+from bmpose import config
+from bmpose.evaluate import coco as evaluate
+from bmpose.runtime import predict as infer
+from bmpose.runtime import results
+from bmpose.report import study
 
 pytestmark = pytest.mark.slow
 
@@ -35,8 +39,8 @@ TORCH_MAX_DIFF = 1e-4      # ONNX Runtime vs PyTorch (mmpose inference_topdown)
 @pytest.fixture(scope="session")
 def fidelity():
     """Default builds (reused when up to date), the 51 persons, and an AP cache shared by the tests."""
-    from bmpose.build import list_bmodels
-    from bmpose.build.cli import main as build
+    from bmpose.convert import list_bmodels
+    from bmpose.cli.build import main as build
 
     cfg = config.load(MODEL)
     for precision in ("fp32", "int8"):
@@ -50,19 +54,19 @@ def fidelity():
 
 def _ap(fx, label, predictions_or_instances) -> float:
     cfg = fx["cfg"]
-    sigmas, options = evaluate.dataset_sigmas(cfg), evaluate.metric_options(cfg)
+    sigmas, options = results.dataset_sigmas(cfg), results.metric_options(cfg)
     if predictions_or_instances and isinstance(predictions_or_instances[0], infer.Prediction):
-        results = infer.coco_results(cfg, predictions_or_instances, sigmas, options)
+        coco = infer.coco_results(cfg, predictions_or_instances, sigmas, options)
     else:
-        results = evaluate.to_coco_results(predictions_or_instances, sigmas, **options)
-    ap = evaluate.coco_keypoint_ap(fx["ann"], results, sigmas=sigmas)["AP"]
+        coco = results.to_coco_results(predictions_or_instances, sigmas, **options)
+    ap = evaluate.coco_keypoint_ap(fx["ann"], coco, sigmas=sigmas)["AP"]
     print(f"{label}: AP {ap:.4f}")
     return ap
 
 
 def backend_ap(fx, label, path, chip=None, kind="mlir") -> float:
     if label not in fx["ap"]:
-        from bmpose.backends import open_backend
+        from bmpose.runtime.backends import open_backend
 
         cfg = fx["cfg"]
         run = infer.predict(cfg, open_backend(path, chip, kind=kind), fx["boxes"], cfg.flip_test, progress=False,
@@ -74,7 +78,7 @@ def backend_ap(fx, label, path, chip=None, kind="mlir") -> float:
 
 
 def onnx_ap(fx) -> float:
-    from bmpose.export import ensure_onnx
+    from bmpose.convert.export import ensure_onnx
 
     return backend_ap(fx, "onnx", ensure_onnx(fx["cfg"], batches=(1,), verbose=False)[1], kind="onnx")
 
@@ -82,8 +86,8 @@ def onnx_ap(fx) -> float:
 def test_onnx_ap_equals_pytorch(fidelity):
     """mmpose's inference_topdown on the same boxes (its own crop, flip test, decode) scored the same way."""
     fx = fidelity
-    from bmpose.checkpoint import build_model
-    from bmpose.mmpose_shim import import_mmpose
+    from bmpose.weights.checkpoint import build_model
+    from bmpose.weights.mmpose_shim import import_mmpose
 
     cfg = fx["cfg"]
     ref = onnx_ap(fx)
@@ -113,7 +117,7 @@ def test_onnx_ap_equals_pytorch(fidelity):
 CMODEL_CHILD = r"""
 import json, sys
 import numpy as np
-from bmpose.backends import open_backend
+from bmpose.runtime.backends import open_backend
 bmodel, tpu_mlir, test_input, chip = sys.argv[1:5]
 with np.load(test_input) as z:
     x = z[z.files[0]][:1].astype(np.float32)

@@ -5,8 +5,11 @@ import shutil
 import numpy as np
 import pytest
 
-from bmpose import config, infer
-from bmpose.backends import open_backend
+from bmpose import config
+from bmpose.cli import infer as infer_cli
+from bmpose.runtime import boxes
+from bmpose.runtime import predict as infer
+from bmpose.runtime.backends import open_backend
 from bmpose.errors import BmposeError
 
 
@@ -17,19 +20,19 @@ def cfg():
 
 @pytest.fixture(scope="module")
 def onnx_files(cfg):
-    from bmpose.export import ensure_onnx
+    from bmpose.convert.export import ensure_onnx
 
     return ensure_onnx(cfg, "fixture", batches=(1, 4), verbose=False)
 
 
 @pytest.fixture(scope="module")
 def gt(cfg, coco_mini):
-    return infer.gt_boxes(*coco_mini)
+    return boxes.gt_boxes(*coco_mini)
 
 
 def test_parity_with_mmpose_inference_topdown(cfg, onnx_files, gt):
     """Same checkpoint, same boxes, the config's flip test: keypoints within 0.01 px of mmpose's own API."""
-    from bmpose.checkpoint import build_model
+    from bmpose.weights.checkpoint import build_model
     from mmpose.apis import inference_topdown
 
     model = build_model(cfg, "fixture")
@@ -55,14 +58,14 @@ def test_batch4_equals_batch1(cfg, onnx_files, gt, flip):
 
 def test_cli_default_writes_pictures_and_results(tmp_path, onnx_files, coco_mini):
     out = tmp_path / "vis"
-    assert infer.main(["--out", str(out), "--batch", "4"]) == 0
+    assert infer_cli.main(["--out", str(out), "--batch", "4"]) == 0
     pictures = sorted(out.glob("*.jpg"))
     assert len(pictures) == len(list(coco_mini[1].glob("*.jpg")))
     results = json.loads((out / "results.json").read_text())
     assert results and {"image_id", "category_id", "keypoints", "score"} <= set(results[0])
     assert len(results[0]["keypoints"]) == 51
     assert json.loads((out / "manifest.json").read_text())["checks"]["persons"] > 0
-    from bmpose import evaluate  # the results file is valid input for the scorer
+    from bmpose.evaluate import coco as evaluate  # the results file is valid input for the scorer
 
     stats = evaluate.coco_keypoint_ap(coco_mini[0], out / "results.json")
     assert 0.0 <= stats["AP"] <= 1.0
@@ -75,7 +78,7 @@ def test_folder_with_bad_image_is_skipped_and_reported(tmp_path, onnx_files, coc
         shutil.copy(f, folder)
     (folder / "broken.jpg").write_bytes(b"not a jpeg at all")
     out = tmp_path / "vis"
-    assert infer.main(["--images", str(folder), "--out", str(out)]) == 0
+    assert infer_cli.main(["--images", str(folder), "--out", str(out)]) == 0
     assert len(list(out.glob("*.jpg"))) == 2
     err = capsys.readouterr().err
     assert "broken.jpg" in err and "1 image(s) skipped" in err
@@ -85,13 +88,13 @@ def test_dets_for_unknown_image(tmp_path, cfg, coco_mini):
     dets = tmp_path / "dets.json"
     dets.write_text(json.dumps([{"image_id": 999999, "category_id": 1, "bbox": [1, 1, 50, 80], "score": 0.9}]))
     with pytest.raises(BmposeError, match="999999 is not in"):
-        infer.det_boxes(dets, coco_mini[0], coco_mini[1], 0.0)
+        boxes.det_boxes(dets, coco_mini[0], coco_mini[1], 0.0)
 
 
 @pytest.mark.parametrize("bbox,match", [((10, 10, 0, 50), "zero size"), ((5000, 10, 40, 50), "outside")])
 def test_bad_box(cfg, coco_mini, onnx_files, bbox, match):
     f = sorted(coco_mini[1].glob("*.jpg"))[0]
-    box = infer.PersonBox(1, f, bbox, 1.0, None, "test.json: box 0")
+    box = boxes.PersonBox(1, f, bbox, 1.0, None, "test.json: box 0")
     with pytest.raises(BmposeError, match=f"test.json: box 0: .*{match}"):
         infer.predict(cfg, open_backend(onnx_files[1]), [box], progress=False)
 

@@ -8,11 +8,10 @@ import shutil
 import subprocess
 import sys
 
-import numpy as np
 
 from bmpose import kernels
-from bmpose.build import steps
-from bmpose.build.runner import run_tool, tpu_env
+from bmpose.convert import deploy, steps
+from bmpose.convert.runner import run_tool, tpu_env
 
 OUTSIDE = {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE", "DNNL_MAX_CPU_ISA": "AVX512_CORE", "OMP_NUM_THREADS": "7",
            "ONEDNN_VERBOSE": "1"}
@@ -56,7 +55,7 @@ def test_tool_process_runs_avx2_with_fixed_threads(toy, tmp_path, monkeypatch):
 CHILD = r"""
 import sys
 import numpy as np
-from bmpose.backends.mlir import MlirBackend
+from bmpose.runtime.backends.mlir import MlirBackend
 b = MlirBackend(sys.argv[1], workers=2)
 b.pool_worth_s = 0.0                       # force the worker pool
 x = np.zeros(b.input_shape, np.float32)
@@ -69,9 +68,9 @@ def test_mlir_backend_and_its_workers_run_avx2(toy):
     """In-process pymlir and the spawned pool: three banners (this process + 2 workers), all AVX2."""
     cfg, mlir, crops = toy
     table = steps.ensure_cali_table(cfg, mlir, crops, "kl", 4)
-    opts = steps.deploy_options(cfg, "bm1684x", "int8", 1, method="kl", user_qtables=[], search=False,
+    opts = deploy.deploy_options(cfg, "bm1684x", "int8", 1, method="kl", user_qtables=[], search=False,
                                 checkpoint=None, calib=None)
-    d, _ = steps.ensure_bmodel(cfg, "bm1684x", "int8", 1, mlir=mlir, options=opts, cali_table=table)
+    d, _ = deploy.ensure_bmodel(cfg, "bm1684x", "int8", 1, mlir=mlir, options=opts, cali_table=table)
     from bmpose.manifest import read_manifest
 
     tpu_mlir = d / read_manifest(d)["tpu_mlir"]

@@ -6,7 +6,9 @@ import json
 
 import pytest
 
-from bmpose import config, report
+from bmpose import config
+from bmpose.cli import report as report_cli
+from bmpose.report import report
 
 
 class _Collect(html.parser.HTMLParser):
@@ -63,5 +65,5 @@ def test_report_has_eval_and_study_tables_and_skips_when_unchanged(cfg):
 
 
 def test_report_cli(cfg, capsys):
-    assert report.main(["--model", "hrnet_small_128x96"]) == 0
+    assert report_cli.main(["--model", "hrnet_small_128x96"]) == 0
     assert "index.html" in capsys.readouterr().out

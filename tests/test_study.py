@@ -8,7 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from bmpose import config, report, study
+from bmpose import config
+from bmpose.cli import study as study_cli
+from bmpose.report import report, study
 from bmpose.errors import BmposeError
 
 
@@ -44,7 +46,7 @@ def test_heatmap_cosine_per_crop():
 
 def test_unknown_method_is_refused():
     with pytest.raises(BmposeError, match="--methods foo: unknown calibration method"):
-        study.main(["--methods", "foo"])
+        study_cli.main(["--methods", "foo"])
 
 
 def test_report_draws_the_study_default_per_layer_plot(tmp_path, monkeypatch):

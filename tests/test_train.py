@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from bmpose import config as bmconfig
-from bmpose import train
-from bmpose.mmpose_shim import import_mmpose
+from bmpose.weights import train
+from bmpose.weights.mmpose_shim import import_mmpose
 
 
 def _short_run(tmp_path, name, **overrides):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..errors import BmposeError
+from .errors import PoseError
 
 
 def heatmap_maximum(heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -112,11 +112,11 @@ def decode(heatmaps: np.ndarray, codec: dict) -> tuple[np.ndarray, np.ndarray]:
     """
     heatmaps = np.ascontiguousarray(heatmaps, dtype=np.float32)
     if heatmaps.ndim != 4:
-        raise BmposeError(f"heatmaps must be (B, K, H, W), got shape {heatmaps.shape}")
+        raise PoseError(f"heatmaps must be (B, K, H, W), got shape {heatmaps.shape}")
     kind = codec.get("type")
     input_size, heatmap_size = np.array(codec["input_size"]), np.array(codec["heatmap_size"])
     if tuple(heatmap_size) != (heatmaps.shape[3], heatmaps.shape[2]):
-        raise BmposeError(f"heatmaps are {heatmaps.shape[3]}x{heatmaps.shape[2]}, the codec expects "
+        raise PoseError(f"heatmaps are {heatmaps.shape[3]}x{heatmaps.shape[2]}, the codec expects "
                           f"{heatmap_size[0]}x{heatmap_size[1]}")
     locs, scores = heatmap_maximum(heatmaps)
     if kind == "MSRAHeatmap":
@@ -127,12 +127,12 @@ def decode(heatmaps: np.ndarray, codec: dict) -> tuple[np.ndarray, np.ndarray]:
         scale = input_size / heatmap_size
     elif kind == "UDPHeatmap":
         if codec.get("heatmap_type", "gaussian") != "gaussian":
-            raise BmposeError(f"UDPHeatmap heatmap_type {codec.get('heatmap_type')!r} is not supported "
+            raise PoseError(f"UDPHeatmap heatmap_type {codec.get('heatmap_type')!r} is not supported "
                               f"(gaussian only)")
         locs = refine_dark_udp(locs, heatmaps, int(codec.get("blur_kernel_size", 11)))
         return locs / (heatmap_size - 1) * input_size, scores  # mmpose's UDP decode: input_size, not -1
     else:
-        raise BmposeError(f"codec {kind!r} is not supported (MSRAHeatmap, UDPHeatmap)")
+        raise PoseError(f"codec {kind!r} is not supported (MSRAHeatmap, UDPHeatmap)")
     return locs * scale, scores
 
 

@@ -7,26 +7,26 @@ import os
 import cv2
 import numpy as np
 
-from ..errors import BmposeError
+from .errors import PoseError
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Image file -> BGR uint8 HxWx3. BmposeError naming the file if it is missing, truncated or undecodable."""
+    """Image file -> BGR uint8 HxWx3. PoseError naming the file if it is missing, truncated or undecodable."""
     try:
         with open(path, "rb") as fh:
             data = fh.read()
     except FileNotFoundError:
-        raise BmposeError(f"{path}: image file not found") from None
+        raise PoseError(f"{path}: image file not found") from None
     except OSError as e:
-        raise BmposeError(f"{path}: cannot read image ({e.strerror})") from None
+        raise PoseError(f"{path}: cannot read image ({e.strerror})") from None
     if data[:2] == b"\xff\xd8" and _jpeg_truncated(data):
         # libjpeg only warns on a truncated file and returns grey-filled rows; a calibration set must not
         # silently contain those
-        raise BmposeError(f"{path}: truncated JPEG (no end-of-image marker after the last scan)")
+        raise PoseError(f"{path}: truncated JPEG (no end-of-image marker after the last scan)")
     # same call as mmcv.imfrombytes(backend='cv2', flag='color') used by mmpose's LoadImage
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
     if img is None:
-        raise BmposeError(f"{path}: not a decodable image")
+        raise PoseError(f"{path}: not a decodable image")
     return img
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import BmposeError
+from .errors import PoseError
 
 
 def normalize(crops_uint8_rgb, mean, std, *, network_rgb: bool = True) -> np.ndarray:
@@ -17,7 +17,7 @@ def normalize(crops_uint8_rgb, mean, std, *, network_rgb: bool = True) -> np.nda
     if x.ndim == 3:
         x = x[None]
     if x.ndim != 4 or x.shape[-1] != 3:
-        raise BmposeError(f"normalize: expected HxWx3 or NxHxWx3 crops, got shape {x.shape}")
+        raise PoseError(f"normalize: expected HxWx3 or NxHxWx3 crops, got shape {x.shape}")
     if not network_rgb:
         x = x[..., ::-1]
     mean = np.asarray(mean, dtype=np.float32).reshape(1, 3, 1, 1)

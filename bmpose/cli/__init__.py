@@ -1,0 +1,55 @@
+"""One entry point: `bmpose <command> [options]`. Each command is a module of this package with a
+`main(argv) -> int`: argument parsing, printing, and the calls into the stages (convert, calib, runtime,
+evaluate, report), which never import this layer. Modules are imported only when their command runs, so
+`bmpose --help` stays fast."""
+from __future__ import annotations
+
+import importlib
+import sys
+import warnings
+
+from bmpose.errors import BmposeError
+
+COMMANDS = {
+    "fixture": ("bmpose.cli.fixture", "write deterministic random-init checkpoints for the bundled configs"),
+    "export": ("bmpose.cli.export", "mmpose config + checkpoint -> ONNX (batch 1/4), checked against PyTorch"),
+    "calib": ("bmpose.cli.calib", "COCO person crops -> LMDB calibration set (+ contact sheet)"),
+    "build": ("bmpose.cli.build", "ONNX -> bmodels with TPU-MLIR (fp32/int8, chips, batches), compare files"),
+    "compare": ("bmpose.cli.compare", "per-layer similarity between two npz files"),
+    "infer": ("bmpose.cli.infer", "images/boxes -> keypoints, vis_results/ pictures and COCO results json"),
+    "eval": ("bmpose.cli.eval", "COCO keypoint AP of an artifact, or of an existing results file"),
+    "report": ("bmpose.cli.report", "HTML/MD/JSON report of every built artifact"),
+    "train": ("bmpose.cli.train", "train the small fixture model on the bundled COCO persons"),
+    "study": ("bmpose.cli.study", "INT8 calibration study: methods x fp32 layers x chips"),
+    "bench": ("bmpose.cli.bench", "benchmarks (speed ratios measured in one run)"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: bmpose <command> [options]", "", "commands:"]
+    lines += [f"  {name:<9} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "`bmpose <command> --help` for a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"bmpose: error: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    # mmengine and tpu_mlir import pkg_resources (setuptools<81 is pinned for it); its deprecation notice
+    # says nothing a bmpose user can act on.
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+    module = importlib.import_module(COMMANDS[name][0])
+    try:
+        return int(module.main(rest) or 0)
+    except BmposeError as e:
+        print(f"bmpose {name}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"bmpose {name}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,43 @@
+"""`bmpose bench`: benchmarks (bmpose.report.bench), each measured within one run so ratios are comparable;
+rows printed and kept in artifacts/<model>/bench/bench.json."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+
+from bmpose.report import bench
+
+
+def main(argv=None) -> int:
+    from bmpose import config, manifest
+    from bmpose.errors import BmposeError
+
+    p = argparse.ArgumentParser(prog="bmpose bench", description="benchmarks: " + ", ".join(sorted(bench.BENCHMARKS)))
+    p.add_argument("--model", default=None)
+    p.add_argument("--checkpoint", default=None)
+    p.add_argument("--only", action="append", default=None, metavar="NAME", help="run only these (repeatable)")
+    a = p.parse_args(argv)
+    cfg = config.load(a.model)
+    names = a.only or list(bench.BENCHMARKS)
+    unknown = [n for n in names if n not in bench.BENCHMARKS]
+    if unknown:
+        raise BmposeError(f"--only {', '.join(unknown)}: unknown benchmark (known: {', '.join(sorted(bench.BENCHMARKS))})")
+    rows = []
+    for name in names:  # "benchmark" is always the registered name (first column; merge key below)
+        rows += [{"benchmark": name, **{k: v for k, v in r.items() if k != "benchmark"}}
+                 for r in bench.BENCHMARKS[name](cfg, a)]
+    print(bench.format_table(rows))
+    out = cfg.artifacts / "bench" / "bench.json"
+    # keep other benchmarks' rows from earlier runs (`--only` refreshes just its own)
+    old = json.loads(out.read_text()).get("rows", []) if out.is_file() else []
+    rows = [r for r in old if r.get("benchmark") not in names] + rows
+    doc = {"model": cfg.name,
+           "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(),
+                       "platform": platform.platform(), "load_avg_1min": os.getloadavg()[0]},
+           "tools": manifest.tool_versions(), "rows": rows}
+    with manifest.atomic_file(out) as tmp:
+        tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    print(f"\n{out}")
+    return 0

@@ -1,0 +1,165 @@
+"""`bmpose build --precision fp32|int8`: ONNX -> bmodels for every chip x batch, compared and gated.
+
+  bmpose build --precision int8 --model hrnet_small_128x96 --calib coco --method kl --qtable extra.txt --search
+
+Each stage is skipped when its manifest says it is up to date. Before anything heavy is imported, a cheap
+check (manifests and file hashes only, no torch/mmpose) decides whether there is anything to do at all, so a
+no-op `make int8` returns in about a second.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+from bmpose import config as config_mod
+from bmpose.errors import BmposeError
+from bmpose.convert import CHIPS, bmodel_dir, bmodel_name, deploy, steps
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(prog="bmpose build", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--precision", required=True, choices=("fp32", "int8"))
+    ap.add_argument("--model", default=None, help="deploy config name or yaml (default: %(default)s)")
+    ap.add_argument("--checkpoint", help="checkpoint path/URL or 'fixture' (default: the config's)")
+    ap.add_argument("--chips", nargs="+", help=f"chips (default: the config's; known: {' '.join(CHIPS)})")
+    ap.add_argument("--batches", nargs="+", type=int, help="batch sizes (default: the config's)")
+    ap.add_argument("--calib", default="coco", help="calibration set: coco | dir:PATH | lmdb:PATH (default: coco)")
+    ap.add_argument("--coco-ann", help="COCO person keypoints json for --calib coco (default: bundled sample)")
+    ap.add_argument("--coco-img", help="image folder for --coco-ann")
+    ap.add_argument("--num", type=int, help="number of calibration crops (default: the config's)")
+    ap.add_argument("--method", help="calibration method: " + ", ".join(steps.CALI_METHODS)
+                    + " (default: the config's, kl)")
+    ap.add_argument("--qtable", action="append", default=[], type=Path,
+                    help="extra qtable (`op_name F32` lines), added to the automatic FP32 tail; repeatable")
+    ap.add_argument("--search", action="store_true", help="also run TPU-MLIR's search_qtable per chip and "
+                    "add the layers it finds to the qtable")
+    ap.add_argument("--tolerance", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a tolerance of the config, e.g. int8_cos=0.98 (int8_cos_random gates INT8 "
+                         "builds of the random-init fixture checkpoint); recorded in the manifests")
+    ap.add_argument("--no-report", action="store_true", help="do not refresh artifacts/<model>/report")
+    args = ap.parse_args(argv)
+    for c in args.chips or ():
+        if c not in CHIPS:
+            ap.error(f"--chips {c}: unknown chip (choose from {', '.join(CHIPS)})")
+    for b in args.batches or ():
+        if b < 1:
+            ap.error(f"--batches {b}: must be >= 1")
+    return args
+
+
+def parse_tolerances(items: list[str], cfg) -> dict[str, float]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in cfg.tolerances:
+            raise BmposeError(f"--tolerance {item}: expected KEY=VALUE with KEY one of {', '.join(cfg.tolerances)}")
+        try:
+            out[key] = float(value)
+        except ValueError:
+            raise BmposeError(f"--tolerance {item}: {value!r} is not a number") from None
+    return out
+
+
+class Plan:
+    """Everything the build will do, computed from the arguments and the config alone (cheap)."""
+
+    def __init__(self, args):
+        self.args = args
+        cfg = config_mod.load(args.model)
+        if args.tolerance:
+            cfg = dataclasses.replace(cfg, tolerances={**cfg.tolerances, **parse_tolerances(args.tolerance, cfg)})
+        self.cfg = cfg
+        self.precision = args.precision
+        self.chips = tuple(args.chips or cfg.chips)
+        self.batches = tuple(dict.fromkeys(args.batches or cfg.batches))
+        self.method = args.method or cfg.calibration.get("method", "kl")
+        self.num = int(args.num or cfg.calibration.get("num", 100))
+        self.qtables = ([cfg.qtable] if cfg.qtable else []) + [q.resolve() for q in args.qtable]
+        for q in self.qtables:
+            if not Path(q).is_file():
+                raise BmposeError(f"{q}: qtable not found")
+        self.calib = {"spec": args.calib, "coco_ann": args.coco_ann, "coco_img": args.coco_img, "num": self.num}
+        self.targets = [(chip, b) for chip in self.chips for b in self.batches]
+
+    def options(self, chip, batch):
+        return deploy.deploy_options(self.cfg, chip, self.precision, batch, method=self.method,
+                                    user_qtables=self.qtables, search=self.args.search,
+                                    checkpoint=self.args.checkpoint, calib=self.calib)
+
+    def all_fresh(self) -> bool:
+        return all(steps.deep_fresh(bmodel_dir(self.cfg, c, self.precision, b), self.options(c, b))
+                   for c, b in self.targets)
+
+
+def run(plan: Plan) -> list[dict]:
+    """Build (or reuse) every target; returns one result dict per bmodel, failures included."""
+    from bmpose.calib.calibset import ensure_calib
+    from bmpose.convert.export import ensure_onnx
+
+    cfg, args = plan.cfg, plan.args
+    lmdb = ensure_calib(cfg, args.calib, coco_ann=args.coco_ann, coco_img=args.coco_img, num=plan.num)
+    crops = steps.ensure_cali_inputs(cfg, lmdb, plan.num)
+    need = sorted(set(plan.batches) | ({1} if plan.precision == "int8" else set()))
+    onnx = ensure_onnx(cfg, args.checkpoint, batches=tuple(need))
+    mlir = {}
+    for b in need:
+        t0 = time.monotonic()
+        mlir[b] = steps.ensure_transform(cfg, b, onnx[b], crops, args.checkpoint)
+        print(f"build: transform b{b}: {mlir[b]} ({time.monotonic() - t0:.1f} s)")
+    table = None
+    if plan.precision == "int8":
+        t0 = time.monotonic()
+        table = steps.ensure_cali_table(cfg, mlir[1], crops, plan.method, plan.num)
+        print(f"build: calibration ({plan.method}, {min(plan.num, len(crops))} crops): {table} "
+              f"({time.monotonic() - t0:.1f} s)")
+    results = []
+    for chip in plan.chips:
+        searched = None
+        if plan.precision == "int8" and args.search:
+            searched = steps.ensure_search(cfg, mlir[1], crops, table, chip, plan.num)
+            print(f"build: search_qtable {chip}: {searched}")
+        for b in plan.batches:
+            name = bmodel_name(cfg, chip, plan.precision, b)
+            t0 = time.monotonic()
+            try:
+                d, built = deploy.ensure_bmodel(cfg, chip, plan.precision, b, mlir=mlir[b],
+                                               options=plan.options(chip, b), cali_table=table,
+                                               user_qtables=plan.qtables, searched=searched)
+            except BmposeError as e:
+                print(f"build: {name}: FAILED: {e}", file=sys.stderr)
+                results.append({"name": name, "ok": False, "error": str(e)})
+                continue
+            from bmpose.manifest import read_manifest
+
+            m = read_manifest(d)
+            fin = m["checks"]["final"]
+            print(f"build: {name}: {'built' if built else 'up to date'} ({time.monotonic() - t0:.1f} s), "
+                  f"heatmaps vs ONNX cos {fin['cosine']:.6f} euclid {fin['euclidean']:.4f} "
+                  f"SQNR {fin['sqnr_db']:.1f} dB, {m['size_bytes'] / 1e6:.1f} MB")
+            results.append({"name": name, "ok": True, "dir": d, "built": built})
+    return results
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    t0 = time.monotonic()
+    plan = Plan(args)
+    if plan.all_fresh():
+        print(f"build: {len(plan.targets)} {plan.precision} bmodel(s) of {plan.cfg.name} up to date "
+              f"({time.monotonic() - t0:.2f} s)")
+        results = [{"ok": True}]
+    else:
+        results = run(plan)
+    if not args.no_report:
+        from bmpose.report.report import ensure_report
+
+        path = ensure_report(plan.cfg)
+        print(f"build: report {path}")
+    failed = [r for r in results if not r["ok"]]
+    if failed:
+        raise BmposeError(f"{len(failed)} bmodel(s) failed: " + "; ".join(r["error"] for r in failed))
+    return 0

@@ -1,0 +1,48 @@
+"""`bmpose calib`: COCO person crops -> the calibration LMDB and its contact sheet (bmpose.calib)."""
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+
+from bmpose import config as config_mod
+from bmpose import manifest
+from bmpose.calib.calibset import ensure_calib
+from bmpose.calib.select import DEFAULT_MIN_BOX, DEFAULT_MIN_KEYPOINTS, CalibWarning
+from bmpose.calib.sheet import SHEET_NAME
+from bmpose.calib.store import read_meta
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="bmpose calib", description="COCO person crops -> calibration LMDB")
+    p.add_argument("--model", default=None, help="deploy config name or yaml (default %(default)s)")
+    p.add_argument("--checkpoint", default=None, help="accepted for the Makefile's COMMON options; unused")
+    p.add_argument("--calib", default="coco", help="coco | dir:PATH | lmdb:PATH (default coco)")
+    p.add_argument("--coco-ann", default=None, help="COCO person-keypoints json (default: bundled val sample)")
+    p.add_argument("--coco-img", default=None, help="its image folder (default: beside the json)")
+    p.add_argument("--num", type=int, default=None, help="crops to select (default: config's calibration.num)")
+    p.add_argument("--seed", type=int, default=None, help="selection seed (default: config's calibration.seed)")
+    p.add_argument("--min-keypoints", type=int, default=None,
+                   help=f"least labelled keypoints per person (default {DEFAULT_MIN_KEYPOINTS})")
+    p.add_argument("--min-box", type=float, default=None,
+                   help=f"least box side in pixels (default {DEFAULT_MIN_BOX:g})")
+    p.add_argument("--workers", type=int, default=None, help="crop processes (default: all cores)")
+    p.add_argument("--force", action="store_true", help="replace an LMDB built for a different config")
+    a = p.parse_args(argv)
+    cfg = config_mod.load(a.model)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CalibWarning)
+        path = ensure_calib(cfg, a.calib, coco_ann=a.coco_ann, coco_img=a.coco_img, num=a.num, seed=a.seed,
+                            min_keypoints=a.min_keypoints, min_box=a.min_box, force=a.force, workers=a.workers,
+                            progress=sys.stderr.isatty())
+    for w in caught:
+        print(f"bmpose calib: warning: {w.message}", file=sys.stderr)
+    meta = read_meta(path)
+    sheet = path.parent / SHEET_NAME
+    m = manifest.read_manifest(path.parent) or {}
+    checks = m.get("checks", {})
+    print(f"{path}: {meta['count']} crops {meta['preprocess']['input_size']} (w, h) from {meta['source']['source']}"
+          + (f", {checks['crops_per_s']} crops/s" if "crops_per_s" in checks else ""))
+    if sheet.is_file():
+        print(f"contact sheet: {sheet}")
+    return 0

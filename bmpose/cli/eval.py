@@ -1,0 +1,58 @@
+"""`bmpose eval`: COCO keypoint AP of every artifact of a model (`--model`), or of an existing results file
+(`--gt ANN --results RES`)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from bmpose.errors import BmposeError
+from bmpose.evaluate.coco import coco_keypoint_ap, format_stats
+from bmpose.runtime.results import dataset_sigmas
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="bmpose eval", description=(
+        "COCO keypoint AP. With --gt and --results: score an existing COCO results file. Otherwise: run "
+        "inference on the evaluation set for ONNX FP32 and each built bmodel of --model and record AP "
+        "in artifacts/<model>/eval/<label>.json."))
+    p.add_argument("--gt", help="COCO person-keypoints annotation json (with --results)")
+    p.add_argument("--results", help="COCO keypoint results json to score")
+    p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    p.add_argument("--model", default=None, help="deploy config name or yaml (default: the small model)")
+    p.add_argument("--checkpoint", default=None)
+    p.add_argument("--coco-ann", default=None, help="annotation json (default: bundled coco_val_mini)")
+    p.add_argument("--coco-img", default=None, help="image folder of --coco-ann")
+    p.add_argument("--boxes", default="gt", help="gt | dets:JSON (person boxes)")
+    p.add_argument("--artifacts", nargs="*", default=None,
+                   help="labels to evaluate (onnx_fp32, or a bmodel build dir name); default: all that exist")
+    p.add_argument("--subset", type=int, default=None,
+                   help="persons for bmodels run on the cmodel (default: 4, named in the result)")
+    p.add_argument("--bmodel-runtime", choices=("mlir", "cmodel"), default="mlir",
+                   help="how bmodels are evaluated without a device: their deployed tpu.mlir through pymlir on "
+                        "the whole set (default), or the bmodel itself on the cmodel on --subset persons")
+    p.add_argument("--flip", action="store_true", help="flip test")
+    p.add_argument("--force", action="store_true", help="re-run even when the recorded result is up to date")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv if argv is not None else sys.argv[1:])
+    if args.results or args.gt:
+        if not (args.results and args.gt):
+            raise BmposeError("--gt and --results go together")
+        sigmas = None
+        if args.model:
+            from bmpose import config
+
+            sigmas = dataset_sigmas(config.load(args.model))
+        stats = coco_keypoint_ap(args.gt, args.results, sigmas=sigmas)
+        print(json.dumps(stats) if args.json else format_stats(stats))
+        return 0
+    from bmpose.evaluate.run import run_eval
+
+    return run_eval(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,23 @@
+"""`bmpose fixture`: deterministic random-init checkpoints, so every stage runs with no download."""
+from __future__ import annotations
+
+import argparse
+
+from bmpose import config as config_mod
+from bmpose.weights.fixture import fixture_path, make_fixture
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="bmpose fixture", description=__doc__.splitlines()[0])
+    ap.add_argument("--model", action="append",
+                    help="deploy config name or yaml path (repeatable; default: every bundled config)")
+    ap.add_argument("--force", action="store_true", help="rewrite even when up to date")
+    args = ap.parse_args(argv)
+    for name in args.model or config_mod.list_models():
+        cfg = config_mod.load(name)
+        path = fixture_path(cfg)
+        before = path.stat().st_mtime_ns if path.exists() else None
+        make_fixture(cfg, force=args.force)
+        if before is not None and path.stat().st_mtime_ns == before:
+            print(f"fixture: {path} is up to date (skipped)")
+    return 0

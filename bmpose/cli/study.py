@@ -1,0 +1,44 @@
+"""`bmpose study --model M` (`make study`): which INT8 calibration settings cost the least COCO AP.
+
+Builds and evaluates every chip x calibration method x FP32-layer variant (bmpose.report.study), writes
+artifacts/<model>/study/ and refreshes the report.
+"""
+from __future__ import annotations
+
+import argparse
+
+from bmpose import config as config_mod
+from bmpose.report.study import LAYERS, METHODS, run_study, to_markdown
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(prog="bmpose study", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=None, help="deploy config name or yaml")
+    ap.add_argument("--checkpoint", help="checkpoint (default: the config's, the trained fixture)")
+    ap.add_argument("--chips", nargs="+", help="chips (default: the config's)")
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), help="calibration methods (default: %(default)s)")
+    ap.add_argument("--layers", nargs="+", default=list(LAYERS), choices=LAYERS,
+                    help="FP32 layer variants (default: %(default)s)")
+    ap.add_argument("--search-methods", nargs="+", default=["all"],
+                    help="methods that get the searched qtable (default: all of --methods; measured: minutes for kl, "
+                         "whose all-INT8 heatmaps miss int8_cos, seconds for the others, which meet it unsearched)")
+    ap.add_argument("--coco-ann", help="evaluation annotations (default: tests/data/person_keypoints_bundled.json)")
+    ap.add_argument("--coco-img", help="image root of --coco-ann (default: its folder)")
+    ap.add_argument("--no-flip", action="store_true", help="evaluate without the flip test (default: the model's "
+                    "test_cfg, as mmpose and the fixture's training AP)")
+    ap.add_argument("--force-eval", action="store_true", help="re-run the evaluations even when cached")
+    ap.add_argument("--no-report", action="store_true", help="do not refresh artifacts/<model>/report")
+    return ap.parse_args(argv)
+
+
+def main(argv) -> int:
+    args = parse_args(argv)
+    cfg = config_mod.load(args.model)
+    study = run_study(cfg, args)
+    print(to_markdown(study))
+    if not args.no_report:
+        from bmpose.report.report import ensure_report
+
+        print(f"study: report {ensure_report(cfg)}")
+    return 0

@@ -1,0 +1,152 @@
+"""`bmpose export`: mmpose model -> ONNX (backbone + head), checked against PyTorch with onnxruntime.
+
+Output: artifacts/<name>/onnx/<name>_b<batch>.onnx (static batch; `<name>_dynamic.onnx` on request), input
+"input" float32 [N,3,H,W] (normalised, network channel order), output "heatmaps" [N,K,h,w], and a manifest
+recording, per file, onnx.checker's verdict, the graph's op types and the parity with PyTorch on the same
+seeded image-like inputs (max/mean abs diff, argmax agreement). Above `tolerances.onnx_max_abs` the build
+fails and is kept as `onnx.failed/` for inspection.
+"""
+from __future__ import annotations
+
+import collections
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bmpose.weights.checkpoint import build_model, resolve_checkpoint
+from bmpose.errors import BmposeError
+from bmpose.manifest import atomic_dir, locked, read_manifest, up_to_date, write_manifest
+
+OPSET = 13
+PARITY_SEED = 1234
+DYNAMIC_PARITY_BATCH = 3  # a batch size neither static file uses
+INPUT, OUTPUT = "input", "heatmaps"
+
+
+def onnx_dir(cfg) -> Path:
+    return cfg.artifacts / "onnx"
+
+
+def onnx_path(cfg, batch: int | None) -> Path:
+    """artifacts/<name>/onnx/<name>_b<batch>.onnx; batch None -> the dynamic-batch file."""
+    suffix = "dynamic" if batch is None else f"b{int(batch)}"
+    return onnx_dir(cfg) / f"{cfg.name}_{suffix}.onnx"
+
+
+class HeatmapNet(torch.nn.Module):
+    """Backbone + head only (mmpose's mode='tensor'): preprocessing and decoding stay in bmpose's core."""
+
+    def __init__(self, estimator):
+        super().__init__()
+        self.estimator = estimator
+        # Eval on the wrapper itself: the exporter restores the wrapper's mode afterwards, recursively, and a
+        # wrapper left in train mode would switch BatchNorm to batch statistics for the parity run.
+        self.eval()
+
+    def forward(self, x):
+        return self.estimator(x, None, mode="tensor")
+
+
+def export_one(net, cfg, batch: int | None, path: Path) -> tuple[float, float]:
+    """Export to `path`; return (wall, CPU) seconds: CPU time says more than wall time on a shared machine."""
+    h, w = cfg.input_hw
+    dummy = torch.zeros(batch or 1, 3, h, w)
+    dynamic_axes = {INPUT: {0: "batch"}, OUTPUT: {0: "batch"}} if batch is None else None
+    t0, c0 = time.perf_counter(), time.process_time()
+    # The legacy TorchScript exporter (dynamo=False), deliberately: on these CPUs it exports HRNet-W32 about
+    # 15x faster than the dynamo exporter, and both give the same plain Conv/Relu/Add/Resize graph that
+    # TPU-MLIR's ONNX front end consumes; the dynamo path would also need onnxscript in the venv.
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # its deprecation notice and tracer warnings, not actionable here
+        torch.onnx.export(net, (dummy,), str(path), dynamo=False, opset_version=OPSET,
+                          input_names=[INPUT], output_names=[OUTPUT], dynamic_axes=dynamic_axes,
+                          do_constant_folding=True)
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+def check_graph(path: Path) -> dict:
+    """onnx.checker (with shape inference) and the op types the graph uses."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except onnx.checker.ValidationError as e:
+        raise BmposeError(f"{path}: onnx.checker rejects the exported model ({str(e).splitlines()[0]})") from None
+    model = onnx.load(str(path), load_external_data=False)
+    ops = collections.Counter(node.op_type for node in model.graph.node)
+    return {"onnx_checker": "passed", "ops": dict(sorted(ops.items()))}
+
+
+def parity(net, path: Path, inputs: np.ndarray) -> dict:
+    """Run PyTorch and onnxruntime on the same inputs; compare heatmaps and their per-keypoint argmax."""
+    import onnxruntime as ort
+
+    with torch.no_grad():
+        ref = net(torch.from_numpy(inputs)).numpy()
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run([OUTPUT], {INPUT: inputs})[0]
+    if got.shape != ref.shape:
+        raise BmposeError(f"{path}: onnxruntime output shape {got.shape} != PyTorch {ref.shape}")
+    diff = np.abs(got.astype(np.float64) - ref)
+    flat_ref, flat_got = ref.reshape(*ref.shape[:2], -1), got.reshape(*got.shape[:2], -1)
+    agree = float(np.mean(flat_ref.argmax(-1) == flat_got.argmax(-1)))
+    return {"batch_run": int(inputs.shape[0]), "max_abs_diff": float(diff.max()),
+            "mean_abs_diff": float(diff.mean()), "argmax_agreement": agree,
+            "heatmap_range": [float(ref.min()), float(ref.max())]}
+
+
+def ensure_onnx(cfg, checkpoint=None, batches=(1, 4), dynamic: bool = False, force: bool = False,
+                verbose: bool = True) -> dict:
+    """Build (or reuse) the ONNX files; return {batch: path} (key None for the dynamic file).
+
+    The onnx dir holds one build: asking for a batch it lacks rebuilds it with the union of the old and new
+    batches, so files another stage relies on do not disappear.
+    """
+    from bmpose.weights.fixture import realistic_inputs
+
+    ckpt = resolve_checkpoint(cfg, checkpoint)
+    out_dir = onnx_dir(cfg)
+    inputs = {"checkpoint": ckpt, "mmpose_config": cfg.mmpose_config}
+    tol = float(cfg.tolerances["onnx_max_abs"])
+    with locked(out_dir):
+        prev = (read_manifest(out_dir) or {}).get("options", {})
+        want = sorted({int(b) for b in batches} | set(prev.get("batches", [])))
+        dyn = bool(dynamic or prev.get("dynamic", False))
+        options = {"batches": want, "dynamic": dyn, "opset": OPSET, "exporter": "torchscript (dynamo=False)",
+                   "parity_seed": PARITY_SEED, "onnx_max_abs": tol, "config": cfg.summary()}
+        targets = [int(b) for b in batches] + ([None] if dynamic else [])
+        result = {b: onnx_path(cfg, b) for b in targets}
+        if not force and up_to_date(out_dir, inputs, options):
+            if verbose:
+                print(f"export: {out_dir} is up to date (skipped)")
+            return result
+        net = HeatmapNet(build_model(cfg, ckpt))
+        checks, files = {}, []
+        with atomic_dir(out_dir) as tmp:
+            for b in want + ([None] if dyn else []):
+                path = tmp / onnx_path(cfg, b).name
+                seconds, cpu_seconds = export_one(net, cfg, b, path)
+                n = b or DYNAMIC_PARITY_BATCH
+                check = {"export_s": round(seconds, 2), "export_cpu_s": round(cpu_seconds, 2), **check_graph(path),
+                         **parity(net, path, realistic_inputs(cfg, n, PARITY_SEED)), "tolerance": tol}
+                check["passed"] = check["max_abs_diff"] <= tol
+                checks[path.name] = check
+                files.append(path.name)
+                if verbose:
+                    print(f"export: {path.name}: {seconds:.1f} s ({cpu_seconds:.1f} s CPU), "
+                          f"max |onnx - torch| {check['max_abs_diff']:.2e} (tolerance {tol:.0e}), "
+                          f"argmax agreement {check['argmax_agreement']:.2%}", flush=True)
+                if not check["passed"]:
+                    write_manifest(tmp, stage="export", inputs=inputs, options=options, outputs=files,
+                                   checks=checks)
+                    raise BmposeError(f"{path.name}: onnxruntime differs from PyTorch by "
+                                      f"{check['max_abs_diff']:.3g} > tolerance {tol:g} (build kept in "
+                                      f"{out_dir.name}.failed/)")
+            write_manifest(tmp, stage="export", inputs=inputs, options=options, outputs=files, checks=checks,
+                           extra={"checkpoint_ref": str(checkpoint or cfg.checkpoint)})
+    if verbose:
+        print(f"export: wrote {out_dir}")
+    return result

@@ -1,0 +1,229 @@
+"""The build stages, each `ensure_*`: skip when its manifest is up to date, else build atomically.
+
+Every stage runs its TPU-MLIR tool inside a fresh temporary directory (atomic_dir) holding hard links of the
+files the tool reads by relative name; the directory is renamed to its final name only when the tool, the
+checks and the manifest all succeeded, and is kept as `<dir>.failed` (logs included) otherwise.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from bmpose.convert import compare
+from bmpose.errors import BmposeError
+from bmpose.manifest import atomic_dir, locked, read_manifest, sha256_file, tool_versions, up_to_date, write_manifest
+from bmpose.convert.runner import dot_shim, run_tool
+
+CALI_METHODS = ("kl", "mse", "max", "percentile9999", "aciq_laplace", "aciq_gauss")
+
+
+@contextlib.contextmanager
+def build(out_dir: Path):
+    """atomic_dir, with error messages that point at `<dir>.failed` (where the logs end up)."""
+    failed = out_dir.with_name(out_dir.name + ".failed")
+    tmp = None
+    try:
+        with atomic_dir(out_dir) as tmp:
+            yield tmp
+    except BmposeError as e:
+        msg = str(e).replace(str(tmp), str(failed)) if tmp else str(e)
+        raise BmposeError(msg) from None
+
+
+def link(src: Path, dst_dir: Path, name: str | None = None) -> Path:
+    """Hard link (copy across file systems) src into dst_dir: the tools want their inputs in the cwd."""
+    dst = dst_dir / (name or src.name)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+    return dst
+
+
+def deep_fresh(out_dir: Path, options: dict | None = None, _seen: set | None = None) -> bool:
+    """Cheap "is everything up to date" check, without importing torch/mmpose: the manifest of out_dir is ok,
+    its options (when given) and tool versions match, its recorded inputs still hash the same, and the same
+    holds, recursively, for every input that lives in an artifact directory with its own manifest."""
+    _seen = set() if _seen is None else _seen
+    out_dir = Path(out_dir)
+    if out_dir in _seen:
+        return True
+    _seen.add(out_dir)
+    m = read_manifest(out_dir)
+    if m is None or m.get("status") != "ok" or m.get("tools") != tool_versions():
+        return False
+    if options is not None and m.get("options") != compare_jsonable(options):
+        return False
+    if not all((out_dir / o).exists() for o in m.get("outputs", {})):
+        return False
+    for rec in m.get("inputs", {}).values():
+        p = Path(rec["path"])
+        try:
+            if sha256_file(p) != rec["sha256"]:
+                return False
+        except FileNotFoundError:
+            return False
+        up = p if p.is_dir() else p.parent
+        if (up / "manifest.json").is_file() and not deep_fresh(up, None, _seen):
+            return False
+    return True
+
+
+def compare_jsonable(obj):
+    import json
+
+    return json.loads(json.dumps(obj, default=str, sort_keys=True))
+
+
+# ---------------------------------------------------------------- calibration inputs (real crops as npz)
+
+def cali_inputs_dir(cfg) -> Path:
+    return cfg.artifacts / "cali_inputs"
+
+
+def ensure_cali_inputs(cfg, lmdb: Path, num: int | None) -> list[Path]:
+    """Normalised crops from the calibration LMDB as TPU-MLIR npz inputs (+ data_list.txt), via bmpose.calib.tpu_inputs."""
+    from bmpose.calib.tpu_inputs import write_tpu_inputs
+
+    files = write_tpu_inputs(lmdb, cfg, cali_inputs_dir(cfg), num)
+    if not files:
+        raise BmposeError(f"{lmdb}: no calibration crops to write")
+    return [Path(f) for f in files]
+
+
+# ---------------------------------------------------------------- transform: ONNX -> top MLIR
+
+def mlir_dir(cfg, batch: int) -> Path:
+    return cfg.artifacts / "mlir" / f"b{batch}"
+
+
+def transform_options(cfg, batch: int, checkpoint: str | None) -> dict:
+    h, w = cfg.input_hw
+    # mean 0 / scale 1: the bmodel input is the already normalised float tensor (fixed decision, contracts).
+    return {"batch": batch, "input_shape": [batch, 3, h, w], "mean": [0.0] * 3, "scale": [1.0] * 3,
+            "model_name": cfg.name, "checkpoint": checkpoint or cfg.checkpoint}
+
+
+def transform_files(cfg) -> dict[str, str]:
+    n = cfg.name
+    return {"mlir": f"{n}.mlir", "weights": f"{n}_top_f32_all_weight.npz", "input": f"{n}_in_f32.npz",
+            "top_outputs": f"{n}_top_outputs.npz", "ref_outputs": f"{n}_ref_outputs.npz"}
+
+
+def ensure_transform(cfg, batch: int, onnx: Path, crops: list[Path], checkpoint: str | None = None) -> Path:
+    """model_transform with a test input of `batch` real crops; keeps the ONNX (ref) and top tensors."""
+    out = mlir_dir(cfg, batch)
+    use = [crops[i % len(crops)] for i in range(batch)]
+    inputs = {"onnx": onnx, **{f"crop{i}": p for i, p in enumerate(use)}}
+    options = transform_options(cfg, batch, checkpoint)
+    files = transform_files(cfg)
+    with locked(out):
+        if up_to_date(out, inputs, options):
+            return out
+        with build(out) as tmp:
+            x = np.concatenate([np.load(p)["input"] for p in use], axis=0).astype(np.float32)
+            np.savez(tmp / "test_input.npz", input=x)
+            seconds = run_tool("model_transform.py", [
+                "--model_name", cfg.name, "--model_def", Path(onnx).resolve(),
+                "--input_shapes", str([options["input_shape"]]).replace(" ", ""),
+                "--mean", "0,0,0", "--scale", "1,1,1",
+                "--test_input", "test_input.npz", "--test_result", files["top_outputs"],
+                "--mlir", files["mlir"], "--debug"], tmp, "model_transform.log")
+            for junk in ("final_opt.onnx", f"{cfg.name}_opt.onnx", f"{cfg.name}_top_f32_all_origin_weight.npz"):
+                (tmp / junk).unlink(missing_ok=True)
+            out_name = _output_name(tmp / files["mlir"])
+            with np.load(tmp / files["top_outputs"]) as top, np.load(tmp / files["ref_outputs"]) as ref:
+                sim = compare.similarity(top[out_name], ref[out_name])
+            write_manifest(tmp, stage="transform", inputs=inputs, options=options, outputs=list(files.values()),
+                           checks={"top_vs_onnx": sim, "seconds": round(seconds, 1)},
+                           extra={"output": out_name})
+    return out
+
+
+def _output_name(mlir: Path) -> str:
+    from bmpose.convert.mlirgraph import read_graph
+
+    outs = read_graph(mlir).outputs
+    if len(outs) != 1:
+        raise BmposeError(f"{mlir}: expected one output (heatmaps), found {len(outs)}")
+    return outs[0]
+
+
+# ---------------------------------------------------------------- calibration table (batch-1 MLIR)
+
+def cali_dir(cfg, method: str, num: int) -> Path:
+    return cfg.artifacts / "cali_table" / f"{method}_n{num}"
+
+
+def _calibration_workdir(tmp: Path, mlir1: Path, files: dict, crops: list[Path]) -> Path:
+    """run_calibration's inputs in its build dir: the batch-1 MLIR + weights, and a list of exactly these crops."""
+    link(mlir1 / files["mlir"], tmp)
+    link(mlir1 / files["weights"], tmp)
+    data_list = tmp / "data_list.txt"   # absolute paths
+    data_list.write_text("".join(f"{Path(c).resolve()}\n" for c in crops))
+    return data_list
+
+
+def _clear_calibration_workdir(tmp: Path, files: dict) -> None:
+    for f in (files["mlir"], files["weights"], "data_list.txt"):
+        (tmp / f).unlink()
+
+
+def ensure_cali_table(cfg, mlir1: Path, crops: list[Path], method: str, num: int) -> Path:
+    """run_calibration on the batch-1 MLIR; the table (op name, threshold, min, max) serves every batch."""
+    if method not in CALI_METHODS:
+        raise BmposeError(f"--method {method}: unknown calibration method (choose from {', '.join(CALI_METHODS)})")
+    out = cali_dir(cfg, method, num)
+    files = transform_files(cfg)
+    data_dir = crops[0].parent
+    inputs = {"top_mlir": mlir1 / files["mlir"], "weights": mlir1 / files["weights"], "cali_inputs": data_dir}
+    options = {"method": method, "num": min(num, len(crops))}
+    table = f"{cfg.name}_cali_table"
+    with locked(out):
+        if not up_to_date(out, inputs, options):
+            with build(out) as tmp:
+                data_list = _calibration_workdir(tmp, mlir1, files, crops[:options["num"]])
+                seconds = run_tool("run_calibration.py", [
+                    files["mlir"], "--data_list", data_list, "--input_num", options["num"],
+                    "--cali_method", method, "-o", table], tmp, "run_calibration.log")
+                _clear_calibration_workdir(tmp, files)
+                write_manifest(tmp, stage="calibration", inputs=inputs, options=options, outputs=[table],
+                               checks={"seconds": round(seconds, 1)})
+    return out / table
+
+
+def ensure_search(cfg, mlir1: Path, crops: list[Path], cali_table: Path, chip: str, num: int) -> Path:
+    """TPU-MLIR's sensitive-layer search (run_calibration --search search_qtable) for one chip -> qtable."""
+    out = cali_table.parent / f"search_{chip}"
+    files = transform_files(cfg)
+    data_dir = crops[0].parent
+    inputs = {"top_mlir": mlir1 / files["mlir"], "cali_table": cali_table, "cali_inputs": data_dir}
+    options = {"chip": chip, "num": min(num, len(crops)), "expected_cos": cfg.tolerances["int8_cos"]}
+    qtable = f"{cfg.name}_{chip}_search_qtable"
+    with locked(out):
+        if not up_to_date(out, inputs, options):
+            with build(out) as tmp:
+                data_list = _calibration_workdir(tmp, mlir1, files, crops[:options["num"]])
+                shutil.copy(cali_table, tmp / cali_table.name)  # search reuses an existing table of this name
+                shim_dir, dot_note = dot_shim(tmp / ".bin")
+                seconds = run_tool("run_calibration.py", [
+                    files["mlir"], "--data_list", data_list, "--input_num", options["num"],
+                    "--search", "search_qtable", "--chip", chip, "--expected_cos", options["expected_cos"],
+                    "--quantize_table", qtable, "-o", cali_table.name], tmp, "search_qtable.log",
+                    extra_path=[shim_dir])
+                shutil.rmtree(shim_dir)
+                _clear_calibration_workdir(tmp, files)
+                if not (tmp / qtable).is_file():
+                    raise BmposeError(f"{tmp}: search_qtable wrote no {qtable} (see search_qtable.log)")
+                write_manifest(tmp, stage="search_qtable", inputs=inputs, options=options, outputs=[qtable],
+                               checks={"seconds": round(seconds, 1), "graph": dot_note,
+                                       "layers": len([l for l in (tmp / qtable).read_text().splitlines()
+                                                      if l.strip() and not l.startswith("#")])})
+    return out / qtable
+
+
+# ---------------------------------------------------------------- deploy: top MLIR -> bmodel (+ compare, gate)

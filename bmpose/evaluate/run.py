@@ -1,0 +1,154 @@
+"""`bmpose eval --model M` (what `make eval` runs): COCO keypoint AP of every artifact of a model.
+
+ONNX FP32 (our export) and every built bmodel (`bmpose.convert.list_bmodels`) are run over the evaluation set
+(default: the bundled coco_val_mini with ground-truth boxes) with the same preprocessing, decode, rescoring
+and OKS-NMS, then scored with xtcocotools. Without a device, a bmodel is evaluated through its deployed
+`*_tpu.mlir` on pymlir (whole set; what TPU-MLIR checks the bmodel against, see bmpose.runtime.backends.mlir), or with
+`--bmodel-runtime cmodel` on the bmodel itself on a small named subset (the simulator takes seconds to
+minutes per crop). Each result lands in artifacts/<model>/eval/<label>.json for the report, with the ONNX
+AP of the same persons beside it; a result whose inputs and options are unchanged is not recomputed.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from bmpose import config as config_mod
+from bmpose.evaluate import coco as evaluate
+from bmpose.runtime import boxes as boxes_mod
+from bmpose.runtime import predict as infer
+from bmpose.runtime.results import dataset_sigmas, metric_options
+from bmpose.errors import BmposeError
+from bmpose.manifest import atomic_file, hash_inputs, tool_versions, write_manifest
+
+DEFAULT_SUBSET = 4
+
+
+def eval_dir(cfg) -> Path:
+    return cfg.artifacts / "eval"
+
+
+def subset_boxes(boxes: list, persons: int) -> list:
+    """Whole images, in annotation order, until `persons` boxes are reached: a subset COCOeval can score."""
+    out, images = [], []
+    for b in boxes:
+        if b.image_id not in images:
+            if len(out) >= persons:
+                break
+            images.append(b.image_id)
+        out.append(b)
+    return out
+
+
+def score(cfg, backend, boxes, ann, flip, sigmas, options, subset: bool) -> dict:
+    run = infer.predict(cfg, backend, boxes, flip, allow_slow=True)
+    results = infer.coco_results(cfg, run.predictions, sigmas, options)
+    ids = sorted({b.image_id for b in boxes}) if subset else None
+    stats = evaluate.coco_keypoint_ap(ann, results, sigmas=sigmas, image_ids=ids)
+    return {**stats, "persons": len(run.predictions), "seconds": round(run.seconds, 2),
+            "seconds_per_crop": round(run.seconds / max(1, len(run.predictions) * (2 if flip else 1)), 4),
+            "image_ids": ids}
+
+
+def run_eval(args) -> int:
+    cfg = config_mod.load(args.model)
+    ann_default, img_default = boxes_mod.bundled_sample()
+    ann = Path(args.coco_ann) if args.coco_ann else ann_default
+    img = Path(args.coco_img) if args.coco_img else (img_default if not args.coco_ann else ann.parent)
+    if args.boxes == "gt":
+        boxes = boxes_mod.gt_boxes(ann, img)
+    elif args.boxes.startswith("dets:"):
+        boxes = boxes_mod.det_boxes(Path(args.boxes[5:]), ann, img, boxes_mod.det_score_thr(cfg))
+    else:
+        raise BmposeError(f"--boxes {args.boxes!r}: expected gt or dets:JSON")
+    sigmas, options = dataset_sigmas(cfg), metric_options(cfg)
+    flip = bool(args.flip)
+    runtime = args.bmodel_runtime
+    n_subset = args.subset or DEFAULT_SUBSET
+
+    from bmpose.convert import list_bmodels
+    from bmpose.convert.export import ensure_onnx
+
+    onnx = ensure_onnx(cfg, args.checkpoint, batches=(4,), verbose=False)[4]
+    artifacts = [{"label": "onnx_fp32", "path": onnx, "kind": "onnx", "chip": None, "precision": "fp32",
+                  "batch": 4}]
+    for b in list_bmodels(cfg):
+        label = b["dir"].name
+        if runtime == "mlir":
+            artifacts.append({"label": label, "path": b["tpu_mlir"], "kind": "mlir", "chip": b["chip"],
+                              "precision": b["precision"], "batch": b["batch"], "bmodel": b["path"]})
+        else:
+            artifacts.append({"label": f"{label}_cmodel", "path": b["path"], "kind": "cmodel", "chip": b["chip"],
+                              "precision": b["precision"], "batch": b["batch"], "bmodel": b["path"]})
+    if args.artifacts:
+        unknown = set(args.artifacts) - {a["label"] for a in artifacts}
+        if unknown:
+            raise BmposeError(f"--artifacts {', '.join(sorted(unknown))}: not built (have: "
+                              f"{', '.join(a['label'] for a in artifacts)})")
+        artifacts = [a for a in artifacts if a["label"] in args.artifacts]
+
+    # the cmodel binds one chip per process: other chips' bmodels run in child processes
+    cm_chips = sorted({a["chip"] for a in artifacts if a["kind"] == "cmodel"})
+    if len(cm_chips) > 1:
+        for chip in cm_chips[1:]:
+            labels = [a["label"] for a in artifacts if a["kind"] == "cmodel" and a["chip"] == chip]
+            cmd = [sys.executable, "-m", "bmpose", "eval", "--model", str(cfg.path), "--bmodel-runtime",
+                   "cmodel", "--boxes", args.boxes, "--subset", str(n_subset), "--coco-ann", str(ann),
+                   "--coco-img", str(img), "--artifacts", *labels] + (["--flip"] if flip else []) + \
+                  (["--force"] if args.force else [])
+            if subprocess.run(cmd).returncode != 0:
+                raise BmposeError(f"eval of {', '.join(labels)} ({chip} cmodel) failed (see above)")
+        artifacts = [a for a in artifacts if a["kind"] != "cmodel" or a["chip"] == cm_chips[0]]
+
+    out_dir = eval_dir(cfg)
+    onnx_cache: dict = {}
+    rows = []
+    for a in artifacts:
+        subset = a["kind"] == "cmodel"
+        todo = subset_boxes(boxes, n_subset) if subset else boxes
+        inputs = {"annotations": ann, "artifact": a["path"], "bmodel": a.get("bmodel"),
+                  **({"detections": Path(args.boxes[5:])} if args.boxes.startswith("dets:") else {})}
+        opts = {"flip": flip, "boxes": args.boxes, "backend": a["kind"], "persons": len(todo),
+                "subset": subset, "metric": options, "config": cfg.summary()}
+        dest = out_dir / f"{a['label']}.json"
+        old = json.loads(dest.read_text()) if dest.is_file() else None
+        want_inputs = {k: v["sha256"] for k, v in hash_inputs(inputs).items()}
+        if (not args.force and old and old.get("inputs") == want_inputs
+                and old.get("options") == json.loads(json.dumps(opts, default=str))
+                and old.get("tools") == tool_versions()):
+            print(f"eval: {a['label']}: up to date, AP {old['AP']:.4f}")
+            rows.append(old)
+            continue
+        from bmpose.runtime.backends import open_backend
+
+        backend = open_backend(a["path"], a["chip"], kind=a["kind"])
+        print(f"eval: {a['label']}: {len(todo)} persons on {backend.describe()}")
+        stats = score(cfg, backend, todo, ann, flip, sigmas, options, subset)
+        key = len(todo)
+        if key not in onnx_cache:  # the ONNX AP of the same persons, so a subset row has its own reference
+            onnx_cache[key] = (stats if a["kind"] == "onnx" else
+                               score(cfg, open_backend(onnx, kind="onnx"), todo, ann, flip, sigmas, options, subset))
+        row = {"label": a["label"], "artifact": str(a.get("bmodel") or a["path"]), "backend": a["kind"],
+               "chip": a["chip"], "precision": a["precision"], "batch": a["batch"], **stats,
+               "subset": (f"first {len(stats['image_ids'])} images ({stats['persons']} persons) of {ann.name}"
+                          if subset else f"all of {ann.name}"),
+               "onnx_AP_same_persons": onnx_cache[key]["AP"],
+               "inputs": want_inputs, "options": json.loads(json.dumps(opts, default=str)),
+               "tools": tool_versions()}
+        with atomic_file(dest) as tmp:
+            tmp.write_text(json.dumps(row, indent=2) + "\n")
+        rows.append(row)
+        print(f"eval: {a['label']}: AP {row['AP']:.4f} (ONNX on the same persons {row['onnx_AP_same_persons']:.4f})"
+              f", {row['seconds_per_crop']:.3f} s/crop")
+    if rows:
+        write_manifest(out_dir, stage="eval", inputs={"annotations": ann},
+                       options={"flip": flip, "boxes": args.boxes, "bmodel_runtime": runtime},
+                       outputs=sorted(p.name for p in out_dir.glob("*.json") if p.name != "manifest.json"),
+                       checks={r["label"]: r["AP"] for r in rows})
+    print(f"\n{'label':<28} {'AP':>7} {'AP50':>7} {'AP75':>7} {'AR':>7} {'dAP':>8}  persons")
+    for r in rows:
+        print(f"{r['label']:<28} {r['AP']:7.4f} {r['AP50']:7.4f} {r['AP75']:7.4f} {r['AR']:7.4f} "
+              f"{r['AP'] - r['onnx_AP_same_persons']:+8.4f}  {r['persons']}{' (subset)' if r.get('image_ids') else ''}")
+    return 0

@@ -1,0 +1,194 @@
+"""Benchmarks for `bmpose bench`, each measured within one run so its ratios are comparable.
+
+`BENCHMARKS` (at the bottom) names them: `calib` (LMDB crops/s), `infer` (persons/s on ONNX Runtime vs mmpose,
+stage costs per person), `simulators` (cmodel vs pymlir seconds per crop). Each is `fn(cfg, args) -> rows`,
+a row being {"case": ..., then any numbers}.
+"""
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from bmpose import config as config_mod
+from bmpose.calib.select import CalibWarning, _coco_jobs
+from bmpose.calib.store import LMDB_NAME, build_lmdb
+from bmpose.pose import decode
+from bmpose.pose.normalize import normalize
+from bmpose.runtime.boxes import PersonBox, bundled_sample, gt_boxes
+from bmpose.runtime.predict import predict, prepare, run_batches
+
+
+def format_table(rows: list[dict]) -> str:
+    if not rows:
+        return "(no rows)"
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    cells = [[str(r.get(c, "")) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths))  # noqa: E731
+    return "\n".join([line(cols), line(["-" * w for w in widths])] + [line(r) for r in cells])
+
+
+def bench_calib(cfg, args) -> list[dict]:
+    """crops/s building an LMDB from the bundled COCO sample (repeated to a few hundred crops), 1 worker vs all
+    cores, and LMDB bytes per 100 crops."""
+    import tempfile
+
+    ann = config_mod.DATA_DIR / "coco_val_mini" / "person_keypoints_val2017_subset.json"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CalibWarning)
+        jobs, _, _, _ = _coco_jobs(ann, ann.parent / "images", 10 ** 6, 0, 1, 1)
+    repeat = max(1, 640 // sum(len(p) for _, p in jobs))
+    many, idx = [], 0
+    for _ in range(repeat):
+        for file, persons in jobs:
+            many.append((file, [{**p, "idx": (idx := idx + 1)} for p in persons]))
+    rows = []
+    cores = os.cpu_count() or 1
+    for workers in sorted({1, cores}):
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            count = build_lmdb(many, Path(tmp) / LMDB_NAME, cfg.input_size, cfg.padding, {"bench": True},
+                               workers=workers, progress=False)
+            dt = time.perf_counter() - t0
+            size = sum(f.stat().st_size for f in (Path(tmp) / LMDB_NAME).iterdir())
+        rows.append({"benchmark": "calib", "case": f"build LMDB, {workers} worker(s), {len(many)} images",
+                     "crops": count, "seconds": round(dt, 3), "crops_per_s": round(count / dt, 1),
+                     "lmdb_bytes_per_100_crops": round(size * 100 / count)})
+    return rows
+
+
+def _bench_persons(cfg, n: int = 24) -> list[PersonBox]:
+    boxes = gt_boxes(*bundled_sample())
+    return [b for b in boxes if b.bbox[2] * b.bbox[3] > 0][:n]
+
+
+def bench_infer(cfg, args) -> list[dict]:
+    """End-to-end persons/s (read, crop, normalise, network, decode; the config's flip test) on ONNX Runtime
+    at batch 1 and 4 vs mmpose's `inference_topdown`, same checkpoint and boxes, in this one run; plus the
+    preprocessing and decode cost per person."""
+    from bmpose.runtime.backends import open_backend
+    from bmpose.weights.checkpoint import build_model
+    from bmpose.convert.export import ensure_onnx
+    from bmpose.weights.mmpose_shim import import_mmpose
+
+    boxes = _bench_persons(cfg)
+    onnx = ensure_onnx(cfg, args.checkpoint, batches=(1, 4), verbose=False)
+    flip = cfg.flip_test
+    rows = []
+
+    import_mmpose()
+    from mmpose.apis import inference_topdown
+
+    model = build_model(cfg, args.checkpoint)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        by_image: dict = {}
+        for b in boxes:  # one call per image with all its boxes: mmpose's fastest use of its API
+            by_image.setdefault(str(b.file), []).append(b.xyxy)
+        t_mm = timed(lambda: [inference_topdown(model, f, np.stack(xyxy), "xyxy") for f, xyxy in by_image.items()],
+                     2)
+    mm_pps = len(boxes) / t_mm
+    rows.append({"benchmark": "infer", "case": "mmpose inference_topdown (PyTorch CPU)", "persons": len(boxes),
+                 "persons_per_s": round(mm_pps, 1), "x_vs_mmpose": 1.0})
+    for batch in (1, 4):
+        backend = open_backend(onnx[batch], kind="onnx")
+        t = timed(lambda: predict(cfg, backend, boxes, flip, progress=False))
+        rows.append({"benchmark": "infer", "case": f"bmpose ONNX Runtime b{batch}", "persons": len(boxes),
+                     "persons_per_s": round(len(boxes) / t, 1), "x_vs_mmpose": round(len(boxes) / t / mm_pps, 2)})
+    # stage costs per person
+    skipped: list = []
+    t_pre = timed(lambda: normalize(np.stack([c.image for c in prepare(cfg, boxes, skipped)[1]]), cfg.mean,
+                                    cfg.std, network_rgb=cfg.bgr_to_rgb))
+    hm = run_batches(open_backend(onnx[4], kind="onnx"),
+                     normalize(np.stack([c.image for c in prepare(cfg, boxes, skipped)[1]]), cfg.mean, cfg.std),
+                     progress=False)
+    t_dec = timed(lambda: decode.decode(hm, cfg.codec))
+    rows.append({"benchmark": "infer", "case": "preprocess (read+crop+normalise) per person",
+                 "ms_per_person": round(1e3 * t_pre / len(boxes), 3)})
+    rows.append({"benchmark": "infer", "case": f"decode ({cfg.codec['type']}) per person",
+                 "ms_per_person": round(1e3 * t_dec / len(boxes), 3)})
+    return rows
+
+
+def cmodel_seconds_per_crop(path: str, chip: str, x: np.ndarray) -> tuple[float, np.ndarray]:
+    """One bmodel on the cmodel -> (seconds per crop, heatmaps). Call it in a process of the chip's own
+    (TPU-MLIR's runtime: one chip per process), e.g. a spawned multiprocessing pool."""
+    from bmpose.runtime.backends import open_backend
+
+    cm = open_backend(path, chip, kind="cmodel")
+    t0 = time.perf_counter()
+    y = cm.run(x)
+    return (time.perf_counter() - t0) / len(x), y
+
+
+def bench_simulators(cfg, args) -> list[dict]:
+    """Seconds per crop of each built bmodel on the cmodel and of its deployed tpu.mlir on pymlir, same crops,
+    with their agreement. Every chip's cmodel runs in a fresh process of its own (spawned), so one run covers
+    both chips."""
+    import multiprocessing
+
+    from bmpose.runtime.backends import open_backend
+    from bmpose.convert import list_bmodels
+
+    bmodels = list_bmodels(cfg)
+    if not bmodels:
+        return [{"benchmark": "simulators", "case": "no bmodel built (make fp32 / make int8)"}]
+    boxes = _bench_persons(cfg, 4)
+    skipped: list = []
+    x = normalize(np.stack([c.image for c in prepare(cfg, boxes, skipped)[1]]), cfg.mean, cfg.std)
+    # pymlir first, with no simulator process alive: a busy or spinning neighbour on a 2-core machine slows
+    # pymlir's many short parallel ops tenfold (measured), which would make the ratio meaningless.
+    mlir = {}
+    for b in bmodels:
+        xb = x[:b["batch"]]
+        ml = open_backend(b["tpu_mlir"], b["chip"], kind="mlir")
+        ml.run(xb)  # first call reads the weights
+        mlir[b["dir"]] = timed(lambda: ml.run(xb), 3) / len(xb), ml.run(xb)
+    rows = []
+    for chip in dict.fromkeys(b["chip"] for b in bmodels):
+        with multiprocessing.get_context("spawn").Pool(1) as cmodel_process:
+            for b in (b for b in bmodels if b["chip"] == chip):
+                t_ml, y_ml = mlir[b["dir"]]
+                t_cm, y_cm = cmodel_process.apply(cmodel_seconds_per_crop, (str(b["path"]), chip, x[:b["batch"]]))
+                rows.append({"benchmark": "simulators", "case": b["dir"].name, "mlir_s_per_crop": round(t_ml, 3),
+                             "cmodel_s_per_crop": round(t_cm, 3), "x_mlir_vs_cmodel": round(t_cm / t_ml, 1),
+                             "max_abs_cmodel_vs_mlir": float(np.abs(y_cm - y_ml).max())})
+    rows += _bench_mlir_pool(bmodels, x)
+    return rows
+
+
+def _bench_mlir_pool(bmodels, x) -> list[dict]:
+    """What eval gets from spreading pymlir over all cores (MlirBackend.run_many): INT8 batch-1 bmodels, a run
+    of 4 crops per core, one process vs a pool of one per core (its start-up included)."""
+    from bmpose.runtime.backends.mlir import MlirBackend
+
+    cores = os.cpu_count() or 1
+    crops = np.concatenate([x] * cores)[:4 * cores]
+    rows = []
+    for b in (b for b in bmodels if b["precision"] == "int8" and b["batch"] == 1):
+        seconds = {}
+        for workers in (1, cores):
+            ml = MlirBackend(b["tpu_mlir"], b["chip"], workers=workers)
+            ml.pool_worth_s = 0.0
+            seconds[workers] = timed(lambda: run_batches(ml, crops, progress=False), 1) / len(crops)
+        rows.append({"benchmark": "simulators", "case": f"{b['dir'].name} eval run, {len(crops)} crops",
+                     "mlir_s_per_crop": round(seconds[1], 3), f"mlir_{cores}proc_s_per_crop": round(seconds[cores], 3),
+                     "x_pool_vs_one": round(seconds[1] / seconds[cores], 2)})
+    return rows
+
+
+def timed(fn, repeat=3) -> float:
+    """Best wall time of `repeat` calls (the least disturbed by other load)."""
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+BENCHMARKS = {"calib": bench_calib, "infer": bench_infer, "simulators": bench_simulators}

@@ -1,0 +1,315 @@
+"""`bmpose study --model M` (`make study`): which INT8 calibration settings cost the least COCO AP.
+
+For each chip x calibration method (kl, mse, max, percentile9999) x FP32 layers:
+  none    every layer INT8 (no qtable at all)
+  auto    the automatic FP32 tail (bmpose.build.qtable.auto_tail; what `bmpose build` does), + the config's qtable
+  search  the tail + the layers TPU-MLIR's search_qtable finds for that chip (`--search`)
+an INT8 batch-1 bmodel is built with bmpose's build driver into artifacts/<model>/study/<chip>_<method>_<layers>/
+(the default builds are untouched; every variant has its own manifest, so a rerun skips what is built) and
+its deployed *_tpu.mlir is run through the mlir backend on the whole evaluation set (default: the 51 persons of
+tests/data/person_keypoints_bundled.json, the trained fixture's training persons, ground-truth boxes), giving
+COCO AP, AP drop vs ONNX FP32 on the same crops, and heatmap cosine vs ONNX (mean and worst crop). The ONNX
+FP32 and the FP32 bmodel (mlir backend) are the reference rows. search_qtable runs the model hundreds of times
+on pymlir (2-3 min per chip for kl, seconds where the all-INT8 model already meets int8_cos): --search-methods
+limits it, and its time is recorded. Results: artifacts/<model>/study/study.json (rows for the report's study
+section, the per-layer compare CSV of the default variant for its plot) and study.md; evaluations are cached
+in study/eval/.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bmpose import config as config_mod
+from bmpose.errors import BmposeError
+from bmpose.manifest import atomic_file, hash_inputs, read_manifest, tool_versions, write_manifest
+
+METHODS = ("kl", "mse", "max", "percentile9999")
+LAYERS = ("none", "auto", "search")
+STUDY_VERSION = 1
+
+
+def study_dir(cfg) -> Path:
+    return cfg.artifacts / "study"
+
+
+def eval_set() -> tuple[Path, Path]:
+    """The trained fixture's 51 persons (all bundled COCO persons): annotation json, image root."""
+    return config_mod.DATA_DIR / "person_keypoints_bundled.json", config_mod.DATA_DIR
+
+
+def eval_boxes(ann: Path, img: Path) -> list:
+    """Ground-truth boxes of the persons mmpose's top-down COCO dataset keeps (not crowd, >= 1 keypoint): the
+    fixture's 51 training persons for the bundled file."""
+    from bmpose.cocodata import load_coco_keypoints
+    from bmpose.runtime.boxes import PersonBox
+
+    coco = load_coco_keypoints(ann, img)
+    return [PersonBox(p.image_id, Path(p.file), p.bbox, 1.0, p.bbox_xyxy, f"{ann}: annotation {p.ann_id}")
+            for p in coco.persons() if p.num_keypoints > 0 and not p.iscrowd]
+
+
+
+
+@dataclasses.dataclass
+class Variant:
+    label: str
+    chip: str | None
+    precision: str
+    method: str | None = None
+    layers: str | None = None
+    artifact: Path | None = None      # onnx file or deployed *_tpu.mlir
+    build_dir: Path | None = None
+    error: str | None = None
+
+
+# ---------------------------------------------------------------------------------------------- building
+
+def build_variants(cfg, args, chips, methods, search_methods) -> tuple[list[Variant], dict]:
+    """Every bmodel of the study (built or reused) through bmpose.build's stages; -> (variants, search facts)."""
+    from bmpose.convert import deploy, steps
+    from bmpose.calib.calibset import ensure_calib
+    from bmpose.convert.export import ensure_onnx
+
+    num = int(cfg.calibration.get("num", 100))
+    calib = {"spec": "coco", "coco_ann": None, "coco_img": None, "num": num}   # what `bmpose build` uses
+    lmdb = ensure_calib(cfg, "coco", num=num)
+    crops = steps.ensure_cali_inputs(cfg, lmdb, num)
+    onnx = ensure_onnx(cfg, args.checkpoint, batches=(1, 4), verbose=False)
+    mlir1 = steps.ensure_transform(cfg, 1, onnx[1], crops, args.checkpoint)
+    # The study records poor variants instead of failing them: no heatmap gate on its builds (the search
+    # still aims at the config's int8_cos).
+    loose = dataclasses.replace(cfg, tolerances={**cfg.tolerances, "int8_cos": 0.0})
+    user_q = [cfg.qtable] if cfg.qtable else []
+    out = study_dir(cfg)
+    variants = [Variant("onnx_fp32", None, "fp32", artifact=onnx[4])]
+    tables, search = {}, {}
+    for chip in chips:
+        v = Variant(f"{chip}_fp32", chip, "fp32")
+        variants.append(_deploy(cfg, v, out / f"{chip}_fp32_b1", mlir1, args,
+                                deploy.deploy_options(cfg, chip, "fp32", 1, method=None, user_qtables=[],
+                                                     search=False, checkpoint=args.checkpoint, calib=None)))
+        for method in methods:
+            if method not in tables:
+                t0 = time.monotonic()
+                tables[method] = steps.ensure_cali_table(cfg, mlir1, crops, method, num)
+                print(f"study: calibration {method}: {tables[method]} ({time.monotonic() - t0:.1f} s)")
+            for layers in args.layers:
+                if layers == "search" and method not in search_methods:
+                    continue
+                v = Variant(f"{chip}_{method}_{layers}", chip, "int8", method, layers)
+                searched = None
+                if layers == "search":
+                    t0 = time.monotonic()
+                    try:
+                        searched = steps.ensure_search(cfg, mlir1, crops, tables[method], chip, num)
+                    except BmposeError as e:
+                        v.error = f"search_qtable: {e}"
+                        variants.append(v)
+                        continue
+                    m = read_manifest(searched.parent) or {}
+                    search[f"{chip}_{method}"] = {"seconds": m.get("checks", {}).get("seconds"),
+                                                  "layers": m.get("checks", {}).get("layers"),
+                                                  "wall_s_this_run": round(time.monotonic() - t0, 1)}
+                opts = deploy.deploy_options(loose, chip, "int8", 1, method=method,
+                                            user_qtables=[] if layers == "none" else user_q,
+                                            search=layers == "search", checkpoint=args.checkpoint, calib=calib)
+                opts["fp32_layers"] = layers
+                opts["tpu_layer_tolerance"] = "0.0,-1000"   # record, do not refuse, what an all-INT8 head does
+                variants.append(_deploy(loose, v, out / f"{v.label}_b1", mlir1, args, opts, tables[method],
+                                        [] if layers == "none" else user_q, searched, auto_tail=layers != "none"))
+    return variants, search
+
+
+def _deploy(cfg, v: Variant, out: Path, mlir1: Path, args, options, table=None, user_q=(), searched=None,
+            auto_tail=True) -> Variant:
+    from bmpose.convert import deploy
+
+    t0 = time.monotonic()
+    try:
+        d, built = deploy.ensure_bmodel(cfg, v.chip, v.precision, 1, mlir=mlir1, options=options, cali_table=table,
+                                       user_qtables=user_q, searched=searched, out=out, auto_tail=auto_tail)
+    except BmposeError as e:
+        print(f"study: {v.label}: FAILED: {e}", file=sys.stderr)
+        v.error = str(e).splitlines()[0]
+        return v
+    m = read_manifest(d)
+    v.build_dir, v.artifact = d, d / m["tpu_mlir"]
+    print(f"study: {v.label}: {'built' if built else 'up to date'} ({time.monotonic() - t0:.1f} s)")
+    return v
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+
+def evaluate_variant(cfg, v: Variant, boxes, ann: Path, flip: bool, force: bool) -> dict:
+    """COCO AP and heatmaps of one artifact (cached in study/eval/<label>.json with its inputs' hashes)."""
+    from bmpose.evaluate import coco as evaluate
+    from bmpose.runtime import predict as infer
+    from bmpose.runtime.results import dataset_sigmas, metric_options
+    from bmpose.runtime.backends import open_backend
+
+    inputs = {"annotations": ann, "artifact": v.artifact}
+    if v.chip is not None:   # a deployed tpu.mlir: its weight file counts too
+        m = read_manifest(v.build_dir)
+        inputs["weights"] = v.build_dir / m["tpu_weights"]
+    opts = {"flip": flip, "persons": len(boxes), "config": cfg.summary(), "version": STUDY_VERSION}
+    want = {k: r["sha256"] for k, r in hash_inputs(inputs).items()}
+    dest = study_dir(cfg) / "eval" / f"{v.label}.json"
+    hm_file = dest.with_suffix(".npy")
+    old = json.loads(dest.read_text()) if dest.is_file() else None
+    if (not force and old and old["inputs"] == want and old["options"] == json.loads(json.dumps(opts, default=str))
+            and old["tools"] == tool_versions() and hm_file.is_file()):
+        return {**old, "heatmaps": np.load(hm_file)}
+    backend = open_backend(v.artifact, v.chip, kind="onnx" if v.chip is None else "mlir")
+    run = infer.predict(cfg, backend, boxes, flip, progress=True, allow_slow=True, keep_heatmaps=True)
+    results = infer.coco_results(cfg, run.predictions, dataset_sigmas(cfg), metric_options(cfg))
+    stats = evaluate.coco_keypoint_ap(ann, results, sigmas=dataset_sigmas(cfg))
+    row = {"label": v.label, **stats, "persons": len(run.predictions), "seconds": round(run.seconds, 2),
+           "inputs": want, "options": json.loads(json.dumps(opts, default=str)), "tools": tool_versions()}
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(hm_file) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, run.heatmaps.astype(np.float32))
+    with atomic_file(dest) as tmp:
+        tmp.write_text(json.dumps(row, indent=2) + "\n")
+    return {**row, "heatmaps": run.heatmaps}
+
+
+def heatmap_cosines(hm: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Cosine per crop (all keypoint heatmaps of a crop as one vector)."""
+    a, b = hm.reshape(len(hm), -1).astype(np.float64), ref.reshape(len(ref), -1).astype(np.float64)
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+# ---------------------------------------------------------------------------------------------- output
+
+def make_rows(cfg, variants: list[Variant], evals: dict, onnx_ap: float) -> list[dict]:
+    ref = evals["onnx_fp32"]["heatmaps"]
+    rows = []
+    for v in variants:
+        e = evals.get(v.label)
+        m = read_manifest(v.build_dir) if v.build_dir else None
+        cos = heatmap_cosines(e["heatmaps"], ref) if e else None
+        rows.append({
+            "chip": v.chip or "-", "precision": v.precision.upper(), "method": v.method or "-",
+            "fp32_layers": v.layers or "-",
+            "n_fp32": len(m.get("fp32_layers", [])) if m and v.precision == "int8" else None,
+            "AP": e["AP"] if e else None, "dAP": (e["AP"] - onnx_ap) if e else None,
+            "AP50": e["AP50"] if e else None, "AP75": e["AP75"] if e else None,
+            "hm_cos_mean": float(cos.mean()) if cos is not None else None,
+            "hm_cos_min": float(cos.min()) if cos is not None else None,
+            "build_s": m.get("build_seconds") if m else None,
+            "eval_s": e["seconds"] if e else None,
+            "error": v.error,
+        })
+    return rows
+
+
+def choose(rows: list[dict], chips, cfg) -> dict:
+    """The measured best INT8 variant per chip (highest AP; ties -> fewer FP32 layers, then heatmap cosine)
+    and the best (method, fp32_layers) over both chips (lowest worst-chip AP drop)."""
+    int8 = [r for r in rows if r["precision"] == "INT8" and r["AP"] is not None]
+    best = {}
+    for chip in chips:
+        mine = [r for r in int8 if r["chip"] == chip]
+        if mine:
+            b = max(mine, key=lambda r: (round(r["AP"], 4), -(r["n_fp32"] or 0), r["hm_cos_mean"]))
+            best[chip] = {k: b[k] for k in ("method", "fp32_layers", "AP", "dAP", "hm_cos_mean")}
+    combos = {}
+    for r in int8:
+        combos.setdefault((r["method"], r["fp32_layers"]), {})[r["chip"]] = r
+    overall = [(min(round(x["dAP"], 4) for x in by.values()), -sum(x["n_fp32"] or 0 for x in by.values()),
+                min(x["hm_cos_mean"] for x in by.values()), k) for k, by in combos.items() if len(by) == len(chips)]
+    top = max(overall) if overall else None
+    default = (cfg.calibration.get("method", "kl"), "auto")
+    return {"per_chip": best,
+            "overall": {"method": top[3][0], "fp32_layers": top[3][1], "worst_chip_dAP": top[0]} if top else None,
+            "config_default": {"method": default[0], "fp32_layers": default[1],
+                               "dAP": {c: combos.get(default, {}).get(c, {}).get("dAP") for c in chips}}}
+
+
+def to_markdown(study: dict) -> str:
+    cols = ["chip", "precision", "method", "fp32_layers", "n_fp32", "AP", "dAP", "AP50", "AP75", "hm_cos_mean",
+            "hm_cos_min", "build_s", "eval_s", "error"]
+
+    def fmt(v):
+        if v is None:
+            return "-"
+        if isinstance(v, float):
+            return f"{v:.4f}" if abs(v) < 10 else f"{v:.1f}"
+        return str(v)
+
+    lines = [f"# Calibration study: {study['model']}", "", study["setup"], "",
+             "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in study["rows"]]
+    lines += ["", "search_qtable: " + json.dumps(study["search"]), "", "choice: " + json.dumps(study["choice"]),
+              "", f"total {study['seconds']:.0f} s"]
+    return "\n".join(lines) + "\n"
+
+
+def run_study(cfg, args) -> dict:
+    """Build, evaluate and tabulate every variant; writes study/{study.md,study.json,manifest.json}."""
+    t_start = time.monotonic()
+    chips = tuple(args.chips or cfg.chips)
+    for m in args.methods:
+        from bmpose.convert.steps import CALI_METHODS
+
+        if m not in CALI_METHODS:
+            raise BmposeError(f"--methods {m}: unknown calibration method (choose from {', '.join(CALI_METHODS)})")
+    search_methods = set(args.methods if args.search_methods == ["all"] else args.search_methods)
+    ann, img = (Path(args.coco_ann), Path(args.coco_img or Path(args.coco_ann).parent)) if args.coco_ann \
+        else eval_set()
+
+    variants, search = build_variants(cfg, args, chips, args.methods, search_methods)
+    boxes = eval_boxes(ann, img)
+    flip = cfg.flip_test and not args.no_flip
+    evals = {}
+    for v in variants:
+        if v.artifact is None:
+            continue
+        e = evaluate_variant(cfg, v, boxes, ann, flip, args.force_eval)
+        evals[v.label] = e
+        print(f"study: {v.label}: AP {e['AP']:.4f} ({e['persons']} persons, {e['seconds']:.1f} s)")
+    onnx_ap = evals["onnx_fp32"]["AP"]
+    rows = make_rows(cfg, variants, evals, onnx_ap)
+    default = next((v for v in variants if v.precision == "int8" and v.layers == "auto"
+                    and v.method == cfg.calibration.get("method", "kl") and v.build_dir), None)
+    layer_plots = [{"chip": v.chip, "title": f"{v.chip}, {v.method}, automatic FP32 tail",
+                    "csv": str(v.build_dir / "compare.csv")}
+                   for v in variants if v.precision == "int8" and v.layers == "auto" and v.build_dir
+                   and v.method == cfg.calibration.get("method", "kl")]
+    study = {
+        "version": STUDY_VERSION, "model": cfg.name, "checkpoint": args.checkpoint or cfg.checkpoint,
+        "setup": (f"INT8 batch-1 bmodels, calibration on {cfg.calibration.get('num')} requested crops of the "
+                  f"bundled coco_val_mini; evaluated through the mlir backend (deployed *_tpu.mlir on pymlir) on "
+                  f"{len(boxes)} persons of {ann.name} with ground-truth boxes{', flip test' if flip else ''}; "
+                  f"dAP = AP - ONNX FP32 AP ({onnx_ap:.4f}) on the same crops; hm_cos = heatmap cosine vs ONNX per "
+                  f"crop (mean, worst). fp32_layers: none = all INT8, auto = automatic FP32 tail, search = tail + "
+                  f"TPU-MLIR search_qtable (methods: {', '.join(sorted(search_methods))})."),
+        "eval_set": {"annotations": str(ann), "images": str(img), "persons": len(boxes), "flip": flip},
+        "onnx_AP": onnx_ap, "rows": rows, "search": search, "layer_plots": layer_plots,
+        "default_variant": default.label if default else None,
+    }
+    study["choice"] = choose(rows, chips, cfg)
+    study["seconds"] = round(time.monotonic() - t_start, 1)
+    out = study_dir(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_file(out / "study.md") as tmp:
+        tmp.write_text(to_markdown(study))
+    with atomic_file(out / "study.json") as tmp:
+        tmp.write_text(json.dumps(study, indent=2, default=str) + "\n")
+    # what the table was made from: every variant's build manifest and evaluation record
+    inputs = {"annotations": ann,
+              **{f"build/{v.label}": v.build_dir / "manifest.json" for v in variants if v.build_dir},
+              **{f"eval/{k}": out / "eval" / f"{k}.json" for k in evals}}
+    write_manifest(out, stage="study", inputs=inputs,
+                   options={"chips": list(chips), "methods": args.methods, "layers": args.layers,
+                            "search_methods": sorted(search_methods), "flip": flip,
+                            "checkpoint": args.checkpoint or cfg.checkpoint},
+                   outputs=["study.json", "study.md"], checks={"choice": study["choice"]["overall"]})
+    return study

@@ -1,0 +1,64 @@
+"""The few TPU-MLIR pieces the device-free backends share: its package on sys.path, chip of a bmodel."""
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+from bmpose import kernels
+from bmpose.errors import BmposeError
+
+
+@functools.lru_cache(None)
+def tpu_mlir_root() -> Path:
+    """Import tpu_mlir (it sets TPUC_ROOT, PATH, PYTHONPATH for its tools) and put its python/ on sys.path,
+    where its runtimes (pyruntime_bm, pymlir) live as top-level modules. oneDNN's kernels are pinned first
+    (bmpose.kernels): every TPU-MLIR runtime in this process, and every process it spawns, computes alike."""
+    kernels.pin()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # its __init__ imports pkg_resources
+        try:
+            import tpu_mlir
+        except ImportError:
+            raise BmposeError("tpu_mlir is not installed in this environment (run `make setup`)") from None
+    root = Path(tpu_mlir.__file__).resolve().parent
+    for p in (root, root / "python"):
+        if str(p) not in sys.path:
+            sys.path.append(str(p))
+    return root
+
+
+def bmodel_chip(path: str | os.PathLike) -> str:
+    """The chip a bmodel was built for, as TPU-MLIR's `model_tool --chip` says (e.g. "BM1684X")."""
+    root = tpu_mlir_root()
+    tool = root / "bin" / "model_tool"
+    try:
+        out = subprocess.run([str(tool), "--chip", str(path)], capture_output=True, text=True, timeout=60)
+    except OSError as e:
+        raise BmposeError(f"{path}: cannot run {tool} ({e.strerror})") from None
+    chip = out.stdout.strip().splitlines()[-1].strip() if out.stdout.strip() else ""
+    if out.returncode != 0 or not chip:
+        raise BmposeError(f"{path}: not a readable bmodel (model_tool --chip failed)")
+    return chip
+
+
+def _module_attr(path: str | os.PathLike, name: str) -> str | None:
+    import re
+
+    with open(path, errors="replace") as fh:
+        head = fh.read(8192)
+    m = re.search(r'module\.%s\s*=\s*"([^"]+)"' % name, head)
+    return m.group(1) if m else None
+
+
+def mlir_chip(path: str | os.PathLike) -> str | None:
+    """The chip of a deployed tpu.mlir (its `module.chip` attribute), None when it has none."""
+    return _module_attr(path, "chip")
+
+
+def mlir_weight_file(path: str | os.PathLike) -> str | None:
+    """The weight npz a (top or tpu) mlir names (`module.weight_file`), relative to its folder."""
+    return _module_attr(path, "weight_file")

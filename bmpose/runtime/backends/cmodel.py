@@ -1,0 +1,87 @@
+"""A bmodel on TPU-MLIR's chip simulator (cmodel), in-process through its bmodel runtime `pyruntime_bm`.
+
+The runtime loads `lib/libcmodel.so` lazily when a model is opened; that link is shared by every TPU-MLIR
+process on the machine, so we switch it to `libcmodel_<chip>.so` and open the model while holding the same
+lock file TPU-MLIR's model_runner takes (/tmp/cmodel_so.lock). Once loaded, the simulator stays bound to that
+chip for the life of the process: one chip per process (a second chip raises). We do not call model_runner's
+`model_inference`: it writes a context directory next to the bmodel on every call.
+
+The simulator is slow (HRNet-W32: 9-15 s per crop measured here): callers show progress and refuse a whole
+dataset unless asked (see bmpose.infer).
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+
+import numpy as np
+
+from bmpose.errors import BmposeError
+from bmpose.runtime.backends.base import Backend, check_chip
+from bmpose.runtime.backends._tpu_mlir import bmodel_chip, tpu_mlir_root
+
+CMODEL_LOCK = "/tmp/cmodel_so.lock"
+_bound_chip: str | None = None
+
+
+def _runtime_for(chip: str):
+    """pyruntime_bm with the simulator of `chip` loaded (switching the shared link under TPU-MLIR's lock)."""
+    global _bound_chip
+    if _bound_chip is not None and _bound_chip != chip:
+        raise BmposeError(f"the bmodel simulator of this process is bound to {_bound_chip.lower()}; a "
+                          f"{chip.lower()} bmodel needs its own process (one chip per process)")
+    tpu_mlir_root()
+    from filelock import FileLock
+    from tools import model_runner as mr  # TPU-MLIR's: its chip -> libcmodel mapping and link helpers
+
+    lock = FileLock(CMODEL_LOCK)
+    with lock, contextlib.redirect_stdout(io.StringIO()):
+        mr.link_cmodel_so(chip)
+        mr.link_bmlib_so(chip)
+        rt = importlib.import_module("pyruntime_bm")
+    return rt, lock
+
+
+class CmodelBackend(Backend):
+    kind = "cmodel"
+    slow = True
+
+    def __init__(self, path, chip: str | None = None):
+        global _bound_chip
+        super().__init__(path)
+        actual = bmodel_chip(path)
+        check_chip(path, actual, chip)
+        self.chip = actual.lower()
+        rt, lock = _runtime_for(actual)
+        # Opening the model dlopens libcmodel.so: do it under the lock, so the link still points at our chip;
+        # from then on the loaded library stays ours whatever the link says.
+        with lock:
+            try:
+                self.model = rt.Model(str(path), 0, "")
+            except Exception as e:
+                raise BmposeError(f"{path}: the bmodel runtime cannot load it ({e})") from None
+            _bound_chip = actual
+        self.net = self.model.Net(self.model.networks[0])
+        if len(self.net.inputs) != 1:
+            raise BmposeError(f"{path}: expected one input, the bmodel has {len(self.net.inputs)}")
+        self.input_shape = tuple(self.net.inputs[0].data.shape)
+        self.batch_size = self.input_shape[0]
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        from utils.lowering import lowering  # TPU-MLIR's float -> input dtype conversion
+
+        x = self.check_input(x)
+        inp = self.net.inputs[0]
+        inp.data.reshape(-1)[:] = lowering(x, pdtype=inp.dtype, pshape=x.shape, pzero_point=inp.qzero_point,
+                                           pscale=inp.qscale).flatten()
+        shapes = self.net.forward_dynamic([list(x.shape)])
+        out = self.net.outputs[0]
+        data = out.data
+        if data.dtype in (np.int8, np.uint8) and out.qscale != 0:
+            data = (data.astype(np.float32) - out.qzero_point) * np.float32(out.qscale)
+        elif out.dtype in ("f16", "u16"):
+            data = data.astype(np.float32)
+        data = np.array(data, dtype=np.float32)
+        n = int(np.prod(shapes[0]))
+        return data.reshape(-1)[:n].reshape(shapes[0])

@@ -1,0 +1,174 @@
+"""Person boxes -> keypoints on any backend (what `bmpose infer`, `bmpose eval` and the study run).
+
+Pipeline (the same for every backend): read each image once, crop every person with the shared core
+(`pose.crop.crop_person`), normalise once (`pose.normalize`), group crops into batches of the model's batch
+size (the last one padded with copies, the padding dropped), run the backend, optionally the flip test (the
+flipped crops go through in the same batches as the plain ones), decode as the config's mmpose codec, map
+back through the inverse affine, then rescore + OKS-NMS as mmpose's CocoMetric (`runtime.results.to_coco_results`).
+
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from bmpose.errors import BmposeError
+from bmpose.pose import crop, decode, draw, skeleton
+from bmpose.pose.normalize import normalize
+from bmpose.pose.image_io import read_image
+from bmpose.runtime.boxes import PersonBox, check_box
+
+SLOW_LIMIT = 8  # persons a slow backend (the cmodel) runs without --allow-slow
+
+
+@dataclass
+class Prediction:
+    box: PersonBox
+    keypoints: np.ndarray        # (K, 2) image pixels
+    scores: np.ndarray           # (K,)
+    area: float                  # mmpose's bbox_scales product (for OKS-NMS)
+
+
+@dataclass
+class RunReport:
+    predictions: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)   # (file, reason)
+    seconds: float = 0.0
+    heatmaps: np.ndarray | None = None             # (N, K, h, w), only with predict(keep_heatmaps=True)
+
+
+# ---- the pose loop ----------------------------------------------------------------------------------------
+
+def prepare(cfg, boxes: list[PersonBox], skipped: list) -> tuple[list[PersonBox], list[crop.PersonCrop]]:
+    """Crop every box, reading each image once. Bad images are skipped (with all their boxes) and reported."""
+    by_file: dict[Path, list[PersonBox]] = {}
+    for b in boxes:
+        by_file.setdefault(b.file, []).append(b)
+    kept, crops = [], []
+    for file, group in by_file.items():
+        try:
+            image = read_image(file)
+        except BmposeError as e:
+            warnings.warn(f"skipping {file}: {e}", stacklevel=2)
+            skipped.append((str(file), str(e)))
+            continue
+        h, w = image.shape[:2]
+        for b in group:
+            check_box(b, w, h)
+            if b.xyxy is not None:
+                c = crop.crop_person(image, b.xyxy, cfg.input_size, cfg.padding, xyxy=True)
+            else:
+                c = crop.crop_person(image, b.bbox, cfg.input_size, cfg.padding)
+            kept.append(b)
+            crops.append(c)
+    return kept, crops
+
+
+def run_batches(backend, inputs: np.ndarray, progress: bool = True, desc: str = "infer") -> np.ndarray:
+    """Run (N, 3, H, W) through the backend in batches of its size; the last batch is padded with copies of
+    its last crop and the padding dropped."""
+    from tqdm import tqdm
+
+    bs = backend.batch_size
+    chunks, sizes = [], []
+    for i in range(0, len(inputs), bs):
+        chunk = inputs[i:i + bs]
+        sizes.append(len(chunk))
+        if len(chunk) < bs:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], bs - len(chunk), axis=0)])
+        chunks.append(chunk)
+    outs = []
+    with tqdm(total=len(inputs), desc=desc, unit="crop", disable=not progress, leave=False) as bar:
+        for n, y in zip(sizes, backend.run_many(chunks)):
+            outs.append(y[:n])
+            bar.update(n)
+    return np.concatenate(outs) if outs else np.zeros((0,), np.float32)
+
+
+def heatmaps_for(cfg, backend, inputs: np.ndarray, flip: bool, progress: bool = True) -> np.ndarray:
+    """Heatmaps of the crops; with flip, each crop's mirror runs right after it in the same batches."""
+    if not flip:
+        return run_batches(backend, inputs, progress)
+    both = np.stack([inputs, decode.flip_inputs(inputs)], axis=1).reshape(-1, *inputs.shape[1:])
+    hm = run_batches(backend, both, progress)
+    hm = hm.reshape(len(inputs), 2, *hm.shape[1:])
+    return decode.merge_flip(hm[:, 0], hm[:, 1], skeleton.FLIP_INDICES, cfg.shift_heatmap)
+
+
+def predict(cfg, backend, boxes: list[PersonBox], flip: bool = False, progress: bool = True,
+            allow_slow: bool = False, keep_heatmaps: bool = False) -> RunReport:
+    report = RunReport()
+    if backend.slow and len(boxes) * (2 if flip else 1) > SLOW_LIMIT and not allow_slow:
+        raise BmposeError(f"{backend.name}: the {backend.kind} simulator is slow (HRNet-W32: 9-15 s per crop) "
+                          f"and this run has {len(boxes)} persons{' x2 (flip)' if flip else ''}; use --limit N, the "
+                          f"mlir backend on the deployed *_tpu.mlir, or --allow-slow")
+    t0 = time.perf_counter()
+    kept, crops = prepare(cfg, boxes, report.skipped)
+    if not crops:
+        report.seconds = time.perf_counter() - t0
+        return report
+    x = normalize(np.stack([c.image for c in crops]), cfg.mean, cfg.std, network_rgb=cfg.bgr_to_rgb)
+    hm = heatmaps_for(cfg, backend, x, flip, progress)
+    if keep_heatmaps:  # e.g. the calibration study's heatmap cosine vs ONNX on the same crops
+        report.heatmaps = hm
+    kpts, scores = decode.decode(hm, cfg.codec)
+    for b, c, k, s in zip(kept, crops, kpts, scores):
+        report.predictions.append(Prediction(b, crop.input_to_image(k, c.center, c.scale, cfg.input_size), s,
+                                             float(np.prod(c.scale))))
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def coco_results(cfg, predictions: list[Prediction], sigmas=None, options: dict | None = None) -> list[dict]:
+    from bmpose.runtime.results import to_coco_results
+
+    instances = [{"image_id": p.box.image_id, "keypoints": p.keypoints, "keypoint_scores": p.scores,
+                  "bbox_score": p.box.score, "area": p.area, "bbox": p.box.bbox} for p in predictions]
+    return to_coco_results(instances, sigmas, **(options or {}))
+
+
+def draw_results(predictions: list[Prediction], out_dir: Path, kpt_thr: float = 0.3) -> list[str]:
+    by_file: dict[Path, list[Prediction]] = {}
+    for p in predictions:
+        by_file.setdefault(p.box.file, []).append(p)
+    written = []
+    for file, preds in by_file.items():
+        image = read_image(file)
+        for p in preds:
+            draw.draw_pose(image, p.keypoints, p.scores, p.box.bbox, kpt_thr=kpt_thr,
+                           label=f"{p.box.score:.2f}" if p.box.score < 1 else None)
+        name = Path(file).stem + ".jpg"
+        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 92])
+        if not ok:
+            raise BmposeError(f"{out_dir / name}: cannot encode the picture")
+        (out_dir / name).write_bytes(buf.tobytes())
+        written.append(name)
+    return written
+
+
+# ---- model selection --------------------------------------------------------------------------------------
+
+def open_model(cfg, backend_spec: list[str] | None, batch: int, checkpoint=None, chip: str | None = None):
+    """--backend onnx (our export at --batch) | bmodel PATH | mlir PATH -> an opened backend."""
+    from bmpose.runtime.backends import open_backend
+
+    spec = backend_spec or ["onnx"]
+    kind = spec[0]
+    if kind == "onnx":
+        if len(spec) > 1:
+            return open_backend(spec[1], chip, kind="onnx")
+        from bmpose.convert.export import ensure_onnx
+
+        path = ensure_onnx(cfg, checkpoint, batches=(batch,), verbose=False)[batch]
+        return open_backend(path, kind="onnx")
+    if kind in ("bmodel", "mlir", "cmodel", "sail"):
+        if len(spec) < 2:
+            raise BmposeError(f"--backend {kind} needs a path: --backend {kind} PATH")
+        b = open_backend(spec[1], chip, kind=None if kind == "bmodel" else kind)
+        return b
+    raise BmposeError(f"--backend {kind!r}: expected onnx, bmodel PATH or mlir PATH")

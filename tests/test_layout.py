@@ -1,0 +1,109 @@
+"""The package reads as the data flow: imports run one way (no cycles, counting imports inside functions and
+importlib lookups by name), the core imports nothing else of bmpose, nothing below the CLI imports the CLI,
+and long modules say why they are long."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parent.parent / "bmpose"
+MAX_LINES = 350
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for p in PKG.rglob("*.py"):
+        parts = list(p.relative_to(PKG.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out[".".join(parts)] = p
+    return out
+
+
+def _imports(name: str, path: Path, modules: dict) -> set[str]:
+    """bmpose modules that `name` imports anywhere in its body (a package's own submodules excepted)."""
+    is_pkg = path.name == "__init__.py"
+    package = name if is_pkg else name.rpartition(".")[0]
+    found = set()
+
+    def add(target: str, names=()):
+        hits = [f"{target}.{n}" for n in names if f"{target}.{n}" in modules]
+        found.update(hits or ([target] if target in modules else []))
+
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[:len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            add(target, [a.name for a in node.names])
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                add(a.name)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in modules:
+            add(node.value)   # a module named in a string: importlib lookups, command tables
+    found.discard(name)
+    if is_pkg:  # a package's __init__ re-exporting its own submodules is not a cycle
+        found = {m for m in found if not m.startswith(name + ".")}
+    return found
+
+
+def _graph():
+    modules = _modules()
+    return modules, {m: _imports(m, p, modules) for m, p in modules.items()}
+
+
+def test_no_import_cycles():
+    _, graph = _graph()
+    state, stack, cycles = {}, [], []
+
+    def visit(m):
+        state[m] = 1
+        stack.append(m)
+        for n in sorted(graph[m]):
+            if state.get(n) == 1:
+                cycles.append(stack[stack.index(n):] + [n])
+            elif n not in state:
+                visit(n)
+        stack.pop()
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m)
+    assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+def test_the_walk_sees_function_level_and_importlib_imports(tmp_path):
+    """The checker itself: imports inside a function body and modules named for importlib are edges."""
+    modules, graph = _graph()
+    assert "bmpose.convert.export" in graph["bmpose.runtime.predict"]     # inside open_model()
+    probe = tmp_path / "probe.py"
+    probe.write_text("import importlib\n\ndef f():\n    from ..convert import steps\n\n"
+                     "TABLE = {'x': 'bmpose.report.bench'}\nimportlib.import_module('bmpose.calib.store')\n")
+    assert _imports("bmpose.runtime.probe", probe, modules) == {
+        "bmpose.convert.steps", "bmpose.report.bench", "bmpose.calib.store"}
+
+
+def test_core_imports_nothing_else_of_bmpose():
+    _, graph = _graph()
+    for m, deps in graph.items():
+        if m.startswith("bmpose.pose"):
+            assert all(d.startswith("bmpose.pose") for d in deps), (m, deps)
+
+
+def test_nothing_below_the_cli_imports_it():
+    _, graph = _graph()
+    for m, deps in graph.items():
+        if not m.startswith("bmpose.cli") and m != "bmpose.__main__":
+            assert not any(d.startswith("bmpose.cli") for d in deps), (m, deps)
+
+
+def test_no_package_called_build_and_long_modules_say_why():
+    assert not (PKG / "build").exists()
+    for m, p in _modules().items():
+        lines = p.read_text().count("\n")
+        if lines > MAX_LINES:
+            doc = ast.get_docstring(ast.parse(p.read_text())) or ""
+            assert "Long:" in doc, f"{p}: {lines} lines; split it or say why at its top (a 'Long: ...' line)"
