@@ -28,4 +28,4 @@ def test_registry_table_and_json(tmp_path, monkeypatch, capsys):
 
 
 def test_every_benchmark_is_listed():
-    assert set(bench.BENCHMARKS) == {"calib", "infer", "simulators"}
+    assert set(bench.BENCHMARKS) == {"calib", "infer", "simulators", "deploy"}

@@ -14,7 +14,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from bmpose.weights.checkpoint import build_model, resolve_checkpoint
 from bmpose.errors import BmposeError
@@ -36,22 +35,29 @@ def onnx_path(cfg, batch: int | None) -> Path:
     return onnx_dir(cfg) / f"{cfg.name}_{suffix}.onnx"
 
 
-class HeatmapNet(torch.nn.Module):
-    """Backbone + head only (mmpose's mode='tensor'): preprocessing and decoding stay in bmpose's core."""
+def heatmap_net(estimator):
+    """Backbone + head only (mmpose's mode='tensor'): preprocessing and decoding stay in bmpose's core.
+    torch is imported here, not at the top: a build whose ONNX is up to date never loads it (1.5 s)."""
+    import torch
 
-    def __init__(self, estimator):
-        super().__init__()
-        self.estimator = estimator
-        # Eval on the wrapper itself: the exporter restores the wrapper's mode afterwards, recursively, and a
-        # wrapper left in train mode would switch BatchNorm to batch statistics for the parity run.
-        self.eval()
+    class HeatmapNet(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.estimator = estimator
+            # Eval on the wrapper itself: the exporter restores the wrapper's mode afterwards, recursively, and
+            # a wrapper left in train mode would switch BatchNorm to batch statistics for the parity run.
+            self.eval()
 
-    def forward(self, x):
-        return self.estimator(x, None, mode="tensor")
+        def forward(self, x):
+            return self.estimator(x, None, mode="tensor")
+
+    return HeatmapNet()
 
 
 def export_one(net, cfg, batch: int | None, path: Path) -> tuple[float, float]:
     """Export to `path`; return (wall, CPU) seconds: CPU time says more than wall time on a shared machine."""
+    import torch
+
     h, w = cfg.input_hw
     dummy = torch.zeros(batch or 1, 3, h, w)
     dynamic_axes = {INPUT: {0: "batch"}, OUTPUT: {0: "batch"}} if batch is None else None
@@ -83,6 +89,8 @@ def check_graph(path: Path) -> dict:
 def parity(net, path: Path, inputs: np.ndarray) -> dict:
     """Run PyTorch and onnxruntime on the same inputs; compare heatmaps and their per-keypoint argmax."""
     import onnxruntime as ort
+
+    import torch
 
     with torch.no_grad():
         ref = net(torch.from_numpy(inputs)).numpy()
@@ -123,7 +131,7 @@ def ensure_onnx(cfg, checkpoint=None, batches=(1, 4), dynamic: bool = False, for
             if verbose:
                 print(f"export: {out_dir} is up to date (skipped)")
             return result
-        net = HeatmapNet(build_model(cfg, ckpt))
+        net = heatmap_net(build_model(cfg, ckpt))
         checks, files = {}, []
         with atomic_dir(out_dir) as tmp:
             for b in want + ([None] if dyn else []):

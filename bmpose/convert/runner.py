@@ -22,7 +22,7 @@ from bmpose import kernels
 from bmpose.errors import BmposeError
 
 VENV_BIN = Path(sys.executable).parent
-# Shared by every process that runs a bmodel on the cmodel (builds here, bmpose.backends.cmodel).
+# Shared by every process that runs a bmodel on the cmodel (builds here, bmpose.runtime.backends.cmodel).
 CMODEL_LOCKFILE = "/tmp/cmodel_chip.lock"
 
 

@@ -86,7 +86,7 @@ def cali_inputs_dir(cfg) -> Path:
 
 
 def ensure_cali_inputs(cfg, lmdb: Path, num: int | None) -> list[Path]:
-    """Normalised crops from the calibration LMDB as TPU-MLIR npz inputs (+ data_list.txt), via bmpose.calib.tpu_inputs."""
+    """Normalised crops from the calibration LMDB as TPU-MLIR npz inputs (+ data_list.txt)."""
     from bmpose.calib.tpu_inputs import write_tpu_inputs
 
     files = write_tpu_inputs(lmdb, cfg, cali_inputs_dir(cfg), num)

@@ -1,7 +1,8 @@
 """Benchmarks for `bmpose bench`, each measured within one run so its ratios are comparable.
 
 `BENCHMARKS` (at the bottom) names them: `calib` (LMDB crops/s), `infer` (persons/s on ONNX Runtime vs mmpose,
-stage costs per person), `simulators` (cmodel vs pymlir seconds per crop). Each is `fn(cfg, args) -> rows`,
+stage costs per person), `simulators` (cmodel vs pymlir seconds per crop), `deploy` (bmpose's deploy vs
+the raw model_deploy.py on the same inputs). Each is `fn(cfg, args) -> rows`,
 a row being {"case": ..., then any numbers}.
 """
 from __future__ import annotations
@@ -191,4 +192,59 @@ def timed(fn, repeat=3) -> float:
     return best
 
 
-BENCHMARKS = {"calib": bench_calib, "infer": bench_infer, "simulators": bench_simulators}
+
+def bench_deploy(cfg, args, rounds: int = 3) -> list[dict]:
+    """bmpose's deploy against TPU-MLIR's own: the first chip's INT8 batch-1 bmodel, redeployed `rounds` times
+    each way on the same inputs, alternating: `bmpose build --no-report` (a fresh process, in a private copy
+    of the artifacts where only that bmodel is missing) vs the raw `model_deploy.py` command bmpose ran (read
+    from its log) in a scratch folder. Both under the same kernel pin; the raw tool's own spread (min..max)
+    is reported beside the ratio of medians, which is what the 1.05x goal is about."""
+    import shlex
+    import shutil
+    import statistics
+    import subprocess
+    import sys
+    import tempfile
+
+    from bmpose.convert import list_bmodels
+    from bmpose.convert.runner import tpu_env
+
+    target = next((b for b in list_bmodels(cfg) if b["precision"] == "int8" and b["batch"] == 1), None)
+    if target is None:
+        return [{"benchmark": "deploy", "case": "no INT8 batch-1 bmodel built (make int8)"}]
+    head = (target["dir"] / "model_deploy.log").read_text().splitlines()[0]
+    raw_args = shlex.split(head.split(" && ", 1)[1])
+    mlir_dir = cfg.artifacts / "mlir" / "b1"
+    times: dict[str, list[float]] = {"raw": [], "bmpose": []}
+    with tempfile.TemporaryDirectory(prefix="bench_deploy_") as tmp:
+        art = Path(tmp) / "artifacts"
+        keep = {"onnx", "calib", "cali_inputs", "cali_table", "mlir", "checkpoint"}
+        shutil.copytree(cfg.artifacts, art / cfg.name, symlinks=True,
+                        ignore=lambda d, names: [n for n in names if Path(d) == cfg.artifacts and n not in keep])
+        env = {**tpu_env(), "BMPOSE_ARTIFACTS": str(art)}
+        cmd = [sys.executable, "-m", "bmpose", "build", "--precision", "int8", "--model", str(cfg.path),
+               "--chips", target["chip"], "--batches", "1", "--no-report"]
+        for _ in range(rounds):
+            raw = Path(tempfile.mkdtemp(dir=tmp))
+            for f in [*mlir_dir.iterdir(), target["dir"] / "qtable"]:
+                if f.is_file():
+                    os.link(f, raw / f.name)
+            t0 = time.perf_counter()
+            subprocess.run([shutil.which(raw_args[0], path=env["PATH"]), *raw_args[1:]], cwd=raw, env=env,
+                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            times["raw"].append(time.perf_counter() - t0)
+            shutil.rmtree(art / cfg.name / target["dir"].name, ignore_errors=True)
+            t0 = time.perf_counter()
+            subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            times["bmpose"].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return [{"benchmark": "deploy", "case": f"{target['dir'].name}: bmpose build vs raw model_deploy.py, "
+                                            f"{rounds} rounds each",
+             "raw_s_median": round(med["raw"], 2),
+             "raw_s_spread": f"{min(times['raw']):.2f}..{max(times['raw']):.2f}",
+             "bmpose_s_median": round(med["bmpose"], 2),
+             "bmpose_s_spread": f"{min(times['bmpose']):.2f}..{max(times['bmpose']):.2f}",
+             "x_bmpose_vs_raw": round(med["bmpose"] / med["raw"], 3)}]
+
+
+BENCHMARKS = {"calib": bench_calib, "infer": bench_infer, "simulators": bench_simulators, "deploy": bench_deploy}

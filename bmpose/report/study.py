@@ -2,7 +2,7 @@
 
 For each chip x calibration method (kl, mse, max, percentile9999) x FP32 layers:
   none    every layer INT8 (no qtable at all)
-  auto    the automatic FP32 tail (bmpose.build.qtable.auto_tail; what `bmpose build` does), + the config's qtable
+  auto    the automatic FP32 tail (bmpose.convert.qtable.auto_tail; what `bmpose build` does), + the config's qtable
   search  the tail + the layers TPU-MLIR's search_qtable finds for that chip (`--search`)
 an INT8 batch-1 bmodel is built with bmpose's build driver into artifacts/<model>/study/<chip>_<method>_<layers>/
 (the default builds are untouched; every variant has its own manifest, so a rerun skips what is built) and
@@ -71,7 +71,7 @@ class Variant:
 # ---------------------------------------------------------------------------------------------- building
 
 def build_variants(cfg, args, chips, methods, search_methods) -> tuple[list[Variant], dict]:
-    """Every bmodel of the study (built or reused) through bmpose.build's stages; -> (variants, search facts)."""
+    """Every bmodel of the study (built or reused) through bmpose.convert's stages; -> (variants, search facts)."""
     from bmpose.convert import deploy, steps
     from bmpose.calib.calibset import ensure_calib
     from bmpose.convert.export import ensure_onnx

@@ -1,7 +1,7 @@
 """Checkpoints: where a model's weights come from, how they are read, and the mmpose model built with them.
 
 A checkpoint reference is "fixture" (bmpose's deterministic random weights, made on demand by
-`bmpose.fixture`), a local path, or an http(s)/file URL (downloaded once into torch hub's cache, where
+`bmpose.weights.fixture`), a local path, or an http(s)/file URL (downloaded once into torch hub's cache, where
 mmengine keeps its own downloads). Files are read with `torch.load(weights_only=True)`; only a file the user
 named may fall back to full unpickling (see `load_checkpoint_file`).
 """

@@ -261,7 +261,7 @@ def train(cfg, out_dir: Path, *, quiet: bool = False) -> dict:
 
 def score_checkpoint(cfg, checkpoint=None, ann_file: Path = BUNDLED_PERSONS) -> dict:
     """COCO keypoint AP of a checkpoint on the bundled persons with ground-truth boxes, through mmpose's
-    own `inference_topdown` (flip test as the model config says) and bmpose.evaluate's CocoMetric scoring.
+    own `inference_topdown` (flip test as the model config says) and bmpose.runtime.results' CocoMetric scoring.
     An independent check of the CocoMetric numbers the training log records."""
     import numpy as np
     from tqdm import tqdm

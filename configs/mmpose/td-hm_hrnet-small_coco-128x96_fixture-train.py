@@ -45,7 +45,7 @@ val_pipeline = [
 ]
 
 # All bundled persons in one COCO file (coco_val_mini: 22 images/39 persons, mmpose_coco: 4 images/12
-# persons; written by bmpose.train.write_bundled_coco). Top-down mode keeps the 51 persons with keypoints.
+# persons; written by bmpose.weights.train.write_bundled_coco). Top-down mode keeps the 51 persons with keypoints.
 bundled = dict(type='CocoDataset', data_mode='topdown', data_root=data_root,
                ann_file='person_keypoints_bundled.json', data_prefix=dict(img=''))
 

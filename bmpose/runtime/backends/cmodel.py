@@ -7,7 +7,7 @@ chip for the life of the process: one chip per process (a second chip raises). W
 `model_inference`: it writes a context directory next to the bmodel on every call.
 
 The simulator is slow (HRNet-W32: 9-15 s per crop measured here): callers show progress and refuse a whole
-dataset unless asked (see bmpose.infer).
+dataset unless asked (see bmpose.runtime.predict).
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ interpreter `pymlir`, on the CPU.
 
 TPU-MLIR validates every bmodel against this file, so its output stands for the bmodel's at a fraction of the
 simulator's cost; tests/test_backends.py checks it against the cmodel run of the bmodel on fixture crops (see
-the README's "infer" section for the bound and the speed). The weights npz named in the file's
+docs/inference.md for the bound and the speed). The weights npz named in the file's
 `module.weight_file` must sit beside it (model_deploy's layout).
 """
 from __future__ import annotations
