@@ -54,9 +54,11 @@ def _toy_onnx(path: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def toy(tmp_path_factory):
-    """A toy model transformed by TPU-MLIR in a private artifacts dir: (cfg, mlir dir, crops)."""
+    """A toy model transformed by TPU-MLIR in a private artifacts dir: (cfg, mlir dir, crops). Module scope:
+    the private dir replaces config.ARTIFACTS while the fixture lives, and later modules (the fidelity tests)
+    must see the real one."""
     from bmpose import config
     from bmpose.convert import steps
 
