@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import sys
 import tempfile
@@ -24,8 +25,47 @@ MANIFEST = "manifest.json"
 TOOLS = ("tpu_mlir", "torch", "mmpose", "mmengine", "onnx", "onnxruntime", "numpy", "opencv-python-headless")
 
 
+# TPU-MLIR writes two things into its files that differ between builds of the same inputs; everything else
+# is byte-for-byte the same (measured: two clean builds). Content hashes leave them out, so manifests agree
+# across builds and a re-made calibration table does not redeploy every bmodel.
+STAMPS = {
+    "calibration table": "its '# genetated time:' comment line",
+    "bmodel": "its build time and, where the bmodel has no kernel module, that module's unset `mode` word "
+              "(uninitialised memory in TPU-MLIR 1.30.2: 12656 in one build, 650051760 in the next); the "
+              "bmodel is hashed as `model_tool --print` of its header plus its binary payload, raw",
+}
+_TABLE_STAMP = re.compile(rb"^# gene[tr]ated time:[^\n]*\n", re.M)
+_PRINT_TIME = re.compile(r'^\s*time: "[^"]*",?\n', re.M)
+_EMPTY_KERNEL_MODE = re.compile(r'(kernel_module: \{\s*file_name: "",\s*binary: \{\s*start: 0,\s*size: 0\s*\},'
+                                r'\s*mode: )\d+')
+
+
+def _bmodel_digest(p: Path, h) -> None:
+    """Feed `h` the bmodel's header as model_tool prints it (stamps blanked) and its binary payload."""
+    import struct
+    import subprocess
+
+    from bmpose.runtime.backends._tpu_mlir import tpu_mlir_root
+
+    with open(p, "rb") as fh:
+        magic, header_size, fb_size, _ = struct.unpack("<IIII", fh.read(16))
+        if magic != 0xFF55AAEE:
+            fh.seek(0)
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+            return
+        out = subprocess.run([str(tpu_mlir_root() / "bin" / "model_tool"), "--print", str(p)],
+                             capture_output=True, text=True, timeout=120)
+        text = _EMPTY_KERNEL_MODE.sub(r"\g<1>0", _PRINT_TIME.sub("", out.stdout))
+        h.update(f"model_tool --print rc={out.returncode}\n{text}".encode())
+        fh.seek(header_size + fb_size)
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+
+
 def sha256_file(path: str | os.PathLike, _cache: dict = {}) -> str:
-    """sha256 of a file, or of a directory's files (sorted relative paths + contents)."""
+    """Content sha256 of a file, or of a directory's files (sorted relative paths + contents). TPU-MLIR's
+    build-time stamps (STAMPS) are left out of the hash; every other byte counts."""
     p = Path(path)
     st = p.stat()
     key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
@@ -36,6 +76,10 @@ def sha256_file(path: str | os.PathLike, _cache: dict = {}) -> str:
         for f in sorted(q for q in p.rglob("*") if q.is_file()):
             h.update(str(f.relative_to(p)).encode() + b"\0")
             h.update(sha256_file(f).encode())
+    elif p.name.endswith(".bmodel"):
+        _bmodel_digest(p, h)
+    elif p.name.endswith("_cali_table") or p.name == "shape_pattern_qtable":
+        h.update(_TABLE_STAMP.sub(b"", p.read_bytes()))
     else:
         with open(p, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -112,6 +156,7 @@ def write_manifest(out_dir: str | os.PathLike, *, stage: str, inputs: Mapping, o
         "options": _jsonable(dict(options)),
         "tools": tool_versions(),
         "outputs": {o: sha256_file(out_dir / o) for o in outputs},
+        "hashes": "sha256 of content; left out: " + "; ".join(f"{k}: {v}" for k, v in STAMPS.items()),
         "checks": _jsonable(dict(checks or {})),
     }
     if extra:
