@@ -15,6 +15,7 @@ COMMANDS = {
     "export": ("bmpose.cli.export", "mmpose config + checkpoint -> ONNX (batch 1/4), checked against PyTorch"),
     "calib": ("bmpose.cli.calib", "COCO person crops -> LMDB calibration set (+ contact sheet)"),
     "build": ("bmpose.cli.build", "ONNX -> bmodels with TPU-MLIR (fp32/int8, chips, batches), compare files"),
+    "nntc": ("bmpose.cli.nntc", "NNTC (BMNNSDK2 2.7) bundle for BM1684: opset-12 ONNX, ufw LMDB, build scripts"),
     "compare": ("bmpose.cli.compare", "per-layer similarity between two npz files"),
     "infer": ("bmpose.cli.infer", "images/boxes -> keypoints, vis_results/ pictures and COCO results json"),
     "eval": ("bmpose.cli.eval", "COCO keypoint AP of an artifact, or of an existing results file"),

@@ -25,14 +25,15 @@ DYNAMIC_PARITY_BATCH = 3  # a batch size neither static file uses
 INPUT, OUTPUT = "input", "heatmaps"
 
 
-def onnx_dir(cfg) -> Path:
-    return cfg.artifacts / "onnx"
+def onnx_dir(cfg, opset: int = OPSET) -> Path:
+    # another opset (NNTC's bmneto reads 12) is its own build with its own manifest, beside the default one
+    return cfg.artifacts / ("onnx" if opset == OPSET else f"onnx_opset{int(opset)}")
 
 
-def onnx_path(cfg, batch: int | None) -> Path:
+def onnx_path(cfg, batch: int | None, opset: int = OPSET) -> Path:
     """artifacts/<name>/onnx/<name>_b<batch>.onnx; batch None -> the dynamic-batch file."""
     suffix = "dynamic" if batch is None else f"b{int(batch)}"
-    return onnx_dir(cfg) / f"{cfg.name}_{suffix}.onnx"
+    return onnx_dir(cfg, opset) / f"{cfg.name}_{suffix}.onnx"
 
 
 def heatmap_net(estimator):
@@ -54,7 +55,7 @@ def heatmap_net(estimator):
     return HeatmapNet()
 
 
-def export_one(net, cfg, batch: int | None, path: Path) -> tuple[float, float]:
+def export_one(net, cfg, batch: int | None, path: Path, opset: int = OPSET) -> tuple[float, float]:
     """Export to `path`; return (wall, CPU) seconds: CPU time says more than wall time on a shared machine."""
     import torch
 
@@ -67,7 +68,7 @@ def export_one(net, cfg, batch: int | None, path: Path) -> tuple[float, float]:
     # TPU-MLIR's ONNX front end consumes; the dynamo path would also need onnxscript in the venv.
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # its deprecation notice and tracer warnings, not actionable here
-        torch.onnx.export(net, (dummy,), str(path), dynamo=False, opset_version=OPSET,
+        torch.onnx.export(net, (dummy,), str(path), dynamo=False, opset_version=opset,
                           input_names=[INPUT], output_names=[OUTPUT], dynamic_axes=dynamic_axes,
                           do_constant_folding=True)
     return time.perf_counter() - t0, time.process_time() - c0
@@ -107,7 +108,7 @@ def parity(net, path: Path, inputs: np.ndarray) -> dict:
 
 
 def ensure_onnx(cfg, checkpoint=None, batches=(1, 4), dynamic: bool = False, force: bool = False,
-                verbose: bool = True) -> dict:
+                verbose: bool = True, opset: int = OPSET) -> dict:
     """Build (or reuse) the ONNX files; return {batch: path} (key None for the dynamic file).
 
     The onnx dir holds one build: asking for a batch it lacks rebuilds it with the union of the old and new
@@ -116,17 +117,17 @@ def ensure_onnx(cfg, checkpoint=None, batches=(1, 4), dynamic: bool = False, for
     from bmpose.weights.fixture import realistic_inputs
 
     ckpt = resolve_checkpoint(cfg, checkpoint)
-    out_dir = onnx_dir(cfg)
+    out_dir = onnx_dir(cfg, opset)
     inputs = {"checkpoint": ckpt, "mmpose_config": cfg.mmpose_config}
     tol = float(cfg.tolerances["onnx_max_abs"])
     with locked(out_dir):
         prev = (read_manifest(out_dir) or {}).get("options", {})
         want = sorted({int(b) for b in batches} | set(prev.get("batches", [])))
         dyn = bool(dynamic or prev.get("dynamic", False))
-        options = {"batches": want, "dynamic": dyn, "opset": OPSET, "exporter": "torchscript (dynamo=False)",
+        options = {"batches": want, "dynamic": dyn, "opset": opset, "exporter": "torchscript (dynamo=False)",
                    "parity_seed": PARITY_SEED, "onnx_max_abs": tol, "config": cfg.summary()}
         targets = [int(b) for b in batches] + ([None] if dynamic else [])
-        result = {b: onnx_path(cfg, b) for b in targets}
+        result = {b: onnx_path(cfg, b, opset) for b in targets}
         if not force and up_to_date(out_dir, inputs, options):
             if verbose:
                 print(f"export: {out_dir} is up to date (skipped)")
@@ -135,8 +136,8 @@ def ensure_onnx(cfg, checkpoint=None, batches=(1, 4), dynamic: bool = False, for
         checks, files = {}, []
         with atomic_dir(out_dir) as tmp:
             for b in want + ([None] if dyn else []):
-                path = tmp / onnx_path(cfg, b).name
-                seconds, cpu_seconds = export_one(net, cfg, b, path)
+                path = tmp / onnx_path(cfg, b, opset).name
+                seconds, cpu_seconds = export_one(net, cfg, b, path, opset)
                 n = b or DYNAMIC_PARITY_BATCH
                 check = {"export_s": round(seconds, 2), "export_cpu_s": round(cpu_seconds, 2), **check_graph(path),
                          **parity(net, path, realistic_inputs(cfg, n, PARITY_SEED)), "tolerance": tol}

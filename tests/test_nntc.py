@@ -1,0 +1,380 @@
+"""NNTC bundle (`bmpose nntc`): the ufw LMDB against the vendor's ufwio 0.0.2, the FP32 tail on ONNX, the bundle
+of the small model (private artifacts dir) and its scripts run against stand-ins of NNTC's tools.
+
+The stand-ins (tests/nntc_standins/) take the vendor's documented flags, check their inputs (ONNX opset and
+shapes, the LMDB's records, tail names) and write placeholder umodels/bmodels: they test the scripts' grammar
+and plumbing, not NNTC itself. The ufwio checks run in a Python 3.8 venv (ufwio does not import on >= 3.10)
+built once from pyenv's 3.8 and cached under pytest's cache, keyed on the pins.
+"""
+from __future__ import annotations
+
+import contextlib
+import glob
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from bmpose import cli, config
+from bmpose.calib import store, ufw
+from bmpose.convert import nntc
+from bmpose.convert.export import onnx_dir
+from bmpose.errors import BmposeError
+from bmpose.manifest import locked, read_manifest
+
+HERE = Path(__file__).resolve().parent
+STANDINS = HERE / "nntc_standins"
+SMALL = "hrnet_small_128x96"
+VENDOR_PINS = ["ufwio==0.0.2", "lmdb==1.4.1", "scikit-image<0.22", "scipy<1.11"]
+DTYPES = [np.float32, np.float16, np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32]
+
+
+def crops(n, shape=(3, 128, 96), seed=0):
+    rs = np.random.RandomState(seed)
+    return [(rs.randn(*shape) * 50).astype(np.float32) for _ in range(n)]
+
+
+def mixed_arrays(seed=1):
+    rs = np.random.RandomState(seed)
+    out = []
+    for dt in DTYPES:
+        if np.dtype(dt).kind == "f":
+            out.append((rs.randn(1, 3, 5, 4) * 10).astype(dt))
+        else:
+            info = np.iinfo(dt)
+            out.append(rs.randint(info.min, int(info.max) + 1, size=(1, 3, 5, 4), dtype=np.int64).astype(dt))
+    out.append(np.array([[0.0, -0.0, 1e-45, 3.4028235e38, -np.inf, np.inf]], dtype=np.float32))  # awkward floats
+    return out
+
+
+def assert_same(a, b):
+    assert a.shape == b.shape and a.dtype == b.dtype
+    assert a.tobytes() == b.tobytes()          # bit-exact, the sign of zero included
+
+
+# ------------------------------------------------------------------------------------------------ ufw LMDB
+
+def test_ufw_roundtrip_keys_and_batch_dim(tmp_path):
+    arrays = crops(7, (3, 8, 6))
+    assert ufw.write_ufw_lmdb(tmp_path / "db", arrays) == 7
+    items = list(ufw.read_ufw_lmdb_items(tmp_path / "db"))
+    assert [k for k, _ in items] == [b"%010d__ " % i for i in range(7)]
+    for a, (_, got) in zip(arrays, items):
+        assert_same(got, a[np.newaxis])
+    mixed = mixed_arrays()
+    ufw.write_ufw_lmdb(tmp_path / "mixed", mixed, add_batch_dim=False)
+    for want, got in zip(mixed, ufw.read_ufw_lmdb(tmp_path / "mixed")):
+        assert_same(got, want)
+
+
+def test_ufw_map_growth_and_atomic_failure(tmp_path, monkeypatch):
+    monkeypatch.setattr(ufw, "_MAP_SIZE", 1 << 16)   # several MapFullError doublings
+    assert ufw.write_ufw_lmdb(tmp_path / "db", crops(40, (3, 32, 32))) == 40
+    assert len(list(ufw.read_ufw_lmdb(tmp_path / "db"))) == 40
+
+    def broken():
+        yield np.zeros((3, 4, 4), np.float32)
+        raise RuntimeError("source broke")
+    with pytest.raises(RuntimeError):
+        ufw.write_ufw_lmdb(tmp_path / "new", broken())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["db"]   # neither the target nor a temp dir is left
+
+
+def test_ufw_one_line_errors(tmp_path):
+    ufw.write_ufw_lmdb(tmp_path / "db", crops(1, (3, 2, 2)))
+    with pytest.raises(BmposeError, match="db: already exists"):
+        ufw.write_ufw_lmdb(tmp_path / "db", crops(1, (3, 2, 2)))
+    assert ufw.write_ufw_lmdb(tmp_path / "db", crops(2, (3, 2, 2)), overwrite=True) == 2
+    with pytest.raises(BmposeError, match="float64"):
+        ufw.write_ufw_lmdb(tmp_path / "db2", [np.zeros((1, 2))])
+    with pytest.raises(BmposeError, match="db3: no arrays"):
+        ufw.write_ufw_lmdb(tmp_path / "db3", [])
+    with pytest.raises(BmposeError, match="nothing: not an LMDB"):
+        list(ufw.read_ufw_lmdb(tmp_path / "nothing"))
+    import lmdb
+    env = lmdb.open(str(tmp_path / "bad"), map_size=1 << 20, lock=False)
+    with env.begin(write=True) as txn:
+        txn.put(b"0000000000__ ", b"\x35\x00\x00\x80\x3f\x42\x03\x0a\x01\x05")   # 1 float, shape [5]
+    env.close()
+    with pytest.raises(BmposeError, match=r"bad: record b'0000000000__ ' is not a ufw Datum \(.*needs 5\)") as e:
+        list(ufw.read_ufw_lmdb(tmp_path / "bad"))
+    assert "\n" not in str(e.value)
+
+
+def test_ufw_decoder_accepts_other_valid_encodings():
+    legacy = b"\x08\x02\x10\x01\x18\x03\x22\x06" + bytes(range(6))   # caffe Datum: C/H/W, uint8, no shape
+    assert_same(ufw.decode_datum(legacy), np.arange(6, dtype=np.uint8).reshape(2, 1, 3))
+    vals = np.array([1.5, -2.0], "<f4").tobytes()
+    packed = b"\x32\x08" + vals + b"\x42\x04\x08\x01\x08\x02" + b"\x48\x00"   # packed floats, unpacked dims
+    assert_same(ufw.decode_datum(packed), np.array([[1.5, -2.0]], np.float32))
+
+
+# ----------------------------------------------------------------------------------------- vendor's ufwio
+
+def _pyenv38():
+    roots = []
+    with contextlib.suppress(OSError, subprocess.CalledProcessError):
+        roots.append(subprocess.run(["pyenv", "root"], capture_output=True, text=True, check=True).stdout.strip())
+    roots.append(os.path.expanduser("~/.pyenv"))
+    for root in roots:
+        found = sorted(glob.glob(os.path.join(root, "versions", "3.8.*", "bin", "python")))
+        if found:
+            return found[-1]
+    return None
+
+
+@pytest.fixture(scope="session")
+def py38(request, tmp_path_factory):
+    """Python of a 3.8 venv with the vendor's ufwio, built once (measured 15 s cold, 13 s with pip's cache
+    warm) and reused while the pins and the base interpreter stay the same."""
+    base = _pyenv38()
+    if base is None:
+        pytest.skip("no pyenv Python 3.8 ($(pyenv root)/versions/3.8.*): ufwio 0.0.2 needs Python < 3.10, so "
+                    "the vendor-compatibility checks cannot run")
+    key = hashlib.sha256("\n".join([base, *VENDOR_PINS]).encode()).hexdigest()[:12]
+    cache = request.config.cache
+    root = Path(cache.mkdir("bmpose-ufwio")) if cache is not None else tmp_path_factory.getbasetemp().parent
+    venv = root / f"py38-{key}"
+    python, done = venv / "bin" / "python", venv / ".complete"
+    with locked(venv):
+        if not done.is_file():
+            shutil.rmtree(venv, ignore_errors=True)
+            subprocess.run([base, "-m", "venv", str(venv)], check=True)
+            r = subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                                *VENDOR_PINS], capture_output=True, text=True)
+            assert r.returncode == 0, f"pip install {' '.join(VENDOR_PINS)} failed:\n{r.stderr[-3000:]}"
+            done.write_text("\n".join(VENDOR_PINS) + "\n")
+    return str(python)
+
+
+def _probe(py38, *args):
+    r = subprocess.run([py38, str(STANDINS / "ufwio_probe.py"), *map(str, args)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+def _load_probe(npz):
+    with np.load(npz, allow_pickle=True) as f:
+        return [f[n] for n in sorted(n for n in f.files if n.startswith("a"))], list(f["keys"])
+
+
+@pytest.mark.slow   # the first vendor test builds the venv: 18 s cold on this 2-core machine
+def test_vendor_reads_our_lmdb(py38, tmp_path):
+    ours = crops(32)
+    assert ufw.write_ufw_lmdb(tmp_path / "ours", ours) == 32
+    _probe(py38, "read", tmp_path / "ours", tmp_path / "read.npz")
+    arrays, keys = _load_probe(tmp_path / "read.npz")
+    assert keys == [b"%010d__ " % i for i in range(32)]
+    for want, got in zip(ours, arrays, strict=True):
+        assert_same(got, want[np.newaxis])
+    mixed = mixed_arrays()
+    ufw.write_ufw_lmdb(tmp_path / "mixed", mixed, add_batch_dim=False)
+    _probe(py38, "read", tmp_path / "mixed", tmp_path / "mixed.npz")
+    for want, got in zip(mixed, _load_probe(tmp_path / "mixed.npz")[0], strict=True):
+        assert_same(got, want)
+
+
+@pytest.mark.slow
+def test_we_read_vendor_lmdb_and_encode_identically(py38, tmp_path):
+    arrays = [c[np.newaxis] for c in crops(8, seed=5)] + mixed_arrays(seed=6)
+    np.savez(tmp_path / "in.npz", **{f"a{i:04d}": a for i, a in enumerate(arrays)})
+    _probe(py38, "write", tmp_path / "in.npz", tmp_path / "theirs")
+    items = list(ufw.read_ufw_lmdb_items(tmp_path / "theirs"))
+    assert [k for k, _ in items] == [b"%010d__ " % i for i in range(len(arrays))]
+    for want, (_, got) in zip(arrays, items, strict=True):
+        assert_same(got, want)
+    _probe(py38, "encode", tmp_path / "in.npz", tmp_path / "blobs.npz")
+    with np.load(tmp_path / "blobs.npz", allow_pickle=True) as f:
+        assert [ufw.encode_datum(a) for a in arrays] == list(f["blobs"])   # byte-identical values
+
+
+@pytest.mark.slow
+def test_vendor_reads_the_bundle_lmdb(py38, bundle, tmp_path):
+    """The bundle's LMDB, read by ufwio, is bit-for-bit the network input bmpose calibrates TPU-MLIR with."""
+    cfg, out, lmdb = bundle["cfg"], bundle["dir"], bundle["lmdb"]
+    _probe(py38, "read", out / "lmdb", tmp_path / "bundle.npz")
+    arrays, _ = _load_probe(tmp_path / "bundle.npz")
+    for want, got in zip(store.iter_batches(lmdb, cfg, 1), arrays, strict=True):
+        assert_same(got, want)
+
+
+# ----------------------------------------------------------------------------------------- tail, methods
+
+def test_tail_rule_on_a_synthetic_onnx(tmp_path):
+    w = helper.make_tensor("w", TensorProto.FLOAT, [2, 2, 1, 1], [1.0] * 4)
+    k = helper.make_tensor("kv", TensorProto.FLOAT, [], [2.0])
+    nodes = [helper.make_node("Conv", ["x", "w"], ["a"]), helper.make_node("Conv", ["x", "w"], ["b"]),
+             helper.make_node("Add", ["a", "b"], ["c"]),                        # the merge: the tail stops here
+             helper.make_node("Relu", ["c"], ["d"]),
+             helper.make_node("Constant", [], ["k"], value=k),
+             helper.make_node("Mul", ["d", "k"], ["e"]),                        # a constant is no activation
+             helper.make_node("Shape", ["e"], ["s"]),
+             helper.make_node("Reshape", ["e", "s"], ["f"])]                    # nor is a shape
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])
+    y = helper.make_tensor_value_info("f", TensorProto.FLOAT, None)
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], [w]),
+                              opset_imports=[helper.make_opsetid("", 12)])
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    assert nntc.onnx_tail_outputs(tmp_path / "m.onnx") == ["f", "e", "d", "c"]
+
+
+def test_method_names():
+    assert [nntc.th_method_name(m) for m in ("kl", "max", "admm", "ACIQ")] == ["KL", "MAX", "ADMM", "ACIQ"]
+    for m in ("percentile9999", "mse", "aciq_laplace"):
+        with pytest.raises(BmposeError, match=r"no such threshold method \(-th_method takes KL, SYMKL, JSD, ADMM, "
+                                              r"ACIQ, MAX\)"):
+            nntc.th_method_name(m)
+
+
+def test_make_target_is_one_bmpose_call():
+    out = subprocess.run(["make", "-n", "nntc", "MODEL=m", "CALIB_N=8", "METHOD=max"], cwd=HERE.parent,
+                         capture_output=True, text=True, check=True).stdout
+    assert ".venv/bin/bmpose nntc --model m --calib coco --num 8 --method max" in " ".join(out.split())
+
+
+# --------------------------------------------------------------------------------- the small model's bundle
+
+def _cli(*argv):
+    buf, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(err):
+        rc = cli.main(list(argv))
+    return rc, buf.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    """`make nntc` for the small model (8 crops) in a private artifacts dir."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(config, "ARTIFACTS", tmp_path_factory.mktemp("artifacts"))
+        cfg = config.load(SMALL)
+        rc, out, err = _cli("nntc", "--model", SMALL, "--calib", "coco", "--num", "8")
+        assert rc == 0, err
+        yield {"cfg": cfg, "dir": nntc.nntc_dir(cfg), "out": out, "lmdb": cfg.artifacts / "calib" / "calib.lmdb"}
+
+
+def standin_env(**extra):
+    env = dict(os.environ)
+    # the stand-in executables, then the python that has onnx/lmdb/bmpose as `python3`
+    env["PATH"] = os.pathsep.join([str(STANDINS / "bin"), os.path.dirname(sys.executable), env.get("PATH", "")])
+    env["PYTHONPATH"] = str(STANDINS)
+    env.update(extra)
+    return env
+
+
+def test_bundle_contents(bundle):
+    cfg, out = bundle["cfg"], bundle["dir"]
+    assert "NNTC does not import here" in bundle["out"] and str(out) in bundle["out"]
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "bundle.json", "gen_fp32bmodel.sh",
+                                                     "gen_int8bmodel.sh", "lmdb", "manifest.json", "onnx"]
+    meta = json.loads((out / "bundle.json").read_text())
+    assert meta["calibration"]["th_method"] == "KL" and meta["calibration"]["iterations"] == 8
+    for script in nntc.SCRIPTS:
+        assert os.access(out / script, os.X_OK)
+        assert subprocess.run(["bash", "-n", str(out / script)]).returncode == 0
+        assert "/tmp" not in (out / script).read_text() and "/work" not in (out / script).read_text()
+    # the exact network input, one 1xCxHxW float32 record per crop
+    got = list(ufw.read_ufw_lmdb(out / "lmdb"))
+    want = list(store.iter_batches(bundle["lmdb"], cfg, 1))
+    assert len(got) == len(want) == 8
+    for g, w in zip(got, want):
+        assert_same(g, w)
+    # a real opset-12 export with its own manifest; the default opset-13 dir is not made
+    m12 = read_manifest(onnx_dir(cfg, 12))
+    assert m12["options"]["opset"] == 12 and all(c["passed"] for c in m12["checks"].values())
+    assert not onnx_dir(cfg).exists() and onnx_dir(cfg, 13) == cfg.artifacts / "onnx"
+
+
+def test_tail_names_exist_in_the_opset12_onnx(bundle):
+    tail = json.loads((bundle["dir"] / "bundle.json").read_text())["calibration"]["fpfwd_outputs"]
+    assert f"FPFWD_OUTPUTS='{','.join(tail)}'" in (bundle["dir"] / "gen_int8bmodel.sh").read_text()
+    for b in (1, 4):
+        model = onnx.load(str(bundle["dir"] / "onnx" / f"{SMALL}_b{b}.onnx"))
+        assert model.opset_import[0].version == 12 and model.ir_version <= 7
+        producer = {o: n for n in model.graph.node for o in n.output}
+        assert [producer[t].op_type for t in tail] == ["Conv", "Relu", "Add"]   # heatmap conv, last fuse
+        assert tail[0] == model.graph.output[0].name == "heatmaps"
+        assert tail[-1].endswith("stage4.0/Add_3_output_0")
+
+
+def test_second_run_is_a_noop(bundle):
+    before = (bundle["dir"] / "manifest.json").read_bytes()
+    stamp = (bundle["dir"] / "manifest.json").stat().st_mtime_ns
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(config, "ARTIFACTS", bundle["cfg"].artifacts.parent)
+        rc, out, err = _cli("nntc", "--model", SMALL, "--calib", "coco", "--num", "8")
+    assert rc == 0, err
+    assert f"nntc: {bundle['dir']} is up to date (skipped)" in out and "onnx_opset12 is up to date" in out
+    assert (bundle["dir"] / "manifest.json").read_bytes() == before
+    assert (bundle["dir"] / "manifest.json").stat().st_mtime_ns == stamp
+
+
+def test_percentile_is_refused_in_one_line():
+    rc, out, err = _cli("nntc", "--model", SMALL, "--method", "percentile9999")
+    assert rc == 1 and err.count("\n") == 1
+    assert "percentile9999" in err and "KL, SYMKL, JSD, ADMM, ACIQ, MAX" in err
+
+
+def test_scripts_run_with_standins(bundle, tmp_path):
+    moved = tmp_path / "elsewhere" / "bundle"                 # relocatable: copied, run from another cwd
+    shutil.copytree(bundle["dir"], moved)
+    for script in nntc.SCRIPTS:
+        r = subprocess.run(["bash", str(moved / script)], cwd=tmp_path, env=standin_env(), capture_output=True,
+                           text=True)
+        assert r.returncode == 0, r.stdout + r.stderr
+    tail = json.loads((moved / "bundle.json").read_text())["calibration"]["fpfwd_outputs"]
+    for prec in ("fp32", "int8"):
+        combined = json.loads((moved / "models" / f"{SMALL}_{prec}_1b4b.bmodel").read_text())
+        assert combined["prec"] == prec.upper() and combined["net"] == SMALL
+        assert combined["stages"] == [[1, 3, 128, 96], [4, 3, 128, 96]]
+    assert combined["fpfwd_outputs"] == tail
+
+
+@pytest.mark.parametrize("script,old,new,message", [
+    ("gen_fp32bmodel.sh", "--shapes=", "--shape=", "unknown flag --shape"),
+    ("gen_fp32bmodel.sh", "--target=", "--targte=", "unknown flag --targte"),
+    ("gen_fp32bmodel.sh", "_b$b.onnx", "_b1.onnx", "--shapes=[4, 3, 128, 96] but"),
+    ("gen_int8bmodel.sh", "-bitwidth=TO_INT8", "-bitwidth=TO_INT4", "expected TO_INT8"),
+    ("gen_int8bmodel.sh", "-D lmdb", "-D onnx", "onnx: not an LMDB"),
+    ("gen_int8bmodel.sh", "-prec=INT8", "-precision=INT8", "unknown flag -precision"),
+    ("gen_int8bmodel.sh", "FPFWD_OUTPUTS='heatmaps,", "FPFWD_OUTPUTS='heatmap,", "FP32 tail layer 'heatmap'"),
+])
+def test_a_broken_flag_fails(bundle, tmp_path, script, old, new, message):
+    work = tmp_path / "mut"
+    shutil.copytree(bundle["dir"], work)
+    text = (work / script).read_text()
+    assert old in text
+    (work / script).write_text(text.replace(old, new))
+    r = subprocess.run(["bash", str(work / script)], cwd=work, env=standin_env(), capture_output=True, text=True)
+    assert r.returncode != 0 and message in r.stderr, r.stderr
+
+
+def test_runs_the_scripts_where_nntc_imports(bundle, tmp_path, monkeypatch):
+    """Inside the SDK docker (here: the stand-ins importable) ensure_nntc runs both scripts, keeps the bmodels
+    and logs, and a failing script leaves nntc.failed/ with its log and a one-line error."""
+    cfg = bundle["cfg"]
+    monkeypatch.setattr(config, "ARTIFACTS", cfg.artifacts.parent)
+    monkeypatch.setattr(nntc, "nntc_dir", lambda _cfg: tmp_path / "nntc")
+    monkeypatch.syspath_prepend(str(STANDINS))
+    for k, v in standin_env().items():
+        monkeypatch.setenv(k, v)
+    assert nntc.tools_available()
+    r = nntc.ensure_nntc(cfg, bundle["lmdb"], verbose=False)
+    assert r["ran"] and not r["skipped"] and len(r["models"]) == 6
+    checks = read_manifest(tmp_path / "nntc")["checks"]
+    assert sorted(checks["models"]) == r["models"] and (tmp_path / "nntc" / "logs" / "gen_int8bmodel.log").is_file()
+    assert nntc.ensure_nntc(cfg, bundle["lmdb"], verbose=False)["skipped"]
+    # without the stand-ins' bin: bmneto still imports, bm_model.bin is not found
+    monkeypatch.setenv("PATH", os.pathsep.join([os.path.dirname(sys.executable), "/usr/bin", "/bin"]))
+    with pytest.raises(BmposeError, match=r"nntc\.failed/gen_fp32bmodel\.sh: exit 127: .*bm_model\.bin") as e:
+        nntc.ensure_nntc(cfg, bundle["lmdb"], force=True, verbose=False)
+    assert "\n" not in str(e.value)
+    assert (tmp_path / "nntc.failed" / "logs" / "gen_fp32bmodel.log").is_file()
+    assert read_manifest(tmp_path / "nntc")["checks"]["models"] == checks["models"]   # the good build stays
