@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from bmpose import config as config_mod
@@ -98,10 +99,16 @@ class Plan:
 def run(plan: Plan) -> list[dict]:
     """Build (or reuse) every target; returns one result dict per bmodel, failures included."""
     from bmpose.calib.calibset import ensure_calib
+    from bmpose.calib.select import CalibWarning
     from bmpose.convert.export import ensure_onnx
 
     cfg, args = plan.cfg, plan.args
-    lmdb = ensure_calib(cfg, args.calib, coco_ann=args.coco_ann, coco_img=args.coco_img, num=plan.num)
+    with warnings.catch_warnings(record=True) as caught:   # said once, as bmpose's own line, not Python's format
+        warnings.simplefilter("always", CalibWarning)
+        lmdb = ensure_calib(cfg, args.calib, coco_ann=args.coco_ann, coco_img=args.coco_img, num=plan.num,
+                            progress=sys.stderr.isatty())
+    for w in caught:
+        print(f"bmpose build: warning: {w.message}", file=sys.stderr)
     crops = steps.ensure_cali_inputs(cfg, lmdb, plan.num)
     need = sorted(set(plan.batches) | ({1} if plan.precision == "int8" else set()))
     onnx = ensure_onnx(cfg, args.checkpoint, batches=tuple(need))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 
 from bmpose import config as config_mod
+from bmpose.report.fragility import to_markdown as to_markdown_fragility
 from bmpose.report.study import LAYERS, METHODS, run_study, to_markdown
 
 
@@ -29,12 +30,21 @@ def parse_args(argv):
                     "test_cfg, as mmpose and the fixture's training AP)")
     ap.add_argument("--force-eval", action="store_true", help="re-run the evaluations even when cached")
     ap.add_argument("--no-report", action="store_true", help="do not refresh artifacts/<model>/report")
+    ap.add_argument("--fragility", action="store_true",
+                    help="instead: how far INT8 moves when the calibration set loses one crop (per method and "
+                         "chip; study/fragility/)")
     return ap.parse_args(argv)
 
 
 def main(argv) -> int:
     args = parse_args(argv)
     cfg = config_mod.load(args.model)
+    if args.fragility:
+        from bmpose.report.fragility import run_fragility
+
+        doc = run_fragility(cfg, tuple(args.chips or cfg.chips), args.methods, args.checkpoint)
+        print(to_markdown_fragility(doc))
+        return 0
     study = run_study(cfg, args)
     print(to_markdown(study))
     if not args.no_report:

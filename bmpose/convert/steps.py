@@ -173,15 +173,16 @@ def _clear_calibration_workdir(tmp: Path, files: dict) -> None:
         (tmp / f).unlink()
 
 
-def ensure_cali_table(cfg, mlir1: Path, crops: list[Path], method: str, num: int) -> Path:
-    """run_calibration on the batch-1 MLIR; the table (op name, threshold, min, max) serves every batch."""
+def ensure_cali_table(cfg, mlir1: Path, crops: list[Path], method: str, num: int, out: Path | None = None) -> Path:
+    """run_calibration on the batch-1 MLIR; the table (op name, threshold, min, max) serves every batch.
+    `out`: another folder than cali_table/<method>_n<num> (the calibration-set fragility study's subsets)."""
     if method not in CALI_METHODS:
         raise BmposeError(f"--method {method}: unknown calibration method (choose from {', '.join(CALI_METHODS)})")
-    out = cali_dir(cfg, method, num)
+    out = Path(out) if out else cali_dir(cfg, method, num)
     files = transform_files(cfg)
     data_dir = crops[0].parent
     inputs = {"top_mlir": mlir1 / files["mlir"], "weights": mlir1 / files["weights"], "cali_inputs": data_dir}
-    options = {"method": method, "num": min(num, len(crops))}
+    options = {"method": method, "num": min(num, len(crops)), "crops": [Path(c).name for c in crops[:num]]}
     table = f"{cfg.name}_cali_table"
     with locked(out):
         if not up_to_date(out, inputs, options):

@@ -193,7 +193,7 @@ def timed(fn, repeat=3) -> float:
 
 
 
-def bench_deploy(cfg, args, rounds: int = 3) -> list[dict]:
+def bench_deploy(cfg, args, rounds: int = 5) -> list[dict]:
     """bmpose's deploy against TPU-MLIR's own: the first chip's INT8 batch-1 bmodel, redeployed `rounds` times
     each way on the same inputs, alternating: `bmpose build --no-report` (a fresh process, in a private copy
     of the artifacts where only that bmodel is missing) vs the raw `model_deploy.py` command bmpose ran (read
