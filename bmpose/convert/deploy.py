@@ -14,6 +14,7 @@ from bmpose.convert.runner import run_tool
 from bmpose.convert.steps import _output_name, build, link, transform_files
 from bmpose.errors import BmposeError
 from bmpose.manifest import locked, up_to_date, write_manifest
+from bmpose.runtime.devtime import device_time, link_bm1684_estimate
 
 TAIL_RULE = "v1: output op back through single-input ops, up to and including the first merge"
 
@@ -79,6 +80,9 @@ def _deploy(cfg, chip, precision, batch, tmp: Path, mlir: Path, files, inputs, o
                  "--quantize_table", "qtable", "--tolerance", options.get("tpu_layer_tolerance", "0.7,0.0")]
     else:
         args += ["--quantize", "F32", "--tolerance", "0.99,0.99"]
+    # BM1684's codegen writes its cycle estimate to `_0.dat` but embeds only compiler_profile_0.dat: link the
+    # two first, so every bmodel carries its simulated device time (bmpose.runtime.devtime).
+    link_bm1684_estimate(tmp, chip)
     seconds = run_tool("model_deploy.py", args, tmp, "model_deploy.log")
 
     mode = "int8_sym" if precision == "int8" else "f32"
@@ -128,7 +132,8 @@ def _deploy(cfg, chip, precision, batch, tmp: Path, mlir: Path, files, inputs, o
 
     tol_key, tol = next(iter(options["tolerance"].items()))
     checks = {"final": final, "tpu_mlir_vs_top_min_cos": min((r["cosine"] for r in rows[:-1]), default=None),
-              "tolerance": {tol_key: tol}, "seconds": round(seconds, 1)}
+              "tolerance": {tol_key: tol}, "seconds": round(seconds, 1),
+              "device_time": device_time(tmp / name, chip, batch)}   # the compiler's estimate; no simulator run
     compare.gate(tol_key, final["cosine"], tol, str(tmp / name))
     write_manifest(tmp, stage="deploy", inputs=inputs, options=options,
                    outputs=[name, tpu_mlir.name, tpu_weights, "compare.csv", "compare.npz"]

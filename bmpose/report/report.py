@@ -5,6 +5,7 @@ build time, final similarity to ONNX, FP32 layers), a per-layer similarity plot 
 heatmaps ONNX vs FP32 vs INT8 side by side, how to run each bmodel, and - when present - the COCO evaluation
 (artifacts/<model>/eval/*.json) and the calibration study (artifacts/<model>/study/study.json).
 The report has a manifest over everything it reads, so refreshing it after a no-op build costs nothing.
+Long: one module per output format would repeat the data and table helpers the markdown and HTML share.
 """
 from __future__ import annotations
 
@@ -76,6 +77,7 @@ def collect(cfg) -> dict:
             "fp32_layers": m.get("fp32_layers", []), "qtable_origin": m.get("qtable_origin", {}),
             "method": m["options"].get("method"), "tpu_mlir": str(b["tpu_mlir"]), "created": m.get("created"),
             "layer_min_cos": m["checks"].get("tpu_mlir_vs_top_min_cos"), "checkpoint": m["options"].get("checkpoint"),
+            **_device_time(m),
         })
     evals = []
     for p in sorted((cfg.artifacts / "eval").glob("*.json")):
@@ -98,6 +100,14 @@ def collect(cfg) -> dict:
     study = json.loads(study_path.read_text()) if study_path.is_file() else None
     return {"model": cfg.name, "mmpose_config": str(cfg.mmpose_config), "input_size": list(cfg.input_size),
             "bmodels": bmodels, "eval": evals, "study": study}
+
+
+def _device_time(m: dict) -> dict:
+    """The build's simulated device time (the compiler's cycle estimate, bmpose.runtime.devtime)."""
+    t = m["checks"].get("device_time") or {
+        "runtime_ms": None, "why": "built before bmpose recorded the device time estimate (rebuild to get it)"}
+    return {"sim_ms_per_batch": t.get("runtime_ms"), "sim_ms_per_person": t.get("ms_per_person"),
+            "device_time": t}
 
 
 # ------------------------------------------------------------------------------------------------ plots
@@ -224,12 +234,26 @@ def _fmt(v, nd=6):
 
 
 def _bmodel_rows(data):
+    """The bmodel table and its footnotes: why a bmodel has no simulated device time."""
     head = ["bmodel", "chip", "batch", "precision", "size MB", "build s", "cos", "euclid", "SQNR dB",
-            "gate", "fp32 layers"]
-    rows = [[b["name"], b["chip"], b["batch"], b["precision"], _fmt(b["size_mb"], 2), _fmt(b["build_s"], 1),
-             _fmt(b["cosine"]), _fmt(b["euclidean"], 4), _fmt(b["sqnr_db"], 1), _gate(b), len(b["fp32_layers"])]
-            for b in data["bmodels"]]
-    return head, rows
+            "gate", "fp32 layers", "sim ms/batch", "sim ms/person"]
+    notes: list[str] = []
+    rows = []
+    for b in data["bmodels"]:
+        if b.get("sim_ms_per_batch") is None:
+            why = (b.get("device_time") or {}).get("why") or "no device time estimate recorded"
+            notes += [why] if why not in notes else []
+            sim = [f"n/a [{notes.index(why) + 1}]"] * 2
+        else:
+            sim = [_fmt(b["sim_ms_per_batch"], 4), _fmt(b["sim_ms_per_person"], 4)]
+        rows.append([b["name"], b["chip"], b["batch"], b["precision"], _fmt(b["size_mb"], 2), _fmt(b["build_s"], 1),
+                     _fmt(b["cosine"]), _fmt(b["euclidean"], 4), _fmt(b["sqnr_db"], 1), _gate(b),
+                     len(b["fp32_layers"]), *sim])
+    return head, rows, notes
+
+
+SIM_NOTE = ("sim ms: the compiler's cycle estimate embedded in the bmodel (TPU-MLIR's cycle model, read with "
+            "model_tool; BM1684X at 1000 MHz, BM1684 at 550 MHz), not a measurement on a device.")
 
 
 def _gate(b) -> str:
@@ -266,6 +290,11 @@ def _study_plots(study) -> list[dict]:
     return [p for p in (study.get("layer_plots", []) if isinstance(study, dict) else []) if p.get("file")]
 
 
+def _md_bmodels(table, data) -> list[str]:
+    head, rows, notes = _bmodel_rows(data)
+    return [table(head, rows), "", SIM_NOTE, *(f"[{i}] {n}" for i, n in enumerate(notes, 1))]
+
+
 def to_markdown(cfg, data) -> str:
     def table(head, rows):
         out = ["| " + " | ".join(map(str, head)) + " |", "|" + "---|" * len(head)]
@@ -277,7 +306,7 @@ def to_markdown(cfg, data) -> str:
              f"mmpose config `{data['mmpose_config']}`, input {data['input_size'][0]}x{data['input_size'][1]} "
              "(w x h). Similarities: bmodel output vs ONNX Runtime on a real calibration crop.", "",
              "## Bmodels", "", *([note, ""] if note else []),
-             table(*_bmodel_rows(data)) if data["bmodels"] else "No bmodels built yet.", ""]
+             *(_md_bmodels(table, data) if data["bmodels"] else ["No bmodels built yet."]), ""]
     for b in data["bmodels"]:
         if b["plots"].get("layers"):
             parts += [f"![{b['name']} per-layer similarity]({b['plots']['layers']})", ""]
@@ -296,6 +325,14 @@ def to_markdown(cfg, data) -> str:
     return "\n".join(parts) + "\n"
 
 
+def _html_bmodels(table, data) -> str:
+    e = html.escape
+    head, rows, notes = _bmodel_rows(data)
+    foot = "".join(f"<li>{e(n)}</li>" for n in notes)
+    return (table(head, rows) + f'<p class="note">{e(SIM_NOTE)}</p>'
+            + (f'<ol class="footnotes">{foot}</ol>' if foot else ""))
+
+
 def to_html(cfg, data) -> str:
     e = html.escape
 
@@ -310,7 +347,7 @@ def to_html(cfg, data) -> str:
              f"{data['input_size'][1]} (w x h). Similarities: bmodel output vs ONNX Runtime on a real "
              "calibration crop; per-layer: deployed TPU MLIR vs top FP32 MLIR.</p>", "<h2>Bmodels</h2>",
              f"<p>{e(note)}</p>" if note else "",
-             table(*_bmodel_rows(data)) if data["bmodels"] else "<p>No bmodels built yet.</p>"]
+             _html_bmodels(table, data) if data["bmodels"] else "<p>No bmodels built yet.</p>"]
     fp32 = [b for b in data["bmodels"] if b["fp32_layers"]]
     if fp32:
         parts.append("<h3>FP32 layers of the INT8 bmodels</h3><ul>")
