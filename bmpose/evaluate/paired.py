@@ -95,3 +95,31 @@ def score_backend(cfg, backend, boxes, owner, truth, sigmas, flip: bool) -> np.n
 
     run = predict(cfg, backend, boxes, flip, progress=False, allow_slow=True)
     return person_oks(boxes, run.predictions, owner, truth, sigmas)
+
+
+def cached_person_oks(cache: Path, artifact: Path, crops: int, score) -> np.ndarray:
+    """`score()` (per-person OKS of an artifact), cached in `cache` keyed on the artifact's content hash."""
+    from bmpose.manifest import atomic_file, sha256_file
+
+    key = {"artifact_sha256": sha256_file(artifact), "crops": crops, "jitters": JITTERS, "seed": SEED,
+           "version": 1}
+    if cache.is_file():
+        doc = json.loads(cache.read_text())
+        if doc.get("key") == key:
+            return np.asarray(doc["person_oks"])
+    values = score()
+    with atomic_file(cache) as tmp:
+        tmp.write_text(json.dumps({"key": key, "person_oks": [float(v) for v in values]}))
+    return values
+
+
+def versus_best(per_person: dict[str, np.ndarray]) -> dict[str, dict]:
+    """Each entry against the one with the highest mean OKS, paired over persons: the difference with its 95%
+    interval, and whether the interval holds 0 (within the noise)."""
+    best = max(per_person, key=lambda k: float(np.mean(per_person[k])))
+    out = {}
+    for k, v in per_person.items():
+        d = paired_drop(per_person[best], v)
+        out[k] = {"vs": best, "diff": d["drop"], "ci95": d["ci95"], "within_noise": d["ci95"][0] <= 0.0}
+    return out
+

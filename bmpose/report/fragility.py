@@ -34,21 +34,6 @@ def thresholds(table: Path) -> dict[str, float]:
     return out
 
 
-def _scored(cache: Path, artifact: Path, crops: int, score) -> np.ndarray:
-    """Per-person OKS of a build, cached beside it (keyed on the deployed MLIR's hash and the crop count)."""
-    from bmpose.manifest import sha256_file
-
-    key = {"artifact_sha256": sha256_file(artifact), "crops": crops, "version": 1}
-    if cache.is_file():
-        doc = json.loads(cache.read_text())
-        if doc.get("key") == key:
-            return np.asarray(doc["person_oks"])
-    values = score()
-    with atomic_file(cache) as tmp:
-        tmp.write_text(json.dumps({"key": key, "person_oks": [float(v) for v in values]}))
-    return values
-
-
 def run_fragility(cfg, chips, methods, checkpoint=None, drops=DROPS) -> dict:
     from bmpose.calib.calibset import ensure_calib
     from bmpose.convert import deploy, steps
@@ -85,7 +70,7 @@ def run_fragility(cfg, chips, methods, checkpoint=None, drops=DROPS) -> dict:
                 d, _ = deploy.ensure_bmodel(cfg, chip, "int8", 1, mlir=mlir1, options=opts, cali_table=table,
                                             out=out / f"{method}_{label}" / chip)
                 tpu = d / read_manifest(d)["tpu_mlir"]
-                test = _scored(d / "paired_oks.json", tpu, len(boxes), lambda: paired.score_backend(
+                test = paired.cached_person_oks(d / "paired_oks.json", tpu, len(boxes), lambda: paired.score_backend(
                     cfg, open_backend(tpu, chip, kind="mlir"), boxes, owner, truth, sigmas, cfg.flip_test))
                 row = {"method": method, "chip": chip, "subset": label, "crops": len(subsets[label]),
                        "max_threshold_change": round(moved, 4), **paired.paired_drop(ref, test)}

@@ -233,9 +233,42 @@ def choose(rows: list[dict], chips, cfg) -> dict:
                                "dAP": {c: combos.get(default, {}).get(c, {}).get("dAP") for c in chips}}}
 
 
+def _add_paired_oks(cfg, variants, rows, flip: bool) -> None:
+    """Per row: the fidelity gate's statistic (bmpose.evaluate.paired) and, per chip, whether the row differs
+    from the chip's best INT8 variant beyond the noise (`~best`: the paired interval holds 0)."""
+    from bmpose.evaluate import paired
+    from bmpose.runtime.backends import open_backend
+    from bmpose.runtime.results import dataset_sigmas
+
+    boxes, owner, truth = paired.jittered_boxes(*eval_set())
+    sigmas = dataset_sigmas(cfg)
+    scored = {}
+    for v, row in zip(variants, rows):
+        if v.artifact is None:
+            continue
+        cache = (v.build_dir or study_dir(cfg)) / f"paired_oks_{v.label}.json"
+        backend = lambda v=v: open_backend(v.artifact, v.chip, kind="onnx" if v.chip is None else "mlir")  # noqa: E731
+        scored[v.label] = paired.cached_person_oks(cache, v.artifact, len(boxes), lambda: paired.score_backend(
+            cfg, backend(), boxes, owner, truth, sigmas, flip))
+    ref = scored.get("onnx_fp32")
+    for v, row in zip(variants, rows):
+        if ref is not None and v.label in scored:
+            d = paired.paired_drop(ref, scored[v.label])
+            row.update(oks_drop=d["drop"], oks_ci95=f"{d['ci95'][0]:+.4f}..{d['ci95'][1]:+.4f}")
+    for chip in {v.chip for v in variants if v.chip}:
+        mine = {v.label: scored[v.label] for v in variants if v.chip == chip and v.precision == "int8"
+                and v.label in scored}
+        if mine:
+            verdict = paired.versus_best(mine)
+            for v, row in zip(variants, rows):
+                if v.label in verdict:
+                    row["vs_best"] = "best" if verdict[v.label]["vs"] == v.label else (
+                        "~best" if verdict[v.label]["within_noise"] else f"{verdict[v.label]['diff']:+.4f}")
+
+
 def to_markdown(study: dict) -> str:
-    cols = ["chip", "precision", "method", "fp32_layers", "n_fp32", "AP", "dAP", "AP50", "AP75", "hm_cos_mean",
-            "hm_cos_min", "build_s", "eval_s", "error"]
+    cols = ["chip", "precision", "method", "fp32_layers", "n_fp32", "AP", "dAP", "oks_drop", "oks_ci95",
+            "vs_best", "hm_cos_mean", "hm_cos_min", "build_s", "eval_s", "error"]
 
     def fmt(v):
         if v is None:
@@ -264,7 +297,6 @@ def run_study(cfg, args) -> dict:
     search_methods = set(args.methods if args.search_methods == ["all"] else args.search_methods)
     ann, img = (Path(args.coco_ann), Path(args.coco_img or Path(args.coco_ann).parent)) if args.coco_ann \
         else eval_set()
-
     variants, search = build_variants(cfg, args, chips, args.methods, search_methods)
     boxes = eval_boxes(ann, img)
     flip = cfg.flip_test and not args.no_flip
@@ -277,6 +309,7 @@ def run_study(cfg, args) -> dict:
         print(f"study: {v.label}: AP {e['AP']:.4f} ({e['persons']} persons, {e['seconds']:.1f} s)")
     onnx_ap = evals["onnx_fp32"]["AP"]
     rows = make_rows(cfg, variants, evals, onnx_ap)
+    _add_paired_oks(cfg, variants, rows, flip)
     default = next((v for v in variants if v.precision == "int8" and v.layers == "auto"
                     and v.method == cfg.calibration.get("method", "kl") and v.build_dir), None)
     layer_plots = [{"chip": v.chip, "title": f"{v.chip}, {v.method}, automatic FP32 tail",
@@ -289,7 +322,9 @@ def run_study(cfg, args) -> dict:
                   f"bundled coco_val_mini; evaluated through the mlir backend (deployed *_tpu.mlir on pymlir) on "
                   f"{len(boxes)} persons of {ann.name} with ground-truth boxes{', flip test' if flip else ''}; "
                   f"dAP = AP - ONNX FP32 AP ({onnx_ap:.4f}) on the same crops; hm_cos = heatmap cosine vs ONNX per "
-                  f"crop (mean, worst). fp32_layers: none = all INT8, auto = automatic FP32 tail, search = tail + "
+                  f"crop (mean, worst); oks_drop = per-person OKS drop vs ONNX on 8 jittered crops per person with "
+                  f"its 95% paired interval (the fidelity gate's statistic), vs_best: ~best = within the noise of "
+                  f"the chip's best INT8 variant. fp32_layers: none = all INT8, auto = automatic FP32 tail, search = tail + "
                   f"TPU-MLIR search_qtable (methods: {', '.join(sorted(search_methods))})."),
         "eval_set": {"annotations": str(ann), "images": str(img), "persons": len(boxes), "flip": flip},
         "onnx_AP": onnx_ap, "rows": rows, "search": search, "layer_plots": layer_plots,
