@@ -29,8 +29,21 @@ COMMANDS = {
 def usage() -> str:
     lines = ["usage: bmpose <command> [options]", "", "commands:"]
     lines += [f"  {name:<9} {help_}" for name, (_, help_) in COMMANDS.items()]
-    lines += ["", "`bmpose <command> --help` for a command's options."]
+    lines += ["", "`bmpose <command> --help` for a command's options; `bmpose --version` for the versions."]
     return "\n".join(lines)
+
+
+def versions() -> str:
+    """bmpose and the tools that decide its outputs (read from the installed metadata: nothing imported)."""
+    from importlib import metadata
+
+    def version(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    return "  ".join(f"{n} {version(n)}" for n in ("bmpose", "tpu_mlir", "torch", "mmpose"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return 0 if argv else 2
+    if argv[0] == "--version":
+        print(versions())
+        return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
         print(f"bmpose: error: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
