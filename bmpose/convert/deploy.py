@@ -24,7 +24,9 @@ def deploy_options(cfg, chip: str, precision: str, batch: int, *, method: str | 
     checkpoint = checkpoint or cfg.checkpoint
     tol_key = f"{precision}_cos" + ("_random" if precision == "int8" and checkpoint == "fixture" else "")
     opts = {"chip": chip, "precision": precision, "batch": batch, "tolerance": {tol_key: cfg.tolerances[tol_key]},
-            "checkpoint": checkpoint, "calib": calib}
+            "checkpoint": checkpoint, "calib": calib,
+            # v1: the compiler's cycle estimate is embedded in the bmodel (BM1684 too, see runtime.devtime)
+            "device_time": "embedded estimate v1"}
     if precision == "int8":
         opts.update({"method": method, "qtables": [str(q) for q in user_qtables], "search": bool(search),
                      "tail_rule": TAIL_RULE, "symmetric": True})

@@ -1,0 +1,301 @@
+"""Simulated device time of a bmodel: the compiler's cycle estimate, read from the bmodel or a simulator run.
+
+Where the numbers come from (TPU-MLIR 1.30.2, measured on the small HRNet):
+  * At codegen TPU-MLIR estimates every TIU and GDMA command with its cycle model and, with model_deploy
+    --debug (bmpose always passes it), embeds the estimate in the bmodel (`net_stat` in `model_tool --print`).
+    It ends with `TCYC : N` and `flops: F, runtime: R ms`, R = N / clock (BM1684X 1000 MHz, BM1684 550).
+  * With BMRUNTIME_ENABLE_PROFILE=1 the runtime (here: on the cmodel) writes `bmprofile_data-<n>/net_stat.sim`
+    into its cwd: a byte-identical copy of that embedded estimate, not a measurement (the same for any input;
+    profiling leaves the outputs bit-identical). So `read_embedded_stat` (model_tool, ~0.3 s) is what builds
+    record; `simulate_time` (a spawned simulator run, seconds) cross-checks it.
+  * BM1684: the codegen writes its estimate to `_0.dat` in model_deploy's cwd but looks for
+    compiler_profile_0.dat to embed; `link_bm1684_estimate` bridges the two before model_deploy runs.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bmpose.errors import BmposeError
+from bmpose.runtime.backends._tpu_mlir import bmodel_chip, tpu_mlir_root
+
+SOURCE = "compiler cycle estimate embedded in the bmodel (model_tool net_stat)"
+SIM_SOURCE = "runtime profile net_stat.sim of one simulator (cmodel) run"
+# profile_helper/bm1684_defs.py: BM1684 TIU 550 MHz (its simulator's global.profile says 1000 all the same)
+KNOWN_CLOCK_MHZ = {"BM1684": 550, "BM1684X": 1000}
+CMODEL_LOCKFILE = "/tmp/cmodel_chip.lock"   # TPU-MLIR's ChipLock file (as bmpose.convert.runner sets it)
+CMODEL_SO_LOCK = "/tmp/cmodel_so.lock"      # TPU-MLIR's lock around the libcmodel.so link switch
+NO_STAT_WHY = ("the bmodel embeds no cycle estimate (net_stat): built without model_deploy --debug, or a "
+               "BM1684 bmodel built without the compiler_profile_0.dat -> _0.dat link (before bmpose made it)")
+
+
+class DevtimeError(BmposeError):
+    pass
+
+
+# ------------------------------------------------------------------------------------------------ parsing
+
+_CMD = re.compile(r"(?P<layer>[^|\s]+)\|(?P<kind>[A-Za-z0-9_]+)\|s:\d+\|b:\d+\|g:\d+\|e:\d+\|t:(?P<t>\d+)"
+                  r"(?P<rest>\|dr:\d+\|sz:\d+(?:\|bw:[\d.]+)?)?")
+
+
+def parse_net_stat(text: str) -> dict:
+    """The summary of a cycle-model dump: net_stat.sim, the bmodel's net_stat, compiler_profile_0.txt or
+    BM1684's `_0.dat` (one format). -> cycles, runtime_ms, flops, tops, freq_mhz_implied (cycles / runtime),
+    TIU/GDMA command counts and busy cycles, GDMA bytes, DDR BW usage, `lines` {field: (line number, line)}.
+    Raises ValueError without a cycle total and runtime line (truncated, or not such a file)."""
+    out: dict = {"lines": {}}
+    tiu = gdma = tiu_busy = gdma_busy = 0
+    for no, line in enumerate(text.splitlines(), 1):
+        for m in _CMD.finditer(line):
+            if m.group("rest"):          # GDMA commands carry direction and size; TIU (ENGINE_BD) ones do not
+                gdma, gdma_busy = gdma + 1, gdma_busy + int(m.group("t"))
+            else:
+                tiu, tiu_busy = tiu + 1, tiu_busy + int(m.group("t"))
+        s = line.strip()
+        if s.startswith("API_END") and (m := re.search(r"total_cycle:(\d+)", s)):
+            out["api_end_cycles"] = int(m.group(1))
+            out["lines"]["api_end"] = (no, s)
+        elif s.startswith("TCYC") and (m := re.match(r"TCYC\s*:\s*(\d+)", s)):
+            out["cycles"] = int(m.group(1))
+            out["lines"]["cycles"] = (no, s)
+            for k in ("bdc_cycle", "gdma_cycle"):    # BM1688 appends "(bdc_cycle:.., gdma_cycle:..)"
+                if mk := re.search(k + r"\s*:\s*(\d+)", s):
+                    out[k] = int(mk.group(1))
+        elif s.startswith("GDMA SUMMARY"):
+            out["gdma_bytes"] = {k: int(v) for k, v in re.findall(r"\b(S2L|L2S|S2S|L2L):(\d+)", s)}
+        elif s.startswith("DDR BW USAGE") and (m := re.search(r"([\d.]+)%", s)):
+            out["ddr_bw_usage_pct"] = float(m.group(1))
+        elif s.startswith("flops:") and (m := re.search(
+                r"flops:\s*(\d+),\s*runtime:\s*([\d.]+)\s*ms(?:,\s*ComputationAbility:\s*([\d.]+)\s*T)?", s)):
+            out.update(flops=int(m.group(1)), runtime_ms=float(m.group(2)),
+                       tops=float(m.group(3)) if m.group(3) else None)
+            out["lines"]["runtime"] = (no, s)
+    if "cycles" not in out and "api_end_cycles" in out:
+        out["cycles"] = out["api_end_cycles"]
+    if "cycles" not in out or "runtime_ms" not in out:
+        raise ValueError("no cycle total (TCYC / API_END) and runtime line: not a complete cycle-model dump")
+    out.update(tiu_cmds=tiu, gdma_cmds=gdma, tiu_busy_cycles=tiu_busy, gdma_busy_cycles=gdma_busy)
+    out["freq_mhz_implied"] = out["cycles"] / (out["runtime_ms"] * 1e3) if out["runtime_ms"] > 0 else None
+    return out
+
+
+def parse_global_profile(text: str) -> dict:
+    """`[bmprofile] key=value` header lines of global.profile (arch, net_name, tpu_freq, ...) up to the
+    `...Start Profile Log...` marker; tpu_freq also as int `tpu_freq_mhz`."""
+    out: dict = {}
+    for line in text.splitlines():
+        if line.startswith("...Start Profile Log"):
+            break
+        if m := re.match(r"\[bmprofile\]\s+(\w+)=(\S*)\s*$", line):
+            out[m.group(1)] = m.group(2)
+    if out.get("tpu_freq", "").isdigit():
+        out["tpu_freq_mhz"] = int(out["tpu_freq"])
+    return out
+
+
+def compile_estimate(path) -> dict:
+    """A codegen estimate file (BM1684's `_0.dat`, `compiler_profile_0.txt`), parsed, with its source."""
+    path = Path(path)
+    est = parse_net_stat(path.read_text(errors="replace"))
+    est["source"] = {"file": str(path), "line": est["lines"]["runtime"][1]}
+    return est
+
+
+# ------------------------------------------------------------------------------------------------ bmodel
+
+def link_bm1684_estimate(deploy_dir: Path, chip: str) -> None:
+    """BM1684 (TPU-MLIR 1.30.2): codegen writes its estimate to `_0.dat` in model_deploy's cwd but embeds
+    only `compiler_profile_0.dat`; a link from the second to the first, made before model_deploy, gets it
+    embedded (+53 KB on the small HRNet, outputs bit-identical). Other chips: nothing to do."""
+    if chip.upper() == "BM1684":
+        link = Path(deploy_dir) / "compiler_profile_0.dat"
+        if not link.is_symlink():
+            link.symlink_to("_0.dat")
+
+
+def _model_tool(*args, cwd=None) -> subprocess.CompletedProcess:
+    tool = tpu_mlir_root() / "bin" / "model_tool"
+    try:
+        return subprocess.run([str(tool), *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=120)
+    except OSError as e:
+        raise DevtimeError(f"cannot run {tool} ({e.strerror})") from None
+
+
+def read_embedded_stat(bmodel) -> dict | None:
+    """The cycle estimate embedded in a bmodel (`net_stat` of its first net) parsed, with `text` and
+    `source`; None when it has none. No simulator: model_tool --print, then --dump of that field."""
+    bmodel = Path(bmodel).resolve()
+    pr = _model_tool("--print", bmodel)
+    if pr.returncode != 0:
+        raise DevtimeError(f"{bmodel}: model_tool --print failed: {pr.stderr.strip()[-200:]}")
+    m = re.search(r"net_stat:\s*\{\s*start:\s*(\d+),\s*size:\s*(\d+)", pr.stdout)
+    if not m or int(m.group(2)) == 0:
+        return None
+    start, size = m.group(1), m.group(2)
+    with tempfile.TemporaryDirectory(prefix="bmpose-devtime-") as tmp:
+        dst = Path(tmp) / "net_stat.sim"
+        d = _model_tool("--dump", bmodel, start, size, dst, cwd=tmp)
+        if d.returncode != 0 or not dst.is_file():
+            raise DevtimeError(f"{bmodel}: model_tool --dump of net_stat failed: {d.stderr.strip()[-200:]}")
+        text = dst.read_text(errors="replace")
+    stat = parse_net_stat(text)
+    stat["text"] = text
+    stat["source"] = {"file": str(bmodel), "field": f"net_stat (start {start}, size {size})",
+                      "line": stat["lines"]["runtime"][1]}
+    return stat
+
+
+def _clock(chip: str, implied: float | None, where: str) -> int:
+    """The clock behind the estimate's runtime line: cycles / runtime, checked against the chip's."""
+    known = KNOWN_CLOCK_MHZ.get(chip.upper())
+    if implied is None:
+        raise DevtimeError(f"{where}: the estimate has a zero runtime")
+    if known and abs(implied - known) > 0.01 * known:
+        raise DevtimeError(f"{where}: the estimate implies {implied:.1f} MHz; {chip} runs at {known}")
+    return known or round(implied)
+
+
+def device_time(bmodel, chip: str, batch: int) -> dict:
+    """What a build records (manifest checks.device_time): cycles, tpu_freq_mhz, runtime_ms (per batch),
+    ms_per_person, flops, source; or {runtime_ms: None, why} for a bmodel that embeds no estimate."""
+    stat = read_embedded_stat(bmodel)
+    if stat is None:
+        return {"runtime_ms": None, "ms_per_person": None, "why": NO_STAT_WHY}
+    freq = _clock(chip, stat["freq_mhz_implied"], str(bmodel))
+    ms = stat["cycles"] / (freq * 1e3)
+    return {"cycles": stat["cycles"], "tpu_freq_mhz": freq, "runtime_ms": ms, "ms_per_person": ms / batch,
+            "flops": stat["flops"], "source": SOURCE}
+
+
+# ------------------------------------------------------------------------------------------------ simulator
+
+def _worker(bmodel: str, chip: str, x, workdir: str, want_output: bool, q) -> None:
+    """In the spawned process: cwd = workdir (the runtime writes bmprofile_data-N/ there), one forward."""
+    try:
+        os.chdir(workdir)
+        log = os.open(os.path.join(workdir, "simulator.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        os.dup2(log, 1)      # the simulator prints from C: keep the caller's console quiet
+        os.dup2(log, 2)
+        os.environ["BMRUNTIME_ENABLE_PROFILE"] = "1"
+        os.environ.setdefault("CMODEL_LOCKFILE", CMODEL_LOCKFILE)
+        tpu_mlir_root()
+        import importlib
+
+        from filelock import FileLock
+        from tools import model_runner as mr   # TPU-MLIR's ChipLock and libcmodel.so link helpers
+        from utils.lowering import lowering
+
+        # ChipLock keeps other chips' processes off the shared libcmodel.so link while we hold it;
+        # the so lock covers the switch and the dlopen inside Model().
+        with mr.ChipLock(chip, os.environ["CMODEL_LOCKFILE"]):
+            with FileLock(CMODEL_SO_LOCK):
+                mr.link_cmodel_so(chip)
+                mr.link_bmlib_so(chip)
+                model = importlib.import_module("pyruntime_bm").Model(bmodel, 0, "")
+            net = model.Net(model.networks[0])
+            inp = net.inputs[0]
+            shape = tuple(inp.data.shape)
+            x = np.zeros(shape, np.float32) if x is None else np.ascontiguousarray(x, np.float32)
+            if x.shape != shape:
+                raise DevtimeError(f"input shape {x.shape} != bmodel input {shape}")
+            inp.data.reshape(-1)[:] = lowering(x, pdtype=inp.dtype, pshape=x.shape, pzero_point=inp.qzero_point,
+                                               pscale=inp.qscale).flatten()
+            t0 = time.monotonic()
+            out_shapes = net.forward_dynamic([list(shape)])
+            forward_s = time.monotonic() - t0
+            y = None
+            if want_output:
+                o = net.outputs[0]
+                y = np.array(o.data, dtype=np.float32)
+                if o.data.dtype in (np.int8, np.uint8) and o.qscale != 0:
+                    y = (o.data.astype(np.float32) - o.qzero_point) * np.float32(o.qscale)
+                y = y.reshape(-1)[:int(np.prod(out_shapes[0]))].reshape(out_shapes[0])
+            del net, model       # the runtime finishes its profile files at teardown
+        q.put({"ok": True, "batch": shape[0], "forward_s": forward_s, "output": y})
+    except BaseException as e:  # report, never leave the parent waiting
+        q.put({"ok": False, "error": f"{type(e).__name__}: {e}"})
+        raise
+
+
+def _run_spawned(bmodel: Path, chip: str, x, want_output: bool, timeout: float) -> dict:
+    """One simulator run in a fresh spawned process (one chip per process) whose cwd is a temporary dir,
+    removed afterwards: the caller's cwd is never touched. -> the worker's result + profile texts."""
+    ctx = mp.get_context("spawn")
+    work = tempfile.mkdtemp(prefix="bmpose-devtime-")
+    try:
+        q = ctx.Queue()
+        p = ctx.Process(target=_worker, args=(str(bmodel), chip, x, work, want_output, q), daemon=True)
+        t0 = time.monotonic()
+        p.start()
+        res = None
+        while res is None:      # get before join (a large result blocks the child's exit); notice a dead child
+            try:
+                res = q.get(timeout=1.0)
+            except queue.Empty:
+                if not p.is_alive() or time.monotonic() - t0 > timeout:
+                    try:
+                        res = q.get(timeout=1.0)
+                    except queue.Empty:
+                        res = {"ok": False, "error": f"no result (exit code {p.exitcode}, {timeout:.0f} s limit)"}
+        p.join(30)
+        if p.is_alive():
+            p.kill()
+            p.join()
+        res["wall_s"] = time.monotonic() - t0
+        if not res["ok"]:
+            log = Path(work, "simulator.log")
+            res["error"] += " | simulator.log: " + (log.read_text(errors="replace")[-600:] if log.is_file() else "")
+        res["texts"] = {f"{f.parent.name}/{f.name}": f.read_text(errors="replace")
+                        for f in sorted(Path(work).glob("bmprofile_data-*/*"))
+                        if f.name in ("net_stat.sim", "global.profile")}
+        return res
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def simulate_time(bmodel, chip: str | None = None, x=None, *, timeout: float = 600,
+                  want_output: bool = False) -> dict:
+    """Run `bmodel` once on the cmodel with profiling on; -> chip, batch, cycles, tpu_freq_mhz,
+    runtime_ms (per batch), ms_per_person, flops, source, matches_embedded (the runtime's net_stat.sim is
+    byte-identical to the bmodel's embedded estimate), wall_s, and `output` with want_output.
+    chip: expected chip (checked); x: NCHW float32 input (default zeros: the estimate does not depend on it).
+    Without an estimate: runtime_ms None and `why`. Slow (seconds): builds use `device_time` instead."""
+    bmodel = Path(bmodel).resolve()
+    if not bmodel.is_file():
+        raise DevtimeError(f"{bmodel}: no such bmodel")
+    actual = bmodel_chip(bmodel).upper()
+    if chip and chip.upper() != actual:
+        raise DevtimeError(f"{bmodel}: built for {actual}, not {chip.upper()}")
+    res = _run_spawned(bmodel, actual, x, want_output, timeout)
+    if not res["ok"]:
+        raise DevtimeError(f"{bmodel.name}: simulator run failed: {res['error']}")
+    out = {"bmodel": str(bmodel), "chip": actual, "batch": res["batch"], "wall_s": round(res["wall_s"], 3),
+           "forward_s": round(res["forward_s"], 3), "profile_files": sorted(res["texts"])}
+    if want_output:
+        out["output"] = res["output"]
+    g_name = next((n for n in res["texts"] if n.endswith("global.profile")), None)
+    out["profile_tpu_freq_mhz"] = parse_global_profile(res["texts"][g_name]).get("tpu_freq_mhz") if g_name else None
+    s_name = next((n for n in res["texts"] if n.endswith("net_stat.sim")), None)
+    if s_name is None:
+        out.update(runtime_ms=None, ms_per_person=None, why=f"the simulator wrote no net_stat.sim: {NO_STAT_WHY}")
+        return out
+    text = res["texts"][s_name]
+    stat = parse_net_stat(text)
+    freq = _clock(actual, stat["freq_mhz_implied"], f"{bmodel.name} {s_name}")
+    ms = stat["cycles"] / (freq * 1e3)
+    out.update({k: stat.get(k) for k in ("cycles", "flops", "tops", "tiu_cmds", "gdma_cmds", "gdma_bytes")})
+    out.update(tpu_freq_mhz=freq, runtime_ms=ms, ms_per_person=ms / res["batch"], source=SIM_SOURCE,
+               source_line=stat["lines"]["runtime"][1])
+    emb = read_embedded_stat(bmodel)
+    out["matches_embedded"] = emb is not None and emb["text"] == text
+    return out
