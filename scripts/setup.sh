@@ -39,28 +39,45 @@ is_py310 "$PY" || {
   exit 2; }
 if [[ $FIND_ONLY == 1 ]]; then echo "$PY"; exit 0; fi
 
-[[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
+# Quiet: one line per phase with its time; everything the tools print goes to $VENV/setup.log, whose tail is
+# shown only when a phase fails (pip's own "ERROR: ... dependency resolver" lines are expected, see below).
+mkdir -p "$VENV"
+LOG="$VENV/setup.log"
+: > "$LOG"
+phase() {
+  local what=$1 t0=$SECONDS
+  shift
+  echo "== $what: $*" >> "$LOG"
+  if "$@" >> "$LOG" 2>&1; then
+    echo "setup: $what ($((SECONDS - t0)) s)"
+  else
+    echo "setup: error: $what failed; the end of $LOG:" >&2
+    tail -n 15 "$LOG" >&2
+    exit 1
+  fi
+}
+[[ -x "$VENV/bin/python" ]] || phase "venv with $PY" "$PY" -m venv "$VENV"
 "$VENV/bin/python" -c 'import sys; assert sys.version_info[:2] == (3, 10)' 2>/dev/null || {
   echo "setup: error: $VENV exists but is not a Python 3.10 venv; remove it and run setup again" >&2; exit 2; }
 PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -c constraints.txt)
 
 # 1. TPU-MLIR with the ONNX front end, plus what its wheel forgets (psutil; torch, which it imports;
 #    setuptools<81, because it imports pkg_resources). torch comes from PyPI at tpu_mlir's own pin.
-"${PIP[@]}" "tpu_mlir[onnx]" torch psutil setuptools pytest
+phase "TPU-MLIR, torch" "${PIP[@]}" "tpu_mlir[onnx]" torch psutil setuptools pytest
 
 # 2. mmpose stack with --no-deps: mmengine/mmcv-lite/mmpose ask for the GUI opencv-python (which breaks
 #    cv2 under TPU-MLIR's LD_LIBRARY_PATH, see tests/test_environment.py), mmpose asks for chumpy (does not
 #    build) and torchvision (would pull a second torch). Their real runtime deps are listed by hand.
-"${PIP[@]}" --no-deps mmengine mmcv-lite mmpose mmdet
-"${PIP[@]}" addict yapf termcolor rich pyyaml matplotlib json_tricks munkres xtcocotools shapely \
-  terminaltables lmdb tqdm six
-"${PIP[@]}" --no-deps -e .
+phase "mmpose (--no-deps)" "${PIP[@]}" --no-deps mmengine mmcv-lite mmpose mmdet
+phase "mmpose's runtime dependencies" "${PIP[@]}" addict yapf termcolor rich pyyaml matplotlib json_tricks \
+  munkres xtcocotools shapely terminaltables lmdb tqdm six
+phase "bmpose (editable)" "${PIP[@]}" --no-deps -e .
 
 # 3. TPU-MLIR bundles Ubuntu 22.04's glibc (libc.so.6, libm.so.6, libpthread.so.0) in lib/third_party and
 #    puts that folder on LD_LIBRARY_PATH. On any newer system (Debian 12 here) the mix of the system loader and
 #    the old libc crashes every tool ("GLIBC_2.36 not found", stack smashing). The system glibc is newer and
 #    backwards compatible, so the copies are moved aside (kept, renamed, so this is reversible and idempotent).
-TP=$("$VENV/bin/python" -c 'import os, tpu_mlir; print(os.path.join(os.path.dirname(tpu_mlir.__file__), "lib", "third_party"))')
+TP=$("$VENV/bin/python" -W ignore -c 'import os, tpu_mlir; print(os.path.join(os.path.dirname(tpu_mlir.__file__), "lib", "third_party"))')
 for lib in libc.so.6 libm.so.6 libpthread.so.0; do
   [[ -e "$TP/$lib" ]] && mv -f "$TP/$lib" "$TP/$lib.bundled-disabled"
 done
@@ -73,6 +90,9 @@ fi
 # 5. Byte-compile the venv once. Where PYTHONDONTWRITEBYTECODE is set (it is on this project's machines), Python
 #    never caches .pyc itself and every process - each TPU-MLIR tool, each bmpose command - compiles its
 #    imports from source again: measured 0.65 s per `bmpose build` and about 1 s per model_deploy.py run.
-"$VENV/bin/python" -m compileall -q -j 0 "$VENV/lib" >/dev/null 2>&1 || true
+compile_venv() { "$VENV/bin/python" -m compileall -q -j 0 "$VENV/lib" || true; }  # a stray py2 file: no reason to fail
+phase "byte-compile" compile_venv
 echo "$KEY" > "$STAMP"
+echo "setup: note: pip reports mmengine, mmcv-lite and mmpose's requirements opencv-python, chumpy and torchvision as"
+echo "setup:   not installed, on purpose (docs/setup.md): they break TPU-MLIR or do not build. Full log: $LOG"
 echo "setup: $VENV ready"
