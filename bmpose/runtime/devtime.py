@@ -32,8 +32,6 @@ SOURCE = "compiler cycle estimate embedded in the bmodel (model_tool net_stat)"
 SIM_SOURCE = "runtime profile net_stat.sim of one simulator (cmodel) run"
 # profile_helper/bm1684_defs.py: BM1684 TIU 550 MHz (its simulator's global.profile says 1000 all the same)
 KNOWN_CLOCK_MHZ = {"BM1684": 550, "BM1684X": 1000}
-CMODEL_LOCKFILE = "/tmp/cmodel_chip.lock"   # TPU-MLIR's ChipLock file (as bmpose.convert.runner sets it)
-CMODEL_SO_LOCK = "/tmp/cmodel_so.lock"      # TPU-MLIR's lock around the libcmodel.so link switch
 NO_STAT_WHY = ("the bmodel embeds no cycle estimate (net_stat): built without model_deploy --debug, or a "
                "BM1684 bmodel built without the compiler_profile_0.dat -> _0.dat link (before bmpose made it)")
 
@@ -180,48 +178,24 @@ def device_time(bmodel, chip: str, batch: int) -> dict:
 # ------------------------------------------------------------------------------------------------ simulator
 
 def _worker(bmodel: str, chip: str, x, workdir: str, want_output: bool, q) -> None:
-    """In the spawned process: cwd = workdir (the runtime writes bmprofile_data-N/ there), one forward."""
+    """In the spawned process: cwd = workdir (the runtime writes bmprofile_data-N/ there), one forward through
+    the cmodel backend (its chip binding, simulator lock and dtype conversions)."""
     try:
         os.chdir(workdir)
         log = os.open(os.path.join(workdir, "simulator.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
         os.dup2(log, 1)      # the simulator prints from C: keep the caller's console quiet
         os.dup2(log, 2)
         os.environ["BMRUNTIME_ENABLE_PROFILE"] = "1"
-        os.environ.setdefault("CMODEL_LOCKFILE", CMODEL_LOCKFILE)
-        tpu_mlir_root()
-        import importlib
+        from bmpose.runtime.backends.cmodel import CmodelBackend
 
-        from filelock import FileLock
-        from tools import model_runner as mr   # TPU-MLIR's ChipLock and libcmodel.so link helpers
-        from utils.lowering import lowering
-
-        # ChipLock keeps other chips' processes off the shared libcmodel.so link while we hold it;
-        # the so lock covers the switch and the dlopen inside Model().
-        with mr.ChipLock(chip, os.environ["CMODEL_LOCKFILE"]):
-            with FileLock(CMODEL_SO_LOCK):
-                mr.link_cmodel_so(chip)
-                mr.link_bmlib_so(chip)
-                model = importlib.import_module("pyruntime_bm").Model(bmodel, 0, "")
-            net = model.Net(model.networks[0])
-            inp = net.inputs[0]
-            shape = tuple(inp.data.shape)
-            x = np.zeros(shape, np.float32) if x is None else np.ascontiguousarray(x, np.float32)
-            if x.shape != shape:
-                raise DevtimeError(f"input shape {x.shape} != bmodel input {shape}")
-            inp.data.reshape(-1)[:] = lowering(x, pdtype=inp.dtype, pshape=x.shape, pzero_point=inp.qzero_point,
-                                               pscale=inp.qscale).flatten()
-            t0 = time.monotonic()
-            out_shapes = net.forward_dynamic([list(shape)])
-            forward_s = time.monotonic() - t0
-            y = None
-            if want_output:
-                o = net.outputs[0]
-                y = np.array(o.data, dtype=np.float32)
-                if o.data.dtype in (np.int8, np.uint8) and o.qscale != 0:
-                    y = (o.data.astype(np.float32) - o.qzero_point) * np.float32(o.qscale)
-                y = y.reshape(-1)[:int(np.prod(out_shapes[0]))].reshape(out_shapes[0])
-            del net, model       # the runtime finishes its profile files at teardown
-        q.put({"ok": True, "batch": shape[0], "forward_s": forward_s, "output": y})
+        backend = CmodelBackend(bmodel, chip)
+        shape = backend.input_shape
+        x = np.zeros(shape, np.float32) if x is None else np.ascontiguousarray(x, np.float32)
+        t0 = time.monotonic()
+        y = backend.run(x)
+        forward_s = time.monotonic() - t0
+        del backend          # the runtime finishes its profile files at teardown
+        q.put({"ok": True, "batch": shape[0], "forward_s": forward_s, "output": y if want_output else None})
     except BaseException as e:  # report, never leave the parent waiting
         q.put({"ok": False, "error": f"{type(e).__name__}: {e}"})
         raise
