@@ -208,6 +208,7 @@ def bench_deploy(cfg, args, rounds: int = 5) -> list[dict]:
 
     from bmpose.convert import list_bmodels
     from bmpose.convert.runner import tpu_env
+    from bmpose.convert.steps import link
 
     target = next((b for b in list_bmodels(cfg) if b["precision"] == "int8" and b["batch"] == 1), None)
     if target is None:
@@ -228,7 +229,7 @@ def bench_deploy(cfg, args, rounds: int = 5) -> list[dict]:
             raw = Path(tempfile.mkdtemp(dir=tmp))
             for f in [*mlir_dir.iterdir(), target["dir"] / "qtable"]:
                 if f.is_file():
-                    os.link(f, raw / f.name)
+                    link(f, raw)   # hard link, or a copy across file systems
             t0 = time.perf_counter()
             subprocess.run([shutil.which(raw_args[0], path=env["PATH"]), *raw_args[1:]], cwd=raw, env=env,
                            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
