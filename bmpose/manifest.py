@@ -43,9 +43,8 @@ _EMPTY_KERNEL_MODE = re.compile(r'(kernel_module: \{\s*file_name: "",\s*binary: 
 def _bmodel_digest(p: Path, h) -> None:
     """Feed `h` the bmodel's header as model_tool prints it (stamps blanked) and its binary payload."""
     import struct
-    import subprocess
 
-    from bmpose.runtime.backends._tpu_mlir import tpu_mlir_root
+    from bmpose.runtime.backends._tpu_mlir import model_tool
 
     with open(p, "rb") as fh:
         magic, header_size, fb_size, _ = struct.unpack("<IIII", fh.read(16))
@@ -54,8 +53,7 @@ def _bmodel_digest(p: Path, h) -> None:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
             return
-        out = subprocess.run([str(tpu_mlir_root() / "bin" / "model_tool"), "--print", str(p)],
-                             capture_output=True, text=True, timeout=120)
+        out = model_tool("--print", p)
         text = _EMPTY_KERNEL_MODE.sub(r"\g<1>0", _PRINT_TIME.sub("", out.stdout))
         h.update(f"model_tool --print rc={out.returncode}\n{text}".encode())
         fh.seek(header_size + fb_size)

@@ -18,7 +18,6 @@ import os
 import queue
 import re
 import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from bmpose.errors import BmposeError
-from bmpose.runtime.backends._tpu_mlir import bmodel_chip, tpu_mlir_root
+from bmpose.runtime.backends._tpu_mlir import bmodel_chip, model_tool
 
 SOURCE = "compiler cycle estimate embedded in the bmodel (model_tool net_stat)"
 SIM_SOURCE = "runtime profile net_stat.sim of one simulator (cmodel) run"
@@ -121,19 +120,11 @@ def link_bm1684_estimate(deploy_dir: Path, chip: str) -> None:
             link.symlink_to("_0.dat")
 
 
-def _model_tool(*args, cwd=None) -> subprocess.CompletedProcess:
-    tool = tpu_mlir_root() / "bin" / "model_tool"
-    try:
-        return subprocess.run([str(tool), *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=120)
-    except OSError as e:
-        raise DevtimeError(f"cannot run {tool} ({e.strerror})") from None
-
-
 def read_embedded_stat(bmodel) -> dict | None:
     """The cycle estimate embedded in a bmodel (`net_stat` of its first net) parsed, with `text` and
     `source`; None when it has none. No simulator: model_tool --print, then --dump of that field."""
     bmodel = Path(bmodel).resolve()
-    pr = _model_tool("--print", bmodel)
+    pr = model_tool("--print", bmodel)
     if pr.returncode != 0:
         raise DevtimeError(f"{bmodel}: model_tool --print failed: {pr.stderr.strip()[-200:]}")
     m = re.search(r"net_stat:\s*\{\s*start:\s*(\d+),\s*size:\s*(\d+)", pr.stdout)
@@ -142,7 +133,7 @@ def read_embedded_stat(bmodel) -> dict | None:
     start, size = m.group(1), m.group(2)
     with tempfile.TemporaryDirectory(prefix="bmpose-devtime-") as tmp:
         dst = Path(tmp) / "net_stat.sim"
-        d = _model_tool("--dump", bmodel, start, size, dst, cwd=tmp)
+        d = model_tool("--dump", bmodel, start, size, dst, cwd=tmp)
         if d.returncode != 0 or not dst.is_file():
             raise DevtimeError(f"{bmodel}: model_tool --dump of net_stat failed: {d.stderr.strip()[-200:]}")
         text = dst.read_text(errors="replace")

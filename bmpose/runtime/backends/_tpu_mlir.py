@@ -31,14 +31,19 @@ def tpu_mlir_root() -> Path:
     return root
 
 
+def model_tool(*args, cwd=None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """TPU-MLIR's bmodel tool (`model_tool --chip/--print/--dump ...`), output captured as text."""
+    tool = tpu_mlir_root() / "bin" / "model_tool"
+    try:
+        return subprocess.run([str(tool), *map(str, args)], capture_output=True, text=True, cwd=cwd,
+                              timeout=timeout)
+    except OSError as e:
+        raise BmposeError(f"cannot run {tool} ({e.strerror})") from None
+
+
 def bmodel_chip(path: str | os.PathLike) -> str:
     """The chip a bmodel was built for, as TPU-MLIR's `model_tool --chip` says (e.g. "BM1684X")."""
-    root = tpu_mlir_root()
-    tool = root / "bin" / "model_tool"
-    try:
-        out = subprocess.run([str(tool), "--chip", str(path)], capture_output=True, text=True, timeout=60)
-    except OSError as e:
-        raise BmposeError(f"{path}: cannot run {tool} ({e.strerror})") from None
+    out = model_tool("--chip", path, timeout=60)
     chip = out.stdout.strip().splitlines()[-1].strip() if out.stdout.strip() else ""
     if out.returncode != 0 or not chip:
         raise BmposeError(f"{path}: not a readable bmodel (model_tool --chip failed)")
