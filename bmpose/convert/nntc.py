@@ -16,7 +16,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from bmpose.calib.ufw import write_ufw_lmdb
 from bmpose.convert.export import INPUT, OUTPUT, ensure_onnx
 from bmpose.convert.mlirgraph import Graph, Op
 from bmpose.convert.qtable import auto_tail
+from bmpose.convert.steps import link
 from bmpose.errors import BmposeError
 from bmpose.manifest import atomic_dir, locked, read_manifest, up_to_date, write_manifest
 
@@ -96,13 +96,6 @@ def _check_onnx(path: Path, batch: int, chw: list) -> dict:
     return {"opset": opset, "ir_version": m.ir_version, "tensors": {o for n in m.graph.node for o in n.output}}
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
-    try:
-        os.link(src, dst)   # same filesystem: no second copy of a 100 MB model
-    except OSError:
-        shutil.copyfile(src, dst)
-
-
 def ensure_nntc(cfg, lmdb, checkpoint=None, method: str | None = None, iterations: int | None = None,
                 force: bool = False, run: bool | None = None, verbose: bool = True) -> dict:
     """Build (or reuse) the NNTC bundle from the calibration LMDB `lmdb` (bmpose.calib); run its scripts when
@@ -141,7 +134,7 @@ def ensure_nntc(cfg, lmdb, checkpoint=None, method: str | None = None, iteration
             t0 = time.perf_counter()
             (tmp / "onnx").mkdir()
             for b in BATCHES:
-                _link_or_copy(onnx[b], tmp / "onnx" / onnx[b].name)
+                link(onnx[b], tmp / "onnx")   # no second copy of a 100 MB model
             records = write_ufw_lmdb(tmp / "lmdb", store.iter_batches(lmdb, cfg, 1))
             lmdb_s = time.perf_counter() - t0
             fmt = dict(net=cfg.name, c=c, h=h, w=w, target=TARGET, iterations=iterations, th_method=th_method,
