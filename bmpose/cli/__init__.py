@@ -17,6 +17,7 @@ COMMANDS = {
     "build": ("bmpose.cli.build", "ONNX -> bmodels with TPU-MLIR (fp32/int8, chips, batches), compare files"),
     "nntc": ("bmpose.cli.nntc", "NNTC (BMNNSDK2 2.7) bundle for BM1684: opset-12 ONNX, ufw LMDB, build scripts"),
     "compare": ("bmpose.cli.compare", "per-layer similarity between two npz files"),
+    "deploy": ("bmpose.cli.deploy", "device bundle per chip: bmodels, deploy.json, pose core, bmodel.py, README"),
     "infer": ("bmpose.cli.infer", "images/boxes -> keypoints, vis_results/ pictures and COCO results json"),
     "eval": ("bmpose.cli.eval", "COCO keypoint AP of an artifact, or of an existing results file"),
     "report": ("bmpose.cli.report", "HTML/MD/JSON report of every built artifact"),

@@ -14,7 +14,7 @@ from bmpose import config as config_mod
 from bmpose.errors import BmposeError
 from bmpose.manifest import atomic_dir, write_manifest
 from bmpose.runtime.boxes import (PersonBox, bundled_sample, det_boxes, det_score_thr, gt_boxes, image_boxes,
-                                  list_images)
+                                  image_dets_boxes, list_images)
 from bmpose.runtime.predict import SLOW_LIMIT, coco_results, draw_results, open_model, predict
 
 
@@ -24,7 +24,8 @@ def parse_args(argv):
     p.add_argument("--checkpoint", default=None, help="for the onnx backend's export (default: the config's)")
     p.add_argument("--images", default=None, help="image file or folder (default: the bundled COCO sample)")
     p.add_argument("--boxes", default=None,
-                   help="gt (annotation boxes; default without --images) | dets:JSON (COCO detection results) | "
+                   help="gt (annotation boxes; default without --images) | dets:JSON (COCO detection results; with --images "
+                        "and no --coco-ann matched by COCO file name) | "
                         "image (whole image; default with --images)")
     p.add_argument("--coco-ann", default=None, help="annotations for gt/dets boxes (default: the bundled sample)")
     p.add_argument("--coco-img", default=None, help="image folder of --coco-ann")
@@ -56,6 +57,10 @@ def collect_boxes(cfg, args) -> tuple[list[PersonBox], list, dict]:
     if boxes_spec == "gt":
         boxes = gt_boxes(ann, img_dir, only)
         inputs["annotations"] = ann
+    elif boxes_spec.startswith("dets:") and args.images and not args.coco_ann:
+        dets = Path(boxes_spec[5:])   # matched to the images by COCO file name, as the device bundle does
+        boxes = image_dets_boxes(dets, list_images(args.images), det_score_thr(cfg))
+        inputs["detections"] = dets
     elif boxes_spec.startswith("dets:"):
         dets = Path(boxes_spec[5:])
         boxes = det_boxes(dets, ann, img_dir, det_score_thr(cfg))

@@ -8,11 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from bmpose import config as config_mod
+from bmpose.device.inputs import IMAGE_SUFFIXES, image_id_of, list_images  # noqa: F401 (one definition)
 from bmpose.errors import BmposeError
 from bmpose.pose.image_io import read_image
-
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
 def bundled_sample() -> tuple[Path, Path]:
@@ -28,23 +26,6 @@ class PersonBox:
     score: float = 1.0           # box score (1 for ground truth)
     xyxy: np.ndarray | None = None  # mmpose's clipped float32 xyxy for ground-truth boxes (crop from this)
     source: str = ""             # where the box came from, for error messages
-
-
-def list_images(images: str | Path) -> list[Path]:
-    p = Path(images)
-    if p.is_file():
-        return [p]
-    if p.is_dir():
-        files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
-        if not files:
-            raise BmposeError(f"{p}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
-        return files
-    raise BmposeError(f"{p}: no such image file or folder")
-
-
-def image_id_of(path: Path, index: int) -> int:
-    """COCO file names carry the image id (000000000139.jpg -> 139); other names get their list index."""
-    return int(path.stem) if path.stem.isdigit() else index
 
 
 def gt_boxes(ann: Path, img_dir: Path, only_files: set[str] | None = None) -> list[PersonBox]:
@@ -65,6 +46,16 @@ def det_boxes(dets: Path, ann: Path, img_dir: Path, score_thr: float) -> list[Pe
     coco = load_coco_keypoints(ann, img_dir)
     return [PersonBox(d.image_id, Path(d.file), d.bbox, d.score, None, f"{dets}: box {i}")
             for i, d in enumerate(load_detections(dets, coco, score_thr))]
+
+
+def image_dets_boxes(dets: Path, files: list[Path], score_thr: float) -> list[PersonBox]:
+    """COCO detection results matched to image files by COCO file naming (no annotation file), with the
+    device bundle's own loader, so `bmpose infer --images DIR --boxes dets:JSON` and bmodel.py agree."""
+    from bmpose.device.inputs import load_detections
+
+    by_file = load_detections(dets, files, score_thr)
+    return [PersonBox(image_id_of(f, i), f, tuple(b), s, None, f"{dets}: image {f.name}")
+            for i, f in enumerate(files) for b, s in by_file[f]]
 
 
 def image_boxes(files: list[Path]) -> tuple[list[PersonBox], list[tuple[str, str]]]:

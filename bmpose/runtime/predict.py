@@ -1,10 +1,10 @@
 """Person boxes -> keypoints on any backend (what `bmpose infer`, `bmpose eval` and the study run).
 
-Pipeline (the same for every backend): read each image once, crop every person with the shared core
-(`pose.crop.crop_person`), normalise once (`pose.normalize`), group crops into batches of the model's batch
-size (the last one padded with copies, the padding dropped), run the backend, optionally the flip test (the
-flipped crops go through in the same batches as the plain ones), decode as the config's mmpose codec, map
-back through the inverse affine, then rescore + OKS-NMS as mmpose's CocoMetric (`runtime.results.to_coco_results`).
+Pipeline (the same for every backend, and the device bundle's): read each image once, then the core's loop
+(`pose.pipeline`): crop every person, normalise once, batches of the model's batch size (the last one padded,
+the padding dropped), optionally the flip test (the flipped crops in the same batches as the plain ones),
+decode as the config's mmpose codec, map back through the inverse affine; then rescore + OKS-NMS as mmpose's
+CocoMetric (`pose.results`).
 
 """
 from __future__ import annotations
@@ -18,8 +18,7 @@ import cv2
 import numpy as np
 
 from bmpose.errors import BmposeError
-from bmpose.pose import crop, decode, draw, skeleton
-from bmpose.pose.normalize import normalize
+from bmpose.pose import crop, draw, pipeline, skeleton
 from bmpose.pose.image_io import read_image
 from bmpose.runtime.boxes import PersonBox, check_box
 
@@ -61,27 +60,19 @@ def prepare(cfg, boxes: list[PersonBox], skipped: list) -> tuple[list[PersonBox]
         for b in group:
             check_box(b, w, h)
             if b.xyxy is not None:
-                c = crop.crop_person(image, b.xyxy, cfg.input_size, cfg.padding, xyxy=True)
+                crops += pipeline.crop_boxes(image, [b.xyxy], cfg, xyxy=True)
             else:
-                c = crop.crop_person(image, b.bbox, cfg.input_size, cfg.padding)
+                crops += pipeline.crop_boxes(image, [b.bbox], cfg)
             kept.append(b)
-            crops.append(c)
     return kept, crops
 
 
 def run_batches(backend, inputs: np.ndarray, progress: bool = True, desc: str = "infer") -> np.ndarray:
-    """Run (N, 3, H, W) through the backend in batches of its size; the last batch is padded with copies of
-    its last crop and the padding dropped."""
+    """Run (N, 3, H, W) through the backend in batches of its size (the core's batching: the last batch is
+    padded with copies of its last crop and the padding dropped); the backend may spread them over processes."""
     from tqdm import tqdm
 
-    bs = backend.batch_size
-    chunks, sizes = [], []
-    for i in range(0, len(inputs), bs):
-        chunk = inputs[i:i + bs]
-        sizes.append(len(chunk))
-        if len(chunk) < bs:
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], bs - len(chunk), axis=0)])
-        chunks.append(chunk)
+    chunks, sizes = pipeline.batches(inputs, backend.batch_size)
     outs = []
     with tqdm(total=len(inputs), desc=desc, unit="crop", disable=not progress, leave=False) as bar:
         for n, y in zip(sizes, backend.run_many(chunks)):
@@ -94,10 +85,8 @@ def heatmaps_for(cfg, backend, inputs: np.ndarray, flip: bool, progress: bool = 
     """Heatmaps of the crops; with flip, each crop's mirror runs right after it in the same batches."""
     if not flip:
         return run_batches(backend, inputs, progress)
-    both = np.stack([inputs, decode.flip_inputs(inputs)], axis=1).reshape(-1, *inputs.shape[1:])
-    hm = run_batches(backend, both, progress)
-    hm = hm.reshape(len(inputs), 2, *hm.shape[1:])
-    return decode.merge_flip(hm[:, 0], hm[:, 1], skeleton.FLIP_INDICES, cfg.shift_heatmap)
+    hm = run_batches(backend, pipeline.with_flipped(inputs), progress)
+    return pipeline.merge_flipped(hm, skeleton.FLIP_INDICES, cfg.shift_heatmap)
 
 
 def predict(cfg, backend, boxes: list[PersonBox], flip: bool = False, progress: bool = True,
@@ -112,14 +101,12 @@ def predict(cfg, backend, boxes: list[PersonBox], flip: bool = False, progress: 
     if not crops:
         report.seconds = time.perf_counter() - t0
         return report
-    x = normalize(np.stack([c.image for c in crops]), cfg.mean, cfg.std, network_rgb=cfg.bgr_to_rgb)
-    hm = heatmaps_for(cfg, backend, x, flip, progress)
+    hm = heatmaps_for(cfg, backend, pipeline.to_input(crops, cfg), flip, progress)
     if keep_heatmaps:  # e.g. the calibration study's heatmap cosine vs ONNX on the same crops
         report.heatmaps = hm
-    kpts, scores = decode.decode(hm, cfg.codec)
+    kpts, scores = pipeline.keypoints(hm, crops, cfg)
     for b, c, k, s in zip(kept, crops, kpts, scores):
-        report.predictions.append(Prediction(b, crop.input_to_image(k, c.center, c.scale, cfg.input_size), s,
-                                             float(np.prod(c.scale))))
+        report.predictions.append(Prediction(b, k, s, float(np.prod(c.scale))))
     report.seconds = time.perf_counter() - t0
     return report
 

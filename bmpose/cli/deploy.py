@@ -1,0 +1,56 @@
+"""`bmpose deploy`: per chip, a bundle that runs on the Sophon box with Python 3.7+, numpy, OpenCV and sail:
+the chip's bmodels (INT8 and FP32 by default, plus any other precision built for it), deploy.json, bmpose's
+pose core and device app, sample images, a README; as a folder and a .tar.gz in artifacts/<model>/deploy/.
+Missing bmodels are built first (`bmpose build`, reusing whatever is up to date)."""
+from __future__ import annotations
+
+import argparse
+import time
+
+from bmpose import config as config_mod
+from bmpose.convert import CHIPS, list_bmodels
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(prog="bmpose deploy", description=__doc__)
+    ap.add_argument("--model", default=None, help="deploy config name or yaml (default: the small model)")
+    ap.add_argument("--checkpoint", help="checkpoint path/URL or 'fixture' (default: the config's)")
+    ap.add_argument("--chips", nargs="+", choices=CHIPS, help="chips (default: the config's)")
+    ap.add_argument("--precisions", nargs="+", default=["int8", "fp32"], help="precisions to build and bundle "
+                    "(default: int8 fp32; other precisions already built for the chip are bundled too)")
+    ap.add_argument("--batches", nargs="+", type=int, help="batch sizes (default: the config's)")
+    ap.add_argument("--calib", default="coco", help="INT8 calibration set (as `bmpose build`)")
+    ap.add_argument("--coco-ann", help="COCO person keypoints json for --calib coco")
+    ap.add_argument("--coco-img", help="image folder for --coco-ann")
+    return ap.parse_args(argv)
+
+
+def build_argv(args, cfg, precision: str, chips, batches) -> list[str]:
+    argv = ["--precision", precision, "--model", str(args.model or cfg.name), "--chips", *chips,
+            "--batches", *map(str, batches), "--no-report", "--calib", args.calib]
+    for flag, value in (("--checkpoint", args.checkpoint), ("--coco-ann", args.coco_ann),
+                        ("--coco-img", args.coco_img)):
+        if value:
+            argv += [flag, value]
+    return argv
+
+
+def main(argv: list[str]) -> int:
+    from bmpose.cli import build
+    from bmpose.deploy.bundle import write_bundle
+
+    args = parse_args(argv)
+    cfg = config_mod.load(args.model)
+    chips = tuple(args.chips or cfg.chips)
+    batches = tuple(args.batches or cfg.batches)
+    for precision in args.precisions:
+        build.main(build_argv(args, cfg, precision, chips, batches))
+    for chip in chips:
+        t0 = time.monotonic()
+        bmodels = [b for b in list_bmodels(cfg) if b["chip"] == chip and b["batch"] in batches
+                   and (b["precision"] in args.precisions or b["precision"] not in ("int8", "fp32"))]
+        folder, archive, written = write_bundle(cfg, chip, bmodels)
+        names = ", ".join(f"{b['precision']} b{b['batch']}" for b in bmodels)
+        print(f"deploy: {chip}: {folder} and {archive.name} ({names}; "
+              f"{'written' if written else 'up to date'}, {time.monotonic() - t0:.1f} s)")
+    return 0

@@ -1,0 +1,81 @@
+"""Images and person boxes on the device: an image file or folder, and optional COCO detection results
+(`[{"image_id", "bbox": [x, y, w, h], "score", "category_id"}]`) matched to the images by COCO's file naming
+(000000000139.jpg is image 139). Every bad entry is a one-line PoseError naming the file and the entry."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+from ..pose.errors import PoseError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def list_images(images) -> list:
+    p = Path(images)
+    if p.is_file():
+        return [p]
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+        if not files:
+            raise PoseError(f"{p}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+        return files
+    raise PoseError(f"{p}: no such image file or folder")
+
+
+def image_id_of(path: Path, index: int) -> int:
+    """COCO file names carry the image id (000000000139.jpg -> 139); other names get their list index."""
+    return int(path.stem) if path.stem.isdigit() else index
+
+
+def load_detections(path, files: list, score_thr: float = 0.0, category_id: int = 1) -> dict:
+    """COCO detection results -> {image file: [(bbox xywh, score), ...]} for `files`, person boxes (category
+    `category_id` when entries name one) with score >= score_thr. Entries naming an image that is not among
+    `files` are an error: a results file for another image set would silently draw nothing."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            dets = json.load(fh)
+    except FileNotFoundError:
+        raise PoseError(f"{path}: detection file not found") from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise PoseError(f"{path}: not a readable JSON file ({str(e).splitlines()[0]})") from None
+    if not isinstance(dets, list):
+        raise PoseError(f"{path}: expected a list of COCO detection results, got a {type(dets).__name__}")
+    by_id = {image_id_of(f, i): f for i, f in enumerate(files)}
+    out = {f: [] for f in files}
+    for i, d in enumerate(dets):
+        where = f"{path}: entry {i}"
+        if not isinstance(d, dict):
+            raise PoseError(f"{where}: expected an object, got {type(d).__name__}")
+        image_id = d.get("image_id")
+        if isinstance(image_id, bool) or not isinstance(image_id, int):
+            raise PoseError(f"{where}: image_id must be an integer, got {image_id!r}")
+        if image_id not in by_id:
+            raise PoseError(f"{where}: image_id {image_id} is not one of the {len(files)} images given "
+                            f"(COCO names: {image_id:012d}.jpg)")
+        bbox = d.get("bbox")
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(_number(v) for v in bbox)):
+            raise PoseError(f"{where} (image {image_id}): bbox must be 4 finite numbers [x, y, w, h], got {bbox!r}")
+        if not (bbox[2] > 0 and bbox[3] > 0):
+            raise PoseError(f"{where} (image {image_id}): bbox {bbox} has zero or negative size")
+        score = d.get("score", 1.0)
+        if not _number(score):
+            raise PoseError(f"{where} (image {image_id}): score must be a finite number, got {score!r}")
+        if d.get("category_id", category_id) != category_id or score < score_thr:
+            continue
+        out[by_id[image_id]].append(([float(v) for v in bbox], float(score)))
+    return out
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def relative_to_cwd(path) -> str:
+    """A path as the user typed it would read (relative when under the cwd), for messages."""
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return str(path)

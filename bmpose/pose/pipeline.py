@@ -1,0 +1,68 @@
+"""The top-down loop shared by `bmpose infer`/`eval` on the build machine and `bmodel.py` on the device:
+crops -> normalised batches of the model's size -> heatmaps (optionally with the flip test) -> keypoints in
+image pixels. The model is any `run(batch) -> heatmaps` callable; nothing here knows which backend it is.
+
+`spec` is anything with the model's facts as attributes: input_size (w, h), padding, mean, std, bgr_to_rgb,
+codec, shift_heatmap (bmpose's DeployConfig on the build machine, the bundle's deploy.json on the device).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import decode
+from .crop import crop_person, input_to_image
+from .normalize import normalize
+
+
+def crop_boxes(image_bgr: np.ndarray, boxes, spec, xyxy: bool = False) -> list:
+    """One PersonCrop per box (xywh, or mmpose's xyxy ground-truth boxes with xyxy=True)."""
+    return [crop_person(image_bgr, b, spec.input_size, spec.padding, xyxy=xyxy) for b in boxes]
+
+
+def to_input(crops, spec) -> np.ndarray:
+    """PersonCrops -> the network's float32 NCHW batch."""
+    return normalize(np.stack([c.image for c in crops]), spec.mean, spec.std, network_rgb=spec.bgr_to_rgb)
+
+
+def batches(inputs: np.ndarray, batch_size: int) -> tuple[list[np.ndarray], list[int]]:
+    """Split (N, ...) into chunks of exactly batch_size; the last is padded with copies of its last row.
+    Returns the chunks and how many rows of each are real."""
+    chunks, sizes = [], []
+    for i in range(0, len(inputs), batch_size):
+        chunk = inputs[i:i + batch_size]
+        sizes.append(len(chunk))
+        if len(chunk) < batch_size:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - len(chunk), axis=0)])
+        chunks.append(chunk)
+    return chunks, sizes
+
+
+def with_flipped(inputs: np.ndarray) -> np.ndarray:
+    """Each input followed by its mirror image, so the flip test runs in the same batches as the plain crops."""
+    return np.stack([inputs, decode.flip_inputs(inputs)], axis=1).reshape(-1, *inputs.shape[1:])
+
+
+def merge_flipped(heatmaps: np.ndarray, flip_indices, shift_heatmap: bool) -> np.ndarray:
+    """Heatmaps of `with_flipped` inputs -> the flip-test heatmaps of the original crops."""
+    hm = heatmaps.reshape(len(heatmaps) // 2, 2, *heatmaps.shape[1:])
+    return decode.merge_flip(hm[:, 0], hm[:, 1], flip_indices, shift_heatmap)
+
+
+def run_model(run, inputs: np.ndarray, batch_size: int, on_batch=None) -> np.ndarray:
+    """Heatmaps of every input through `run` in batches of batch_size (padding dropped). `on_batch(n)` is
+    called after each batch with its number of real inputs (progress)."""
+    chunks, sizes = batches(inputs, batch_size)
+    outs = []
+    for chunk, n in zip(chunks, sizes):
+        outs.append(np.asarray(run(chunk))[:n])
+        if on_batch is not None:
+            on_batch(n)
+    return np.concatenate(outs) if outs else np.zeros((0,), np.float32)
+
+
+def keypoints(heatmaps: np.ndarray, crops, spec) -> tuple[np.ndarray, np.ndarray]:
+    """Heatmaps (N, K, h, w) of `crops` -> keypoints (N, K, 2) in image pixels, scores (N, K)."""
+    kpts, scores = decode.decode(heatmaps, spec.codec)
+    out = np.stack([input_to_image(k, c.center, c.scale, spec.input_size) for k, c in zip(kpts, crops)]) \
+        if len(crops) else kpts
+    return out, scores
