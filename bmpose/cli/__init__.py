@@ -5,6 +5,8 @@ evaluate, report), which never import this layer. Modules are imported only when
 from __future__ import annotations
 
 import importlib
+import os
+import signal
 import sys
 import warnings
 
@@ -62,12 +64,21 @@ def main(argv: list[str] | None = None) -> int:
     # mmengine and tpu_mlir import pkg_resources (setuptools<81 is pinned for it); its deprecation notice
     # says nothing a bmpose user can act on.
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
-    module = importlib.import_module(COMMANDS[name][0])
+    # SIGTERM (`kill PID`) and SIGHUP end a run as Ctrl-C does: children stopped, temporary outputs removed
+    old = {s: signal.signal(s, _interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        return int(module.main(rest) or 0)
+        return int(importlib.import_module(COMMANDS[name][0]).main(rest) or 0)
     except BmposeError as e:
         print(f"bmpose {name}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"bmpose {name}: interrupted", file=sys.stderr)
+        if not os.environ.get("BMPOSE_NESTED"):   # a bmpose started by bmpose leaves the line to its parent
+            print(f"bmpose {name}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
