@@ -98,6 +98,8 @@ def run(args, meta: dict, runner, spec, out_dir: Path) -> tuple[list, list, Cloc
         try:
             image = read_image(file)
         except PoseError as e:
+            if len(files) == 1:
+                raise
             print(f"bmodel.py: warning: skipped {e}", file=sys.stderr)
             skipped.append(str(file))
             continue
@@ -129,6 +131,8 @@ def run(args, meta: dict, runner, spec, out_dir: Path) -> tuple[list, list, Cloc
             if not cv2.imwrite(str(out_dir / name), image):
                 raise PoseError(f"{out_dir / name}: cannot write the picture")
             pictures.append(name)
+    if len(skipped) == len(files):
+        raise PoseError(f"{args.input}: none of its {len(files)} images could be read")
     t = time.perf_counter()
     results = to_coco_results(instances, np.asarray(spec.sigmas), **meta.get("metric", {}))
     clock.add("postprocess", t)

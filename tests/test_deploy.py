@@ -1,0 +1,229 @@
+"""The device bundle (`bmpose deploy`): what it contains, that its `bmodel.py` gives the keypoints `bmpose infer`
+gives on the same bmodel, images and boxes, under the build venv (cmodel-backed sail stand-in) and under a
+Python 3.8 venv with numpy + OpenCV only (+ onnxruntime behind the stand-in), and its one-line errors.
+
+The sail stand-in (tests/sail_standin) proves the bundle's own code paths: argument handling, reading
+deploy.json, the crop/normalise/decode/OKS-NMS core, batching and padding, the sail calls with the documented
+signatures, the bmodel's I/O shapes and dtypes (cmodel engine). Only a device can show sail's own behaviour,
+device memory and real timings. One `bmpose deploy` of the small model (both chips, INT8 + FP32, batch 1 + 4)
+into artifacts/hrnet_small_128x96 serves every test; it reuses the builds test_fidelity makes.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bmpose import config
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+STANDIN = ROOT / "tests" / "sail_standin"
+MODEL = "hrnet_small_128x96"
+KPT_TOL = 1e-3   # px: the same bmodel and code on both sides, so equal but for JSON float round trips
+FORBIDDEN = ("yaml", "mmengine", "mmpose", "torch", "tpu_mlir", "onnx", "onnxruntime", "jinja2", "lmdb", "tqdm")
+
+
+def _bmpose(*args, env=None, **kw):
+    return subprocess.run([sys.executable, "-m", "bmpose", *map(str, args)], capture_output=True, text=True,
+                          env=env, **kw)
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory):
+    """{chip: unpacked bundle folder} from a real `bmpose deploy` (its archives unpacked elsewhere)."""
+    out = _bmpose("deploy", "--model", MODEL)
+    assert out.returncode == 0, out.stderr
+    cfg = config.load(MODEL)
+    where = tmp_path_factory.mktemp("unpacked")
+    found = {}
+    for chip in ("bm1684", "bm1684x"):
+        archive = cfg.artifacts / "deploy" / f"{MODEL}_{chip}.tar.gz"
+        with tarfile.open(archive) as tar:
+            tar.extractall(where)
+        found[chip] = where / f"{MODEL}_{chip}"
+    return found
+
+
+def _run_bundle(bundle: Path, *args, python=sys.executable, engine="cmodel", target="BM1684X", cwd=None):
+    env = {**os.environ, "PYTHONPATH": str(STANDIN), "SAIL_STANDIN_ENGINE": engine,
+           "SAIL_STANDIN_TARGET": target}
+    return subprocess.run([str(python), str(bundle / "bmodel.py"), *map(str, args)], capture_output=True,
+                          text=True, env=env, cwd=cwd or bundle)
+
+
+def _keypoints(results_json: Path) -> dict:
+    """{image_id: keypoint rows sorted} of a COCO results file (order within an image is NMS order)."""
+    by_image = {}
+    for r in json.loads(results_json.read_text()):
+        by_image.setdefault(r["image_id"], []).append(r["keypoints"])
+    return {k: np.array(sorted(v)) for k, v in by_image.items()}
+
+
+def _assert_same(a: Path, b: Path):
+    ka, kb = _keypoints(a), _keypoints(b)
+    assert ka.keys() == kb.keys() and ka
+    for k in ka:
+        assert ka[k].shape == kb[k].shape
+        np.testing.assert_allclose(ka[k], kb[k], atol=KPT_TOL, rtol=0)
+
+
+def test_bundle_holds_the_chips_bmodels_the_core_and_resolved_facts(bundles):
+    from bmpose.deploy.bundle import runtime_files, PACKAGE
+    from bmpose.device.bmodel_file import bmodel_chip
+    from bmpose.runtime.backends._tpu_mlir import bmodel_chip as tool_chip
+
+    for chip, bundle in bundles.items():
+        meta = json.loads((bundle / "deploy.json").read_text())
+        assert meta["chip"] == chip and meta["default_bmodel"].endswith(f"{chip}_int8_b1.bmodel")
+        assert {(b["precision"], b["batch"]) for b in meta["bmodels"]} >= {("int8", 1), ("int8", 4), ("fp32", 1),
+                                                                           ("fp32", 4)}
+        for b in meta["bmodels"]:
+            path = bundle / b["file"]
+            assert bmodel_chip(path) == tool_chip(path) == chip.upper()   # our header reader vs model_tool
+            import hashlib
+            assert hashlib.sha256(path.read_bytes()).hexdigest() == b["sha256"]
+        pose = meta["pose"]
+        assert pose["input_size"] == [96, 128] and len(pose["keypoint_names"]) == len(pose["sigmas"]) == 17
+        assert pose["flip_indices"][1:3] == [2, 1] and meta["metric"]["nms_thr"] == 0.9
+        for f in runtime_files():   # copied, not re-written: one implementation
+            assert (bundle / "bmpose" / f.relative_to(PACKAGE)).read_bytes() == f.read_bytes()
+        boxes = json.loads((bundle / "images" / "boxes.json").read_text())
+        assert len(boxes) == 10 and all(b["score"] == 1.0 for b in boxes)
+
+
+def test_second_deploy_reuses_and_archive_is_reproducible(bundles, tmp_path):
+    from bmpose.deploy.bundle import write_archive
+
+    out = _bmpose("deploy", "--model", MODEL)
+    assert out.returncode == 0 and out.stdout.count("up to date)") == 2, out.stdout
+    bundle = bundles["bm1684x"]
+    write_archive(bundle, bundle.name, tmp_path / "a.tar.gz")
+    os.utime(bundle / "deploy.json", (0, 12345))   # times must not reach the archive
+    write_archive(bundle, bundle.name, tmp_path / "b.tar.gz")
+    assert (tmp_path / "a.tar.gz").read_bytes() == (tmp_path / "b.tar.gz").read_bytes()
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_bundle_equals_bmpose_infer_on_the_cmodel(bundles, tmp_path, batch):
+    bundle = bundles["bm1684x"]
+    bmodel = bundle / "models" / f"{MODEL}_bm1684x_int8_b{batch}.bmodel"
+    run = _run_bundle(bundle, "--bmodel", bmodel, "--out", tmp_path / "device", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert f"batch {batch}" in run.stdout and "host ms per person: decode" in run.stdout
+    pictures = sorted(p.name for p in (tmp_path / "device").glob("*.jpg"))
+    assert pictures == sorted(p.name for p in (bundle / "images").glob("*.jpg"))
+    ref = _bmpose("infer", "--model", MODEL, "--backend", "bmodel", bmodel, "--images", bundle / "images",
+                  "--boxes", f"dets:{bundle / 'images' / 'boxes.json'}", "--allow-slow", "--no-vis",
+                  "--out", tmp_path / "host", env={**os.environ, "BMPOSE_NO_SAIL": "1"})
+    assert ref.returncode == 0, ref.stderr
+    assert "cmodel bm1684x" in ref.stdout
+    _assert_same(tmp_path / "device" / "results.json", tmp_path / "host" / "results.json")
+
+
+def test_bmpose_infer_backend_sail_runs_the_bundles_runner(bundles, tmp_path):
+    """`bmpose infer --backend sail` (the stand-in on PYTHONPATH, cmodel engine) equals the bundle's run."""
+    bundle = bundles["bm1684x"]
+    bmodel = bundle / "models" / f"{MODEL}_bm1684x_int8_b4.bmodel"
+    env = {**os.environ, "PYTHONPATH": f"{STANDIN}{os.pathsep}{ROOT}", "SAIL_STANDIN_ENGINE": "cmodel"}
+    host = _bmpose("infer", "--model", MODEL, "--backend", "sail", bmodel, "--images", bundle / "images",
+                   "--boxes", f"dets:{bundle / 'images' / 'boxes.json'}", "--allow-slow", "--no-vis",
+                   "--out", tmp_path / "host", env=env)
+    assert host.returncode == 0, host.stderr
+    assert "sail bm1684x b4" in host.stdout
+    dev = _run_bundle(bundle, "--bmodel", bmodel, "--no-vis", "--out", tmp_path / "device", cwd=tmp_path)
+    assert dev.returncode == 0, dev.stderr
+    _assert_same(tmp_path / "device" / "results.json", tmp_path / "host" / "results.json")
+
+
+@pytest.fixture(scope="module")
+def py38(tmp_path_factory):
+    """A Python 3.8 venv with numpy, opencv-python-headless and onnxruntime (for the stand-in) only."""
+    pyenv_root = Path(subprocess.run(["pyenv", "root"], capture_output=True, text=True).stdout.strip() or
+                      Path.home() / ".pyenv")
+    found = sorted(pyenv_root.glob("versions/3.8.*/bin/python3.8"))
+    if not found:
+        pytest.skip(f"no Python 3.8 under {pyenv_root}/versions")
+    venv = tmp_path_factory.mktemp("py38") / "venv"
+    subprocess.run([str(found[-1]), "-m", "venv", str(venv)], check=True)
+    # the build venv's versions (constraints.txt): another OpenCV decodes JPEGs a little differently (measured
+    # with the newest wheels for 3.8: keypoint scores moved by 2e-3, a keypoint by 0.7 px)
+    pins = [ln.strip() for ln in (ROOT / "constraints.txt").read_text().splitlines()
+            if ln.split("==")[0].strip() in ("numpy", "opencv-python-headless", "onnxruntime")]
+    assert len(pins) == 3, pins
+    pip = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                          *pins], capture_output=True, text=True)
+    assert pip.returncode == 0, pip.stderr[-2000:]
+    return venv / "bin" / "python"
+
+
+def test_bundle_under_python38_equals_bmpose_infer_onnx(bundles, py38, tmp_path):
+    bundle = bundles["bm1684"]
+    cfg = config.load(MODEL)
+    onnx = cfg.artifacts / "onnx" / f"{MODEL}_b1.onnx"
+    assert onnx.is_file()
+    run = _run_bundle(bundle, "--no-vis", "--out", tmp_path / "device", python=py38, engine=f"onnx:{onnx}",
+                      target="BM1684", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    ref = _bmpose("infer", "--model", MODEL, "--backend", "onnx", onnx, "--images", bundle / "images",
+                  "--boxes", f"dets:{bundle / 'images' / 'boxes.json'}", "--no-vis", "--out", tmp_path / "host")
+    assert ref.returncode == 0, ref.stderr
+    _assert_same(tmp_path / "device" / "results.json", tmp_path / "host" / "results.json")
+    # what the bundle imports: numpy, cv2, the stand-in's sophon, nothing of the build stack
+    probe = subprocess.run([str(py38), "-c", "import sys; sys.path.insert(0, sys.argv[1]); import bmpose.device.app, "
+                            "bmpose.device.sail_runner; print(' '.join(sorted(sys.modules)))", str(bundle)],
+                           capture_output=True, text=True)
+    assert probe.returncode == 0, probe.stderr
+    loaded = {m.split(".")[0] for m in probe.stdout.split()}
+    assert "numpy" in loaded and "cv2" in loaded and not loaded & set(FORBIDDEN)
+
+
+def test_bundle_byte_compiles_under_python37(bundles):
+    pyenv_root = Path(subprocess.run(["pyenv", "root"], capture_output=True, text=True).stdout.strip() or
+                      Path.home() / ".pyenv")
+    found = sorted(pyenv_root.glob("versions/3.7.*/bin/python3.7"))
+    if not found:
+        pytest.skip(f"no Python 3.7 under {pyenv_root}/versions")
+    bundle = bundles["bm1684"]
+    files = [str(p) for p in bundle.rglob("*.py")]
+    out = subprocess.run([str(found[-1]), "-c", "import sys\nfor f in sys.argv[1:]: "
+                          "compile(open(f, encoding='utf-8').read(), f, 'exec')", *files], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert len(files) >= 12
+
+
+def test_device_side_errors_are_one_line(bundles, tmp_path):
+    cfg = config.load(MODEL)
+    onnx = f"onnx:{cfg.artifacts / 'onnx' / f'{MODEL}_b1.onnx'}"
+    bundle = bundles["bm1684x"]
+    other = bundles["bm1684"] / "models" / f"{MODEL}_bm1684_int8_b1.bmodel"
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"GIF89a but not really an image")
+    dets = tmp_path / "dets.json"
+    dets.write_text(json.dumps([{"image_id": 999, "bbox": [1, 2, 30, 40], "score": 0.9}]))
+    bad_box = tmp_path / "bad_box.json"
+    bad_box.write_text(json.dumps([{"image_id": 139, "bbox": [1, 2, -3, "x"], "score": 0.9}]))
+    cases = [
+        (("--bmodel", other), "built for bm1684"),
+        (("--input", tmp_path / "missing.jpg"), "missing.jpg: no such image file or folder"),
+        (("--input", corrupt), "corrupt.jpg: not a decodable image"),
+        (("--boxes", dets), "image_id 999 is not one of the 4 images"),
+        (("--boxes", bad_box), "entry 0 (image 139): bbox must be 4 finite numbers"),
+        (("--bmodel", tmp_path / "corrupt.jpg"), "not a bmodel"),
+    ]
+    for args, message in cases:
+        out = tmp_path / "vis"
+        run = _run_bundle(bundle, *args, "--out", out, engine=onnx, cwd=tmp_path)
+        assert run.returncode == 1, (args, run.stdout, run.stderr)
+        lines = run.stderr.strip().splitlines()
+        assert lines[-1].startswith("bmodel.py: error: ") and message in lines[-1], (args, run.stderr)
+        assert "Traceback" not in run.stderr and not out.exists()
+    # a bmodel for the chip, on a device of the other chip
+    run = _run_bundle(bundle, "--out", tmp_path / "vis", engine=onnx, target="BM1684", cwd=tmp_path)
+    assert run.returncode == 1 and "but device 0 is a bm1684" in run.stderr
