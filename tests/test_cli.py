@@ -1,7 +1,20 @@
-"""The `bmpose` entry point: usage, unknown commands, --version."""
+"""The `bmpose` entry point: usage, unknown commands, --version, warnings as one line, progress bars that
+never share a line with a log line."""
 from __future__ import annotations
 
+import fcntl
+import io
+import os
+import pty
+import re
+import struct
+import subprocess
+import sys
+import termios
+import warnings
 from importlib import metadata
+
+import pytest
 
 from bmpose import cli
 
@@ -17,3 +30,138 @@ def test_unknown_command_is_one_error_line_and_exit_2(capsys):
     assert cli.main(["frobnicate"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("bmpose: error: unknown command 'frobnicate'") and "Traceback" not in err
+
+
+# ---- warnings: one `bmpose <cmd>: warning: ...` line, from any source --------------------------------------
+
+def _stub_command(monkeypatch, body):
+    """`bmpose calib` replaced by body(): the entry point's handling, not the command, is under test."""
+    from bmpose.cli import calib
+
+    monkeypatch.setattr(calib, "main", lambda argv: body() or 0)
+
+
+def test_a_real_warning_is_one_bmpose_line(tmp_path, monkeypatch, capsys, coco_mini):
+    """The bundled sample has 32 eligible persons: --num 100 warns, as bmpose's line, not Python's format."""
+    from bmpose import config
+
+    monkeypatch.setattr(config, "ARTIFACTS", tmp_path)
+    shown = warnings.showwarning
+    assert cli.main(["calib", "--model", "hrnet_small_128x96", "--num", "100"]) == 0
+    err = capsys.readouterr().err
+    assert f"bmpose calib: warning: {coco_mini[0]}: --num 100 but only 32 eligible persons: using all 32\n" in err
+    assert "Warning:" not in err and ".py:" not in err and "warnings.warn" not in err
+    assert warnings.showwarning is shown   # restored: the handler lives only while a command runs
+
+
+def test_a_library_warning_is_one_line_too(monkeypatch, capsys):
+    def body():
+        warnings.warn("deprecated thing\n  use the other thing", RuntimeWarning)
+
+    _stub_command(monkeypatch, body)
+    assert cli.main(["calib"]) == 0
+    assert capsys.readouterr().err == "bmpose calib: warning: deprecated thing use the other thing\n"
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def _segments(text: str) -> list[str]:
+    """What a log viewer that ignores carriage returns would show as separate pieces."""
+    return [s.strip() for s in re.split(r"[\r\n]+", text) if s.strip()]
+
+
+# a tqdm frame, with or without its bar (no bar when the terminal width is unknown)
+FRAME = re.compile(r"[\w ]+: +\d+%(\|[^|]*\|)? *\d+/\d+ \[[^\]]*\]")
+
+
+def _check_no_shared_lines(text: str, logs: tuple[str, ...]) -> list[str]:
+    """Every piece is a whole bar frame or a log line, never both; returns the frames."""
+    frames = []
+    for s in _segments(text):
+        if FRAME.fullmatch(s):
+            frames.append(s)
+        else:
+            assert not re.search(r"\d+%\||\d+/\d+ \[", s), f"bar frame and log text on one line: {s!r}"
+            assert s.startswith(logs), f"unexpected output line: {s!r}"
+    return frames
+
+
+def test_a_warning_during_a_bar_gets_its_own_line(monkeypatch):
+    """In a terminal a warning raised while a bar is drawn erases the bar, prints, and redraws it."""
+    from bmpose.progress import bar
+
+    term = _Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+
+    def body():
+        with bar(4, "crops", "crop") as b:
+            b.update(2)
+            warnings.warn("half way", UserWarning)
+            b.update(2)
+
+    _stub_command(monkeypatch, body)
+    assert cli.main(["calib"]) == 0
+    frames = _check_no_shared_lines(term.getvalue(), ("bmpose calib: warning: half way",))
+    assert frames and "bmpose calib: warning: half way" in _segments(term.getvalue())
+
+
+# ---- progress bars and log lines never share a line ----------------------------------------------------------
+
+LOGS = ("infer: ", "bmpose calib: warning: ", "contact sheet: ", "/")   # "/": the calib LMDB's path line
+
+
+@pytest.fixture(scope="module")
+def private_env(tmp_path_factory):
+    return {**os.environ, "BMPOSE_ARTIFACTS": str(tmp_path_factory.mktemp("artifacts"))}
+
+
+def _run(args, env, terminal: bool) -> str:
+    """stdout and stderr of `bmpose ARGS`: through pipes, or through one pseudo-terminal 100 columns wide."""
+    cmd = [sys.executable, "-m", "bmpose", *args]
+    if not terminal:
+        p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stderr
+        return p.stdout + p.stderr
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    p = subprocess.Popen(cmd, env=env, stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 1 << 16)
+        except OSError:   # EIO: the command has closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    assert p.wait(timeout=300) == 0, out.decode(errors="replace")
+    return out.decode()
+
+
+@pytest.mark.parametrize("terminal", [False, True], ids=["captured", "terminal"])
+def test_calib_bar_and_log_lines(private_env, terminal):
+    seed = str(int(terminal))   # a new selection for each run: a set that is up to date draws no bar
+    out = _run(["calib", "--model", "hrnet_small_128x96", "--num", "100", "--seed", seed, "--workers", "1"],
+               private_env, terminal)
+    frames = _check_no_shared_lines(out, LOGS)
+    assert any(s.startswith("bmpose calib: warning: ") for s in _segments(out))
+    if terminal:   # progress stays visible where someone watches it
+        assert any(f.startswith("calib crops:") for f in frames)
+    else:          # captured output gets no carriage-return frames at all
+        assert not frames and "\r" not in out
+
+
+@pytest.mark.parametrize("terminal", [False, True], ids=["captured", "terminal"])
+def test_infer_bar_and_log_lines(private_env, tmp_path, terminal):
+    out = _run(["infer", "--backend", "onnx", "--no-vis", "--out", str(tmp_path / "vis")], private_env, terminal)
+    frames = _check_no_shared_lines(out, LOGS)
+    assert any(re.match(r"infer: \d+ persons in ", s) for s in _segments(out))
+    if terminal:
+        assert any(f.startswith("infer:") for f in frames)
+    else:
+        assert not frames and "\r" not in out

@@ -24,6 +24,7 @@ import numpy as np
 
 from bmpose.errors import BmposeError
 from bmpose.pose import crop_person, read_image, normalize
+from bmpose.progress import bar
 
 FORMAT_VERSION = 1
 META_KEY = b"__meta__"
@@ -101,7 +102,6 @@ def build_lmdb(jobs, lmdb_path: Path, input_size, padding: float, meta: dict, wo
     any worker count.
     """
     import lmdb
-    from tqdm import tqdm
 
     args = [(file, persons, tuple(input_size), padding) for file, persons in jobs]
     total = sum(len(p) for _, p in jobs)
@@ -119,17 +119,16 @@ def build_lmdb(jobs, lmdb_path: Path, input_size, padding: float, meta: dict, wo
         else:
             results = map(_crop_job, args)
         count = 0
-        bar = tqdm(total=total, desc="calib crops", unit="crop", disable=not progress, leave=False)
         txn = env.begin(write=True)
-        for crops in results:
-            for idx, header, pixels in crops:
-                txn.put(f"{idx:08d}".encode(), _encode(header, pixels))
-                count += 1
-            bar.update(len(crops))
-            if count % COMMIT_EVERY < len(crops):
-                txn.commit()
-                txn = env.begin(write=True)
-        bar.close()
+        with bar(total, "calib crops", "crop", show=progress) as b:
+            for crops in results:
+                for idx, header, pixels in crops:
+                    txn.put(f"{idx:08d}".encode(), _encode(header, pixels))
+                    count += 1
+                b.update(len(crops))
+                if count % COMMIT_EVERY < len(crops):
+                    txn.commit()
+                    txn = env.begin(write=True)
         txn.put(META_KEY, json.dumps({**meta, "count": count}, sort_keys=True).encode())
         txn.commit()
     finally:

@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     # mmengine and tpu_mlir import pkg_resources (setuptools<81 is pinned for it); its deprecation notice
     # says nothing a bmpose user can act on.
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+    old_show, warnings.showwarning = warnings.showwarning, _warning_printer(name)
     # SIGTERM (`kill PID`) and SIGHUP end a run as Ctrl-C does: children stopped, temporary outputs removed
     old = {s: signal.signal(s, _interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
@@ -76,8 +77,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bmpose {name}: interrupted", file=sys.stderr)
         return 130
     finally:
+        warnings.showwarning = old_show
         for s, handler in old.items():
             signal.signal(s, handler)
+
+
+def _warning_printer(name: str):
+    """Any warning (bmpose's or a library's) as one `bmpose <cmd>: warning: ...` line, not Python's file:line
+    format; written through bmpose.progress so it never lands on an open progress bar's line."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        from bmpose.progress import say
+
+        say(f"bmpose {name}: warning: {' '.join(str(message).split())}", file=sys.stderr)
+    return show
 
 
 def _interrupt(signum, frame):

@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 
 from bmpose import config as config_mod
 from bmpose import manifest
 from bmpose.calib.calibset import ensure_calib
-from bmpose.calib.select import DEFAULT_MIN_BOX, DEFAULT_MIN_KEYPOINTS, CalibWarning
+from bmpose.calib.select import DEFAULT_MIN_BOX, DEFAULT_MIN_KEYPOINTS
 from bmpose.calib.sheet import SHEET_NAME
 from bmpose.calib.store import read_meta
 
@@ -30,13 +29,10 @@ def main(argv=None) -> int:
     p.add_argument("--force", action="store_true", help="replace an LMDB built for a different config")
     a = p.parse_args(argv)
     cfg = config_mod.load(a.model)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", CalibWarning)
-        path = ensure_calib(cfg, a.calib, coco_ann=a.coco_ann, coco_img=a.coco_img, num=a.num, seed=a.seed,
-                            min_keypoints=a.min_keypoints, min_box=a.min_box, force=a.force, workers=a.workers,
-                            progress=sys.stderr.isatty())
-    for w in caught:
-        print(f"bmpose calib: warning: {w.message}", file=sys.stderr)
+    # its CalibWarning (fewer persons than --num) prints as bmpose's one line through bmpose.cli
+    path = ensure_calib(cfg, a.calib, coco_ann=a.coco_ann, coco_img=a.coco_img, num=a.num, seed=a.seed,
+                        min_keypoints=a.min_keypoints, min_box=a.min_box, force=a.force, workers=a.workers,
+                        progress=sys.stderr.isatty())
     meta = read_meta(path)
     sheet = path.parent / SHEET_NAME
     m = manifest.read_manifest(path.parent) or {}

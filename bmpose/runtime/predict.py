@@ -20,6 +20,7 @@ import numpy as np
 from bmpose.errors import BmposeError
 from bmpose.pose import crop, draw, pipeline, skeleton
 from bmpose.pose.image_io import read_image
+from bmpose.progress import bar
 from bmpose.runtime.boxes import PersonBox, check_box
 
 SLOW_LIMIT = 8  # persons a slow backend (the cmodel) runs without --allow-slow
@@ -70,14 +71,12 @@ def prepare(cfg, boxes: list[PersonBox], skipped: list) -> tuple[list[PersonBox]
 def run_batches(backend, inputs: np.ndarray, progress: bool = True, desc: str = "infer") -> np.ndarray:
     """Run (N, 3, H, W) through the backend in batches of its size (the core's batching: the last batch is
     padded with copies of its last crop and the padding dropped); the backend may spread them over processes."""
-    from tqdm import tqdm
-
     chunks, sizes = pipeline.batches(inputs, backend.batch_size)
     outs = []
-    with tqdm(total=len(inputs), desc=desc, unit="crop", disable=not progress, leave=False) as bar:
+    with bar(len(inputs), desc, "crop", show=progress) as b:
         for n, y in zip(sizes, backend.run_many(chunks)):
             outs.append(y[:n])
-            bar.update(n)
+            b.update(n)
     return np.concatenate(outs) if outs else np.zeros((0,), np.float32)
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from bmpose import config as bmconfig
 from bmpose.errors import BmposeError
 from bmpose.manifest import atomic_file, sha256_file
+from bmpose.progress import bar
 
 TRAIN_CONFIG = bmconfig.CONFIG_DIR / "mmpose" / "td-hm_hrnet-small_coco-128x96_fixture-train.py"
 INSTALL_DIR = bmconfig.CONFIG_DIR / "checkpoints"
@@ -264,7 +265,6 @@ def score_checkpoint(cfg, checkpoint=None, ann_file: Path = BUNDLED_PERSONS) -> 
     own `inference_topdown` (flip test as the model config says) and bmpose.runtime.results' CocoMetric scoring.
     An independent check of the CocoMetric numbers the training log records."""
     import numpy as np
-    from tqdm import tqdm
 
     from bmpose.weights.checkpoint import build_model
     from bmpose.evaluate.coco import coco_keypoint_ap
@@ -281,18 +281,20 @@ def score_checkpoint(cfg, checkpoint=None, ann_file: Path = BUNDLED_PERSONS) -> 
         if ann["num_keypoints"] > 0 and not ann.get("iscrowd"):
             persons.setdefault(ann["image_id"], []).append(ann)
     instances = []
-    for img in tqdm(gt["images"], desc="fixture AP", unit="img", disable=not sys.stderr.isatty()):
-        anns = persons.get(img["id"])
-        if not anns:
-            continue
-        boxes = np.array([a["bbox"] for a in anns], dtype=np.float32)
-        boxes[:, 2:] += boxes[:, :2]  # xywh -> xyxy
-        for ann, sample in zip(anns, inference_topdown(model, str(Path(ann_file).parent / img["file_name"]),
-                                                       boxes, bbox_format="xyxy")):
-            pred = sample.pred_instances
-            instances.append({"image_id": img["id"], "keypoints": pred.keypoints[0],
-                              "keypoint_scores": pred.keypoint_scores[0], "bbox_score": 1.0,
-                              "area": float(np.prod(sample.gt_instances.bbox_scales[0])), "bbox": ann["bbox"]})
+    with bar(len(gt["images"]), "fixture AP", "img") as b:
+        for img in gt["images"]:
+            b.update(1)
+            anns = persons.get(img["id"])
+            if not anns:
+                continue
+            boxes = np.array([a["bbox"] for a in anns], dtype=np.float32)
+            boxes[:, 2:] += boxes[:, :2]  # xywh -> xyxy
+            image = str(Path(ann_file).parent / img["file_name"])
+            for ann, sample in zip(anns, inference_topdown(model, image, boxes, bbox_format="xyxy")):
+                pred = sample.pred_instances
+                instances.append({"image_id": img["id"], "keypoints": pred.keypoints[0],
+                                  "keypoint_scores": pred.keypoint_scores[0], "bbox_score": 1.0,
+                                  "area": float(np.prod(sample.gt_instances.bbox_scales[0])), "bbox": ann["bbox"]})
     sigmas = dataset_sigmas(cfg)
     return coco_keypoint_ap(ann_file, to_coco_results(instances, sigmas, **metric_options(cfg)), sigmas=sigmas)
 
