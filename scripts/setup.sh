@@ -62,8 +62,9 @@ phase() {
 PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -c constraints.txt)
 
 # 1. TPU-MLIR with the ONNX front end, plus what its wheel forgets (psutil; torch, which it imports;
-#    setuptools<81, because it imports pkg_resources). torch comes from PyPI at tpu_mlir's own pin.
-phase "TPU-MLIR, torch" "${PIP[@]}" "tpu_mlir[onnx]" torch psutil setuptools pytest
+#    setuptools<81, because it imports pkg_resources). torch comes from PyPI at tpu_mlir's own pin. jinja2
+#    renders the report's HTML (torch also needs it; named here since bmpose imports it itself).
+phase "TPU-MLIR, torch" "${PIP[@]}" "tpu_mlir[onnx]" torch psutil setuptools pytest jinja2
 
 # 2. mmpose stack with --no-deps: mmengine/mmcv-lite/mmpose ask for the GUI opencv-python (which breaks
 #    cv2 under TPU-MLIR's LD_LIBRARY_PATH, see tests/test_environment.py), mmpose asks for chumpy (does not

@@ -241,10 +241,14 @@ def test_small_report_html_references_existing_images(small):
                 srcs.append(dict(attrs)["src"])
 
     Parser().feed(index.read_text())
-    assert len(srcs) == 4 + 2   # a per-layer plot per INT8 bmodel, a heatmap figure per chip
+    assert len(srcs) == 2 + 4 + 2   # a pose per chip, a per-layer plot per INT8 bmodel, a heatmap figure per chip
     assert all((index.parent / s).is_file() and (index.parent / s).stat().st_size > 5000 for s in srcs)
     data = json.loads((index.parent / "report.json").read_text())
     assert len(data["bmodels"]) == 8
+    assert data["verdict"]["overall"] == {"pass": True, "text": "All 8 bmodels pass their gates"}
+    # each chip's pose: its INT8 batch-1 bmodel's deployed MLIR on pymlir, both persons of the bundled picture
+    assert [(p["file"], p["bmodel"], p["persons"]) for p in data["verdict"]["pictures"]] == [
+        ("pose_bm1684.jpg", "bm1684_int8_b1", 2), ("pose_bm1684x.jpg", "bm1684x_int8_b1", 2)]
     md = (index.parent / "report.md").read_text()
     assert "| bmodel | chip | batch |" in md and "bmpose infer --model" in md
 

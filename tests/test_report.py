@@ -1,14 +1,21 @@
-"""Report without bmodels: eval and study tables, valid HTML, skip when nothing changed (fast)."""
+"""The report: eval and study tables, valid HTML, skip when nothing changed; the verdict over (stand-in) bmodel
+builds, its pose pictures and relative paths; the page in a real headless browser (fast)."""
 from __future__ import annotations
 
 import html.parser
 import json
+import re
+import shutil
+import subprocess
 
+import cv2
+import numpy as np
 import pytest
 
 from bmpose import config
 from bmpose.cli import report as report_cli
 from bmpose.report import report
+from bmpose.runtime.backends.base import Backend
 
 
 class _Collect(html.parser.HTMLParser):
@@ -67,3 +74,156 @@ def test_report_has_eval_and_study_tables_and_skips_when_unchanged(cfg):
 def test_report_cli(cfg, capsys):
     assert report_cli.main(["--model", "hrnet_small_128x96"]) == 0
     assert "index.html" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------------ the verdict
+
+KPTS = [(12, 4), (13, 3), (11, 3), (14, 4), (10, 4), (15, 8), (9, 8), (17, 13), (7, 13), (18, 17), (6, 17),
+        (14, 18), (10, 18), (15, 24), (9, 24), (15, 30), (9, 30)]   # a standing person, heatmap (x, y) of 24x32
+
+
+class _StickBackend(Backend):
+    """Stands in for the mlir backend: a person's heatmaps whatever the crop, so the report's pose picture goes
+    through the real predict, decode and draw (the real pymlir run is in tests/test_build.py, slow)."""
+    kind, calls = "mlir", []
+
+    def __init__(self, path, chip=None, workers=None):
+        super().__init__(path)
+        self.chip = chip
+        _StickBackend.calls.append(self.name)
+
+    def run(self, x):
+        yy, xx = np.mgrid[:32, :24]
+        hm = np.stack([np.exp(-((xx - kx) ** 2 + (yy - ky) ** 2) / 2.0) for kx, ky in KPTS]).astype(np.float32)
+        return np.repeat(hm[None], len(x), axis=0)
+
+
+def _fake_build(cfg, chip, precision, batch, cos, failed=False):
+    """A bmodel build dir as bmpose.convert.deploy leaves it (manifest, bmodel, deployed MLIR, compare files);
+    failed: as a build stopped by the heatmap gate leaves it (`<dir>.failed`, compare.csv, log, no manifest)."""
+    from bmpose.convert import bmodel_name
+    from bmpose.convert.compare import write_csv
+    from bmpose.manifest import sha256_file
+
+    d = cfg.artifacts / f"{chip}_{precision}_b{batch}{'.failed' if failed else ''}"
+    d.mkdir(parents=True)
+    rng = np.random.default_rng(batch)
+    onnx = rng.random((batch, 17, 32, 24), dtype=np.float32)
+    np.savez(d / "compare.npz", onnx=onnx, bmodel=onnx + 0.01)
+    layers = [{"layer": f"l{i}", "op": "tpu.Conv2D", "quant": "F32" if i == 9 else "INT8", "shape": "1x8x8x8",
+               "cosine": 0.999 - i / 1000, "euclidean": 0.9, "sqnr_db": 30.0} for i in range(10)]
+    write_csv(layers + [{"layer": "heatmaps (bmodel vs ONNX)", "op": "bmodel", "quant": precision.upper(),
+                         "shape": "x", "cosine": cos, "euclidean": 0.9, "sqnr_db": 25.0}], d / "compare.csv")
+    (d / "model_deploy.log").write_text("model_deploy ...\n")
+    if failed:
+        return d
+    mlir, weights, bmodel = f"{chip}_{precision}_tpu.mlir", f"{chip}_{precision}_w.npz", bmodel_name(
+        cfg, chip, precision, batch)
+    (d / mlir).write_text(f'module attributes {{module.chip = "{chip}"}} // {precision} b{batch}\n')
+    np.savez(d / weights, w=np.zeros(1))
+    (d / bmodel).write_bytes(b"\0" * 1000 * batch)
+    key = f"{precision}_cos"
+    (d / "manifest.json").write_text(json.dumps({
+        "stage": "deploy", "status": "ok", "created": "2026-01-01T00:00:00+00:00",
+        "options": {"chip": chip, "precision": precision, "batch": batch, "method": "kl",
+                    "checkpoint": str(config.ROOT / "configs" / "checkpoints" / "x.pth"), "tolerance": {key: 0.99}},
+        "outputs": {bmodel: "b", mlir: sha256_file(d / mlir), weights: sha256_file(d / weights)},
+        "checks": {"final": {"cosine": cos, "euclidean": 0.9, "sqnr_db": 25.0}, "tolerance": {key: 0.99},
+                   "tpu_mlir_vs_top_min_cos": 0.99,
+                   "device_time": {"runtime_ms": 0.2 * batch, "ms_per_person": 0.2, "cycles": 1}},
+        "build_seconds": 1.0, "fp32_layers": ["l9"] if precision == "int8" else [], "size_bytes": 1000 * batch,
+        "tpu_mlir": mlir, "tpu_weights": weights}))
+    return d
+
+
+@pytest.fixture
+def built(cfg, monkeypatch):
+    """Three bmodels that pass, one INT8 build that failed its heatmap gate, an eval of one of them."""
+    from bmpose.manifest import sha256_file
+    from bmpose.runtime.backends import mlir
+
+    monkeypatch.setattr(mlir, "MlirBackend", _StickBackend)
+    _StickBackend.calls = []
+    good = [_fake_build(cfg, "bm1684", "int8", 1, 0.9986), _fake_build(cfg, "bm1684", "fp32", 1, 1.0),
+            _fake_build(cfg, "bm1684x", "fp32", 4, 1.0)]
+    _fake_build(cfg, "bm1684x", "int8", 4, 0.95, failed=True)
+    ev = cfg.artifacts / "eval"
+    ev.mkdir()
+    (ev / "bm1684_int8_b1.json").write_text(json.dumps({
+        "label": "bm1684_int8_b1", "artifact": "x", "backend": "mlir", "persons": 51, "AP": 0.8251, "AP50": 1.0,
+        "AP75": 0.97, "AR": 0.87, "onnx_AP_same_persons": 0.8280,
+        "inputs": {"artifact": sha256_file(good[0] / "bm1684_int8_tpu.mlir")}}))
+    return cfg
+
+
+def test_verdict_counts_every_gate_and_the_failed_build(built):
+    index = report.ensure_report(built)
+    v = json.loads((index.parent / "report.json").read_text())["verdict"]
+    assert v["overall"] == {"pass": False, "text": "1 of 4 fail: bm1684x_int8_b4 (build failed): int8_cos 0.950000 "
+                                                   "< 0.99"}
+    rows = {r["bmodel"]: r for r in v["rows"]}
+    assert [r["bmodel"] for r in v["rows"]] == ["bm1684_fp32_b1", "bm1684_int8_b1", "bm1684x_fp32_b4",
+                                                "bm1684x_int8_b4"]
+    assert [(g["name"], g["pass"]) for g in rows["bm1684_int8_b1"]["gates"]] == [("deploy", True), ("int8_cos", True)]
+    assert [(g["name"], g["pass"]) for g in rows["bm1684x_int8_b4"]["gates"]] == [("deploy", True),
+                                                                                ("int8_cos", False)]
+    assert rows["bm1684_int8_b1"]["AP"] == 0.8251 and rows["bm1684_int8_b1"]["delta_AP"] == pytest.approx(-0.0029)
+    assert rows["bm1684_fp32_b1"]["AP"] is None and "make eval" in rows["bm1684_fp32_b1"]["source"]
+    assert rows["bm1684x_fp32_b4"]["sim_ms_per_person"] == 0.2
+    # a pose per chip, drawn by its INT8 bmodel where one passed, else the best that did
+    assert [(p["chip"], p["bmodel"]) for p in v["pictures"]] == [("bm1684", "bm1684_int8_b1"),
+                                                                 ("bm1684x", "bm1684x_fp32_b4")]
+    img = cv2.imread(str(index.parent / "pose_bm1684.jpg"))
+    assert img.shape == (427, 640, 3) and v["pictures"][0]["persons"] == 2
+    md = (index.parent / "report.md").read_text()
+    assert md.index("## Verdict") < md.index("## Bmodels")
+    assert "**❌ FAIL: 1 of 4 fail: bm1684x_int8_b4 (build failed)" in md and "| bm1684_int8_b1 | bm1684 | int8 | 1 | ✅ PASS |" in md
+    page = index.read_text()
+    assert page.index('id="verdict"') < page.index("<h2>Bmodels</h2>")
+    assert '<span class="badge fail">&#10007; FAIL</span> 1 of 4 fail' in page   # colour and word
+
+
+def test_report_paths_are_relative_and_commands_portable(built):
+    index = report.ensure_report(built)
+    out = index.parent
+    for name in ("index.html", "report.md", "report.json"):
+        text = (out / name).read_text()
+        assert str(built.artifacts) not in text and str(config.ROOT) not in text, name
+    p = _Collect()
+    p.feed(index.read_text())
+    links = re.findall(r'href="([^"]+)"', index.read_text())
+    assert len(p.imgs) == 2 + 1 + 2 and len(links) >= 4 + 3   # pictures, layer plot, heatmaps; bmodels, log
+    for ref in p.imgs + links:
+        assert not ref.startswith("/") and (out / ref).exists(), ref
+    md = (out / "report.md").read_text()
+    assert ("bmpose infer --model hrnet_small_128x96 --backend bmodel $BMPOSE_ARTIFACTS/hrnet_small_128x96/"
+            "bm1684_int8_b1/hrnet_small_128x96_bm1684_int8_b1.bmodel --chip bm1684") in md
+    assert "configs/checkpoints/x.pth" in (out / "report.json").read_text()   # the repository's own files
+
+
+def test_pose_pictures_are_reused_until_their_bmodel_changes(built):
+    report.ensure_report(built)
+    assert len(_StickBackend.calls) == 2
+    (built.artifacts / "eval" / "onnx_fp32.json").write_text(json.dumps({"label": "onnx_fp32", "AP": 0.828}))
+    index = report.ensure_report(built)          # the report is rebuilt (an input changed), the pictures are not
+    assert "onnx_fp32" in index.read_text() and len(_StickBackend.calls) == 2
+    d = built.artifacts / "bm1684_int8_b1"       # a rebuilt bmodel: a new picture, and its old eval is stale
+    (d / "bm1684_int8_tpu.mlir").write_text('module attributes {module.chip = "bm1684"} // rebuilt, longer\n')
+    m = json.loads((d / "manifest.json").read_text())
+    m["outputs"]["bm1684_int8_tpu.mlir"] = "changed"
+    (d / "manifest.json").write_text(json.dumps(m))
+    v = json.loads((report.ensure_report(built).parent / "report.json").read_text())["verdict"]
+    assert _StickBackend.calls == ["bm1684_int8_tpu.mlir", "bm1684x_fp32_tpu.mlir", "bm1684_int8_tpu.mlir"]
+    row = next(r for r in v["rows"] if r["bmodel"] == "bm1684_int8_b1")
+    assert row["AP"] is None and "stale" in row["source"]
+
+
+def test_verdict_without_bmodels_and_when_all_pass(cfg, monkeypatch):
+    from bmpose.runtime.backends import mlir
+
+    monkeypatch.setattr(mlir, "MlirBackend", _StickBackend)
+    data = json.loads((report.ensure_report(cfg).parent / "report.json").read_text())
+    assert data["verdict"] == {"overall": {"pass": None, "text": "No bmodels built yet"}, "rows": [], "pictures": []}
+    _fake_build(cfg, "bm1684x", "int8", 1, 0.999)
+    data = json.loads((report.ensure_report(cfg).parent / "report.json").read_text())
+    assert data["verdict"]["overall"] == {"pass": True, "text": "The 1 bmodel passes its gates"}

@@ -1,25 +1,29 @@
-"""`bmpose report --model M`: artifacts/<model>/report/{index.html, report.md, report.json, *.png}.
+"""`bmpose report --model M`: artifacts/<model>/report/{index.html, report.md, report.json, *.png, *.jpg}.
 
-What a deployment engineer needs to trust the bmodels: a table of every bmodel (chip, batch, precision, size,
-build time, final similarity to ONNX, FP32 layers), a per-layer similarity plot per INT8 bmodel, one crop's
-heatmaps ONNX vs FP32 vs INT8 side by side, how to run each bmodel, and - when present - the COCO evaluation
-(artifacts/<model>/eval/*.json) and the calibration study (artifacts/<model>/study/study.json).
-The report has a manifest over everything it reads, so refreshing it after a no-op build costs nothing.
-Long: one module per output format would repeat the data and table helpers the markdown and HTML share.
+What a deployment engineer needs to trust the bmodels: first the verdict (bmpose.report.verdict: every gate of
+every bmodel build, pass or fail, with its AP and device time, and a pose drawn by each chip's bmodel), then a
+table of every bmodel (chip, batch, precision, size, build time, final similarity to ONNX, FP32 layers), a
+per-layer similarity plot per INT8 bmodel, one crop's heatmaps ONNX vs FP32 vs INT8 side by side, how to run
+each bmodel, and - when present - the COCO evaluation (artifacts/<model>/eval/*.json) and the calibration study
+(artifacts/<model>/study/study.json). The HTML comes from templates/index.html.j2 (Jinja2); every path in the
+report is relative to it (commands: to the repository). The report has a manifest over everything it reads, so
+refreshing it after a no-op build costs nothing.
 """
 from __future__ import annotations
 
-import html
 import json
+import os
 from pathlib import Path
 
-import numpy as np
-
+from bmpose import config as config_mod
 from bmpose.convert import list_bmodels
 from bmpose.errors import BmposeError
 from bmpose.manifest import atomic_dir, locked, sha256_file, up_to_date, write_manifest
+from bmpose.report import verdict as verdict_mod
+from bmpose.report.plots import make_plots
 
-REPORT_VERSION = 1
+REPORT_VERSION = 2
+TEMPLATES = Path(__file__).parent / "templates"
 EVAL_KEYS = ("AP", "AP50", "AP75", "AR")
 
 
@@ -33,19 +37,31 @@ def _inputs(cfg) -> dict:
     study = cfg.artifacts / "study" / "study.json"
     if study.is_file():
         inputs["study"] = study
+        inputs.update({f"study_eval/{p.name}": p for p in sorted((study.parent / "eval").glob("*.json"))})
+    for d in verdict_mod.failed_builds(cfg):   # a failed build is a failing row of the verdict
+        inputs.update({f"failed/{d.name}/{f.name}": f for f in sorted(d.glob("*.csv")) + sorted(d.glob("*.log"))})
     return inputs
+
+
+def _code() -> dict:
+    from bmpose.report import plots
+
+    return {p.name: sha256_file(p) for p in (Path(__file__), Path(verdict_mod.__file__), Path(plots.__file__),
+                                             *sorted(TEMPLATES.glob("*.j2")))}
 
 
 def ensure_report(cfg, force: bool = False) -> Path:
     out = report_dir(cfg)
     with locked(out):
         inputs = _inputs(cfg)
-        options = {"version": REPORT_VERSION, "code": sha256_file(__file__), "config": cfg.summary()}
+        options = {"version": REPORT_VERSION, "code": _code(), "config": cfg.summary()}
         if not force and up_to_date(out, inputs, options):
             return out / "index.html"
         with atomic_dir(out) as tmp:
             data = collect(cfg)
             outputs = make_plots(cfg, data, tmp)
+            outputs += verdict_mod.pose_pictures(cfg, data, tmp, out)
+            data = relative_paths(cfg, data)
             (tmp / "report.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
             (tmp / "report.md").write_text(to_markdown(cfg, data))
             (tmp / "index.html").write_text(to_html(cfg, data))
@@ -77,6 +93,8 @@ def collect(cfg) -> dict:
             "fp32_layers": m.get("fp32_layers", []), "qtable_origin": m.get("qtable_origin", {}),
             "method": m["options"].get("method"), "tpu_mlir": str(b["tpu_mlir"]), "created": m.get("created"),
             "layer_min_cos": m["checks"].get("tpu_mlir_vs_top_min_cos"), "checkpoint": m["options"].get("checkpoint"),
+            "tpu_layer_tolerance": m["options"].get("tpu_layer_tolerance"), "tpu_weights": m.get("tpu_weights"),
+            "hashes": {k: m.get("outputs", {}).get(m.get(k) or "") for k in ("tpu_mlir", "tpu_weights")},
             **_device_time(m),
         })
     evals = []
@@ -98,8 +116,23 @@ def collect(cfg) -> dict:
         e["delta_AP"] = None if base is None or e["AP"] is None else e["AP"] - base
     study_path = cfg.artifacts / "study" / "study.json"
     study = json.loads(study_path.read_text()) if study_path.is_file() else None
-    return {"model": cfg.name, "mmpose_config": str(cfg.mmpose_config), "input_size": list(cfg.input_size),
+    data = {"model": cfg.name, "mmpose_config": str(cfg.mmpose_config), "input_size": list(cfg.input_size),
             "bmodels": bmodels, "eval": evals, "study": study}
+    data["verdict"] = verdict_mod.verdict(cfg, data)
+    return {"verdict": data.pop("verdict"), **data}   # first in report.json too
+
+
+def relative_paths(cfg, obj):
+    """Every path of the build machine in the report's data made relative: to the report for artifacts, to the
+    repository for its own files (configs, checkpoints)."""
+    if isinstance(obj, dict):
+        return {k: relative_paths(cfg, v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [relative_paths(cfg, v) for v in obj]
+    if isinstance(obj, str):
+        obj = obj.replace(str(cfg.artifacts), os.path.relpath(cfg.artifacts, report_dir(cfg)))
+        return obj.replace(str(config_mod.ROOT) + os.sep, "")
+    return obj
 
 
 def _device_time(m: dict) -> dict:
@@ -110,119 +143,25 @@ def _device_time(m: dict) -> dict:
             "device_time": t}
 
 
-# ------------------------------------------------------------------------------------------------ plots
-
-def make_plots(cfg, data: dict, out: Path) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from bmpose.convert.compare import read_csv
-
-    files = []
-    for b in data["bmodels"]:
-        b["plots"] = {}
-        if b["precision"] != "int8":
-            continue
-        rows = [r for r in read_csv(Path(b["dir"]) / "compare.csv") if r["op"] != "bmodel"]
-        if not rows:
-            continue
-        name = f"layers_{Path(b['dir']).name}.png"
-        tol = next(iter(b["tolerance"].values())) if b["tolerance"] else cfg.tolerances["int8_cos"]
-        _layer_plot(plt, rows, f"{b['name']}: per-layer similarity (deployed TPU MLIR vs top MLIR)", tol, out / name)
-        b["plots"]["layers"] = name
-        files.append(name)
-    # The calibration study's default variant per chip (built under study/, see bmpose.report.study).
-    study = data.get("study") if isinstance(data.get("study"), dict) else {}
-    for p in study.get("layer_plots", []):
-        csv = Path(p["csv"])
-        rows = [r for r in read_csv(csv) if r["op"] != "bmodel"] if csv.is_file() else []
-        if rows:
-            name = f"study_layers_{p['chip']}.png"
-            _layer_plot(plt, rows, f"study default ({p['title']}): per-layer similarity vs top MLIR",
-                        cfg.tolerances["int8_cos"], out / name)
-            p["file"] = name
-            files.append(name)
-    # One crop's heatmaps, ONNX vs FP32 vs INT8 bmodel (same test crop: every build of a batch shares it).
-    data["heatmap_plots"] = []
-    for chip in sorted({b["chip"] for b in data["bmodels"]}):
-        by = {(b["precision"]): b for b in data["bmodels"] if b["chip"] == chip and b["batch"] == min(
-            x["batch"] for x in data["bmodels"] if x["chip"] == chip)}
-        if not by:
-            continue
-        first = next(iter(by.values()))
-        with np.load(Path(first["dir"]) / "compare.npz") as z:
-            panels = [("ONNX FP32", z["onnx"][0])]
-        for prec in ("fp32", "int8"):
-            if prec in by:
-                with np.load(Path(by[prec]["dir"]) / "compare.npz") as z:
-                    panels.append((f"{prec.upper()} bmodel", z["bmodel"][0]))
-        if "fp32" in by and "int8" in by:
-            panels.append(("|INT8 - FP32|", np.abs(panels[-1][1] - panels[-2][1])))
-        crop = _test_crop(cfg, Path(first["dir"]))
-        ncol = len(panels) + (crop is not None)
-        fig, axes = plt.subplots(1, ncol, figsize=(2.3 * ncol, 3.0))
-        axes = np.atleast_1d(axes)
-        i = 0
-        if crop is not None:
-            axes[0].imshow(crop)
-            axes[0].set_title("input crop", fontsize=9)
-            i = 1
-        vmax = max(float(p[1].max()) for p in panels[:-1] or panels)
-        for ax, (title, hm) in zip(axes[i:], panels):
-            ax.imshow(hm.max(axis=0), cmap="magma", vmin=0, vmax=vmax if "|" not in title else None)
-            ax.set_title(title, fontsize=9)
-        for ax in axes:
-            ax.axis("off")
-        fig.suptitle(f"{chip}: max over {panels[0][1].shape[0]} keypoint heatmaps", fontsize=10)
-        fig.tight_layout()
-        name = f"heatmaps_{chip}.png"
-        fig.savefig(out / name, dpi=90)
-        plt.close(fig)
-        data["heatmap_plots"].append({"chip": chip, "file": name})
-        files.append(name)
-    return files
-
-
-def _layer_plot(plt, rows: list[dict], title: str, tol: float, path: Path) -> None:
-    """Cosine of every layer (program order) vs the top FP32 MLIR; FP32 layers in red; the heatmap tolerance."""
-    fig, ax = plt.subplots(figsize=(10, 3.6))
-    x = np.arange(len(rows))
-    cos = np.array([r["cosine"] for r in rows])
-    f32 = np.array([r["quant"] == "F32" for r in rows])
-    ax.plot(x, cos, "-", color="#999", lw=0.8)
-    ax.scatter(x[~f32], cos[~f32], s=10, label="INT8 layer", color="#1f77b4")
-    ax.scatter(x[f32], cos[f32], s=18, label="F32 layer", color="#d62728")
-    ax.axhline(tol, color="#2ca02c", ls="--", lw=0.8, label="heatmap tolerance")
-    ax.set_ylim(max(0.0, min(cos.min(), 0.98) - 0.005), 1.0005)
-    ax.set_xlabel("layer (program order)")
-    ax.set_ylabel("cosine vs top FP32 MLIR")
-    ax.set_title(title)
-    ax.legend(loc="lower left", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-
-
-def _test_crop(cfg, build_dir: Path):
-    """The build's test input (normalised) back to a uint8 RGB picture, for the heatmap figure."""
-    try:
-        with np.load(build_dir / f"{cfg.name}_in_f32.npz") as z:
-            x = z[z.files[0]][0]
-    except (OSError, KeyError, IndexError):
-        return None
-    img = x.transpose(1, 2, 0) * np.array(cfg.std) + np.array(cfg.mean)   # network channel order (RGB)
-    return np.clip(img, 0, 255).astype(np.uint8)
-
-
 # ------------------------------------------------------------------------------------------------ text
 
+def _command_path(cfg, p: str) -> str:
+    """An artifact path of the report's data (relative to the report) as a command takes it: relative to the
+    repository, where bmpose runs, or under $BMPOSE_ARTIFACTS when the artifacts live elsewhere."""
+    full = Path(p) if os.path.isabs(p) else Path(os.path.normpath(report_dir(cfg) / p))
+    for base, shown in ((config_mod.ROOT, ""), (config_mod.ARTIFACTS, "$BMPOSE_ARTIFACTS/")):
+        try:
+            return shown + full.relative_to(base).as_posix()
+        except ValueError:
+            pass
+    return full.as_posix()
+
+
 def how_to_run(cfg, b: dict) -> list[str]:
-    rel = Path(b["path"])
-    return [f"bmpose infer --model {cfg.name} --backend bmodel {rel} --chip {b['chip']}",
-            f"bmpose infer --model {cfg.name} --backend mlir {b['tpu_mlir']}",
-            f"bmrt_test --bmodel {rel.name}   # on the device ({b['chip'].upper()})"]
+    bmodel = _command_path(cfg, b["path"])
+    return [f"bmpose infer --model {cfg.name} --backend bmodel {bmodel} --chip {b['chip']}",
+            f"bmpose infer --model {cfg.name} --backend mlir {_command_path(cfg, b['tpu_mlir'])}",
+            f"bmrt_test --bmodel {Path(bmodel).name}   # on the device ({b['chip'].upper()})"]
 
 
 def _fmt(v, nd=6):
@@ -231,6 +170,34 @@ def _fmt(v, nd=6):
     if isinstance(v, float):
         return f"{v:.{nd}f}"
     return str(v)
+
+
+def _verdict_rows(verdict: dict) -> list[dict]:
+    """The verdict's rows as the page shows them (the same strings in markdown and HTML)."""
+    out = []
+    for r in verdict["rows"]:
+        ap = "-" if r.get("AP") is None else _fmt(r["AP"], 4) + (
+            "" if r.get("delta_AP") is None else f" ({r['delta_AP']:+.4f})")
+        sim = "-" if r.get("sim_ms_per_person") is None else _fmt(r["sim_ms_per_person"], 4)
+        out.append({"bmodel": r["bmodel"], "link": r["link"], "chip": r["chip"], "precision": r["precision"],
+                    "batch": r["batch"], "pass": r["pass"], "word": "PASS" if r["pass"] else "FAIL",
+                    "gates": r["gates"], "cos": _fmt(r.get("cosine")), "ap": ap, "ap_source": r.get("source", ""),
+                    "sim": sim, "note": r.get("note", "")})
+    return out
+
+
+def _picture_captions(pictures: list[dict]) -> list[str]:
+    out = []
+    for i, p in enumerate(pictures):
+        if not p.get("file"):
+            out.append(f"{p['chip']}: no pose picture ({p.get('why')})")
+            continue
+        same = [q["chip"] for q in pictures[:i] if q.get("sha256") and q.get("sha256") == p.get("sha256")]
+        out.append(f"{p['chip']}: {p['precision'].upper()} batch-{p['batch']} bmodel {p['bmodel']} through its "
+                   f"deployed MLIR (pymlir), the {p.get('persons')} persons of COCO val2017 "
+                   f"{Path(p['image']).stem.lstrip('0')} (ground-truth boxes{', flip test' if p.get('flip') else ''}"
+                   f"; photo Flickr, CC BY){f'; pixel-identical to the {same[0]} picture' if same else ''}")
+    return out
 
 
 def _bmodel_rows(data):
@@ -254,6 +221,12 @@ def _bmodel_rows(data):
 
 SIM_NOTE = ("sim ms: the compiler's cycle estimate embedded in the bmodel (TPU-MLIR's cycle model, read with "
             "model_tool; BM1684X at 1000 MHz, BM1684 at 550 MHz), not a measurement on a device.")
+GATES_NOTE = ("Gates: deploy = TPU-MLIR model_deploy's own checks (bmodel vs TPU MLIR, every TPU MLIR layer vs the "
+              "top MLIR) and bmpose's FP32 tail deployed as planned; <precision>_cos = the bmodel's heatmaps vs "
+              "ONNX Runtime on a real crop, cosine at the config's tolerance. AP: COCO keypoint AP of that very "
+              "artifact (its deployed MLIR), with its difference to ONNX FP32 on the same persons.")
+INTRO = ("Similarities: bmodel output vs ONNX Runtime on a real calibration crop; per-layer: deployed TPU MLIR vs "
+         "top FP32 MLIR.")
 
 
 def _gate(b) -> str:
@@ -290,6 +263,21 @@ def _study_plots(study) -> list[dict]:
     return [p for p in (study.get("layer_plots", []) if isinstance(study, dict) else []) if p.get("file")]
 
 
+def _md_verdict(table, verdict) -> list[str]:
+    mark = {True: "✅ PASS", False: "❌ FAIL", None: "no bmodels"}
+    rows = [[r["bmodel"] + (f" ({r['note']})" if r["note"] else ""), r["chip"], r["precision"], r["batch"],
+             mark[r["pass"]], "; ".join(f"{g['name']} {'✓' if g['pass'] else '✗'} {g['note']}" for g in r["gates"]),
+             r["cos"], r["ap"] + (f"; {r['ap_source']}" if r["ap_source"] else ""), r["sim"]]
+            for r in _verdict_rows(verdict)]
+    head = ["bmodel", "chip", "precision", "batch", "verdict", "gates", "heatmap cos vs ONNX", "AP (vs ONNX)",
+            "sim ms/person"]
+    out = ["## Verdict", "", f"**{mark[verdict['overall']['pass']]}: {verdict['overall']['text']}**", ""]
+    out += [table(head, rows), ""] if rows else []
+    for p, caption in zip(verdict["pictures"], _picture_captions(verdict["pictures"])):
+        out += [f"![pose {p['chip']}]({p['file']})" if p.get("file") else "", "", caption, ""]
+    return out + [GATES_NOTE, ""]
+
+
 def _md_bmodels(table, data) -> list[str]:
     head, rows, notes = _bmodel_rows(data)
     return [table(head, rows), "", SIM_NOTE, *(f"[{i}] {n}" for i, n in enumerate(notes, 1))]
@@ -302,9 +290,9 @@ def to_markdown(cfg, data) -> str:
         return "\n".join(out)
 
     note = _checkpoint_note(data)
-    parts = [f"# bmpose report: {cfg.name}", "",
+    parts = [f"# bmpose report: {cfg.name}", "", *(_md_verdict(table, data["verdict"]) if data.get("verdict") else []),
              f"mmpose config `{data['mmpose_config']}`, input {data['input_size'][0]}x{data['input_size'][1]} "
-             "(w x h). Similarities: bmodel output vs ONNX Runtime on a real calibration crop.", "",
+             f"(w x h). {INTRO}", "",
              "## Bmodels", "", *([note, ""] if note else []),
              *(_md_bmodels(table, data) if data["bmodels"] else ["No bmodels built yet."]), ""]
     for b in data["bmodels"]:
@@ -325,60 +313,26 @@ def to_markdown(cfg, data) -> str:
     return "\n".join(parts) + "\n"
 
 
-def _html_bmodels(table, data) -> str:
-    e = html.escape
-    head, rows, notes = _bmodel_rows(data)
-    foot = "".join(f"<li>{e(n)}</li>" for n in notes)
-    return (table(head, rows) + f'<p class="note">{e(SIM_NOTE)}</p>'
-            + (f'<ol class="footnotes">{foot}</ol>' if foot else ""))
-
-
 def to_html(cfg, data) -> str:
-    e = html.escape
+    """index.html from templates/index.html.j2: the page's look lives there, its content here."""
+    import jinja2
 
-    def table(head, rows):
-        h = "".join(f"<th>{e(str(x))}</th>" for x in head)
-        body = "".join("<tr>" + "".join(f"<td>{e(str(x))}</td>" for x in r) + "</tr>" for r in rows)
-        return f"<table><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>"
-
-    note = _checkpoint_note(data)
-    parts = [f"<h1>bmpose report: {e(cfg.name)}</h1>",
-             f"<p>mmpose config <code>{e(data['mmpose_config'])}</code>, input {data['input_size'][0]}x"
-             f"{data['input_size'][1]} (w x h). Similarities: bmodel output vs ONNX Runtime on a real "
-             "calibration crop; per-layer: deployed TPU MLIR vs top FP32 MLIR.</p>", "<h2>Bmodels</h2>",
-             f"<p>{e(note)}</p>" if note else "",
-             _html_bmodels(table, data) if data["bmodels"] else "<p>No bmodels built yet.</p>"]
-    fp32 = [b for b in data["bmodels"] if b["fp32_layers"]]
-    if fp32:
-        parts.append("<h3>FP32 layers of the INT8 bmodels</h3><ul>")
-        for b in fp32:
-            parts.append(f"<li>{e(b['name'])}: " + ", ".join(f"<code>{e(n)}</code>" for n in b["fp32_layers"])
-                         + "</li>")
-        parts.append("</ul>")
-    plots = [b for b in data["bmodels"] if b["plots"].get("layers")]
-    if plots:
-        parts.append("<h2>Per-layer similarity (INT8)</h2>")
-        parts += [f'<figure><img src="{e(b["plots"]["layers"])}" alt="{e(b["name"])} per-layer similarity">'
-                  f"<figcaption>{e(b['name'])}</figcaption></figure>" for b in plots]
-    if data.get("heatmap_plots"):
-        parts.append("<h2>Heatmaps of one crop: ONNX vs FP32 vs INT8</h2>")
-        parts += [f'<figure><img src="{e(h["file"])}" alt="heatmaps {e(h["chip"])}"></figure>'
-                  for h in data["heatmap_plots"]]
-    if data["eval"]:
-        parts += ["<h2>COCO keypoint evaluation</h2>", table(*_eval_rows(data))]
-    if data["study"] is not None:
-        st = _study_table(data["study"])
-        parts += ["<h2>Calibration study</h2>",
-                  table(*st) if st else f"<pre>{e(json.dumps(data['study'], indent=1))}</pre>"]
-        parts += [f'<figure><img src="{e(p["file"])}" alt="{e(p["title"])}"><figcaption>{e(p["title"])}'
-                  "</figcaption></figure>" for p in _study_plots(data["study"])]
-    parts.append("<h2>How to run</h2><ul>")
-    for b in data["bmodels"]:
-        parts.append(f"<li>{e(b['name'])}<pre>" + e("\n".join(how_to_run(cfg, b))) + "</pre></li>")
-    parts.append("</ul>")
-    style = ("body{font-family:sans-serif;margin:2em;max-width:80em}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:2px 8px;font-size:90%}th{background:#eee}"
-             "img{max-width:100%}pre{background:#f6f6f6;padding:4px}")
-    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>bmpose report: "
-            f"{e(cfg.name)}</title><style>{style}</style></head><body>\n" + "\n".join(parts)
-            + "\n</body></html>\n")
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    head, rows, notes = _bmodel_rows(data)
+    for b, row in zip(data["bmodels"], rows):
+        row[0] = {"text": row[0], "href": b["path"]}
+    verdict = data.get("verdict")
+    st = _study_table(data["study"]) if data["study"] is not None else None
+    return env.get_template("index.html.j2").render(
+        model=cfg.name, data=data, intro=INTRO, checkpoint_note=_checkpoint_note(data),
+        verdict=verdict and {**verdict, "rows": _verdict_rows(verdict),
+                             "pictures": [{**p, "caption": c} for p, c in zip(verdict["pictures"],
+                                                                              _picture_captions(verdict["pictures"]))]},
+        gates_note=GATES_NOTE, bmodels={"head": head, "rows": rows, "notes": notes}, sim_note=SIM_NOTE,
+        fp32=[b for b in data["bmodels"] if b["fp32_layers"]],
+        layer_plots=[b for b in data["bmodels"] if b.get("plots", {}).get("layers")],
+        eval=_eval_rows(data) if data["eval"] else None,
+        study=data["study"], study_table=st, study_json=None if st else json.dumps(data["study"], indent=1),
+        study_plots=_study_plots(data["study"]),
+        how_to_run=[(b["name"], how_to_run(cfg, b)) for b in data["bmodels"]])

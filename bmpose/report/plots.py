@@ -1,0 +1,111 @@
+"""The report's figures (bmpose.report.report): a per-layer similarity plot per INT8 bmodel and per calibration
+study default, and one crop's heatmaps per chip, ONNX vs FP32 vs INT8 bmodel side by side (matplotlib, Agg)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def make_plots(cfg, data: dict, out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bmpose.convert.compare import read_csv
+
+    files = []
+    for b in data["bmodels"]:
+        b["plots"] = {}
+        if b["precision"] != "int8":
+            continue
+        rows = [r for r in read_csv(Path(b["dir"]) / "compare.csv") if r["op"] != "bmodel"]
+        if not rows:
+            continue
+        name = f"layers_{Path(b['dir']).name}.png"
+        tol = next(iter(b["tolerance"].values())) if b["tolerance"] else cfg.tolerances["int8_cos"]
+        _layer_plot(plt, rows, f"{b['name']}: per-layer similarity (deployed TPU MLIR vs top MLIR)", tol, out / name)
+        b["plots"]["layers"] = name
+        files.append(name)
+    # The calibration study's default variant per chip (built under study/, see bmpose.report.study).
+    study = data.get("study") if isinstance(data.get("study"), dict) else {}
+    for p in study.get("layer_plots", []):
+        csv = Path(p["csv"])
+        rows = [r for r in read_csv(csv) if r["op"] != "bmodel"] if csv.is_file() else []
+        if rows:
+            name = f"study_layers_{p['chip']}.png"
+            _layer_plot(plt, rows, f"study default ({p['title']}): per-layer similarity vs top MLIR",
+                        cfg.tolerances["int8_cos"], out / name)
+            p["file"] = name
+            files.append(name)
+    # One crop's heatmaps, ONNX vs FP32 vs INT8 bmodel (same test crop: every build of a batch shares it).
+    data["heatmap_plots"] = []
+    for chip in sorted({b["chip"] for b in data["bmodels"]}):
+        by = {(b["precision"]): b for b in data["bmodels"] if b["chip"] == chip and b["batch"] == min(
+            x["batch"] for x in data["bmodels"] if x["chip"] == chip)}
+        if not by:
+            continue
+        first = next(iter(by.values()))
+        with np.load(Path(first["dir"]) / "compare.npz") as z:
+            panels = [("ONNX FP32", z["onnx"][0])]
+        for prec in ("fp32", "int8"):
+            if prec in by:
+                with np.load(Path(by[prec]["dir"]) / "compare.npz") as z:
+                    panels.append((f"{prec.upper()} bmodel", z["bmodel"][0]))
+        if "fp32" in by and "int8" in by:
+            panels.append(("|INT8 - FP32|", np.abs(panels[-1][1] - panels[-2][1])))
+        crop = _test_crop(cfg, Path(first["dir"]))
+        ncol = len(panels) + (crop is not None)
+        fig, axes = plt.subplots(1, ncol, figsize=(2.3 * ncol, 3.0))
+        axes = np.atleast_1d(axes)
+        i = 0
+        if crop is not None:
+            axes[0].imshow(crop)
+            axes[0].set_title("input crop", fontsize=9)
+            i = 1
+        vmax = max(float(p[1].max()) for p in panels[:-1] or panels)
+        for ax, (title, hm) in zip(axes[i:], panels):
+            ax.imshow(hm.max(axis=0), cmap="magma", vmin=0, vmax=vmax if "|" not in title else None)
+            ax.set_title(title, fontsize=9)
+        for ax in axes:
+            ax.axis("off")
+        fig.suptitle(f"{chip}: max over {panels[0][1].shape[0]} keypoint heatmaps", fontsize=10)
+        fig.tight_layout()
+        name = f"heatmaps_{chip}.png"
+        fig.savefig(out / name, dpi=90)
+        plt.close(fig)
+        data["heatmap_plots"].append({"chip": chip, "file": name})
+        files.append(name)
+    return files
+
+
+def _layer_plot(plt, rows: list[dict], title: str, tol: float, path: Path) -> None:
+    """Cosine of every layer (program order) vs the top FP32 MLIR; FP32 layers in red; the heatmap tolerance."""
+    fig, ax = plt.subplots(figsize=(10, 3.6))
+    x = np.arange(len(rows))
+    cos = np.array([r["cosine"] for r in rows])
+    f32 = np.array([r["quant"] == "F32" for r in rows])
+    ax.plot(x, cos, "-", color="#999", lw=0.8)
+    ax.scatter(x[~f32], cos[~f32], s=10, label="INT8 layer", color="#1f77b4")
+    ax.scatter(x[f32], cos[f32], s=18, label="F32 layer", color="#d62728")
+    ax.axhline(tol, color="#2ca02c", ls="--", lw=0.8, label="heatmap tolerance")
+    ax.set_ylim(max(0.0, min(cos.min(), 0.98) - 0.005), 1.0005)
+    ax.set_xlabel("layer (program order)")
+    ax.set_ylabel("cosine vs top FP32 MLIR")
+    ax.set_title(title)
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _test_crop(cfg, build_dir: Path):
+    """The build's test input (normalised) back to a uint8 RGB picture, for the heatmap figure."""
+    try:
+        with np.load(build_dir / f"{cfg.name}_in_f32.npz") as z:
+            x = z[z.files[0]][0]
+    except (OSError, KeyError, IndexError):
+        return None
+    img = x.transpose(1, 2, 0) * np.array(cfg.std) + np.array(cfg.mean)   # network channel order (RGB)
+    return np.clip(img, 0, 255).astype(np.uint8)
