@@ -1,5 +1,5 @@
 """The package reads as the data flow: imports run one way (no cycles, counting imports inside functions and
-importlib lookups by name), the core imports nothing else of bmpose, nothing below the CLI imports the CLI,
+importlib lookups by name), the core imports nothing else of bmpose, the device side only the core, nothing below the CLI imports the CLI,
 and long modules say why they are long."""
 from __future__ import annotations
 
@@ -91,6 +91,25 @@ def test_core_imports_nothing_else_of_bmpose():
     for m, deps in graph.items():
         if m.startswith("bmpose.pose"):
             assert all(d.startswith("bmpose.pose") for d in deps), (m, deps)
+
+
+def test_device_side_imports_only_the_core_and_what_the_box_has():
+    """bmpose.device ships to the box with bmpose.pose: it may import the core, the standard library, numpy, cv2
+    and the SDK's sophon.sail, nothing else (tests/test_deploy.py runs it in a venv that has only those)."""
+    import sys
+
+    _, graph = _graph()
+    allowed_top = {"numpy", "cv2", "sophon", "__future__"}
+    for m, deps in graph.items():
+        if m.startswith("bmpose.device"):
+            assert all(d.startswith(("bmpose.pose", "bmpose.device")) for d in deps), (m, deps)
+            p = _modules()[m]
+            for node in ast.walk(ast.parse(p.read_text())):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                    [node.module] if isinstance(node, ast.ImportFrom) and not node.level else []
+                for n in names:
+                    top = n.split(".")[0]
+                    assert top in allowed_top or top in sys.stdlib_module_names, (m, n)
 
 
 def test_nothing_below_the_cli_imports_it():
