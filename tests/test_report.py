@@ -227,3 +227,77 @@ def test_verdict_without_bmodels_and_when_all_pass(cfg, monkeypatch):
     _fake_build(cfg, "bm1684x", "int8", 1, 0.999)
     data = json.loads((report.ensure_report(cfg).parent / "report.json").read_text())
     assert data["verdict"]["overall"] == {"pass": True, "text": "The 1 bmodel passes its gates"}
+
+
+# ------------------------------------------------------------------------------------------------ in a browser
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Debian's chromium, installed by scripts/install_chromium.sh when missing (root or passwordless sudo);
+    the browser test skips, saying why, where neither works."""
+    if shutil.which("chromium") is None:
+        out = subprocess.run(["bash", str(config.ROOT / "scripts" / "install_chromium.sh")], capture_output=True,
+                             text=True, timeout=900)
+        if shutil.which("chromium") is None:
+            why = (out.stdout + out.stderr).strip().splitlines()[-1:] or [f"exit {out.returncode}"]
+            pytest.skip(f"no chromium for the report's browser test: {why[0]}")
+    return shutil.which("chromium")
+
+
+def _browse(exe, page, tmp_path, *args) -> str:
+    cmd = [exe, "--headless=new", "--disable-gpu", "--no-sandbox", "--no-first-run", "--hide-scrollbars",
+           f"--user-data-dir={tmp_path / 'chromium-profile'}", "--virtual-time-budget=5000", *args, page.as_uri()]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout
+
+
+class _Dom(html.parser.HTMLParser):
+    """The dumped DOM: every <img>'s attributes, <body>'s, the verdict section's and its text."""
+
+    def __init__(self):
+        super().__init__()
+        self.imgs, self.body, self.verdict, self.text, self._depth = [], {}, {}, "", 0
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        self.imgs += [a] if tag == "img" else []
+        self.body = a if tag == "body" else self.body
+        if a.get("id") == "verdict":
+            self.verdict, self._depth = a, 1
+        elif self._depth and tag == "section":
+            self._depth += 1
+
+    def handle_endtag(self, tag):
+        if self._depth and tag == "section":
+            self._depth -= 1
+
+    def handle_data(self, data):
+        self.text += data if self._depth else ""
+
+
+def test_report_page_in_a_headless_browser(built, chromium, tmp_path):
+    index = report.ensure_report(built)
+    dom = _Dom()
+    dom.feed(_browse(chromium, index, tmp_path, "--dump-dom"))
+    assert dom.body.get("data-images-checked") == str(len(dom.imgs)) == "5"   # the page's own script ran
+    assert all(int(i["data-natural-width"]) > 0 and "missing" not in i.get("class", "") for i in dom.imgs), dom.imgs
+    assert dom.verdict.get("data-verdict") == "fail"
+    assert "✗ FAIL 1 of 4 fail: bm1684x_int8_b4 (build failed)" in " ".join(dom.text.split())
+    assert "✓ PASS" in dom.text
+    # what a person sees: not blank, the pass badges green and the fail badge red (#1a7f37, #c62828)
+    shot = tmp_path / "shot.png"
+    _browse(chromium, index, tmp_path, f"--screenshot={shot}", "--window-size=1200,900")
+    img = cv2.imread(str(shot))
+    assert img.shape == (900, 1200, 3) and img.std() > 20
+
+    def pixels(rgb):
+        return int((np.abs(img.astype(int) - rgb[::-1]).sum(axis=2) < 30).sum())
+
+    assert pixels((0x1a, 0x7f, 0x37)) > 500 and pixels((0xc6, 0x28, 0x28)) > 500
+    # and the check can fail: a picture gone from the report is seen as not loaded, and framed
+    (index.parent / "pose_bm1684x.jpg").unlink()
+    dom = _Dom()
+    dom.feed(_browse(chromium, index, tmp_path, "--dump-dom"))
+    gone = [i for i in dom.imgs if i["src"] == "pose_bm1684x.jpg"]
+    assert gone and gone[0]["data-natural-width"] == "0" and "missing" in gone[0]["class"]
