@@ -332,6 +332,7 @@ def to_html(cfg, data) -> str:
         gates_note=GATES_NOTE, bmodels={"head": head, "rows": rows, "notes": notes}, sim_note=SIM_NOTE,
         fp32=[b for b in data["bmodels"] if b["fp32_layers"]],
         layer_plots=[b for b in data["bmodels"] if b.get("plots", {}).get("layers")],
+        heatmap_plots=data.get("heatmap_plots", []),
         eval=_eval_rows(data) if data["eval"] else None,
         study=data["study"], study_table=st, study_json=None if st else json.dumps(data["study"], indent=1),
         study_plots=_study_plots(data["study"]),
