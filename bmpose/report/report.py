@@ -222,7 +222,7 @@ def _bmodel_rows(data):
 SIM_NOTE = ("sim ms: the compiler's cycle estimate embedded in the bmodel (TPU-MLIR's cycle model, read with "
             "model_tool; BM1684X at 1000 MHz, BM1684 at 550 MHz), not a measurement on a device.")
 GATES_NOTE = ("Gates: deploy = TPU-MLIR model_deploy's own checks (bmodel vs TPU MLIR, every TPU MLIR layer vs the "
-              "top MLIR) and bmpose's FP32 tail deployed as planned; <precision>_cos = the bmodel's heatmaps vs "
+              "top MLIR) and bmpose's FP32 tail deployed as planned; int8_cos, fp32_cos, ... = the bmodel's heatmaps vs "
               "ONNX Runtime on a real crop, cosine at the config's tolerance. AP: COCO keypoint AP of that very "
               "artifact (its deployed MLIR), with its difference to ONNX FP32 on the same persons.")
 INTRO = ("Similarities: bmodel output vs ONNX Runtime on a real calibration crop; per-layer: deployed TPU MLIR vs "
@@ -267,7 +267,7 @@ def _md_verdict(table, verdict) -> list[str]:
     mark = {True: "✅ PASS", False: "❌ FAIL", None: "no bmodels"}
     rows = [[r["bmodel"] + (f" ({r['note']})" if r["note"] else ""), r["chip"], r["precision"], r["batch"],
              mark[r["pass"]], "; ".join(f"{g['name']} {'✓' if g['pass'] else '✗'} {g['note']}" for g in r["gates"]),
-             r["cos"], r["ap"] + (f"; {r['ap_source']}" if r["ap_source"] else ""), r["sim"]]
+             r["cos"], r["ap"] + (f" ({r['ap_source']})" if r["ap"] == "-" else f"; {r['ap_source']}"), r["sim"]]
             for r in _verdict_rows(verdict)]
     head = ["bmodel", "chip", "precision", "batch", "verdict", "gates", "heatmap cos vs ONNX", "AP (vs ONNX)",
             "sim ms/person"]
