@@ -13,7 +13,7 @@ CALIB_ARGS = --calib $(CALIB) $(call opt,COCO_ANN,--coco-ann) $(call opt,COCO_IM
 # TOL="int8_cos=0.98 fp32_cos=0.9999" overrides the config's gates (recorded in the manifests).
 BUILD_ARGS = $(call opt,CHIPS,--chips) $(call opt,BATCHES,--batches) $(foreach t,$(TOL),--tolerance $(t))
 
-.PHONY: setup fixture onnx calib fp32 int8 nntc infer eval report study train-fixture bench test test-quick clean help
+.PHONY: setup fixture onnx calib fp32 int8 deploy nntc infer eval report study train-fixture bench test test-quick clean help
 help:
 	@sed -n '1,3p' Makefile; echo; grep -E '^[a-z0-9-]+:.*##' Makefile | sed 's/:.*##/\t/'
 
@@ -35,6 +35,9 @@ fp32: setup ## FP32 bmodels for CHIPS x BATCHES, compare files, report
 int8: setup ## INT8 bmodels (calibrated on CALIB, FP32 tail, QTABLE=extra, SEARCH=1), compare files, report
 	$(BMPOSE) build --precision int8 $(COMMON) $(BUILD_ARGS) $(CALIB_ARGS) $(call opt,QTABLE,--qtable) \
 	  $(call opt,METHOD,--method) $(if $(filter 1,$(SEARCH)),--search)
+
+deploy: setup ## device bundle per chip in artifacts/<model>/deploy (bmodels INT8+FP32, bmodel.py, README, .tar.gz)
+	$(BMPOSE) deploy $(COMMON) $(call opt,CHIPS,--chips) $(call opt,BATCHES,--batches) $(CALIB_ARGS)
 
 nntc: setup ## NNTC (BMNNSDK2 2.7) bundle for BM1684 in artifacts/<model>/nntc: opset-12 ONNX, ufw LMDB, scripts
 	$(BMPOSE) nntc $(COMMON) $(CALIB_ARGS) $(call opt,METHOD,--method)

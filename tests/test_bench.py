@@ -28,4 +28,15 @@ def test_registry_table_and_json(tmp_path, monkeypatch, capsys):
 
 
 def test_every_benchmark_is_listed():
-    assert set(bench.BENCHMARKS) == {"calib", "infer", "simulators", "deploy"}
+    assert set(bench.BENCHMARKS) == {"calib", "infer", "host", "simulators", "deploy"}
+
+
+def test_host_benchmark_measures_the_bundles_stages():
+    """Rows for the config's input size and 256x192, every stage timed (values are not asserted: a benchmark)."""
+    from bmpose import config
+
+    rows = bench.bench_host(config.load("hrnet_small_128x96"), None)
+    assert [r["case"].split(", ")[1] for r in rows] == ["96x128", "192x256"]
+    for r in rows:
+        assert all(r[k] > 0 for k in ("crop_ms", "normalise_ms", "decode_ms", "vendor_preprocess_ms"))
+        assert r["total_ms"] == pytest.approx(r["crop_ms"] + r["normalise_ms"] + r["decode_ms"], abs=2e-3)

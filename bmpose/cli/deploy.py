@@ -22,6 +22,7 @@ def parse_args(argv):
     ap.add_argument("--calib", default="coco", help="INT8 calibration set (as `bmpose build`)")
     ap.add_argument("--coco-ann", help="COCO person keypoints json for --calib coco")
     ap.add_argument("--coco-img", help="image folder for --coco-ann")
+    ap.add_argument("--num", type=int, help="number of calibration crops (default: the config's)")
     return ap.parse_args(argv)
 
 
@@ -29,9 +30,9 @@ def build_argv(args, cfg, precision: str, chips, batches) -> list[str]:
     argv = ["--precision", precision, "--model", str(args.model or cfg.name), "--chips", *chips,
             "--batches", *map(str, batches), "--no-report", "--calib", args.calib]
     for flag, value in (("--checkpoint", args.checkpoint), ("--coco-ann", args.coco_ann),
-                        ("--coco-img", args.coco_img)):
+                        ("--coco-img", args.coco_img), ("--num", args.num)):
         if value:
-            argv += [flag, value]
+            argv += [flag, str(value)]
     return argv
 
 

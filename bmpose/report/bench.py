@@ -1,7 +1,7 @@
 """Benchmarks for `bmpose bench`, each measured within one run so its ratios are comparable.
 
 `BENCHMARKS` (at the bottom) names them: `calib` (LMDB crops/s), `infer` (persons/s on ONNX Runtime vs mmpose,
-stage costs per person), `simulators` (cmodel vs pymlir seconds per crop), `deploy` (bmpose's deploy vs
+stage costs per person), `host` (the device bundle's pre/post-processing per person), `simulators` (cmodel vs pymlir seconds per crop), `deploy` (bmpose's deploy vs
 the raw model_deploy.py on the same inputs). Each is `fn(cfg, args) -> rows`,
 a row being {"case": ..., then any numbers}.
 """
@@ -12,6 +12,7 @@ import time
 import warnings
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from bmpose import config as config_mod
@@ -248,4 +249,54 @@ def bench_deploy(cfg, args, rounds: int = 5) -> list[dict]:
              "x_bmpose_vs_raw": round(med["bmpose"] / med["raw"], 3)}]
 
 
-BENCHMARKS = {"calib": bench_calib, "infer": bench_infer, "simulators": bench_simulators, "deploy": bench_deploy}
+def bench_host(cfg, args) -> list[dict]:
+    """Host CPU time per person of the device bundle's own stages (bmpose.pose.pipeline: crop, normalise,
+    heatmap decode + mapping back; image decoding excluded), on the bundled COCO persons, at the config's
+    input size and at HRNet-W32's 256x192; beside the vendor sample's documented steps (warp, /255,
+    per-channel normalise, transpose) and the core's previous numpy colour swap + transposed normalise, all
+    in this run. Goal: <= 0.6 ms per person at 256x192 (the box's CPU is several times slower than this one)."""
+    from types import SimpleNamespace
+
+    from bmpose.pose import crop as crop_mod
+    from bmpose.pose import pipeline
+    from bmpose.pose.image_io import read_image
+
+    boxes = gt_boxes(*bundled_sample())
+    images = {b.file: read_image(b.file) for b in boxes}
+    rows = []
+    for w, h in dict.fromkeys([tuple(cfg.input_size), (192, 256)]):
+        spec = SimpleNamespace(input_size=(w, h), padding=cfg.padding, mean=cfg.mean, std=cfg.std,
+                               bgr_to_rgb=cfg.bgr_to_rgb, codec={**cfg.codec, "input_size": (w, h),
+                                                                 "heatmap_size": (w // 4, h // 4)})
+        n = len(boxes)
+        crops = [pipeline.crop_boxes(images[b.file], [b.bbox], spec)[0] for b in boxes]
+        t_crop = timed(lambda: [pipeline.crop_boxes(images[b.file], [b.bbox], spec) for b in boxes], 5)
+        t_norm = timed(lambda: pipeline.to_input(crops, spec), 5)
+        hm = np.random.default_rng(0).random((n, 17, h // 4, w // 4)).astype(np.float32)
+        t_dec = timed(lambda: pipeline.keypoints(hm, crops, spec), 5)
+        mean = np.asarray(cfg.mean, np.float32) / 255
+        std = np.asarray(cfg.std, np.float32) / 255
+        mats = [crop_mod.affine_matrix(c.center, c.scale, (w, h)) for c in crops]
+
+        def vendor():  # sophon-demo's HRNet python preprocessing, as documented: warp, RGB, /255, normalise, CHW
+            for b, m in zip(boxes, mats):
+                x = cv2.warpAffine(images[b.file], m, (w, h), flags=cv2.INTER_LINEAR)[..., ::-1] / 255.0
+                np.ascontiguousarray(((x - mean) / std).transpose(2, 0, 1), dtype=np.float32)
+
+        def previous():  # the core before: numpy colour swap, float normalise over a transposed view
+            out = [np.ascontiguousarray(cv2.warpAffine(images[b.file], m, (w, h))[..., ::-1]) for b, m in zip(boxes, mats)]
+            x = np.stack(out).transpose(0, 3, 1, 2).astype(np.float32)
+            np.ascontiguousarray((x - np.float32(cfg.mean).reshape(1, 3, 1, 1)) / np.float32(cfg.std).reshape(1, 3, 1, 1))
+
+        t_vendor, t_prev = timed(vendor, 5), timed(previous, 5)
+        total = t_crop + t_norm + t_dec
+        ms = lambda t: round(1e3 * t / n, 3)  # noqa: E731
+        rows.append({"benchmark": "host", "case": f"bundle pre/post per person, {w}x{h}, {n} persons",
+                     "crop_ms": ms(t_crop), "normalise_ms": ms(t_norm), "decode_ms": ms(t_dec),
+                     "total_ms": ms(total), "vendor_preprocess_ms": ms(t_vendor),
+                     "previous_preprocess_ms": ms(t_prev), "x_vs_vendor_preprocess": round(t_vendor / (t_crop + t_norm), 2)})
+    return rows
+
+
+BENCHMARKS = {"calib": bench_calib, "infer": bench_infer, "host": bench_host, "simulators": bench_simulators,
+              "deploy": bench_deploy}
