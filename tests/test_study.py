@@ -65,3 +65,27 @@ def test_report_draws_the_study_default_per_layer_plot(tmp_path, monkeypatch):
     assert (index.parent / "study_layers_bm1684.png").is_file()
     assert 'src="study_layers_bm1684.png"' in index.read_text()
     assert "](study_layers_bm1684.png)" in (index.parent / "report.md").read_text()
+
+
+def test_report_plots_ap_drop_against_device_time(tmp_path, monkeypatch):
+    """Rows of a study.json older than the device_ms column get it from their build manifests; the report
+    draws AP drop against simulated ms per person."""
+    from bmpose.manifest import write_manifest
+
+    monkeypatch.setattr(config, "ARTIFACTS", tmp_path)
+    cfg = config.load("hrnet_small_128x96")
+    d = cfg.artifacts / "study"
+    rows = [{"chip": "bm1684x", "precision": "FP32", "method": "-", "fp32_layers": "-", "AP": 0.828, "dAP": 0.0},
+            {"chip": "bm1684x", "precision": "INT8", "method": "kl", "fp32_layers": "auto", "AP": 0.827,
+             "dAP": -0.001},
+            {"chip": "bm1684x", "precision": "INT8", "method": "kl", "fp32_layers": "none", "AP": 0.4, "dAP": -0.43}]
+    for label, ms in (("bm1684x_fp32_b1", 0.227), ("bm1684x_kl_auto_b1", 0.044), ("bm1684x_kl_none_b1", 0.041)):
+        (d / label).mkdir(parents=True)
+        write_manifest(d / label, stage="deploy", inputs={}, options={},
+                       checks={"device_time": {"ms_per_person": ms, "runtime_ms": ms}})
+    (d / "study.json").write_text(json.dumps({"rows": rows, "layer_plots": []}))
+    filled = study.add_device_ms(cfg, {"rows": [dict(r) for r in rows]})
+    assert [r["device_ms"] for r in filled["rows"]] == [0.227, 0.044, 0.041]
+    index = report.ensure_report(cfg)
+    assert (index.parent / "study_speed.png").is_file()
+    assert 'src="study_speed.png"' in index.read_text()

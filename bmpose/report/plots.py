@@ -39,6 +39,10 @@ def make_plots(cfg, data: dict, out: Path) -> list[str]:
                         cfg.tolerances["int8_cos"], out / name)
             p["file"] = name
             files.append(name)
+    name = _speed_plot(plt, study.get("rows", []), out / "study_speed.png")
+    if name:
+        study["speed_plot"] = {"title": "study: AP drop against simulated device time per person", "file": name}
+        files.append(name)
     # One crop's heatmaps, ONNX vs FP32 vs INT8 bmodel (same test crop: every build of a batch shares it).
     data["heatmap_plots"] = []
     for chip in sorted({b["chip"] for b in data["bmodels"]}):
@@ -78,6 +82,36 @@ def make_plots(cfg, data: dict, out: Path) -> list[str]:
         data["heatmap_plots"].append({"chip": chip, "file": name})
         files.append(name)
     return files
+
+
+def _speed_plot(plt, rows: list[dict], path: Path) -> str | None:
+    """Every study variant with a simulated time: AP drop vs ONNX (y) against device ms per person (x), a
+    panel per chip, points labelled by method: what the FP32 layers cost in time."""
+    rows = [r for r in rows if r.get("device_ms") and r.get("dAP") is not None]
+    chips = sorted({r["chip"] for r in rows})
+    if not chips:
+        return None
+    colours = {"none": "tab:red", "auto": "tab:blue", "search": "tab:green"}
+    fig, axes = plt.subplots(1, len(chips), figsize=(5.2 * len(chips), 3.8), squeeze=False)
+    for ax, chip in zip(axes[0], chips):
+        for r in (r for r in rows if r["chip"] == chip):
+            fp32 = r["precision"] == "FP32"
+            ax.scatter(r["device_ms"], -r["dAP"], marker="s" if fp32 else "o",
+                       color="grey" if fp32 else colours.get(r["fp32_layers"], "black"))
+            ax.annotate("FP32" if fp32 else r["method"], (r["device_ms"], -r["dAP"]), fontsize=7,
+                        xytext=(3, 3), textcoords="offset points")
+        ax.set_yscale("symlog", linthresh=0.01)
+        ax.set_xlabel("simulated device ms per person")
+        ax.set_ylabel("AP drop vs ONNX FP32")
+        ax.set_title(chip, fontsize=10)
+        ax.grid(True, alpha=0.3)
+    handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=f"INT8, FP32 layers: {k}")
+               for k, c in colours.items()] + [plt.Line2D([], [], marker="s", ls="", color="grey", label="FP32")]
+    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path.name
 
 
 def _layer_plot(plt, rows: list[dict], title: str, tol: float, path: Path) -> None:

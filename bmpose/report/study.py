@@ -203,11 +203,27 @@ def make_rows(cfg, variants: list[Variant], evals: dict, onnx_ap: float) -> list
             "AP50": e["AP50"] if e else None, "AP75": e["AP75"] if e else None,
             "hm_cos_mean": float(cos.mean()) if cos is not None else None,
             "hm_cos_min": float(cos.min()) if cos is not None else None,
+            "device_ms": device_ms(m),
             "build_s": m.get("build_seconds") if m else None,
             "eval_s": e["seconds"] if e else None,
             "error": v.error,
         })
     return rows
+
+
+def device_ms(manifest: dict | None) -> float | None:
+    """Simulated device ms per person of a build (its manifest's compiler cycle estimate), None without one."""
+    return ((manifest or {}).get("checks", {}).get("device_time") or {}).get("ms_per_person")
+
+
+def add_device_ms(cfg, study: dict) -> dict:
+    """Fill `device_ms` into rows of a study.json written before the column existed (from the build manifests
+    still under study/)."""
+    for r in study.get("rows", []):
+        if "device_ms" not in r and r.get("chip") not in (None, "-"):
+            layers = "fp32" if r.get("precision") == "FP32" else f"{r.get('method')}_{r.get('fp32_layers')}"
+            r["device_ms"] = device_ms(read_manifest(study_dir(cfg) / f"{r['chip']}_{layers}_b1"))
+    return study
 
 
 def choose(rows: list[dict], chips, cfg) -> dict:
@@ -268,7 +284,7 @@ def _add_paired_oks(cfg, variants, rows, flip: bool) -> None:
 
 def to_markdown(study: dict) -> str:
     cols = ["chip", "precision", "method", "fp32_layers", "n_fp32", "AP", "dAP", "oks_drop", "oks_ci95",
-            "vs_best", "hm_cos_mean", "hm_cos_min", "build_s", "eval_s", "error"]
+            "vs_best", "hm_cos_mean", "hm_cos_min", "device_ms", "build_s", "eval_s", "error"]
 
     def fmt(v):
         if v is None:
@@ -324,7 +340,8 @@ def run_study(cfg, args) -> dict:
                   f"dAP = AP - ONNX FP32 AP ({onnx_ap:.4f}) on the same crops; hm_cos = heatmap cosine vs ONNX per "
                   f"crop (mean, worst); oks_drop = per-person OKS drop vs ONNX on 8 jittered crops per person with "
                   f"its 95% paired interval (the fidelity gate's statistic), vs_best: ~best = within the noise of "
-                  f"the chip's best INT8 variant. fp32_layers: none = all INT8, auto = automatic FP32 tail, search = tail + "
+                  f"the chip's best INT8 variant; device_ms = simulated device ms per person (the compiler's cycle "
+                  f"estimate embedded in the bmodel, bmpose.runtime.devtime). fp32_layers: none = all INT8, auto = automatic FP32 tail, search = tail + "
                   f"TPU-MLIR search_qtable (methods: {', '.join(sorted(search_methods))})."),
         "eval_set": {"annotations": str(ann), "images": str(img), "persons": len(boxes), "flip": flip},
         "onnx_AP": onnx_ap, "rows": rows, "search": search, "layer_plots": layer_plots,
