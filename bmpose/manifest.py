@@ -210,7 +210,9 @@ def locked(out_dir: str | os.PathLike) -> Iterator[None]:
 def atomic_dir(out_dir: str | os.PathLike, keep_failed: bool = True) -> Iterator[Path]:
     """Yield an empty temporary directory beside out_dir; on success it replaces out_dir.
 
-    On failure it is kept as `<out_dir>.failed` (so its logs can be read) and out_dir is left untouched.
+    On failure it is kept as `<out_dir>.failed` (so its logs can be read) and out_dir is left untouched; on an
+    interrupt (KeyboardInterrupt, which the CLI also raises for SIGTERM) it is removed: half a stage is no
+    failure to read, and the next run builds the stage again.
     """
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -219,8 +221,8 @@ def atomic_dir(out_dir: str | os.PathLike, keep_failed: bool = True) -> Iterator
     failed = out_dir.with_name(out_dir.name + ".failed")
     try:
         yield tmp
-    except BaseException:
-        if keep_failed:
+    except BaseException as e:
+        if keep_failed and not isinstance(e, KeyboardInterrupt):
             shutil.rmtree(failed, ignore_errors=True)
             os.replace(tmp, failed)
         else:

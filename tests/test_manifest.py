@@ -1,4 +1,5 @@
-"""bmpose.manifest: skip-if-unchanged, rebuild on any change, atomic outputs, `.failed` on error, build lock."""
+"""bmpose.manifest: skip-if-unchanged, rebuild on any change, atomic outputs, `.failed` on error (nothing on an
+interrupt), build lock."""
 import json
 import os
 import stat
@@ -86,6 +87,19 @@ def test_failed_first_build_leaves_no_final_dir(tmp_path):
         with atomic_dir(out):
             raise ValueError
     assert not out.exists() and (tmp_path / "never.failed").is_dir()
+
+
+def test_interrupted_build_leaves_nothing_and_old_output_survives(stage):
+    """An interrupt (Ctrl-C; the CLI turns SIGTERM into the same) is no failure to read: the temporary dir
+    goes, no `.failed` appears, and the previous good build is still the up-to-date one."""
+    src, out, build = stage
+    build()
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_dir(out) as tmp:
+            (tmp / "half.bin").write_text("half")
+            raise KeyboardInterrupt
+    assert sorted(p.name for p in out.parent.iterdir()) == ["input.txt", "out"]
+    assert (out / "result.bin").read_text() == "WEIGHTS V1" and up_to_date(out, {"src": src}, {"batch": 1})
 
 
 def test_atomic_file_keeps_old_content_on_error(tmp_path):

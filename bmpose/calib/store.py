@@ -22,6 +22,7 @@ from typing import Iterator
 
 import numpy as np
 
+from bmpose import procs
 from bmpose.errors import BmposeError
 from bmpose.pose import crop_person, read_image, normalize
 from bmpose.progress import bar
@@ -114,7 +115,8 @@ def build_lmdb(jobs, lmdb_path: Path, input_size, padding: float, meta: dict, wo
         if workers > 1 and len(args) >= PARALLEL_MIN_IMAGES:
             import multiprocessing as mp
             method = "spawn" if "torch" in sys.modules else "fork"
-            pool = mp.get_context(method).Pool(workers, initializer=_init_worker)
+            with procs.quiet_sigint():   # Ctrl-C is this process's to answer: it terminates the pool
+                pool = mp.get_context(method).Pool(workers, initializer=_init_worker)
             results = pool.imap(_crop_job, args, chunksize=max(1, min(16, len(args) // (workers * 8))))
         else:
             results = map(_crop_job, args)

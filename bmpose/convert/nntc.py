@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+from bmpose import procs
 from bmpose.calib import store
 from bmpose.calib.ufw import write_ufw_lmdb
 from bmpose.convert.export import INPUT, OUTPUT, ensure_onnx
@@ -176,8 +177,8 @@ def _run_scripts(tmp: Path, out_dir: Path, verbose: bool) -> dict:
         t0 = time.perf_counter()
         log = tmp / "logs" / f"{Path(name).stem}.log"
         with open(log, "w") as fh:
-            rc = subprocess.run(["bash", str(tmp / name)], cwd=tmp, env=env, stdout=fh, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL).returncode
+            rc = procs.run(["bash", str(tmp / name)], cwd=tmp, env=env, stdout=fh, stderr=subprocess.STDOUT,
+                           stdin=subprocess.DEVNULL)   # stopped with bmpose on an interrupt
         if rc != 0:
             last = (log.read_text().strip().splitlines() or ["(no output)"])[-1]
             raise BmposeError(f"{out_dir}.failed/{name}: exit {rc}: {last} (log: logs/{log.name})")

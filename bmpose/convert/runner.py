@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from bmpose import kernels
+from bmpose import kernels, procs
 from bmpose.errors import BmposeError
 
 VENV_BIN = Path(sys.executable).parent
@@ -69,8 +69,8 @@ def run_tool(tool: str, args: list, cwd: Path, log_name: str | None = None, extr
     with open(log, "w") as fh:
         fh.write(f"$ cd {cwd} && {shlex.join([tool, *cmd[1:]])}\n")
         fh.flush()
-        rc = subprocess.run(cmd, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL).returncode
+        # procs.run: on an interrupt the tool and its own children are stopped and KeyboardInterrupt goes on
+        rc = procs.run(cmd, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     seconds = time.monotonic() - t0
     with open(log, "a") as fh:
         fh.write(f"\n# exit {rc} after {seconds:.1f} s\n")

@@ -11,11 +11,11 @@ AP of the same persons beside it; a result whose inputs and options are unchange
 from __future__ import annotations
 
 import json
-import subprocess
+import os
 import sys
 from pathlib import Path
 
-from bmpose import config as config_mod
+from bmpose import config as config_mod, procs
 from bmpose.evaluate import coco as evaluate
 from bmpose.runtime import boxes as boxes_mod
 from bmpose.runtime import predict as infer
@@ -98,7 +98,8 @@ def run_eval(args) -> int:
                    "cmodel", "--boxes", args.boxes, "--subset", str(n_subset), "--coco-ann", str(ann),
                    "--coco-img", str(img), "--artifacts", *labels] + (["--flip"] if flip else []) + \
                   (["--force"] if args.force else [])
-            if subprocess.run(cmd).returncode != 0:
+            # stopped with this process on an interrupt, which it then leaves to this one to report
+            if procs.run(cmd, env={**os.environ, "BMPOSE_NESTED": "1"}) != 0:
                 raise BmposeError(f"eval of {', '.join(labels)} ({chip} cmodel) failed (see above)")
         artifacts = [a for a in artifacts if a["kind"] != "cmodel" or a["chip"] == cm_chips[0]]
 

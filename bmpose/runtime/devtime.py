@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bmpose import procs
 from bmpose.errors import BmposeError
 from bmpose.runtime.backends._tpu_mlir import bmodel_chip, model_tool
 
@@ -197,11 +198,13 @@ def _run_spawned(bmodel: Path, chip: str, x, want_output: bool, timeout: float) 
     removed afterwards: the caller's cwd is never touched. -> the worker's result + profile texts."""
     ctx = mp.get_context("spawn")
     work = tempfile.mkdtemp(prefix="bmpose-devtime-")
+    p = None
     try:
         q = ctx.Queue()
         p = ctx.Process(target=_worker, args=(str(bmodel), chip, x, work, want_output, q), daemon=True)
         t0 = time.monotonic()
-        p.start()
+        with procs.quiet_sigint():   # Ctrl-C is this process's to answer: it kills p below
+            p.start()
         res = None
         while res is None:      # get before join (a large result blocks the child's exit); notice a dead child
             try:
@@ -224,6 +227,11 @@ def _run_spawned(bmodel: Path, chip: str, x, want_output: bool, timeout: float) 
                         for f in sorted(Path(work).glob("bmprofile_data-*/*"))
                         if f.name in ("net_stat.sim", "global.profile")}
         return res
+    except BaseException:   # an interrupt: stop the simulator before its folder goes
+        if p is not None and p.is_alive():
+            p.kill()
+            p.join()
+        raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

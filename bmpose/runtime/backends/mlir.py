@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 
+from bmpose import procs
 from bmpose.errors import BmposeError
 from bmpose.runtime.backends.base import Backend, check_chip
 from bmpose.runtime.backends._tpu_mlir import mlir_chip, mlir_weight_file, tpu_mlir_root
@@ -93,7 +94,9 @@ class MlirBackend(Backend):
             return
         self.last_workers = workers
         ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: pymlir state is not fork-safe
-        with ctx.Pool(workers, initializer=_init_worker, initargs=(str(self.path), self.chip)) as pool:
+        with procs.quiet_sigint():   # Ctrl-C is this process's to answer: it terminates the pool
+            pool = ctx.Pool(workers, initializer=_init_worker, initargs=(str(self.path), self.chip))
+        with pool:
             yield from pool.imap(_run_in_worker, [self.check_input(x) for x in rest])
 
 
