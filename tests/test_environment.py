@@ -45,6 +45,37 @@ def test_every_pin_is_installed_at_its_version():
     assert not wrong, f"pinned -> installed: {wrong}"
 
 
+def test_pyproject_dependencies_are_the_pins():
+    """pyproject.toml's dependencies name exactly constraints.txt's versions, and every third-party package
+    bmpose imports at top level is either listed there or one of the documented --no-deps four."""
+    import ast
+    import sys
+
+    block = re.search(r"^dependencies = \[(.*?)^\]", (ROOT / "pyproject.toml").read_text(), re.M | re.S).group(1)
+    deps = re.findall(r'"([^"]+)"', block)   # Python 3.10 has no tomllib; the list is one string per line
+    pins = {_norm(k): v for k, v in _pins().items()}
+    listed = {}
+    for d in deps:
+        name, _, version = d.partition("==")
+        listed[_norm(name)] = version
+        assert pins.get(_norm(name)) == version, (d, pins.get(_norm(name)))
+    imported = set()
+    for p in (ROOT / "bmpose").rglob("*.py"):
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                imported.add(node.module.split(".")[0])
+    module_to_dist = {"cv2": "opencv-python-headless", "yaml": "pyyaml", "tpu_mlir": "tpu-mlir"}
+    no_deps = {"mmengine", "mmcv", "mmpose", "mmdet"}
+    # TPU-MLIR's own top-level modules (its python/ dir: tools, utils, pyruntime_bm, pymlir, mlir), torch's
+    # filelock, and the SDK's sophon.sail (on the device) come with those packages
+    bundled = {"tools", "utils", "pyruntime_bm", "pymlir", "mlir", "filelock", "sophon", "bmpose", "__future__"}
+    third = {m for m in imported if m not in sys.stdlib_module_names and m not in bundled}
+    missing = {m for m in third if _norm(module_to_dist.get(m, m)) not in listed and m not in no_deps}
+    assert not missing, f"imported but not in pyproject's dependencies: {sorted(missing)}"
+
+
 def test_numpy_and_headless_opencv_pins():
     import cv2
     import numpy
