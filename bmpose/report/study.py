@@ -14,6 +14,9 @@ on pymlir (2-3 min per chip for kl, seconds where the all-INT8 model already mee
 limits it, and its time is recorded. Results: artifacts/<model>/study/study.json (rows for the report's study
 section, the per-layer compare CSV of the default variant for its plot) and study.md; evaluations are cached
 in study/eval/.
+
+Long: building, evaluating and tabulating the variants share one Variant list and read top to bottom; the
+paired-OKS statistic and the fragility runs already live in their own modules.
 """
 from __future__ import annotations
 
