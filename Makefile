@@ -13,7 +13,7 @@ CALIB_ARGS = --calib $(CALIB) $(call opt,COCO_ANN,--coco-ann) $(call opt,COCO_IM
 # TOL="int8_cos=0.98 fp32_cos=0.9999" overrides the config's gates (recorded in the manifests).
 BUILD_ARGS = $(call opt,CHIPS,--chips) $(call opt,BATCHES,--batches) $(foreach t,$(TOL),--tolerance $(t))
 
-.PHONY: setup fixture onnx calib fp32 int8 deploy nntc infer eval report study train-fixture bench test test-quick clean help
+.PHONY: setup fixture onnx calib fp32 fp16 bf16 int8 deploy nntc infer eval report study train-fixture bench test test-quick clean help
 help:
 	@sed -n '1,3p' Makefile; echo; grep -E '^[a-z0-9-]+:.*##' Makefile | sed 's/:.*##/\t/'
 
@@ -31,6 +31,12 @@ calib: setup ## calibration LMDB (CALIB=coco | dir:PATH | lmdb:PATH) + contact s
 
 fp32: setup ## FP32 bmodels for CHIPS x BATCHES, compare files, report
 	$(BMPOSE) build --precision fp32 $(COMMON) $(BUILD_ARGS)
+
+fp16: setup ## FP16 bmodels (BM1684X; BM1684 has none) for CHIPS x BATCHES, compare files, report
+	$(BMPOSE) build --precision fp16 $(COMMON) $(BUILD_ARGS)
+
+bf16: setup ## BF16 bmodels (BM1684X; BM1684 has none) for CHIPS x BATCHES, compare files, report
+	$(BMPOSE) build --precision bf16 $(COMMON) $(BUILD_ARGS)
 
 int8: setup ## INT8 bmodels (calibrated on CALIB, FP32 tail, QTABLE=extra, SEARCH=1), compare files, report
 	$(BMPOSE) build --precision int8 $(COMMON) $(BUILD_ARGS) $(CALIB_ARGS) $(call opt,QTABLE,--qtable) \

@@ -1,6 +1,10 @@
-"""`bmpose build --precision fp32|int8`: ONNX -> bmodels for every chip x batch, compared and gated.
+"""`bmpose build --precision fp32|fp16|bf16|int8`: ONNX -> bmodels for every chip x batch, compared and gated.
 
   bmpose build --precision int8 --model hrnet_small_128x96 --calib coco --method kl --qtable extra.txt --search
+  bmpose build --precision fp16 --chips bm1684x
+
+fp16/bf16 exist for BM1684X only: named in --chips, BM1684 is refused before anything runs; from the config's
+chips it is left out, with a note.
 
 Each stage is skipped when its manifest says it is up to date. Before anything heavy is imported, a cheap
 check (manifests and file hashes only, no torch/mmpose) decides whether there is anything to do at all, so a
@@ -17,13 +21,14 @@ from pathlib import Path
 
 from bmpose import config as config_mod
 from bmpose.errors import BmposeError
-from bmpose.convert import CHIPS, bmodel_dir, bmodel_name, deploy, steps
+from bmpose.convert import (CHIPS, PRECISIONS, bmodel_dir, bmodel_name, check_chip_precision, chip_supports,
+                            deploy, no_precision, steps)
 
 
 def parse_args(argv):
     ap = argparse.ArgumentParser(prog="bmpose build", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--precision", required=True, choices=("fp32", "int8"))
+    ap.add_argument("--precision", required=True, choices=PRECISIONS)
     ap.add_argument("--model", default=None, help="deploy config name or yaml (default: %(default)s)")
     ap.add_argument("--checkpoint", help="checkpoint path/URL or 'fixture' (default: the config's)")
     ap.add_argument("--chips", nargs="+", help=f"chips (default: the config's; known: {' '.join(CHIPS)})")
@@ -75,7 +80,17 @@ class Plan:
             cfg = dataclasses.replace(cfg, tolerances={**cfg.tolerances, **parse_tolerances(args.tolerance, cfg)})
         self.cfg = cfg
         self.precision = args.precision
-        self.chips = tuple(args.chips or cfg.chips)
+        self.skipped: list[str] = []
+        if args.chips:
+            for chip in args.chips:
+                check_chip_precision(chip, self.precision)
+            self.chips = tuple(args.chips)
+        else:   # the config's chips: those that have this precision
+            self.chips = tuple(c for c in cfg.chips if chip_supports(c, self.precision))
+            self.skipped = [c for c in cfg.chips if c not in self.chips]
+            if not self.chips:
+                raise BmposeError(f"{cfg.path}: none of its chips ({', '.join(cfg.chips)}) has {self.precision}; "
+                                  f"name one with --chips")
         self.batches = tuple(dict.fromkeys(args.batches or cfg.batches))
         self.method = args.method or cfg.calibration.get("method", "kl")
         self.num = int(args.num or cfg.calibration.get("num", 100))
@@ -155,6 +170,8 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     t0 = time.monotonic()
     plan = Plan(args)
+    for chip in plan.skipped:
+        print(f"build: {chip} left out: {no_precision(chip, plan.precision)}")
     if plan.all_fresh():
         print(f"build: {len(plan.targets)} {plan.precision} bmodel(s) of {plan.cfg.name} up to date "
               f"({time.monotonic() - t0:.2f} s)")

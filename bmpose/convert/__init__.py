@@ -1,4 +1,4 @@
-"""TPU-MLIR driver: ONNX -> top MLIR -> calibration table -> F32/INT8 bmodels, verified and compared.
+"""TPU-MLIR driver: ONNX -> top MLIR -> calibration table -> F32/F16/BF16/INT8 bmodels, verified and compared.
 
 Layout under artifacts/<name>/ (each directory has a manifest.json and is written atomically):
   cali_inputs/                    normalised real crops as npz (calibration input, transform test input)
@@ -13,10 +13,33 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bmpose.errors import BmposeError
 from bmpose.manifest import read_manifest
 
-PRECISIONS = ("fp32", "int8")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 CHIPS = ("bm1684", "bm1684x")
+# What each chip computes in (TPU-MLIR 1.30.2): BM1684 has FP32 and INT8 only (model_deploy --quantize
+# F16/BF16 for it stops in codegen with "Not Implemented"), so bmpose refuses those before any tool runs.
+CHIP_PRECISIONS = {"bm1684": ("fp32", "int8"), "bm1684x": ("fp32", "fp16", "bf16", "int8")}
+
+
+def chip_supports(chip: str, precision: str) -> bool:
+    return precision in CHIP_PRECISIONS.get(chip, ())
+
+
+def no_precision(chip: str, precision: str) -> str | None:
+    """Why `chip` gets no `precision` bmodel (one line), None when it does."""
+    if chip_supports(chip, precision):
+        return None
+    others = [c for c in CHIPS if chip_supports(c, precision)]
+    return (f"{chip} has no {precision} ({chip} bmodels: {', '.join(CHIP_PRECISIONS.get(chip, ()))}; "
+            f"{precision} bmodels: {', '.join(others) or 'no chip'})")
+
+
+def check_chip_precision(chip: str, precision: str) -> None:
+    """Refuse a chip x precision TPU-MLIR cannot compile, before any tool runs."""
+    if why := no_precision(chip, precision):
+        raise BmposeError(why)
 
 
 def bmodel_dir(cfg, chip: str, precision: str, batch: int) -> Path:
