@@ -2,7 +2,7 @@
 
 `BENCHMARKS` (at the bottom) names them: `calib` (LMDB crops/s), `infer` (persons/s on ONNX Runtime vs mmpose,
 stage costs per person), `host` (the device bundle's pre/post-processing per person), `simulators` (cmodel vs pymlir seconds per crop), `deploy` (bmpose's deploy vs
-the raw model_deploy.py on the same inputs). Each is `fn(cfg, args) -> rows`,
+the raw model_deploy.py on the same inputs), `fused` (normalisation inside the bmodel, an option measured). Each is `fn(cfg, args) -> rows`,
 a row being {"case": ..., then any numbers}.
 """
 from __future__ import annotations
@@ -298,5 +298,89 @@ def bench_host(cfg, args) -> list[dict]:
     return rows
 
 
+def _fused_worker(float_bmodel: str, fused_bmodel: str, x_float, x_uint8):
+    """In a process of its own (the cmodel binds one chip per process): both bmodels on the same crops."""
+    from bmpose.runtime.backends.cmodel import CmodelBackend
+
+    runs = []
+    for path, x in ((float_bmodel, x_float), (fused_bmodel, x_uint8)):
+        backend = CmodelBackend(path)
+        runs.append(np.concatenate([backend.run(x[i:i + 1]) for i in range(len(x))]))
+    return runs
+
+
+def bench_fused(cfg, args, persons: int = 16) -> list[dict]:
+    """An option measured, not the default: the normalisation inside the bmodel. TPU-MLIR's model_transform
+    --mean/--scale/--pixel_format rgb and model_deploy --fuse_preprocess --customization_format BGR_PACKED make
+    a BM1684X INT8 batch-1 bmodel (same calibration table and qtable as the default build) whose input is the
+    uint8 BGR crop as cv2.warpAffine returns it: the host then only warps, and sends a quarter of the bytes.
+    Measured against the default float-input bmodel on the same persons (both on the cmodel): heatmap cosine,
+    keypoint differences, host ms per person, simulated device ms."""
+    import multiprocessing
+    import shutil
+    import tempfile
+    from types import SimpleNamespace
+
+    from bmpose.convert import list_bmodels
+    from bmpose.convert.runner import run_tool
+    from bmpose.pose import crop as crop_mod
+    from bmpose.pose import pipeline
+    from bmpose.pose.image_io import read_image
+    from bmpose.runtime.devtime import device_time
+
+    target = next((b for b in list_bmodels(cfg) if (b["chip"], b["precision"], b["batch"]) == ("bm1684x", "int8", 1)),
+                  None)
+    if target is None:
+        return [{"benchmark": "fused", "case": "no BM1684X INT8 batch-1 bmodel built (make int8)"}]
+    w, h = cfg.input_size
+    onnx = cfg.artifacts / "onnx" / f"{cfg.name}_b1.onnx"
+    table = target["manifest"]["inputs"]["cali_table"]["path"]
+    with tempfile.TemporaryDirectory(prefix="bench_fused_") as tmp:
+        tmp = Path(tmp)
+        shutil.copyfile(target["dir"] / "qtable", tmp / "qtable")
+        scale = ",".join(f"{1 / s:.10g}" for s in cfg.std)
+        run_tool("model_transform.py", ["--model_name", cfg.name, "--model_def", onnx, "--input_shapes",
+                                        f"[[1,3,{h},{w}]]", "--mean", ",".join(map(str, cfg.mean)), "--scale", scale,
+                                        "--pixel_format", "rgb" if cfg.bgr_to_rgb else "bgr", "--channel_format",
+                                        "nchw", "--mlir", "fused.mlir"], tmp, "transform.log")
+        run_tool("model_deploy.py", ["--mlir", "fused.mlir", "--quantize", "INT8", "--calibration_table", table,
+                                     "--quantize_table", "qtable", "--chip", "bm1684x", "--fuse_preprocess",
+                                     "--customization_format", "BGR_PACKED", "--model", "fused.bmodel", "--debug"],
+                 tmp, "deploy.log")
+        boxes = gt_boxes(*bundled_sample())[:persons]
+        images = {b.file: read_image(b.file) for b in boxes}
+        spec = SimpleNamespace(input_size=(w, h), padding=cfg.padding, mean=cfg.mean, std=cfg.std,
+                               bgr_to_rgb=cfg.bgr_to_rgb, codec=cfg.codec)
+        crops = [pipeline.crop_boxes(images[b.file], [b.bbox], spec)[0] for b in boxes]
+        mats = [crop_mod.affine_matrix(c.center, c.scale, (w, h)) for c in crops]
+        warped = lambda: np.stack([cv2.warpAffine(images[b.file], m, (w, h), flags=cv2.INTER_LINEAR)  # noqa: E731
+                                   for b, m in zip(boxes, mats)])
+        t_float = timed(lambda: pipeline.to_input([pipeline.crop_boxes(images[b.file], [b.bbox], spec)[0]
+                                                   for b in boxes], spec), 5)
+        t_warp = timed(warped, 5)
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            hm_float, hm_fused = pool.apply(_fused_worker, (str(target["path"]), str(tmp / "fused.bmodel"),
+                                                            pipeline.to_input(crops, spec),
+                                                            warped().astype(np.float32)))
+        t_dev = {k: device_time(p, "bm1684x", 1)["ms_per_person"]
+                 for k, p in (("float", target["path"]), ("fused", tmp / "fused.bmodel"))}
+    a, b = hm_float.reshape(len(hm_float), -1), hm_fused.reshape(len(hm_fused), -1)
+    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    k_float, _ = pipeline.keypoints(hm_float, crops, spec)
+    k_fused, _ = pipeline.keypoints(hm_fused, crops, spec)
+    dist = np.linalg.norm(k_float - k_fused, axis=-1)
+    return [{"benchmark": "fused", "case": f"BM1684X INT8 b1, normalisation in the bmodel (uint8 BGR input) vs "
+                                           f"float input, {len(boxes)} persons on the cmodel",
+             "heatmap_cos_mean": round(float(cos.mean()), 6), "heatmap_cos_min": round(float(cos.min()), 6),
+             "heatmap_max_abs_diff": float(np.abs(hm_float - hm_fused).max()),
+             "heatmap_max": float(np.abs(hm_float).max()),
+             "keypoints_moved_px_median": round(float(np.median(dist)), 3),
+             "keypoints_moved_px_max": round(float(dist.max()), 3),
+             "host_ms_float_input": round(1e3 * t_float / len(boxes), 3),
+             "host_ms_fused_input": round(1e3 * t_warp / len(boxes), 3),
+             "device_ms_float": round(t_dev["float"], 4), "device_ms_fused": round(t_dev["fused"], 4),
+             "input_bytes_float": int(4 * 3 * w * h), "input_bytes_fused": int(3 * w * h)}]
+
+
 BENCHMARKS = {"calib": bench_calib, "infer": bench_infer, "host": bench_host, "simulators": bench_simulators,
-              "deploy": bench_deploy}
+              "deploy": bench_deploy, "fused": bench_fused}
