@@ -28,7 +28,7 @@ def test_registry_table_and_json(tmp_path, monkeypatch, capsys):
 
 
 def test_every_benchmark_is_listed():
-    assert set(bench.BENCHMARKS) == {"calib", "infer", "host", "simulators", "deploy", "fused"}
+    assert set(bench.BENCHMARKS) == {"calib", "infer", "host", "device", "simulators", "deploy", "fused"}
 
 
 def test_host_benchmark_measures_the_bundles_stages():

@@ -1,9 +1,10 @@
 """Benchmarks for `bmpose bench`, each measured within one run so its ratios are comparable.
 
 `BENCHMARKS` (at the bottom) names them: `calib` (LMDB crops/s), `infer` (persons/s on ONNX Runtime vs mmpose,
-stage costs per person), `host` (the device bundle's pre/post-processing per person), `simulators` (cmodel vs pymlir seconds per crop), `deploy` (bmpose's deploy vs
-the raw model_deploy.py on the same inputs), `fused` (normalisation inside the bmodel, an option measured). Each is `fn(cfg, args) -> rows`,
-a row being {"case": ..., then any numbers}.
+stage costs per person), `host` (the device bundle's pre/post-processing per person), `device` (simulated
+device time per bmodel beside the host's ms per person), `simulators` (cmodel vs pymlir seconds per crop),
+`deploy` (bmpose's deploy vs the raw model_deploy.py on the same inputs), `fused` (normalisation inside the
+bmodel, an option measured). Each is `fn(cfg, args) -> rows`, a row being {"case": ..., then any numbers}.
 """
 from __future__ import annotations
 
@@ -298,6 +299,28 @@ def bench_host(cfg, args) -> list[dict]:
     return rows
 
 
+def bench_device(cfg, args) -> list[dict]:
+    """Per built bmodel (chip x precision x batch): simulated device ms per batch and per person (the compiler's
+    cycle estimate, bmpose.runtime.devtime), persons/s on the TPU alone, beside the host's own
+    pre/post-processing ms per person (bench_host's stages at the model's input size, in this run)."""
+    from bmpose.convert import list_bmodels
+
+    bmodels = list_bmodels(cfg)
+    if not bmodels:
+        return [{"benchmark": "device", "case": "no bmodel built (make fp32 / make int8)"}]
+    host = next(r for r in bench_host(cfg, args) if r["case"].split(", ")[1] == "{}x{}".format(*cfg.input_size))
+    rows = []
+    for b in bmodels:
+        t = b["manifest"].get("checks", {}).get("device_time") or {}
+        ms = t.get("runtime_ms")
+        rows.append({"benchmark": "device", "case": b["dir"].name, "chip": b["chip"], "precision": b["precision"],
+                     "batch": b["batch"], "device_ms_per_batch": round(ms, 4) if ms else None,
+                     "device_ms_per_person": round(ms / b["batch"], 4) if ms else None,
+                     "tpu_persons_per_s": round(1e3 * b["batch"] / ms) if ms else None,
+                     "host_pre_post_ms_per_person": host["total_ms"], "source": t.get("source") or t.get("why")})
+    return rows
+
+
 def _fused_worker(float_bmodel: str, fused_bmodel: str, x_float, x_uint8):
     """In a process of its own (the cmodel binds one chip per process): both bmodels on the same crops."""
     from bmpose.runtime.backends.cmodel import CmodelBackend
@@ -382,5 +405,5 @@ def bench_fused(cfg, args, persons: int = 16) -> list[dict]:
              "input_bytes_float": int(4 * 3 * w * h), "input_bytes_fused": int(3 * w * h)}]
 
 
-BENCHMARKS = {"calib": bench_calib, "infer": bench_infer, "host": bench_host, "simulators": bench_simulators,
+BENCHMARKS = {"calib": bench_calib, "infer": bench_infer, "host": bench_host, "device": bench_device, "simulators": bench_simulators,
               "deploy": bench_deploy, "fused": bench_fused}
