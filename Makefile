@@ -32,10 +32,10 @@ calib: setup ## calibration LMDB (CALIB=coco | dir:PATH | lmdb:PATH) + contact s
 fp32: setup ## FP32 bmodels for CHIPS x BATCHES, compare files, report
 	$(BMPOSE) build --precision fp32 $(COMMON) $(BUILD_ARGS)
 
-fp16: setup ## FP16 bmodels (BM1684X; BM1684 has none) for CHIPS x BATCHES, compare files, report
+fp16: setup ## FP16 bmodels (BM1684 has none) for CHIPS x BATCHES, compare files, report
 	$(BMPOSE) build --precision fp16 $(COMMON) $(BUILD_ARGS)
 
-bf16: setup ## BF16 bmodels (BM1684X; BM1684 has none) for CHIPS x BATCHES, compare files, report
+bf16: setup ## BF16 bmodels (BM1684 has none) for CHIPS x BATCHES, compare files, report
 	$(BMPOSE) build --precision bf16 $(COMMON) $(BUILD_ARGS)
 
 int8: setup ## INT8 bmodels (calibrated on CALIB, FP32 tail, QTABLE=extra, SEARCH=1), compare files, report

@@ -1,4 +1,5 @@
-"""FP16 and BF16 bmodels (BM1684X only): the BM1684 refusal, and one build of each for the small model.
+"""FP16 and BF16 bmodels (every chip but BM1684): the BM1684 refusal, and one BM1684X build of each for the
+small model.
 
 The slow tests share one build of the small model's bm1684x fp16 and bf16 batch-1 bmodels in a private
 artifacts dir (about a minute: export, transform, two deploys).
@@ -35,8 +36,8 @@ def test_bm1684_is_refused_in_one_line_before_anything_runs(precision, tmp_path)
     out = subprocess.run([str(bmpose), "build", "--precision", precision, "--chips", "bm1684", "bm1684x"],
                          env={**os.environ, "BMPOSE_ARTIFACTS": str(art)}, capture_output=True, text=True)
     assert out.returncode == 1
-    assert out.stderr.splitlines() == [f"bmpose build: error: bm1684 has no {precision} "
-                                       f"(bm1684 bmodels: fp32, int8; {precision} bmodels: bm1684x)"]
+    assert out.stderr.splitlines() == [f"bmpose build: error: bm1684 has no {precision} (bm1684 bmodels: fp32, "
+                                       f"int8; {precision} bmodels: bm1684x, bm1688, cv186x)"]
     # no export, no transform, no tool: nothing but the mmpose config facts' cache (written by config.load)
     assert sorted(p.name for p in art.iterdir()) == [".cache"]
 

@@ -3,8 +3,8 @@
   bmpose build --precision int8 --model hrnet_small_128x96 --calib coco --method kl --qtable extra.txt --search
   bmpose build --precision fp16 --chips bm1684x
 
-fp16/bf16 exist for BM1684X only: named in --chips, BM1684 is refused before anything runs; from the config's
-chips it is left out, with a note.
+BM1684 has no fp16/bf16: named in --chips, it is refused before anything runs; from the config's chips it is
+left out, with a note.
 
 Each stage is skipped when its manifest says it is up to date. Before anything heavy is imported, a cheap
 check (manifests and file hashes only, no torch/mmpose) decides whether there is anything to do at all, so a

@@ -17,10 +17,13 @@ from bmpose.errors import BmposeError
 from bmpose.manifest import read_manifest
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-CHIPS = ("bm1684", "bm1684x")
+# BM1688 and CV186X (its single-core sibling) share TPU-MLIR's BM1688 backend and simulator; not in the
+# bundled configs' chips (CHIPS=bm1688 builds them), compiled for one core.
+CHIPS = ("bm1684", "bm1684x", "bm1688", "cv186x")
 # What each chip computes in (TPU-MLIR 1.30.2): BM1684 has FP32 and INT8 only (model_deploy --quantize
 # F16/BF16 for it stops in codegen with "Not Implemented"), so bmpose refuses those before any tool runs.
-CHIP_PRECISIONS = {"bm1684": ("fp32", "int8"), "bm1684x": ("fp32", "fp16", "bf16", "int8")}
+_ALL = ("fp32", "fp16", "bf16", "int8")
+CHIP_PRECISIONS = {"bm1684": ("fp32", "int8"), "bm1684x": _ALL, "bm1688": _ALL, "cv186x": _ALL}
 
 
 def chip_supports(chip: str, precision: str) -> bool:

@@ -1,0 +1,76 @@
+"""BM1688 and CV186X: not in the bundled configs' chips, built with `--chips` (`make int8 CHIPS=bm1688`).
+
+The slow tests share one build of the small model in a private artifacts dir: BM1688 fp32, int8 and fp16 and
+CV186X fp16, batch 1 (about 2 min).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bmpose import config
+from bmpose.cli import build as build_cli
+from bmpose.convert import CHIP_PRECISIONS, CHIPS, list_bmodels
+from bmpose.convert.compare import read_csv
+
+SMALL = "hrnet_small_128x96"
+BUILT = [("bm1688", "fp32"), ("bm1688", "fp16"), ("bm1688", "int8"), ("cv186x", "fp16")]
+
+
+def test_bm1688_and_cv186x_are_chips_with_every_precision():
+    assert {"bm1688", "cv186x"} <= set(CHIPS)
+    assert set(CHIP_PRECISIONS["bm1688"]) == set(CHIP_PRECISIONS["cv186x"]) == {"fp32", "fp16", "bf16", "int8"}
+    plan = build_cli.Plan(build_cli.parse_args(["--precision", "int8", "--model", SMALL, "--chips", "bm1688"]))
+    assert plan.targets == [("bm1688", 1), ("bm1688", 4)]
+    assert config.load(SMALL).chips == ("bm1684", "bm1684x")   # the default build stays as it was
+
+
+@pytest.fixture(scope="module")
+def chips(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(config, "ARTIFACTS", tmp_path_factory.mktemp("chips_artifacts"))
+        for chip in ("bm1688", "cv186x"):
+            for precision in sorted({p for c, p in BUILT if c == chip}):
+                assert build_cli.main(["--precision", precision, "--model", SMALL, "--chips", chip,
+                                       "--batches", "1", "--no-report"]) == 0
+        yield config.load(SMALL)
+
+
+@pytest.mark.slow
+def test_bm1688_cv186x_builds_pass_their_gates_with_compare_files_and_device_time(chips):
+    bms = list_bmodels(chips)
+    assert sorted((b["chip"], b["precision"]) for b in bms) == sorted(BUILT)
+    for b in bms:
+        m = b["manifest"]
+        key = f"{b['precision']}_cos"
+        assert m["checks"]["tolerance"] == {key: chips.tolerances[key]}
+        assert m["checks"]["final"]["cosine"] >= chips.tolerances[key], b["path"]
+        rows = read_csv(b["dir"] / "compare.csv")
+        assert rows[-1]["op"] == "bmodel" and rows[-1]["quant"] == b["precision"].upper() and len(rows) > 50
+        assert b["tpu_mlir"].read_text().count(f'module.chip = "{b["chip"]}"') == 1
+        # the compiler's estimate, at the clock of TPU-MLIR's BM1688 cycle model (both chips)
+        t = m["checks"]["device_time"]
+        assert t["tpu_freq_mhz"] == 900 and t["cycles"] > 0 and t["runtime_ms"] == pytest.approx(t["cycles"] / 9e5)
+    int8 = next(b for b in bms if b["precision"] == "int8")
+    assert len(int8["manifest"]["fp32_layers"]) >= 2   # the automatic FP32 tail
+
+
+@pytest.mark.slow
+def test_bm1688_bmodel_on_its_simulator_equals_the_build(chips):
+    """The cmodel (in a spawned process: one chip per process) gives the build's own output bit for bit and a
+profile equal to the embedded estimate; pymlir runs the deployed tpu.mlir."""
+    from bmpose.runtime import devtime
+    from bmpose.runtime.backends import open_backend
+
+    b = next(b for b in list_bmodels(chips) if (b["chip"], b["precision"]) == ("bm1688", "int8"))
+    m = b["manifest"]
+    with np.load(b["dir"] / m["input"]) as z:
+        x = z[z.files[0]]
+    r = devtime.simulate_time(b["path"], "bm1688", x=x, want_output=True)
+    with np.load(b["dir"] / "compare.npz") as z:
+        np.testing.assert_array_equal(r["output"], z["bmodel"])
+        tpu = z["tpu_mlir"]
+    assert r["chip"] == "BM1688" and r["matches_embedded"] is True
+    assert r["cycles"] == m["checks"]["device_time"]["cycles"]
+    y = open_backend(b["tpu_mlir"], "bm1688", kind="mlir").run(x)
+    np.testing.assert_allclose(y, tpu, atol=1e-6)
