@@ -5,6 +5,9 @@ stage costs per person), `host` (the device bundle's pre/post-processing per per
 device time per bmodel beside the host's ms per person), `simulators` (cmodel vs pymlir seconds per crop),
 `deploy` (bmpose's deploy vs the raw model_deploy.py on the same inputs), `fused` (normalisation inside the
 bmodel, an option measured). Each is `fn(cfg, args) -> rows`, a row being {"case": ..., then any numbers}.
+
+Long: a registry of independent benchmarks, each a function that stands alone; they share only `timed` and
+the bundled persons.
 """
 from __future__ import annotations
 
