@@ -175,7 +175,8 @@ def render_readme(cfg, chip: str, meta: dict) -> str:
 
 def chip_boxes(chip: str) -> str:
     return {"bm1684": "SE5 (aarch64, Python 3.8 on the box) or an SC5 card in an x86 host (Python 3.7 in the SDK "
-                      "image)", "bm1684x": "SE7 (aarch64) or an SC7 card in an x86 host"}.get(chip, chip.upper())
+                      "image)", "bm1684x": "SE7 (aarch64) or an SC7 card in an x86 host",
+            "bm1688": "SE9-16 (BM1688, aarch64)", "cv186x": "SE9-8 (CV186AH, aarch64)"}.get(chip, chip.upper())
 
 
 def _write_attribution(images: list[Path], dest: Path) -> None:
