@@ -7,8 +7,10 @@ kept as float32 xyxy (`Person.bbox_xyxy`, crop with `crop_person(..., xyxy=True)
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
+import reprlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +47,7 @@ class Detection:
     bbox: tuple             # xywh
     score: float
     file: Path | None = None
+    index: int = -1         # the entry's place in its json list, for messages
 
 
 class CocoKeypoints:
@@ -58,32 +61,78 @@ class CocoKeypoints:
                                                  for k in ("images", "annotations", "categories")):
             raise BmposeError(f"{self.path}: not a COCO annotation json (needs lists 'images', 'annotations', "
                               f"'categories')")
-        cats = [c for c in data["categories"] if isinstance(c, dict) and c.get("keypoints")]
+        cats = [c for i, c in enumerate(data["categories"]) if self._is_keypoint_category(i, c)]
         if not cats:
             raise BmposeError(f"{self.path}: not a COCO person-keypoints json (no category with 'keypoints')")
         self.category = next((c for c in cats if c.get("name") == "person"), cats[0])
         self.keypoint_names = list(self.category["keypoints"])
         self.num_keypoints = len(self.keypoint_names)
-        try:
-            self.images = {int(im["id"]): im for im in data["images"]}
-        except (KeyError, TypeError, ValueError):
-            raise BmposeError(f"{self.path}: an entry of 'images' has no integer 'id'") from None
-        self.annotations = [a for a in data["annotations"]
-                            if isinstance(a, dict) and a.get("category_id") == self.category.get("id")]
-        for a in self.annotations:
-            self._check_annotation(a)
+        self.images: dict[int, dict] = {}
+        for i, im in enumerate(data["images"]):
+            self._check_image(i, im)
+            self.images[im["id"]] = im
+        self.annotations = [a for i, a in enumerate(data["annotations"]) if self._is_person(i, a)]
 
-    def _check_annotation(self, a: dict) -> None:
-        where = f"{self.path}: annotation {a.get('id')!r}"
-        if not isinstance(a.get("bbox"), list) or len(a["bbox"]) != 4:
-            raise BmposeError(f"{where}: 'bbox' is not [x, y, w, h]")
-        if not isinstance(a.get("keypoints"), list) or len(a["keypoints"]) != 3 * self.num_keypoints:
-            raise BmposeError(f"{where}: 'keypoints' is not {self.num_keypoints} x (x, y, v)")
-        if a.get("image_id") not in self.images:
-            raise BmposeError(f"{where}: image_id {a.get('image_id')!r} is not in 'images'")
-        im = self.images[a["image_id"]]
-        if "file_name" not in im or "width" not in im or "height" not in im:
-            raise BmposeError(f"{self.path}: image {im['id']} lacks file_name/width/height")
+    # One check per record, each error one line naming the file and the record. What mmpose's CocoDataset
+    # accepts stays accepted: extra keys, crowd and unlabelled persons, boxes reaching out of the image (clipped),
+    # zero-size boxes (too small to calibrate on; `infer` names them); what it would crash on or silently
+    # misread is refused.
+
+    def _is_keypoint_category(self, i: int, c) -> bool:
+        if not isinstance(c, dict):
+            raise BmposeError(f"{self.path}: categories[{i}] is not an object: {_show(c)}")
+        if not c.get("keypoints"):
+            return False   # a box-only category
+        where = f"{self.path}: category {_show(c.get('id'))}"
+        if not _int(c.get("id")):
+            raise BmposeError(f"{where}: 'id' must be an integer")
+        if not (isinstance(c["keypoints"], list) and all(isinstance(k, str) for k in c["keypoints"])):
+            raise BmposeError(f"{where}: 'keypoints' must be a list of names, got {_show(c['keypoints'])}")
+        return True
+
+    def _check_image(self, i: int, im) -> None:
+        if not isinstance(im, dict):
+            raise BmposeError(f"{self.path}: images[{i}] is not an object: {_show(im)}")
+        if not _int(im.get("id")):
+            raise BmposeError(f"{self.path}: images[{i}]: 'id' must be an integer, got {_show(im.get('id'))}")
+        where = f"{self.path}: image {im['id']}"
+        if im["id"] in self.images:
+            raise BmposeError(f"{where}: the id appears twice in 'images'")
+        if not (isinstance(im.get("file_name"), str) and im["file_name"]):
+            raise BmposeError(f"{where}: 'file_name' must be a non-empty string, got {_show(im.get('file_name'))}")
+        for key in ("width", "height"):
+            if not (_number(im.get(key)) and im[key] > 0 and float(im[key]).is_integer()):
+                raise BmposeError(f"{where}: '{key}' must be a positive whole number, got {_show(im.get(key))}")
+
+    def _is_person(self, i: int, a) -> bool:
+        """Whether annotation i is one of the keypoint category's persons (then fully checked)."""
+        if not isinstance(a, dict):
+            raise BmposeError(f"{self.path}: annotations[{i}] is not an object: {_show(a)}")
+        if not _int(a.get("id")):
+            raise BmposeError(f"{self.path}: annotations[{i}]: 'id' must be an integer, got {_show(a.get('id'))}")
+        where = f"{self.path}: annotation {a['id']}"
+        if not _int(a.get("category_id")):
+            raise BmposeError(f"{where}: 'category_id' must be an integer, got {_show(a.get('category_id'))}")
+        if a["category_id"] != self.category["id"]:
+            return False
+        if not (_int(a.get("image_id")) and a["image_id"] in self.images):
+            raise BmposeError(f"{where}: image_id {_show(a.get('image_id'))} is not in 'images'")
+        bbox = a.get("bbox")
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(_number(v) for v in bbox)):
+            raise BmposeError(f"{where}: 'bbox' must be 4 finite numbers [x, y, w, h], got {_show(bbox)}")
+        if bbox[2] < 0 or bbox[3] < 0:
+            raise BmposeError(f"{where}: bbox {bbox} has a negative size")
+        kpts, n = a.get("keypoints"), self.num_keypoints
+        if not (isinstance(kpts, list) and len(kpts) == 3 * n and all(_number(v) for v in kpts)):
+            raise BmposeError(f"{where}: 'keypoints' must be {n} x (x, y, v), {3 * n} finite numbers, "
+                              f"got {_show(kpts)}")
+        optional = {"num_keypoints": (lambda v: _int(v) and v >= 0, "a non-negative integer"),
+                    "iscrowd": (lambda v: v in (0, 1), "0 or 1"),
+                    "area": (lambda v: _number(v) and v >= 0, "a non-negative number")}
+        for key, (ok, what) in optional.items():
+            if key in a and not ok(a[key]):
+                raise BmposeError(f"{where}: '{key}' must be {what}, got {_show(a[key])}")
+        return True
 
     @property
     def sha256(self) -> str:
@@ -157,19 +206,61 @@ def load_detections(path: str | os.PathLike, coco: CocoKeypoints | None = None, 
         raise BmposeError(f"{path}: not a COCO detection results json (expected a list of boxes)")
     out = []
     for i, d in enumerate(data):
-        if not (isinstance(d, dict) and isinstance(d.get("bbox"), list) and len(d["bbox"]) >= 4
-                and "image_id" in d and "score" in d):
-            raise BmposeError(f"{path}: entry {i} is not a detection {{image_id, bbox, score, category_id}}")
-        if d.get("category_id", category_id) != category_id or float(d["score"]) < score_thr:
+        _check_detection(path, i, d)
+        if d.get("category_id", category_id) != category_id:
             continue
         file = None
-        if coco is not None:
+        if coco is not None:   # as mmpose: every person box's image must be known, whatever its score
             if d["image_id"] not in coco.images:
                 raise BmposeError(f"{path}: entry {i}: image_id {d['image_id']} is not in {coco.path}")
             file = coco.image_path(d["image_id"])
-        out.append(Detection(image_id=int(d["image_id"]), bbox=tuple(float(v) for v in d["bbox"][:4]),
-                             score=float(d["score"]), file=file))
+        if d["score"] >= score_thr:
+            out.append(Detection(image_id=d["image_id"], bbox=tuple(float(v) for v in d["bbox"][:4]),
+                                 score=float(d["score"]), file=file, index=i))
     return out
+
+
+def _check_detection(path: Path, i: int, d) -> None:
+    """Entry i of a detection results list: {image_id, bbox [x, y, w, h, ...], score, category_id (optional)};
+    as mmpose, only the bbox's first four numbers count. Same rules as the device's loader."""
+    if not isinstance(d, dict):
+        raise BmposeError(f"{path}: entry {i} is not a detection {{image_id, bbox, score, category_id}}: {_show(d)}")
+    where = f"{path}: entry {i} (image_id {_show(d.get('image_id'))})"
+    if not _int(d.get("image_id")):
+        raise BmposeError(f"{where}: 'image_id' must be an integer")
+    bbox = d.get("bbox")
+    if not (isinstance(bbox, list) and len(bbox) >= 4 and all(_number(v) for v in bbox[:4])):
+        raise BmposeError(f"{where}: 'bbox' must be 4 finite numbers [x, y, w, h], got {_show(bbox)}")
+    if not (bbox[2] > 0 and bbox[3] > 0):
+        raise BmposeError(f"{where}: bbox {bbox[:4]} has zero or negative size")
+    if not _number(d.get("score")):
+        raise BmposeError(f"{where}: 'score' must be a finite number, got {_show(d.get('score'))}")
+    if "category_id" in d and not _int(d["category_id"]):
+        raise BmposeError(f"{where}: 'category_id' must be an integer, got {_show(d['category_id'])}")
+
+
+def _int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)   # json's true/false are Python ints
+
+
+def _number(v) -> bool:
+    """A finite JSON number (Python's json reads NaN and Infinity; a huge int does not fit a float)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
+
+
+_short = reprlib.Repr()
+_short.maxstring = _short.maxother = 40
+_short.maxlist = _short.maxdict = 6
+
+
+def _show(v) -> str:
+    """A value for a one-line message: short, and any newline in a string escaped by repr."""
+    return _short.repr(v)
 
 
 def _read_json(path: Path):

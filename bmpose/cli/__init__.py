@@ -61,9 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"bmpose: error: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    # mmengine and tpu_mlir import pkg_resources (setuptools<81 is pinned for it); its deprecation notice
-    # says nothing a bmpose user can act on.
+    # mmengine and tpu_mlir import pkg_resources (setuptools<81 is pinned for it); its deprecation notices
+    # say nothing a bmpose user can act on.
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+    warnings.filterwarnings("ignore", message="Deprecated call to `pkg_resources", category=DeprecationWarning)
     old_show, warnings.showwarning = warnings.showwarning, _warning_printer(name)
     # SIGTERM (`kill PID`) and SIGHUP end a run as Ctrl-C does: children stopped, temporary outputs removed
     old = {s: signal.signal(s, _interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}

@@ -63,14 +63,22 @@ def load_detections(path, files: list, score_thr: float = 0.0, category_id: int 
         score = d.get("score", 1.0)
         if not _number(score):
             raise PoseError(f"{where} (image {image_id}): score must be a finite number, got {score!r}")
-        if d.get("category_id", category_id) != category_id or score < score_thr:
+        category = d.get("category_id", category_id)
+        if isinstance(category, bool) or not isinstance(category, int):
+            raise PoseError(f"{where} (image {image_id}): category_id must be an integer, got {category!r}")
+        if category != category_id or score < score_thr:
             continue
         out[by_id[image_id]].append(([float(v) for v in bbox], float(score)))
     return out
 
 
 def _number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:   # an int too large for a float
+        return False
 
 
 def relative_to_cwd(path) -> str:

@@ -44,8 +44,9 @@ def det_boxes(dets: Path, ann: Path, img_dir: Path, score_thr: float) -> list[Pe
     from bmpose.cocodata import load_coco_keypoints, load_detections
 
     coco = load_coco_keypoints(ann, img_dir)
-    return [PersonBox(d.image_id, Path(d.file), d.bbox, d.score, None, f"{dets}: box {i}")
-            for i, d in enumerate(load_detections(dets, coco, score_thr))]
+    return [PersonBox(d.image_id, Path(d.file), d.bbox, d.score, None,
+                      f"{dets}: entry {d.index} (image_id {d.image_id})")   # as the loader's messages name it
+            for d in load_detections(dets, coco, score_thr)]
 
 
 def image_dets_boxes(dets: Path, files: list[Path], score_thr: float) -> list[PersonBox]:
