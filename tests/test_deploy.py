@@ -10,7 +10,6 @@ into artifacts/hrnet_small_128x96 serves every test; it reuses the builds test_f
 """
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tarfile

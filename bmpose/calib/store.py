@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import struct
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -98,9 +97,8 @@ def build_lmdb(jobs, lmdb_path: Path, input_size, padding: float, meta: dict, wo
                progress: bool = True) -> int:
     """Crop every job (image file, persons) into a new LMDB at lmdb_path; returns the record count.
 
-    Images are cropped in a process pool when there are enough of them (forked, or spawned once torch is
-    imported: forking its thread pools is unsafe); results arrive in job order, so the file is the same for
-    any worker count.
+    Images are cropped in a pool of spawned processes when there are enough of them; results arrive in job
+    order, so the file is the same for any worker count.
     """
     import lmdb
 
@@ -114,9 +112,10 @@ def build_lmdb(jobs, lmdb_path: Path, input_size, padding: float, meta: dict, wo
     try:
         if workers > 1 and len(args) >= PARALLEL_MIN_IMAGES:
             import multiprocessing as mp
-            method = "spawn" if "torch" in sys.modules else "fork"
+            # spawned, never forked: a fork after OpenCV (or torch) started its thread pool in this process can
+            # deadlock the child in cv2.setNumThreads (seen: 2 runs in 4 of test_parallel_build_is_identical)
             with procs.quiet_sigint():   # Ctrl-C is this process's to answer: it terminates the pool
-                pool = mp.get_context(method).Pool(workers, initializer=_init_worker)
+                pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker)
             results = pool.imap(_crop_job, args, chunksize=max(1, min(16, len(args) // (workers * 8))))
         else:
             results = map(_crop_job, args)
