@@ -1,0 +1,137 @@
+"""Other mmpose top-down heatmap architectures than HRNet, and the diagnosis line of a failed INT8 build.
+
+Slow: SimpleBaseline ResNet-50 and SE-ResNet-50 (configs/res50_128x96.yaml, seresnet50_128x96.yaml) with the
+random-init fixture weights, exported and built to FP32 and INT8 for BM1684X at batch 1, each in a private
+artifacts dir: no TPU-MLIR tool may fail, and each bmodel passes bmpose's own gate. Fast: the diagnosis of an
+INT8 build that fails TPU-MLIR's per-layer check or bmpose's gate, on the toy graph (conftest.py).
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+
+import numpy as np
+import pytest
+
+from bmpose import config
+from bmpose.cli import build as build_cli
+from bmpose.convert import compare, deploy, diagnose, list_bmodels, steps
+from bmpose.errors import BmposeError
+from bmpose.manifest import read_manifest
+
+ARCHS = ("res50_128x96", "seresnet50_128x96")
+
+
+def _int8_options(cfg, checkpoint):
+    return deploy.deploy_options(cfg, "bm1684x", "int8", 1, method="kl", user_qtables=[], search=False,
+                                checkpoint=checkpoint, calib=None)
+
+
+def test_random_weights_get_a_per_layer_floor_that_cannot_decide_and_record_it():
+    cfg = config.load("hrnet_small_128x96")
+    assert _int8_options(cfg, "fixture")["tpu_layer_tolerance"] == deploy.INT8_LAYER_TOL_RANDOM == "0,-inf"
+    # trained weights keep TPU-MLIR's strict per-layer check (the default floor), unrecorded as before
+    assert "tpu_layer_tolerance" not in _int8_options(cfg, None)
+    assert "tpu_layer_tolerance" not in _int8_options(cfg, "/some/real.pth")
+
+
+def _failed(d):
+    return d.with_name(d.name + ".failed")
+
+
+def test_per_layer_failure_names_the_first_layer_below_not_the_tool_lines(toy):
+    cfg, mlir, crops = toy
+    table = steps.ensure_cali_table(cfg, mlir, crops, "kl", 4)
+    opts = {**_int8_options(cfg, "fixture"), "tpu_layer_tolerance": "0.99999,0.9999"}   # no INT8 layer is that close
+    out = cfg.artifacts / "diag_layer"
+    with pytest.raises(BmposeError) as e:
+        deploy.ensure_bmodel(cfg, "bm1684x", "int8", 1, mlir=mlir, options=opts, cali_table=table, out=out)
+    msg = str(e.value)
+    assert "\n" not in msg and "npz compare FAILED" not in msg and "RuntimeError" not in msg
+    # the first layer, in graph order, that TPU-MLIR's rule (cosine > 0.99999 and euclidean > 0.9999) fails,
+    # recomputed here from the tensors the failed build kept
+    failed = _failed(out)
+    stem = f"{cfg.name}_bm1684x_int8_sym"
+    # (in the top MLIR's order, as TPU-MLIR walks it; both measures are symmetric)
+    top = failed / steps.transform_files(cfg)["top_outputs"]
+    rows = compare.compare_npz(top, failed / f"{stem}_tpu_outputs.npz")
+    first = next(r for r in rows if not (r["cosine"] > 0.99999 and r["euclidean"] > 0.9999))
+    named = re.search(r"first layer below: (\S+) at cosine ([0-9.]+)", msg)
+    assert named and named[1] == first["layer"]
+    assert abs(float(named[2]) - first["cosine"]) < 1e-3   # TPU-MLIR computes in float32
+    assert msg.startswith(f"{failed / 'model_deploy.log'}: TPU-MLIR's per-layer check")
+    assert "a trained checkpoint" in msg and "METHOD=" in msg and "SEARCH=1" in msg
+    assert f"QTABLE=<file with `{first['layer']} F32`>" in msg
+
+
+def test_gate_failure_names_the_first_layer_below_the_gate(toy):
+    cfg, mlir, crops = toy
+    table = steps.ensure_cali_table(cfg, mlir, crops, "kl", 4)
+    strict = dataclasses.replace(cfg, tolerances={**cfg.tolerances, "int8_cos": 0.99999})
+    opts = _int8_options(strict, None)   # the config's (trained) checkpoint: no "trained checkpoint" hint
+    out = cfg.artifacts / "diag_gate"
+    with pytest.raises(BmposeError) as e:
+        deploy.ensure_bmodel(strict, "bm1684x", "int8", 1, mlir=mlir, options=opts, cali_table=table, out=out)
+    msg = str(e.value)
+    assert "\n" not in msg and "< tolerance int8_cos=0.99999" in msg
+    rows = compare.read_csv(_failed(out) / "compare.csv")[:-1]   # without the bmodel-vs-ONNX row
+    first = next(r for r in rows if r["cosine"] < 0.99999)
+    assert f"first layer below 0.99999 against the top FP32 MLIR: {first['layer']} at cosine" in msg
+    assert "a trained checkpoint" not in msg and "METHOD=" in msg
+
+
+LOG = """$ cd /x && model_deploy.py --mlir m.mlir
+[Running]: npz_tool.py compare m_int8_sym_model_outputs.npz m_int8_sym_tpu_outputs.npz --tolerance 0.98,0.80 -vv
+\r  0%|          | 0/2 [00:00<?, ?it/s]compare heatmaps_Conv:  50%|#####     | 1/2
+[input                           ]        EQUAL [PASSED]
+    (1, 3, 8, 8) float32
+[heatmaps_Conv_f32               ]  NOT_SIMLIAR [FAILED]
+    (1, 2, 8, 8) float32
+    cosine_similarity      = 0.512345
+    euclidean_similarity   = 0.101000
+    sqnr_similarity        = 1.0
+npz compare FAILED.
+"""
+
+
+def test_a_bmodel_that_differs_from_its_tpu_mlir_is_not_blamed_on_calibration(tmp_path):
+    log = tmp_path / "model_deploy.log"
+    log.write_text(LOG)
+    cmp = diagnose.tool_compare(log)
+    assert cmp["tolerance"] == (0.98, 0.8) and [r["passed"] for r in cmp["rows"]] == [True, False]
+    msg = diagnose.tool_failure(log, "fixture")
+    assert "bmodel against its TPU MLIR" in msg and "heatmaps_Conv_f32 at cosine 0.512345" in msg
+    assert "compiler problem" in msg and "METHOD=" not in msg
+    log.write_text(LOG.replace("npz compare FAILED.", "npz compare PASSED."))
+    assert diagnose.tool_failure(log, "fixture") is None   # some other failure: the runner's own message stays
+
+
+# ------------------------------------------------------------------------------------------ architectures (slow)
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ARCHS)
+def test_architecture_exports_and_builds_fp32_and_int8(model, tmp_path, monkeypatch):
+    monkeypatch.setattr(config, "ARTIFACTS", tmp_path)
+    cfg = config.load(model)
+    assert cfg.checkpoint == "fixture" and cfg.input_size == (96, 128)
+    t0 = time.monotonic()
+    for precision in ("fp32", "int8"):
+        assert build_cli.main(["--precision", precision, "--model", model, "--chips", "bm1684x",
+                               "--batches", "1", "--no-report"]) == 0
+    print(f"\n{model}: export + fp32 + int8 (bm1684x, b1) {time.monotonic() - t0:.0f} s")
+    assert not list(cfg.artifacts.rglob("*.failed"))   # no stage failed on the way
+    onnx = read_manifest(cfg.artifacts / "onnx")["checks"][f"{model}_b1.onnx"]
+    assert onnx["passed"] and onnx["max_abs_diff"] <= cfg.tolerances["onnx_max_abs"]
+    bms = list_bmodels(cfg)
+    assert [(b["chip"], b["precision"], b["batch"]) for b in bms] == [("bm1684x", "fp32", 1), ("bm1684x", "int8", 1)]
+    for b in bms:
+        m = b["manifest"]
+        key = {"fp32": "fp32_cos", "int8": "int8_cos_random"}[b["precision"]]
+        assert m["checks"]["final"]["cosine"] >= m["checks"]["tolerance"][key] == cfg.tolerances[key]
+        with np.load(b["dir"] / "compare.npz") as z:
+            assert z["bmodel"].shape == (1, 17, 32, 24)
+    m = bms[1]["manifest"]
+    assert m["options"]["tpu_layer_tolerance"] == deploy.INT8_LAYER_TOL_RANDOM
+    assert "--tolerance 0,-inf" in (bms[1]["dir"] / "model_deploy.log").read_text().splitlines()[0]
+    assert 0 < len(m["fp32_layers"]) < 20   # the automatic tail (deconvolution head), the rest INT8
