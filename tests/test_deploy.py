@@ -141,16 +141,21 @@ def test_bmpose_infer_backend_sail_runs_the_bundles_runner(bundles, tmp_path):
     _assert_same(tmp_path / "device" / "results.json", tmp_path / "host" / "results.json")
 
 
+def _pyenv_python(version: str) -> Path:
+    """The newest pyenv Python `version` (the device side's 3.7 and 3.8 exist on these machines)."""
+    root = Path(subprocess.run(["pyenv", "root"], capture_output=True, text=True).stdout.strip() or
+                Path.home() / ".pyenv")
+    found = sorted(root.glob(f"versions/{version}.*/bin/python{version}"))
+    if not found:
+        pytest.skip(f"no Python {version} under {root}/versions")
+    return found[-1]
+
+
 @pytest.fixture(scope="module")
 def py38(tmp_path_factory):
     """A Python 3.8 venv with numpy, opencv-python-headless and onnxruntime (for the stand-in) only."""
-    pyenv_root = Path(subprocess.run(["pyenv", "root"], capture_output=True, text=True).stdout.strip() or
-                      Path.home() / ".pyenv")
-    found = sorted(pyenv_root.glob("versions/3.8.*/bin/python3.8"))
-    if not found:
-        pytest.skip(f"no Python 3.8 under {pyenv_root}/versions")
     venv = tmp_path_factory.mktemp("py38") / "venv"
-    subprocess.run([str(found[-1]), "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(_pyenv_python("3.8")), "-m", "venv", str(venv)], check=True)
     # the build venv's versions (constraints.txt): another OpenCV decodes JPEGs a little differently (measured
     # with the newest wheels for 3.8: keypoint scores moved by 2e-3, a keypoint by 0.7 px)
     pins = [ln.strip() for ln in (ROOT / "constraints.txt").read_text().splitlines()
@@ -184,14 +189,10 @@ def test_bundle_under_python38_equals_bmpose_infer_onnx(bundles, py38, tmp_path)
 
 
 def test_bundle_byte_compiles_under_python37(bundles):
-    pyenv_root = Path(subprocess.run(["pyenv", "root"], capture_output=True, text=True).stdout.strip() or
-                      Path.home() / ".pyenv")
-    found = sorted(pyenv_root.glob("versions/3.7.*/bin/python3.7"))
-    if not found:
-        pytest.skip(f"no Python 3.7 under {pyenv_root}/versions")
+    python37 = _pyenv_python("3.7")
     bundle = bundles["bm1684"]
     files = [str(p) for p in bundle.rglob("*.py")]
-    out = subprocess.run([str(found[-1]), "-c", "import sys\nfor f in sys.argv[1:]: "
+    out = subprocess.run([str(python37), "-c", "import sys\nfor f in sys.argv[1:]: "
                           "compile(open(f, encoding='utf-8').read(), f, 'exec')", *files], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert len(files) >= 12

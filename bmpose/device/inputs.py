@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 from ..pose.errors import PoseError
@@ -80,10 +79,3 @@ def _number(v) -> bool:
     except OverflowError:   # an int too large for a float
         return False
 
-
-def relative_to_cwd(path) -> str:
-    """A path as the user typed it would read (relative when under the cwd), for messages."""
-    try:
-        return os.path.relpath(path)
-    except ValueError:
-        return str(path)
