@@ -3,35 +3,36 @@
 Why subprocesses: the tools write fixed-name side files into their cwd and the MLIR names its weight npz by a
 relative path, so every build runs in its own directory. They call each other through PATH
 (`#!/usr/bin/env python3`), so the venv's bin comes first. The cmodel simulator is one shared library
-switched by a symlink: TPU-MLIR's model_runner switches it under /tmp/cmodel_so.lock and, when
-CMODEL_LOCKFILE is set, also keeps processes of different chips apart (ChipLock). We always set it, so
-parallel builds (`make -j`) of BM1684 and BM1684X never simulate on the wrong chip's library.
+switched by a symlink: TPU-MLIR's model_runner switches it under /tmp/cmodel_so.lock, and every tool run
+that names a chip holds bmpose.chiplock's lock for that chip, so parallel builds (`make -j`) of BM1684 and
+BM1684X never simulate on the wrong chip's library. TPU-MLIR's own chip counter (CMODEL_LOCKFILE) leaks when a
+run is killed, so each run gets a private one.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from bmpose import kernels, procs
+from bmpose.chiplock import chip_lock
 from bmpose.errors import BmposeError
 
 VENV_BIN = Path(sys.executable).parent
-# Shared by every process that runs a bmodel on the cmodel (builds here, bmpose.runtime.backends.cmodel).
-CMODEL_LOCKFILE = "/tmp/cmodel_chip.lock"
 
 
 def tpu_env(extra_path: list | tuple = ()) -> dict[str, str]:
-    """Environment for TPU-MLIR tools: venv bin first on PATH, the cross-process chip lock set, oneDNN's
-    kernels and the thread count pinned (bmpose.kernels: same bytes on every CPU)."""
+    """Environment for TPU-MLIR tools: venv bin first on PATH, oneDNN's kernels and the thread count pinned
+    (bmpose.kernels: same bytes on every CPU)."""
     env = kernels.pin(dict(os.environ), threads=True)
     env["PATH"] = os.pathsep.join([*map(str, extra_path), str(VENV_BIN), env.get("PATH", "")])
-    env.setdefault("CMODEL_LOCKFILE", CMODEL_LOCKFILE)
     env.setdefault("PYTHONWARNINGS", "ignore::UserWarning")  # pkg_resources deprecation noise in every log
     return env
 
@@ -65,8 +66,13 @@ def run_tool(tool: str, args: list, cwd: Path, log_name: str | None = None, extr
     cwd = Path(cwd)
     log = cwd / (log_name or f"{Path(tool).stem}.log")
     cmd = [exe, *(str(a) for a in args)]
+    chip = next((str(b) for a, b in zip(args, args[1:]) if str(a) == "--chip"), None)
     t0 = time.monotonic()
-    with open(log, "w") as fh:
+    # TPU-MLIR's chip counter gets a file private to this run (a killed run's leak dies with it); chip_lock
+    # keeps chips apart
+    with tempfile.NamedTemporaryFile(prefix="tpu_mlir_chip_", suffix=".lock") as private, open(log, "w") as fh, \
+            (chip_lock(chip) if chip else contextlib.nullcontext()):
+        env["CMODEL_LOCKFILE"] = private.name
         fh.write(f"$ cd {cwd} && {shlex.join([tool, *cmd[1:]])}\n")
         fh.flush()
         # procs.run: on an interrupt the tool and its own children are stopped and KeyboardInterrupt goes on

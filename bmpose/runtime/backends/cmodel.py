@@ -17,6 +17,7 @@ import io
 
 import numpy as np
 
+from bmpose.chiplock import chip_lock
 from bmpose.errors import BmposeError
 from bmpose.runtime.backends.base import Backend, check_chip
 from bmpose.runtime.backends._tpu_mlir import bmodel_chip, tpu_mlir_root
@@ -36,7 +37,7 @@ def _runtime_for(chip: str):
     from tools import model_runner as mr  # TPU-MLIR's: its chip -> libcmodel mapping and link helpers
 
     lock = FileLock(CMODEL_LOCK)
-    with lock, contextlib.redirect_stdout(io.StringIO()):
+    with chip_lock(chip), lock, contextlib.redirect_stdout(io.StringIO()):
         mr.link_cmodel_so(chip)
         mr.link_bmlib_so(chip)
         rt = importlib.import_module("pyruntime_bm")
@@ -56,7 +57,7 @@ class CmodelBackend(Backend):
         rt, lock = _runtime_for(actual)
         # Opening the model dlopens libcmodel.so: do it under the lock, so the link still points at our chip;
         # from then on the loaded library stays ours whatever the link says.
-        with lock:
+        with chip_lock(actual), lock:
             try:
                 self.model = rt.Model(str(path), 0, "")
             except Exception as e:
