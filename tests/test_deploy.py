@@ -101,7 +101,7 @@ def test_second_deploy_reuses_and_archive_is_reproducible(bundles, tmp_path):
     from bmpose.deploy.bundle import write_archive
 
     out = _bmpose("deploy", "--model", MODEL)
-    assert out.returncode == 0 and out.stdout.count("up to date)") == 2, out.stdout
+    assert out.returncode == 0 and out.stdout.count("; up to date, ") == 2, out.stdout   # both bundles reused
     bundle = bundles["bm1684x"]
     write_archive(bundle, bundle.name, tmp_path / "a.tar.gz")
     os.utime(bundle / "deploy.json", (0, 12345))   # times must not reach the archive
