@@ -109,7 +109,7 @@ esac
 
 def test_setup_output_is_one_line_per_phase_and_the_pip_noise_goes_to_the_log(bare_path, tmp_path):
     """What a newcomer sees: no pip flood, no "ERROR" from pip's expected unmet requirements; all in the log."""
-    for tool in ("mkdir", "cp", "seq", "tail", "mv", "rm"):
+    for tool in ("mkdir", "cp", "seq", "tail", "mv", "rm", "df", "awk"):
         os.symlink(shutil.which(tool), bare_path / tool)
     fake = _script(tmp_path / "py" / "python3.10", FAKE_PY310.split("\n", 1)[1])
     fake.write_text(FAKE_PY310)
@@ -120,3 +120,18 @@ def test_setup_output_is_one_line_per_phase_and_the_pip_noise_goes_to_the_log(ba
     assert len(out.splitlines()) <= 12 and "setup: TPU-MLIR, torch (" in out
     log = (tmp_path / "venv" / "setup.log").read_text()
     assert "ERROR: pip's dependency resolver" in log and log.count("Collecting") >= 200
+
+
+def test_too_little_disk_for_a_fresh_venv_is_one_line_before_pip_starts(bare_path, tmp_path):
+    """CI once died half-way through pip with "No space left on device"; now it stops first, saying where."""
+    os.symlink(shutil.which("awk"), bare_path / "awk")
+    fake = _script(tmp_path / "py" / "python3.10", FAKE_PY310.split("\n", 1)[1])
+    fake.write_text(FAKE_PY310)
+    # df -Pk: 3 GB available on every filesystem
+    _script(bare_path / "df", 'echo "Filesystem 1024-blocks Used Available Capacity Mounted"; '
+                              'echo "/dev/x 100000000 97000000 3145728 97% /"')
+    r = run_setup(bare_path, tmp_path, BMPOSE_PYTHON=str(fake), TMPDIR=str(tmp_path))
+    assert r.returncode == 2
+    assert r.stderr.strip() == f"setup: error: 3 GB free on {tmp_path}; a fresh {tmp_path / 'venv'} needs " \
+                               "about 12 GB there (free space, or set TMPDIR)"
+    assert not (tmp_path / "venv").exists()
