@@ -153,6 +153,29 @@ def _checkpoint_ref(ref: str, base: Path) -> str:
     return str(path if path.is_absolute() else (base / path).resolve())
 
 
+def config_files(mm_path: Path) -> list[Path]:
+    """An mmpose config and its local `_base_` files, recursively (`mmpose::` bases are fixed by the pinned
+    mmpose version). A build that reads the config depends on all of them."""
+    import re
+
+    todo, seen = [Path(mm_path)], []
+    while todo:
+        f = todo.pop()
+        if f in seen or not f.is_file():
+            continue
+        seen.append(f)
+        for ref in re.findall(r"""['"]([^'"]+\.py)['"]""", f.read_text(errors="replace")):
+            if not ref.startswith("mmpose::"):
+                todo.append((f.parent / ref).resolve())
+    return seen
+
+
+def mmpose_config_inputs(mm_path: Path) -> dict[str, Path]:
+    """Manifest inputs for an mmpose config: the file itself, then each local base as mmpose_config_base<i>."""
+    files = config_files(mm_path)
+    return {"mmpose_config": Path(mm_path), **{f"mmpose_config_base{i}": f for i, f in enumerate(files[1:], 1)}}
+
+
 def mmpose_facts(mm_path: Path) -> dict:
     """What bmpose reads from an mmpose config (codec, mean/std, colour order, flip test), cached.
 
@@ -161,7 +184,6 @@ def mmpose_facts(mm_path: Path) -> dict:
     its local `_base_` files, and the mmpose and mmengine versions (which fix the `mmpose::` bases)."""
     import hashlib
     import json
-    import re
     from importlib import metadata
 
     h = hashlib.sha256(b"facts v1\0")
@@ -170,17 +192,8 @@ def mmpose_facts(mm_path: Path) -> dict:
             h.update(f"{name}={metadata.version(name)}\0".encode())
         except metadata.PackageNotFoundError:
             h.update(f"{name}=none\0".encode())
-    todo, seen = [Path(mm_path)], set()
-    while todo:   # the config and its local bases, recursively
-        f = todo.pop()
-        if f in seen or not f.is_file():
-            continue
-        seen.add(f)
-        text = f.read_text(errors="replace")
-        h.update(str(f).encode() + b"\0" + text.encode() + b"\0")
-        for ref in re.findall(r"""['"]([^'"]+\.py)['"]""", text):
-            if not ref.startswith("mmpose::"):
-                todo.append((f.parent / ref).resolve())
+    for f in config_files(mm_path):
+        h.update(str(f).encode() + b"\0" + f.read_bytes() + b"\0")
     cache = ARTIFACTS / ".cache" / "mmpose_facts" / f"{h.hexdigest()[:32]}.json"
     if cache.is_file():
         try:

@@ -25,3 +25,32 @@ def test_facts_cache_equals_a_fresh_read_and_follows_edits(tmp_path, monkeypatch
     monkeypatch.setattr(config, "ARTIFACTS", tmp_path / "artifacts")
     base.write_text(base.read_text().replace("sigma=1", "sigma=3"))   # a local base changes: a new read
     assert config.mmpose_facts(child)["codec"]["sigma"] == 3
+
+
+def test_a_local_base_is_a_build_input(tmp_path):
+    """seresnet50_128x96 inherits the 128x96 ResNet-50 file: editing that base must rebuild the ONNX and the
+    fixture weights, so both manifests list every local base (and only the config for a config without one)."""
+    se = config.load("seresnet50_128x96").mmpose_config
+    res50 = config.load("res50_128x96").mmpose_config
+    assert config.mmpose_config_inputs(se) == {"mmpose_config": se, "mmpose_config_base1": res50}
+    assert config.mmpose_config_inputs(res50) == {"mmpose_config": res50}   # mmpose:: bases: pinned mmpose
+    (tmp_path / "a.py").write_text("_base_ = ['./b.py']\n")
+    (tmp_path / "b.py").write_text("_base_ = ['sub/c.py', './a.py']\n")    # a cycle is followed once
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "c.py").write_text("x = 1\n")
+    assert list(config.mmpose_config_inputs(tmp_path / "a.py").values()) == [
+        tmp_path / "a.py", tmp_path / "b.py", tmp_path / "sub" / "c.py"]
+
+
+def test_seresnet_config_is_mmposes_at_128x96():
+    """The local SE-ResNet-50 file inherits the ResNet-50 one and swaps the backbone type: its model must equal
+    mmpose's td-hm_seresnet50 config's with only the 128x96 codec and no pretrained download."""
+    ours = config._read_mmpose_config(config.load("seresnet50_128x96").mmpose_config).model.to_dict()
+    ref = config._read_mmpose_config(config.resolve_mmpose_config(
+        "mmpose::body_2d_keypoint/topdown_heatmap/coco/td-hm_seresnet50_8xb64-210e_coco-256x192.py"))
+    theirs = ref.model.to_dict()
+    ours.pop("_scope_", None)   # mmengine's marker of an mmpose:: base one level further up
+    assert theirs["backbone"].pop("init_cfg") and ours["backbone"].pop("init_cfg") is None
+    assert ours["head"].pop("decoder")["input_size"] == (96, 128)
+    theirs["head"].pop("decoder")
+    assert ours == theirs

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bmpose.weights.checkpoint import build_model, resolve_checkpoint
+from bmpose.config import mmpose_config_inputs
 from bmpose.errors import BmposeError
 from bmpose.manifest import atomic_dir, locked, read_manifest, up_to_date, write_manifest
+from bmpose.weights.checkpoint import build_model, resolve_checkpoint
 
 OPSET = 13
 PARITY_SEED = 1234
@@ -118,7 +119,7 @@ def ensure_onnx(cfg, checkpoint=None, batches=(1, 4), dynamic: bool = False, for
 
     ckpt = resolve_checkpoint(cfg, checkpoint)
     out_dir = onnx_dir(cfg, opset)
-    inputs = {"checkpoint": ckpt, "mmpose_config": cfg.mmpose_config}
+    inputs = {"checkpoint": ckpt, **mmpose_config_inputs(cfg.mmpose_config)}
     tol = float(cfg.tolerances["onnx_max_abs"])
     with locked(out_dir):
         prev = (read_manifest(out_dir) or {}).get("options", {})

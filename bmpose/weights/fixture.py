@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bmpose.config import mmpose_config_inputs
 from bmpose.weights.model import build_untrained, save_checkpoint
 from bmpose.manifest import locked, up_to_date, write_manifest
 
@@ -85,7 +86,7 @@ def make_fixture(cfg, force: bool = False) -> Path:
 
     path = fixture_path(cfg)
     out_dir = path.parent
-    inputs = {"mmpose_config": cfg.mmpose_config}
+    inputs = mmpose_config_inputs(cfg.mmpose_config)
     options = {"model": cfg.name, "seed": SEED, "recipe": RECIPE}
     with locked(out_dir):
         if not force and up_to_date(out_dir, inputs, options):
