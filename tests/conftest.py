@@ -72,3 +72,25 @@ def toy(tmp_path_factory):
             np.savez(crops[-1], input=np.random.default_rng(i).standard_normal((1, 3, 8, 8)).astype(np.float32))
         mlir = steps.ensure_transform(cfg, 1, _toy_onnx(root / "toy.onnx"), crops)
         yield cfg, mlir, crops
+
+
+def simulate_like_the_build(b: dict, chip: str) -> tuple[np.ndarray, np.ndarray]:
+    """Run a built bmodel (an entry of list_bmodels) on its chip's cmodel and through the deployed tpu.mlir,
+    checking what must hold for every chip and precision: the cmodel (a spawned process, one chip per process)
+    gives the build's own output bit for bit, its profile equals the estimate embedded in the build, and the
+    mlir backend matches TPU-MLIR's own output. Returns (the mlir backend's output, the ONNX reference)."""
+    from bmpose.runtime import devtime
+    from bmpose.runtime.backends import open_backend
+
+    m = b["manifest"]
+    with np.load(b["dir"] / m["input"]) as z:
+        x = z[z.files[0]]
+    r = devtime.simulate_time(b["path"], chip, x=x, want_output=True)
+    with np.load(b["dir"] / "compare.npz") as z:
+        np.testing.assert_array_equal(r["output"], z["bmodel"])
+        onnx, tpu = z["onnx"], z["tpu_mlir"]
+    assert r["chip"] == chip.upper() and r["matches_embedded"] is True
+    assert r["cycles"] == m["checks"]["device_time"]["cycles"]
+    y = open_backend(b["tpu_mlir"], chip, kind="mlir").run(x)
+    np.testing.assert_allclose(y, tpu, atol=1e-6)
+    return y, onnx

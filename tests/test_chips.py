@@ -5,13 +5,13 @@ CV186X fp16, batch 1 (about 2 min).
 """
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from bmpose import config
 from bmpose.cli import build as build_cli
 from bmpose.convert import CHIP_PRECISIONS, CHIPS, list_bmodels
 from bmpose.convert.compare import read_csv
+from conftest import simulate_like_the_build
 
 SMALL = "hrnet_small_128x96"
 BUILT = [("bm1688", "fp32"), ("bm1688", "fp16"), ("bm1688", "int8"), ("cv186x", "fp16")]
@@ -57,20 +57,7 @@ def test_bm1688_cv186x_builds_pass_their_gates_with_compare_files_and_device_tim
 
 @pytest.mark.slow
 def test_bm1688_bmodel_on_its_simulator_equals_the_build(chips):
-    """The cmodel (in a spawned process: one chip per process) gives the build's own output bit for bit and a
-profile equal to the embedded estimate; pymlir runs the deployed tpu.mlir."""
-    from bmpose.runtime import devtime
-    from bmpose.runtime.backends import open_backend
-
+    """The cmodel gives the build's own output bit for bit and a profile equal to the embedded estimate; pymlir
+    runs the deployed tpu.mlir (conftest.simulate_like_the_build)."""
     b = next(b for b in list_bmodels(chips) if (b["chip"], b["precision"]) == ("bm1688", "int8"))
-    m = b["manifest"]
-    with np.load(b["dir"] / m["input"]) as z:
-        x = z[z.files[0]]
-    r = devtime.simulate_time(b["path"], "bm1688", x=x, want_output=True)
-    with np.load(b["dir"] / "compare.npz") as z:
-        np.testing.assert_array_equal(r["output"], z["bmodel"])
-        tpu = z["tpu_mlir"]
-    assert r["chip"] == "BM1688" and r["matches_embedded"] is True
-    assert r["cycles"] == m["checks"]["device_time"]["cycles"]
-    y = open_backend(b["tpu_mlir"], "bm1688", kind="mlir").run(x)
-    np.testing.assert_allclose(y, tpu, atol=1e-6)
+    simulate_like_the_build(b, "bm1688")

@@ -21,7 +21,7 @@ from bmpose.convert import deploy, list_bmodels
 from bmpose.convert.compare import read_csv, similarity
 from bmpose.convert.mlirgraph import read_graph
 from bmpose.errors import BmposeError
-from bmpose.manifest import read_manifest
+from conftest import simulate_like_the_build
 
 SMALL = "hrnet_small_128x96"
 HALF = ("fp16", "bf16")
@@ -118,22 +118,10 @@ def test_half_bmodels_have_compare_files_and_pass_their_gate(half):
 
 @pytest.mark.slow
 def test_half_bmodel_on_cmodel_equals_its_build_and_mlir_backend(half):
-    """The cmodel backend (in a spawned process: one chip per process) gives the bmodel's own build output,
-    bit for bit, and the profile equals the embedded estimate; the mlir backend runs the deployed tpu.mlir."""
-    from bmpose.runtime import devtime
-    from bmpose.runtime.backends import open_backend
-
+    """The cmodel backend gives the bmodel's own build output, bit for bit, and the profile equals the embedded
+    estimate; the mlir backend runs the deployed tpu.mlir (conftest.simulate_like_the_build)."""
     for b in list_bmodels(half):
-        m = b["manifest"]
-        with np.load(b["dir"] / m["input"]) as z:
-            x = z[z.files[0]]
-        r = devtime.simulate_time(b["path"], "bm1684x", x=x, want_output=True)
-        with np.load(b["dir"] / "compare.npz") as z:
-            np.testing.assert_array_equal(r["output"], z["bmodel"])
-            onnx, tpu = z["onnx"], z["tpu_mlir"]
-        assert r["matches_embedded"] is True and r["cycles"] == m["checks"]["device_time"]["cycles"]
-        y = open_backend(b["tpu_mlir"], "bm1684x", kind="mlir").run(x)
-        np.testing.assert_allclose(y, tpu, atol=1e-6)
+        y, onnx = simulate_like_the_build(b, "bm1684x")
         assert similarity(y, onnx)["cosine"] >= half.tolerances[f"{b['precision']}_cos"]
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from bmpose import cli, cocodata, config
+from bmpose.device.inputs import list_images
 from bmpose.errors import BmposeError
 from bmpose.runtime import boxes
 
@@ -149,7 +150,7 @@ def test_the_unchanged_files_load(tmp_path):
     path = tmp_path / "dets.json"
     path.write_text(json.dumps(DETS))
     assert len(boxes.det_boxes(path, ANN, IMG, 0.0)) == 3
-    assert len(boxes.image_dets_boxes(path, boxes.list_images(IMG), 0.0)) == 3
+    assert len(boxes.image_dets_boxes(path, list_images(IMG), 0.0)) == 3
 
 
 def _detection_cases():
@@ -187,7 +188,7 @@ def test_detection_file(tmp_path, keys, value, expect, loader):
     if loader == "cocodata":
         load = lambda: boxes.det_boxes(path, ANN, IMG, 0.0)   # noqa: E731
     else:
-        load = lambda: boxes.image_dets_boxes(path, boxes.list_images(IMG), 0.0)   # noqa: E731
+        load = lambda: boxes.image_dets_boxes(path, list_images(IMG), 0.0)   # noqa: E731
     keeps_image = len(keys) > 1 and keys[1] != "image_id"   # then the message names the entry's image too
     _check(load, path, expect, *([str(I1)] if keeps_image else []))
 

@@ -11,10 +11,11 @@ import warnings
 from pathlib import Path
 
 from bmpose import config as config_mod
+from bmpose.device.inputs import list_images
 from bmpose.errors import BmposeError
 from bmpose.manifest import atomic_dir, write_manifest
 from bmpose.runtime.boxes import (PersonBox, bundled_sample, det_boxes, det_score_thr, gt_boxes, image_boxes,
-                                  image_dets_boxes, list_images)
+                                  image_dets_boxes)
 from bmpose.runtime.predict import SLOW_LIMIT, coco_results, draw_results, open_model, predict
 
 

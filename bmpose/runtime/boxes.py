@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from bmpose import config as config_mod
-from bmpose.device.inputs import IMAGE_SUFFIXES, image_id_of, list_images  # noqa: F401 (one definition)
+from bmpose.device.inputs import image_id_of
 from bmpose.errors import BmposeError
 from bmpose.pose.image_io import read_image
 

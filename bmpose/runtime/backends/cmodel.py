@@ -28,7 +28,6 @@ _bound_chip: str | None = None
 
 def _runtime_for(chip: str):
     """pyruntime_bm with the simulator of `chip` loaded (switching the shared link under TPU-MLIR's lock)."""
-    global _bound_chip
     if _bound_chip is not None and _bound_chip != chip:
         raise BmposeError(f"the bmodel simulator of this process is bound to {_bound_chip.lower()}; a "
                           f"{chip.lower()} bmodel needs its own process (one chip per process)")
