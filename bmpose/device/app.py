@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-import cv2
 import numpy as np
 
 from ..pose import draw, pipeline
@@ -125,11 +124,10 @@ def run(args, meta: dict, runner, spec, out_dir: Path) -> tuple[list, list, Cloc
         clock.add("postprocess", t)
         persons.append(len(dets))
         if not args.no_vis:
-            for (bbox, score), k, s in zip(dets, kpts, scores):
-                draw.draw_pose(image, k, s, bbox, kpt_thr=args.kpt_thr, label=f"{score:.2f}" if score < 1 else None)
+            draw.draw_persons(image, ((k, s, bbox, score) for (bbox, score), k, s in zip(dets, kpts, scores)),
+                              args.kpt_thr)
             name = file.stem + ".jpg"
-            if not cv2.imwrite(str(out_dir / name), image):
-                raise PoseError(f"{out_dir / name}: cannot write the picture")
+            draw.write_jpg(out_dir / name, image)
             pictures.append(name)
     if len(skipped) == len(files):
         raise PoseError(f"{args.input}: none of its {len(files)} images could be read")

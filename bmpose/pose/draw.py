@@ -5,10 +5,13 @@ widths scale with the image so small and large pictures both read.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 
 from . import skeleton
+from .errors import PoseError
 
 BOX_BGR = (0, 255, 0)
 
@@ -38,3 +41,20 @@ def draw_pose(image_bgr: np.ndarray, keypoints: np.ndarray, scores: np.ndarray, 
         if visible[k]:
             cv2.circle(image_bgr, tuple(map(int, pts[k])), radius, _bgr(colour), -1, cv2.LINE_AA)
     return image_bgr
+
+
+def draw_persons(image_bgr: np.ndarray, persons, kpt_thr: float = 0.3) -> np.ndarray:
+    """Draw every (keypoints, scores, bbox_xywh, box_score) of one image; detector scores below 1 label the
+    box (ground-truth and whole-image boxes carry 1 and no label)."""
+    for keypoints, scores, bbox, box_score in persons:
+        draw_pose(image_bgr, keypoints, scores, bbox, kpt_thr=kpt_thr,
+                  label=f"{box_score:.2f}" if box_score < 1 else None)
+    return image_bgr
+
+
+def write_jpg(path: Path, image_bgr: np.ndarray) -> None:
+    """Encode in memory and write the bytes: cv2.imwrite silently fails on some paths (non-ASCII names)."""
+    ok, buf = cv2.imencode(".jpg", image_bgr, [cv2.IMWRITE_JPEG_QUALITY, 92])
+    if not ok:
+        raise PoseError(f"{path}: cannot encode the picture")
+    Path(path).write_bytes(buf.tobytes())

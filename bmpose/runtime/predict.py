@@ -14,7 +14,6 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from bmpose.errors import BmposeError
@@ -124,15 +123,10 @@ def draw_results(predictions: list[Prediction], out_dir: Path, kpt_thr: float = 
         by_file.setdefault(p.box.file, []).append(p)
     written = []
     for file, preds in by_file.items():
-        image = read_image(file)
-        for p in preds:
-            draw.draw_pose(image, p.keypoints, p.scores, p.box.bbox, kpt_thr=kpt_thr,
-                           label=f"{p.box.score:.2f}" if p.box.score < 1 else None)
+        image = draw.draw_persons(read_image(file), ((p.keypoints, p.scores, p.box.bbox, p.box.score)
+                                                     for p in preds), kpt_thr)
         name = Path(file).stem + ".jpg"
-        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 92])
-        if not ok:
-            raise BmposeError(f"{out_dir / name}: cannot encode the picture")
-        (out_dir / name).write_bytes(buf.tobytes())
+        draw.write_jpg(out_dir / name, image)
         written.append(name)
     return written
 
