@@ -54,6 +54,32 @@ def test_a_real_warning_is_one_bmpose_line(tmp_path, monkeypatch, capsys, coco_m
     assert warnings.showwarning is shown   # restored: the handler lives only while a command runs
 
 
+@pytest.mark.parametrize("command", ["build", "nntc"])
+def test_build_and_nntc_say_the_calibration_warning_once_through_the_same_printer(command, tmp_path, monkeypatch,
+                                                                                 capsys):
+    """They no longer catch CalibWarning themselves: the entry point's printer says it, once per run."""
+    from bmpose import config
+    from bmpose.calib import calibset
+    from bmpose.calib.select import CalibWarning
+    from bmpose.errors import BmposeError
+
+    def calib(*args, **kwargs):
+        warnings.warn("ann.json: --num 100 but only 3 eligible persons: using all 3", CalibWarning, stacklevel=2)
+        raise BmposeError("stop here")   # the rest of the command is not under test
+
+    from bmpose.cli import nntc
+
+    monkeypatch.setattr(config, "ARTIFACTS", tmp_path)   # nothing built: build reaches its calibration step
+    monkeypatch.setattr(calibset, "ensure_calib", calib)   # build imports it when it runs, nntc at its import
+    monkeypatch.setattr(nntc, "ensure_calib", calib)
+    argv = [command, "--model", "hrnet_small_128x96", "--calib", "coco"] + (["--precision", "int8"]
+                                                                          if command == "build" else [])
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err == (f"bmpose {command}: warning: ann.json: --num 100 but only 3 eligible persons: using all 3\n"
+                   f"bmpose {command}: error: stop here\n")
+
+
 def test_a_library_warning_is_one_line_too(monkeypatch, capsys):
     def body():
         warnings.warn("deprecated thing\n  use the other thing", RuntimeWarning)

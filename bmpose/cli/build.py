@@ -16,7 +16,6 @@ import argparse
 import dataclasses
 import sys
 import time
-import warnings
 from pathlib import Path
 
 from bmpose import config as config_mod
@@ -114,16 +113,12 @@ class Plan:
 def run(plan: Plan) -> list[dict]:
     """Build (or reuse) every target; returns one result dict per bmodel, failures included."""
     from bmpose.calib.calibset import ensure_calib
-    from bmpose.calib.select import CalibWarning
     from bmpose.convert.export import ensure_onnx
 
     cfg, args = plan.cfg, plan.args
-    with warnings.catch_warnings(record=True) as caught:   # said once, as bmpose's own line, not Python's format
-        warnings.simplefilter("always", CalibWarning)
-        lmdb = ensure_calib(cfg, args.calib, coco_ann=args.coco_ann, coco_img=args.coco_img, num=plan.num,
-                            progress=sys.stderr.isatty())
-    for w in caught:
-        print(f"bmpose build: warning: {w.message}", file=sys.stderr)
+    # a CalibWarning (fewer persons than --num) prints as bmpose's one line through bmpose.cli
+    lmdb = ensure_calib(cfg, args.calib, coco_ann=args.coco_ann, coco_img=args.coco_img, num=plan.num,
+                        progress=sys.stderr.isatty())
     crops = steps.ensure_cali_inputs(cfg, lmdb, plan.num)
     need = sorted(set(plan.batches) | ({1} if plan.precision == "int8" else set()))
     onnx = ensure_onnx(cfg, args.checkpoint, batches=tuple(need))

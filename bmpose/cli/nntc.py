@@ -5,11 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import warnings
 
 from bmpose import config as config_mod
 from bmpose.calib.calibset import ensure_calib
-from bmpose.calib.select import CalibWarning
 from bmpose.convert.nntc import SCRIPTS, TH_METHODS, ensure_nntc, th_method_name
 
 
@@ -30,12 +28,9 @@ def main(argv=None) -> int:
     cfg = config_mod.load(a.model)
     method = a.method or cfg.calibration.get("method", "kl")
     th_method_name(method)   # refuse a method NNTC lacks before any crop or export work
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", CalibWarning)
-        lmdb = ensure_calib(cfg, a.calib, coco_ann=a.coco_ann, coco_img=a.coco_img, num=a.num,
-                            progress=sys.stderr.isatty())
-    for w in caught:
-        print(f"bmpose nntc: warning: {w.message}", file=sys.stderr)
+    # a CalibWarning (fewer persons than --num) prints as bmpose's one line through bmpose.cli
+    lmdb = ensure_calib(cfg, a.calib, coco_ann=a.coco_ann, coco_img=a.coco_img, num=a.num,
+                        progress=sys.stderr.isatty())
     r = ensure_nntc(cfg, lmdb, checkpoint=a.checkpoint, method=method, force=a.force)
     d = r["dir"]
     print(f"{d}: {r['records']} calibration crops, -th_method={r['th_method']}, FP32 tail {', '.join(r['tail'])}")
