@@ -1,5 +1,6 @@
 # bmpose: the pipeline's table of contents. Each target is one `bmpose` call; `bmpose <cmd> --help` has more.
 # Variables: MODEL CHECKPOINT CALIB COCO_ANN COCO_IMG CHIPS BATCHES QTABLE SEARCH METHOD TOL IMAGES BACKEND DYNAMIC
+#            ONLY PRECISIONS (bench)
 SHELL := /bin/bash
 MODEL ?= hrnet_small_128x96
 CALIB ?= coco
@@ -63,8 +64,9 @@ study: setup ## INT8 calibration study (methods x fp32 layers x chips) into the 
 train-fixture: setup ## re-train the small fixture model on the bundled COCO persons (seeded)
 	$(BMPOSE) train
 
-bench: setup ## benchmarks: ratios measured in one run
-	$(BMPOSE) bench $(COMMON)
+bench: setup ## benchmarks: ratios measured in one run (ONLY=estimate CHIPS= PRECISIONS= BATCHES=: compile-only device time)
+	$(BMPOSE) bench $(COMMON) $(foreach o,$(ONLY),--only $(o)) $(call opt,CHIPS,--chips) \
+	  $(call opt,PRECISIONS,--precisions) $(call opt,BATCHES,--batches)
 
 test: setup ## the full test suite (what CI runs)
 	$(VENV)/bin/python -m pytest -q -ra

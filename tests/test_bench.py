@@ -28,7 +28,8 @@ def test_registry_table_and_json(tmp_path, monkeypatch, capsys):
 
 
 def test_every_benchmark_is_listed():
-    assert set(bench.BENCHMARKS) == {"calib", "infer", "host", "device", "simulators", "deploy", "fused"}
+    assert set(bench.BENCHMARKS) == {"calib", "infer", "host", "device", "simulators", "deploy", "fused",
+                                     "estimate"}
 
 
 def test_host_benchmark_measures_the_bundles_stages():
@@ -40,3 +41,14 @@ def test_host_benchmark_measures_the_bundles_stages():
     for r in rows:
         assert all(r[k] > 0 for k in ("crop_ms", "normalise_ms", "decode_ms", "vendor_preprocess_ms"))
         assert r["total_ms"] == pytest.approx(r["crop_ms"] + r["normalise_ms"] + r["decode_ms"], abs=2e-3)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--chips", "bm1686"], "--chips bm1686: unknown chip"),
+    (["--chips", "bm1684", "--precisions", "fp16"], "bm1684"),   # asked for by name: refused as build does
+])
+def test_estimate_refuses_before_any_work(argv, message, tmp_path, monkeypatch):
+    monkeypatch.setattr(config, "ARTIFACTS", tmp_path)
+    with pytest.raises(BmposeError, match=message):
+        bench_cli.main(["--model", "hrnet_small_128x96", "--only", "estimate", *argv])
+    assert not (tmp_path / "hrnet_small_128x96").exists()   # nothing exported, calibrated or compiled

@@ -110,6 +110,38 @@ def test_build_records_device_time(toy_bmodels, chip, mhz):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("chip", ["bm1684x", "bm1684"])
+def test_compile_only_estimate_equals_the_verified_build_and_keeps_no_bmodel(toy, toy_bmodels, chip):
+    """`bench --only estimate` (bmpose.convert.estimate): the same cycles as the verified build of the same
+    INT8 bmodel (same table, same automatic tail), no unverified bmodel left behind, reused when up to date."""
+    from bmpose.convert.estimate import ensure_estimate, estimate_dir
+
+    cfg, mlir, crops = toy
+    d, m = toy_bmodels[chip]
+    table = m["inputs"]["cali_table"]["path"]
+    checks, fresh = ensure_estimate(cfg, chip, "int8", 1, mlir=mlir, cali_table=table)
+    assert fresh and checks["device_time"]["cycles"] == m["checks"]["device_time"]["cycles"]
+    assert checks["device_time"]["runtime_ms"] == pytest.approx(m["checks"]["device_time"]["runtime_ms"])
+    out = estimate_dir(cfg, chip, "int8", 1)
+    assert sorted(f.name for f in out.iterdir()) == ["manifest.json", "model_deploy.log", "qtable"]
+    layers = lambda f: [x for x in f.read_text().splitlines() if x and not x.startswith("#")]   # noqa: E731
+    assert layers(out / "qtable") == layers(d / "qtable")
+    assert read_manifest(out)["options"]["verified"] is False
+    assert ensure_estimate(cfg, chip, "int8", 1, mlir=mlir, cali_table=table) == (checks, False)
+
+
+def test_estimate_refuses_what_a_build_would(toy):
+    from bmpose.convert.estimate import ensure_estimate
+    from bmpose.errors import BmposeError
+
+    cfg, mlir, _ = toy
+    with pytest.raises(BmposeError, match="needs a calibration table"):
+        ensure_estimate(cfg, "bm1684x", "int8", 1, mlir=mlir)
+    with pytest.raises(BmposeError, match="bm1684"):
+        ensure_estimate(cfg, "bm1684", "fp16", 1, mlir=mlir)
+
+
+@pytest.mark.slow
 def test_simulate_time_agrees_and_leaves_cwd_alone(toy_bmodels, tmp_path, monkeypatch):
     d, m = toy_bmodels["bm1684x"]
     bmodel = next(d.glob("*.bmodel"))

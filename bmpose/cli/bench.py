@@ -18,6 +18,10 @@ def main(argv=None) -> int:
     p.add_argument("--model", default=None)
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--only", action="append", default=None, metavar="NAME", help="run only these (repeatable)")
+    p.add_argument("--chips", nargs="+", default=None, help="estimate: chips (default: the config's)")
+    p.add_argument("--precisions", nargs="+", default=None, choices=("fp32", "fp16", "bf16", "int8"),
+                   help="estimate: precisions (default: every one the chip has)")
+    p.add_argument("--batches", nargs="+", type=int, default=None, help="estimate: batch sizes (default: the config's)")
     a = p.parse_args(argv)
     cfg = config.load(a.model)
     names = a.only or list(bench.BENCHMARKS)

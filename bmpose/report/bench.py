@@ -4,7 +4,7 @@
 stage costs per person), `host` (the device bundle's pre/post-processing per person), `device` (simulated
 device time per bmodel beside the host's ms per person), `simulators` (cmodel vs pymlir seconds per crop),
 `deploy` (bmpose's deploy vs the raw model_deploy.py on the same inputs), `fused` (normalisation inside the
-bmodel, an option measured). Each is `fn(cfg, args) -> rows`, a row being {"case": ..., then any numbers}.
+bmodel, an option measured), `estimate` (compile-only device time of variants not built). Each is `fn(cfg, args) -> rows`, a row being {"case": ..., then any numbers}.
 
 Long: a registry of independent benchmarks, each a function that stands alone; they share only `timed` and
 the bundled persons.
@@ -12,6 +12,7 @@ the bundled persons.
 from __future__ import annotations
 
 import os
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -22,6 +23,7 @@ import numpy as np
 from bmpose import config as config_mod
 from bmpose.calib.select import CalibWarning, _coco_jobs
 from bmpose.calib.store import LMDB_NAME, build_lmdb
+from bmpose.errors import BmposeError
 from bmpose.pose import decode
 from bmpose.pose.normalize import normalize
 from bmpose.runtime.boxes import PersonBox, bundled_sample, gt_boxes
@@ -324,6 +326,52 @@ def bench_device(cfg, args) -> list[dict]:
     return rows
 
 
+def bench_estimate(cfg, args) -> list[dict]:
+    """Compile-only simulated device time (bmpose.convert.estimate: model_deploy without verification, the
+    compiler's embedded estimate) for --chips x --precisions x --batches (default: the config's chips and
+    batches, every precision a chip has), beside the verified build's own figure where that bmodel is built."""
+    from bmpose.calib.calibset import ensure_calib
+    from bmpose.convert import CHIPS, PRECISIONS, check_chip_precision, chip_supports, list_bmodels, steps
+    from bmpose.convert.estimate import ensure_estimate
+    from bmpose.convert.export import ensure_onnx
+    from bmpose.progress import say
+
+    chips, precisions = args.chips or cfg.chips, args.precisions or PRECISIONS
+    for chip in chips:
+        if chip not in CHIPS:
+            raise BmposeError(f"--chips {chip}: unknown chip (known: {', '.join(CHIPS)})")
+        for p in args.precisions or ():
+            check_chip_precision(chip, p)   # asked for by name: refuse clearly, as build does
+    targets = [(c, p, b) for c in chips for p in precisions for b in (args.batches or cfg.batches)
+               if chip_supports(c, p)]
+    num, method = int(cfg.calibration.get("num", 100)), cfg.calibration.get("method", "kl")
+    int8 = any(p == "int8" for _, p, _ in targets)
+    # calibration crops: the transform's test input, and INT8's calibration table
+    crops = steps.ensure_cali_inputs(cfg, ensure_calib(cfg, "coco", num=num, progress=False), num)
+    need = sorted({b for _, _, b in targets} | ({1} if int8 else set()))
+    onnx = ensure_onnx(cfg, args.checkpoint, batches=tuple(need))
+    mlir = {b: steps.ensure_transform(cfg, b, onnx[b], crops, args.checkpoint) for b in need}
+    table = steps.ensure_cali_table(cfg, mlir[1], crops, method, num) if int8 else None
+    built = {(b["chip"], b["precision"], b["batch"]): b for b in list_bmodels(cfg)}
+    rows = []
+    for i, (chip, precision, batch) in enumerate(targets, 1):
+        checks, fresh = ensure_estimate(cfg, chip, precision, batch, mlir=mlir[batch],
+                                        cali_table=table if precision == "int8" else None)
+        ms = checks["device_time"].get("runtime_ms")
+        say(f"estimate {i}/{len(targets)}: {chip} {precision} b{batch}: "
+            + (f"{ms:.3f} ms" if ms else checks["device_time"].get("why", "no estimate"))
+            + (f" (compiled in {checks['deploy_seconds']:.0f} s)" if fresh else " (up to date)"), file=sys.stderr)
+        b = built.get((chip, precision, batch))
+        verified = ((b["manifest"].get("checks", {}).get("device_time") or {}).get("runtime_ms") if b else None)
+        rows.append({"case": f"{chip} {precision} b{batch}", "chip": chip, "precision": precision, "batch": batch,
+                     "device_ms_per_batch": round(ms, 4) if ms else None,
+                     "device_ms_per_person": round(ms / batch, 4) if ms else None,
+                     "tpu_persons_per_s": round(1e3 * batch / ms) if ms else None,
+                     "verified_build_ms_per_batch": round(verified, 4) if verified else None,
+                     "compile_s": checks["deploy_seconds"]})
+    return rows
+
+
 def _fused_worker(float_bmodel: str, fused_bmodel: str, x_float, x_uint8):
     """In a process of its own (the cmodel binds one chip per process): both bmodels on the same crops."""
     from bmpose.runtime.backends.cmodel import CmodelBackend
@@ -409,4 +457,4 @@ def bench_fused(cfg, args, persons: int = 16) -> list[dict]:
 
 
 BENCHMARKS = {"calib": bench_calib, "infer": bench_infer, "host": bench_host, "device": bench_device, "simulators": bench_simulators,
-              "deploy": bench_deploy, "fused": bench_fused}
+              "deploy": bench_deploy, "fused": bench_fused, "estimate": bench_estimate}
