@@ -1,10 +1,13 @@
-"""The report's figures (bmpose.report.report): a per-layer similarity plot per INT8 bmodel and per calibration
-study default, and one crop's heatmaps per chip, ONNX vs FP32 vs INT8 bmodel side by side (matplotlib, Agg)."""
+"""The report's figures (bmpose.report.report): a per-layer similarity plot per quantised (INT8, FP16, BF16)
+bmodel and per calibration study default, and one crop's heatmaps per chip, ONNX vs each precision's bmodel side
+by side (matplotlib, Agg)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+
+from bmpose.convert import PRECISIONS
 
 
 def make_plots(cfg, data: dict, out: Path) -> list[str]:
@@ -18,13 +21,13 @@ def make_plots(cfg, data: dict, out: Path) -> list[str]:
     files = []
     for b in data["bmodels"]:
         b["plots"] = {}
-        if b["precision"] != "int8":
+        if b["precision"] == "fp32":   # FP32 layers match the top MLIR to rounding: nothing to see
             continue
         rows = [r for r in read_csv(Path(b["dir"]) / "compare.csv") if r["op"] != "bmodel"]
         if not rows:
             continue
         name = f"layers_{Path(b['dir']).name}.png"
-        tol = next(iter(b["tolerance"].values())) if b["tolerance"] else cfg.tolerances["int8_cos"]
+        tol = next(iter(b["tolerance"].values())) if b["tolerance"] else cfg.tolerances[f"{b['precision']}_cos"]
         _layer_plot(plt, rows, f"{b['name']}: per-layer similarity (deployed TPU MLIR vs top MLIR)", tol, out / name)
         b["plots"]["layers"] = name
         files.append(name)
@@ -43,7 +46,7 @@ def make_plots(cfg, data: dict, out: Path) -> list[str]:
     if name:
         study["speed_plot"] = {"title": "study: AP drop against simulated device time per person", "file": name}
         files.append(name)
-    # One crop's heatmaps, ONNX vs FP32 vs INT8 bmodel (same test crop: every build of a batch shares it).
+    # One crop's heatmaps, ONNX vs each precision's bmodel (same test crop: every build of a batch shares it).
     data["heatmap_plots"] = []
     for chip in sorted({b["chip"] for b in data["bmodels"]}):
         by = {(b["precision"]): b for b in data["bmodels"] if b["chip"] == chip and b["batch"] == min(
@@ -53,12 +56,14 @@ def make_plots(cfg, data: dict, out: Path) -> list[str]:
         first = next(iter(by.values()))
         with np.load(Path(first["dir"]) / "compare.npz") as z:
             panels = [("ONNX FP32", z["onnx"][0])]
-        for prec in ("fp32", "int8"):
+        for prec in PRECISIONS:
             if prec in by:
                 with np.load(Path(by[prec]["dir"]) / "compare.npz") as z:
                     panels.append((f"{prec.upper()} bmodel", z["bmodel"][0]))
-        if "fp32" in by and "int8" in by:
-            panels.append(("|INT8 - FP32|", np.abs(panels[-1][1] - panels[-2][1])))
+        vmax = max(float(p[1].max()) for p in panels)
+        got = dict(panels)
+        if "FP32 bmodel" in got and "INT8 bmodel" in got:
+            panels.append(("|INT8 - FP32|", np.abs(got["INT8 bmodel"] - got["FP32 bmodel"])))
         crop = _test_crop(cfg, Path(first["dir"]))
         ncol = len(panels) + (crop is not None)
         fig, axes = plt.subplots(1, ncol, figsize=(2.3 * ncol, 3.0))
@@ -68,7 +73,6 @@ def make_plots(cfg, data: dict, out: Path) -> list[str]:
             axes[0].imshow(crop)
             axes[0].set_title("input crop", fontsize=9)
             i = 1
-        vmax = max(float(p[1].max()) for p in panels[:-1] or panels)
         for ax, (title, hm) in zip(axes[i:], panels):
             ax.imshow(hm.max(axis=0), cmap="magma", vmin=0, vmax=vmax if "|" not in title else None)
             ax.set_title(title, fontsize=9)
@@ -120,11 +124,15 @@ def _layer_plot(plt, rows: list[dict], title: str, tol: float, path: Path) -> No
     x = np.arange(len(rows))
     cos = np.array([r["cosine"] for r in rows])
     f32 = np.array([r["quant"] == "F32" for r in rows])
+    quant = [r["quant"] for r in rows if r["quant"] not in ("F32", "")]
+    mode = max(set(quant), key=quant.count) if quant else "quantised"   # INT8, F16, BF16
     ax.plot(x, cos, "-", color="#999", lw=0.8)
-    ax.scatter(x[~f32], cos[~f32], s=10, label="INT8 layer", color="#1f77b4")
+    ax.scatter(x[~f32], cos[~f32], s=10, label=f"{mode} layer", color="#1f77b4")
     ax.scatter(x[f32], cos[f32], s=18, label="F32 layer", color="#d62728")
     ax.axhline(tol, color="#2ca02c", ls="--", lw=0.8, label="heatmap tolerance")
-    ax.set_ylim(max(0.0, min(cos.min(), 0.98) - 0.005), 1.0005)
+    lo = min(float(cos.min()), tol)   # the scale of what there is to see: 0.9 for INT8, 0.99995 for FP16
+    ax.set_ylim(max(0.0, lo - 0.25 * (1 - lo)), 1 + 0.05 * (1 - lo))
+    ax.ticklabel_format(axis="y", useOffset=False)
     ax.set_xlabel("layer (program order)")
     ax.set_ylabel("cosine vs top FP32 MLIR")
     ax.set_title(title)

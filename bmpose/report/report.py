@@ -3,11 +3,11 @@
 What a deployment engineer needs to trust the bmodels: first the verdict (bmpose.report.verdict: every gate of
 every bmodel build, pass or fail, with its AP and device time, and a pose drawn by each chip's bmodel), then a
 table of every bmodel (chip, batch, precision, size, build time, final similarity to ONNX, FP32 layers), a
-per-layer similarity plot per INT8 bmodel, one crop's heatmaps ONNX vs FP32 vs INT8 side by side, how to run
-each bmodel, and - when present - the COCO evaluation (artifacts/<model>/eval/*.json) and the calibration study
-(artifacts/<model>/study/study.json). The HTML comes from templates/index.html.j2 (Jinja2); every path in the
-report is relative to it (commands: to the repository). The report has a manifest over everything it reads, so
-refreshing it after a no-op build costs nothing.
+per-layer similarity plot per INT8/FP16/BF16 bmodel, one crop's heatmaps ONNX vs every precision side by side,
+how to run each bmodel, and - when present - the COCO evaluation (artifacts/<model>/eval/*.json) and the
+calibration study (artifacts/<model>/study/study.json). The HTML comes from templates/index.html.j2 (Jinja2);
+every path in the report is relative to it (commands: to the repository). The report has a manifest over
+everything it reads, so refreshing it after a no-op build costs nothing.
 """
 from __future__ import annotations
 
