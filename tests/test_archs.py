@@ -8,6 +8,7 @@ INT8 build that fails TPU-MLIR's per-layer check or bmpose's gate, on the toy gr
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import time
 
@@ -79,6 +80,8 @@ def test_gate_failure_names_the_first_layer_below_the_gate(toy):
     first = next(r for r in rows if r["cosine"] < 0.99999)
     assert f"first layer below 0.99999 against the top FP32 MLIR: {first['layer']} at cosine" in msg
     assert "a trained checkpoint" not in msg and "METHOD=" in msg
+    # the gate it was held to stays with it, for the report's verdict (a failed build has no manifest)
+    assert json.loads((_failed(out) / deploy.FAILED_OPTIONS).read_text())["tolerance"] == {"int8_cos": 0.99999}
 
 
 LOG = """$ cd /x && model_deploy.py --mlir m.mlir

@@ -107,6 +107,7 @@ def test_build_records_device_time(toy_bmodels, chip, mhz):
     emb = devtime.read_embedded_stat(next(d.glob("*.bmodel")))
     assert emb["cycles"] == t["cycles"] and emb["runtime_ms"] == pytest.approx(t["runtime_ms"], abs=1e-6)
     assert not (d / "compiler_profile_0.dat").exists() and not (d / "_0.dat").exists()   # not kept
+    assert not (d / deploy.FAILED_OPTIONS).exists()   # only a failed build keeps it
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 builds, its pose pictures and relative paths; the page in a real headless browser (fast)."""
 from __future__ import annotations
 
+import dataclasses
 import html.parser
 import json
 import re
@@ -301,3 +302,21 @@ def test_report_page_in_a_headless_browser(built, chromium, tmp_path):
     dom.feed(_browse(chromium, index, tmp_path, "--dump-dom"))
     gone = [i for i in dom.imgs if i["src"] == "pose_bm1684x.jpg"]
     assert gone and gone[0]["data-natural-width"] == "0" and "missing" in gone[0]["class"]
+
+
+def test_a_failed_build_is_judged_by_the_gate_it_was_held_to(cfg):
+    """No manifest in `<dir>.failed/`: the verdict reads the options the build left (random-init weights: the
+    *_random gate, here passed, so the failure is the build's own), else falls back to the config's rule."""
+    from bmpose.convert.deploy import FAILED_OPTIONS
+    from bmpose.report import verdict
+
+    d = _fake_build(cfg, "bm1684x", "int8", 1, 0.95, failed=True)
+    row = verdict._row_of_failure(cfg, d, set())
+    assert [(g["name"], g["pass"]) for g in row["gates"]] == [("deploy", True), ("int8_cos", False)]  # trained
+    (d / FAILED_OPTIONS).write_text(json.dumps({"tolerance": {"int8_cos_random": 0.9}, "checkpoint": "fixture"}))
+    row = verdict._row_of_failure(cfg, d, set())
+    assert [(g["name"], g["pass"]) for g in row["gates"]] == [("deploy", True), ("int8_cos_random", True),
+                                                              ("build", False)]
+    (d / FAILED_OPTIONS).unlink()
+    fixture_cfg = dataclasses.replace(cfg, checkpoint="fixture")
+    assert verdict._row_of_failure(fixture_cfg, d, set())["gates"][1]["name"] == "int8_cos_random"

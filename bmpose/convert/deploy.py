@@ -3,6 +3,7 @@ one chip and batch, its deployed *_tpu.mlir checked (the qtable's layers really 
 and the final gate against ONNX; skipped when its manifest is up to date (see convert.steps for the shared helpers)."""
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -29,6 +30,7 @@ TPU_LAYER_TOL = {"fp32": "0.99,0.99", "fp16": "0.99,0.9", "bf16": "0.9,0.5"}
 # anti-correlated; no lower cosine can be given (npz_tool's argparse reads "-1,-inf" as an option name).
 # Trained checkpoints keep the 0.7,0.0 floor.
 INT8_LAYER_TOL_RANDOM = "0,-inf"
+FAILED_OPTIONS = "options.json"
 
 
 def deploy_options(cfg, chip: str, precision: str, batch: int, *, method: str | None, user_qtables, search: bool,
@@ -83,6 +85,9 @@ def _deploy(cfg, chip, precision, batch, tmp: Path, mlir: Path, files, inputs, o
 
     for key in ("mlir", "weights", "input", "top_outputs"):
         link(mlir / files[key], tmp)
+    # A failed build keeps no manifest: this says which gate it was held to (the report's verdict reads it);
+    # a build that passes deletes it before writing its manifest, which holds the options.
+    (tmp / FAILED_OPTIONS).write_text(json.dumps(options, default=str))
     name = bmodel_name(cfg, chip, precision, batch)
     args = ["--mlir", files["mlir"], "--chip", chip, "--model", name, "--test_input", files["input"],
             "--test_reference", files["top_outputs"], "--compare_all", "--debug"]
@@ -153,7 +158,7 @@ def _deploy(cfg, chip, precision, batch, tmp: Path, mlir: Path, files, inputs, o
     # Keep what later stages use (bmodel, the deployed tpu.mlir + weights for the mlir backend, tensors,
     # compare files, logs); drop TPU-MLIR's --debug intermediates and the linked inputs.
     keep = {name, tpu_mlir.name, tpu_weights, f"{stem}_tpu_outputs.npz", f"{stem}_model_outputs.npz",
-            "compare.csv", "compare.npz", "qtable", "model_deploy.log", files["input"]}
+            "compare.csv", "compare.npz", "qtable", "model_deploy.log", files["input"], FAILED_OPTIONS}
     for f in tmp.iterdir():
         if f.name not in keep:
             shutil.rmtree(f) if f.is_dir() else f.unlink()
@@ -168,6 +173,7 @@ def _deploy(cfg, chip, precision, batch, tmp: Path, mlir: Path, files, inputs, o
         if precision != "int8":
             raise
         raise BmposeError(f"{e}; {diagnose.gate_failure(rows[:-1], tol, options.get('checkpoint'))}") from None
+    (tmp / FAILED_OPTIONS).unlink()   # passed: the manifest holds the options
     write_manifest(tmp, stage="deploy", inputs=inputs, options=options,
                    outputs=[name, tpu_mlir.name, tpu_weights, "compare.csv", "compare.npz"]
                    + (["qtable"] if precision == "int8" else []),

@@ -56,6 +56,19 @@ def _row_of_build(b: dict) -> dict:
             "sim_ms_per_person": b.get("sim_ms_per_person"), "sim_ms_per_batch": b.get("sim_ms_per_batch")}
 
 
+def _failed_gate(cfg, d: Path, precision: str) -> tuple[str, float | None]:
+    """The heatmap gate a failed build was held to: from the options it left (bmpose.convert.deploy), else, for
+    a build older than that file, the config's rule (random-init fixture weights: the *_random gate)."""
+    from bmpose.convert.deploy import FAILED_OPTIONS
+
+    try:
+        key, tol = next(iter(json.loads((d / FAILED_OPTIONS).read_text())["tolerance"].items()))
+        return key, float(tol)
+    except (OSError, ValueError, KeyError, StopIteration, AttributeError, TypeError):
+        key = f"{precision}_cos" + ("_random" if precision != "fp32" and cfg.checkpoint == "fixture" else "")
+        return key, cfg.tolerances.get(key)
+
+
 def _row_of_failure(cfg, d: Path, kept: set) -> dict:
     from bmpose.convert.compare import read_csv
 
@@ -67,8 +80,7 @@ def _row_of_failure(cfg, d: Path, kept: set) -> dict:
     if final is None:   # stopped in model_deploy or the qtable check, before any comparison with ONNX
         gates = [_gate(*DEPLOY_GATE, False, note=f"failed: see {log}")]
     else:
-        key = f"{precision}_cos"
-        tol = cfg.tolerances.get(key)
+        key, tol = _failed_gate(cfg, d, precision)
         gates = [_gate(*DEPLOY_GATE, True, note="passed")]
         if tol is not None:
             gates.append(_heatmap_gate(key, float(final["cosine"]), tol))
