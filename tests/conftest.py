@@ -1,5 +1,6 @@
 import dataclasses
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -10,6 +11,11 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"
 # TPU-MLIR's tools call each other through PATH: the venv's bin must come first, as the Makefile does.
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+# A test run started in the background (`make test &` in a script, nohup) inherits SIGINT ignored, and so
+# would every process it starts: the interrupt tests send real signals, as a terminal's Ctrl-C does. A handled
+# signal goes back to its default at exec, so each child gets SIGINT as a terminal gives it.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,7 @@ import contextlib
 import json
 import sys
 import time
+import uuid
 from pathlib import Path
 
 from bmpose import config as bmconfig
@@ -113,6 +114,9 @@ def load_train_config(path: str | Path = TRAIN_CONFIG, *, work_dir: str | Path, 
         cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
         cfg.test_dataloader = cfg.test_cfg = cfg.test_evaluator = None
     cfg.visualizer.vis_backends = [dict(type="LocalVisBackend")]
+    # mmengine keeps one visualizer per name for the whole process, and mmpose's runtime config names it
+    # "visualizer": a second training in the same process would write into the first one's (maybe deleted) dir.
+    cfg.visualizer.name = f"bmpose-train-{uuid.uuid4().hex}"
     cfg.bmpose_threads = threads
     return cfg
 
