@@ -294,3 +294,24 @@ def test_w32_bm1684_batch1_fp32_and_int8(tmp_path_factory):
             assert m["checks"]["final"]["cosine"] >= m["checks"]["tolerance"][key] == cfg.tolerances[key]
             with np.load(b["dir"] / "compare.npz") as z:
                 assert z["bmodel"].shape == (1, 17, 64, 48)
+
+
+def test_auto_tail_of_a_network_without_a_merge_stops_at_the_heatmap_conv():
+    """A plain chain (AlexNet-like): walking back to the first merge would make the whole net FP32."""
+    from pathlib import Path
+
+    from bmpose.convert.mlirgraph import Graph, Op
+
+    def chain(*types):
+        ops, prev = [], "input"
+        for i, t in enumerate(types):
+            ops.append(Op(f"n{i}_{t}", t, (prev,), "f32"))
+            prev = ops[-1].name
+        return Graph(Path("x.mlir"), tuple(ops), (prev,))
+
+    g = chain("top.Conv", "top.Relu", "top.MaxPool", "top.Conv", "top.Relu", "top.Deconv", "top.Relu", "top.Conv")
+    assert auto_tail(g) == ["n7_top.Conv"]
+    g = chain("Conv", "Relu", "ConvTranspose", "Relu", "Sigmoid")   # the ONNX names (convert.nntc), an activation last
+    assert auto_tail(g) == ["n4_Sigmoid", "n3_Relu", "n2_ConvTranspose"]
+    g = chain("top.Relu", "top.Relu")   # nothing weighted at all: the output op alone
+    assert auto_tail(g) == ["n1_top.Relu"]

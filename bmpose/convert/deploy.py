@@ -17,7 +17,8 @@ from bmpose.errors import BmposeError
 from bmpose.manifest import locked, up_to_date, write_manifest
 from bmpose.runtime.devtime import device_time, link_bm1684_estimate
 
-TAIL_RULE = "v1: output op back through single-input ops, up to and including the first merge"
+TAIL_RULE = ("v2: output op back through single-input ops, up to and including the first merge; without a merge, "
+             "up to and including the first weighted op")
 QUANTIZE = {"fp32": "F32", "fp16": "F16", "bf16": "BF16", "int8": "INT8"}
 # model_deploy's own check of every deployed layer against the top FP32 MLIR (cosine, euclidean similarity) is
 # a sanity floor, never stricter than bmpose's real gate (heatmaps vs ONNX, *_cos_random included). Lowest layer

@@ -8,7 +8,9 @@ The automatic tail rule (`auto_tail`): starting from each graph output, walk bac
 exactly one activation input (the heatmap conv, and for heads with deconvs/convs those too), and stop at the
 first op that merges several activations, which is included. In HRNet that merge is the last fuse layer's
 Add(+ReLU): the final 1x1 heatmap conv and the sum that feeds it run in FP32, so the heatmaps - whose peak
-positions and sub-pixel shape decide the keypoints - are not re-quantised at the very end.
+positions and sub-pixel shape decide the keypoints - are not re-quantised at the very end. A network with no
+merge at all (a plain chain such as AlexNet) would be FP32 to its input that way: there the tail ends at the
+first op with weights from the output (the heatmap conv).
 """
 from __future__ import annotations
 
@@ -22,17 +24,28 @@ from bmpose.convert.mlirgraph import Graph, read_graph
 MODES = ("F32", "F16", "BF16", "INT8")
 
 
+# Ops with weights, in the top MLIR and in ONNX (convert.nntc applies the rule to the ONNX graph).
+WEIGHTED = {"top.Conv", "top.Deconv", "top.MatMul", "Conv", "ConvTranspose", "Gemm", "MatMul"}
+
+
 def auto_tail(graph: Graph) -> list[str]:
     producers = graph.producers()
     tail: list[str] = []
     for out in graph.outputs:
-        name = out
-        while name in producers and name not in tail:
+        name, walked = out, []
+        while name in producers and name not in tail + walked:
             op = producers[name]
-            tail.append(name)
-            if len(op.inputs) != 1:      # a merge (the last fuse) or the graph input: stop here
+            walked.append(name)
+            if len(op.inputs) != 1:      # a merge (the last fuse): stop here
                 break
             name = op.inputs[0]
+        if name not in producers:
+            # the walk reached the graph input without a merge (a plain chain, AlexNet): it is the whole
+            # network, which would leave nothing INT8. Keep the output back to its first weighted op (the
+            # heatmap conv; the output op alone when nothing is weighted).
+            first = next((i for i, n in enumerate(walked) if producers[n].type in WEIGHTED), 0)
+            walked = walked[:first + 1]
+        tail += walked
     return tail
 
 
