@@ -41,8 +41,9 @@ if [[ $FIND_ONLY == 1 ]]; then echo "$PY"; exit 0; fi
 
 # Quiet: one line per phase with its time; everything the tools print goes to $VENV/setup.log, whose tail is
 # shown only when a phase fails (pip's own "ERROR: ... dependency resolver" lines are expected, see below).
-# A fresh venv peaks near 11 GB (6.5 GB installed plus pip's downloaded wheels, torch's CUDA ones alone 4.4 GB):
-# with less free, pip dies half-way with "No space left on device", so say it first, in one line.
+# A fresh venv needs about 11 GB at its peak, by estimate, not measured: 6.5 GB installed plus pip's downloaded
+# wheels (torch's CUDA ones alone 4.4 GB). With less free, pip dies half-way with "No space left on device", so
+# say it first, in one line.
 need_gb=12
 if [[ ! -x "$VENV/bin/python" ]]; then
   for dir in "$(dirname "$VENV")" "${TMPDIR:-/tmp}"; do
