@@ -90,12 +90,16 @@ class CocoKeypoints:
             raise BmposeError(f"{where}: 'keypoints' must be a list of names, got {_show(c['keypoints'])}")
         return True
 
+    def _entry(self, section: str, i: int, entry, noun: str) -> str:
+        """An entry of `section` must be an object with an integer id; -> how messages name it from then on."""
+        if not isinstance(entry, dict):
+            raise BmposeError(f"{self.path}: {section}[{i}] is not an object: {_show(entry)}")
+        if not _int(entry.get("id")):
+            raise BmposeError(f"{self.path}: {section}[{i}]: 'id' must be an integer, got {_show(entry.get('id'))}")
+        return f"{self.path}: {noun} {entry['id']}"
+
     def _check_image(self, i: int, im) -> None:
-        if not isinstance(im, dict):
-            raise BmposeError(f"{self.path}: images[{i}] is not an object: {_show(im)}")
-        if not _int(im.get("id")):
-            raise BmposeError(f"{self.path}: images[{i}]: 'id' must be an integer, got {_show(im.get('id'))}")
-        where = f"{self.path}: image {im['id']}"
+        where = self._entry("images", i, im, "image")
         if im["id"] in self.images:
             raise BmposeError(f"{where}: the id appears twice in 'images'")
         if not (isinstance(im.get("file_name"), str) and im["file_name"]):
@@ -106,11 +110,7 @@ class CocoKeypoints:
 
     def _is_person(self, i: int, a) -> bool:
         """Whether annotation i is one of the keypoint category's persons (then fully checked)."""
-        if not isinstance(a, dict):
-            raise BmposeError(f"{self.path}: annotations[{i}] is not an object: {_show(a)}")
-        if not _int(a.get("id")):
-            raise BmposeError(f"{self.path}: annotations[{i}]: 'id' must be an integer, got {_show(a.get('id'))}")
-        where = f"{self.path}: annotation {a['id']}"
+        where = self._entry("annotations", i, a, "annotation")
         if not _int(a.get("category_id")):
             raise BmposeError(f"{where}: 'category_id' must be an integer, got {_show(a.get('category_id'))}")
         if a["category_id"] != self.category["id"]:
