@@ -34,10 +34,16 @@ INT8_LAYER_TOL_RANDOM = "0,-inf"
 FAILED_OPTIONS = "options.json"
 
 
+def gate_key(precision: str, checkpoint: str | None) -> str:
+    """The tolerance a bmodel's heatmaps are held to: `<precision>_cos`, or `*_cos_random` when a quantised
+    build comes from random-init fixture weights (FP32 has no excuse)."""
+    return f"{precision}_cos" + ("_random" if precision != "fp32" and checkpoint == "fixture" else "")
+
+
 def deploy_options(cfg, chip: str, precision: str, batch: int, *, method: str | None, user_qtables, search: bool,
                    checkpoint: str | None, calib: dict | None) -> dict:
     checkpoint = checkpoint or cfg.checkpoint
-    tol_key = f"{precision}_cos" + ("_random" if precision != "fp32" and checkpoint == "fixture" else "")
+    tol_key = gate_key(precision, checkpoint)
     opts = {"chip": chip, "precision": precision, "batch": batch, "tolerance": {tol_key: cfg.tolerances[tol_key]},
             "checkpoint": checkpoint, "calib": calib,
             # v1: the compiler's cycle estimate is embedded in the bmodel (BM1684 too, see runtime.devtime)

@@ -4,7 +4,8 @@
 stage costs per person), `host` (the device bundle's pre/post-processing per person), `device` (simulated
 device time per bmodel beside the host's ms per person), `simulators` (cmodel vs pymlir seconds per crop),
 `deploy` (bmpose's deploy vs the raw model_deploy.py on the same inputs), `fused` (normalisation inside the
-bmodel, an option measured), `estimate` (compile-only device time of variants not built). Each is `fn(cfg, args) -> rows`, a row being {"case": ..., then any numbers}.
+bmodel, an option measured), `estimate` (compile-only device time of variants not built). Each is
+`fn(cfg, args) -> rows`, a row being {"case": ..., then any numbers}.
 
 Long: a registry of independent benchmarks, each a function that stands alone; they share only `timed` and
 the bundled persons.
@@ -317,13 +318,17 @@ def bench_device(cfg, args) -> list[dict]:
     rows = []
     for b in bmodels:
         t = b["manifest"].get("checks", {}).get("device_time") or {}
-        ms = t.get("runtime_ms")
         rows.append({"benchmark": "device", "case": b["dir"].name, "chip": b["chip"], "precision": b["precision"],
-                     "batch": b["batch"], "device_ms_per_batch": round(ms, 4) if ms else None,
-                     "device_ms_per_person": round(ms / b["batch"], 4) if ms else None,
-                     "tpu_persons_per_s": round(1e3 * b["batch"] / ms) if ms else None,
+                     "batch": b["batch"], **_device_columns(t.get("runtime_ms"), b["batch"]),
                      "host_pre_post_ms_per_person": host["total_ms"], "source": t.get("source") or t.get("why")})
     return rows
+
+
+def _device_columns(ms: float | None, batch: int) -> dict:
+    """Simulated ms per batch and per person, persons/s on the TPU alone (None where no time is known)."""
+    return {"device_ms_per_batch": round(ms, 4) if ms else None,
+            "device_ms_per_person": round(ms / batch, 4) if ms else None,
+            "tpu_persons_per_s": round(1e3 * batch / ms) if ms else None}
 
 
 def bench_estimate(cfg, args) -> list[dict]:
@@ -357,16 +362,13 @@ def bench_estimate(cfg, args) -> list[dict]:
     for i, (chip, precision, batch) in enumerate(targets, 1):
         checks, fresh = ensure_estimate(cfg, chip, precision, batch, mlir=mlir[batch],
                                         cali_table=table if precision == "int8" else None)
-        ms = checks["device_time"].get("runtime_ms")
-        say(f"estimate {i}/{len(targets)}: {chip} {precision} b{batch}: "
-            + (f"{ms:.3f} ms" if ms else checks["device_time"].get("why", "no estimate"))
+        ms = checks["device_time"]["runtime_ms"]   # always there: ensure_estimate refuses a bmodel without one
+        say(f"estimate {i}/{len(targets)}: {chip} {precision} b{batch}: {ms:.3f} ms"
             + (f" (compiled in {checks['deploy_seconds']:.0f} s)" if fresh else " (up to date)"), file=sys.stderr)
         b = built.get((chip, precision, batch))
         verified = ((b["manifest"].get("checks", {}).get("device_time") or {}).get("runtime_ms") if b else None)
         rows.append({"case": f"{chip} {precision} b{batch}", "chip": chip, "precision": precision, "batch": batch,
-                     "device_ms_per_batch": round(ms, 4) if ms else None,
-                     "device_ms_per_person": round(ms / batch, 4) if ms else None,
-                     "tpu_persons_per_s": round(1e3 * batch / ms) if ms else None,
+                     **_device_columns(ms, batch),
                      "verified_build_ms_per_batch": round(verified, 4) if verified else None,
                      "compile_s": checks["deploy_seconds"]})
     return rows
@@ -456,5 +458,5 @@ def bench_fused(cfg, args, persons: int = 16) -> list[dict]:
              "input_bytes_float": int(4 * 3 * w * h), "input_bytes_fused": int(3 * w * h)}]
 
 
-BENCHMARKS = {"calib": bench_calib, "infer": bench_infer, "host": bench_host, "device": bench_device, "simulators": bench_simulators,
-              "deploy": bench_deploy, "fused": bench_fused, "estimate": bench_estimate}
+BENCHMARKS = {"calib": bench_calib, "infer": bench_infer, "host": bench_host, "device": bench_device,
+              "simulators": bench_simulators, "deploy": bench_deploy, "fused": bench_fused, "estimate": bench_estimate}

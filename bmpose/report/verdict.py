@@ -59,13 +59,13 @@ def _row_of_build(b: dict) -> dict:
 def _failed_gate(cfg, d: Path, precision: str) -> tuple[str, float | None]:
     """The heatmap gate a failed build was held to: from the options it left (bmpose.convert.deploy), else, for
     a build older than that file, the config's rule (random-init fixture weights: the *_random gate)."""
-    from bmpose.convert.deploy import FAILED_OPTIONS
+    from bmpose.convert.deploy import FAILED_OPTIONS, gate_key
 
     try:
         key, tol = next(iter(json.loads((d / FAILED_OPTIONS).read_text())["tolerance"].items()))
         return key, float(tol)
     except (OSError, ValueError, KeyError, StopIteration, AttributeError, TypeError):
-        key = f"{precision}_cos" + ("_random" if precision != "fp32" and cfg.checkpoint == "fixture" else "")
+        key = gate_key(precision, cfg.checkpoint)
         return key, cfg.tolerances.get(key)
 
 
