@@ -100,3 +100,14 @@ def simulate_like_the_build(b: dict, chip: str) -> tuple[np.ndarray, np.ndarray]
     y = open_backend(b["tpu_mlir"], chip, kind="mlir").run(x)
     np.testing.assert_allclose(y, tpu, atol=1e-6)
     return y, onnx
+
+
+def assert_random_weight_gates_passed(cfg, bmodels: list[dict], heatmaps_shape: tuple) -> None:
+    """Each bmodel built from random-init fixture weights passed its own gate at the config's value (FP32:
+    fp32_cos; INT8: int8_cos_random, the weights being meaningless) and gives heatmaps of the model's shape."""
+    for b in bmodels:
+        m = b["manifest"]
+        key = {"fp32": "fp32_cos", "int8": "int8_cos_random"}[b["precision"]]
+        assert m["checks"]["final"]["cosine"] >= m["checks"]["tolerance"][key] == cfg.tolerances[key]
+        with np.load(b["dir"] / "compare.npz") as z:
+            assert z["bmodel"].shape == heatmaps_shape
