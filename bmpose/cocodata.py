@@ -7,7 +7,6 @@ kept as float32 xyxy (`Person.bbox_xyxy`, crop with `crop_person(..., xyxy=True)
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import reprlib
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bmpose.device.inputs import finite_number as _number
 from bmpose.errors import BmposeError
 from bmpose.manifest import sha256_file
 
@@ -241,16 +241,6 @@ def _check_detection(path: Path, i: int, d) -> None:
 
 def _int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)   # json's true/false are Python ints
-
-
-def _number(v) -> bool:
-    """A finite JSON number (Python's json reads NaN and Infinity; a huge int does not fit a float)."""
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return False
-    try:
-        return math.isfinite(v)
-    except OverflowError:
-        return False
 
 
 _short = reprlib.Repr()

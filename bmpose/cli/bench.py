@@ -7,6 +7,7 @@ import json
 import os
 import platform
 
+from bmpose.convert import PRECISIONS
 from bmpose.report import bench
 
 
@@ -19,7 +20,7 @@ def main(argv=None) -> int:
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--only", action="append", default=None, metavar="NAME", help="run only these (repeatable)")
     p.add_argument("--chips", nargs="+", default=None, help="estimate: chips (default: the config's)")
-    p.add_argument("--precisions", nargs="+", default=None, choices=("fp32", "fp16", "bf16", "int8"),
+    p.add_argument("--precisions", nargs="+", default=None, choices=PRECISIONS,
                    help="estimate: precisions (default: every one the chip has)")
     p.add_argument("--batches", nargs="+", type=int, default=None, help="estimate: batch sizes (default: the config's)")
     a = p.parse_args(argv)

@@ -55,12 +55,12 @@ def load_detections(path, files: list, score_thr: float = 0.0, category_id: int 
             raise PoseError(f"{where}: image_id {image_id} is not one of the {len(files)} images given "
                             f"(COCO names: {image_id:012d}.jpg)")
         bbox = d.get("bbox")
-        if not (isinstance(bbox, list) and len(bbox) == 4 and all(_number(v) for v in bbox)):
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(finite_number(v) for v in bbox)):
             raise PoseError(f"{where} (image {image_id}): bbox must be 4 finite numbers [x, y, w, h], got {bbox!r}")
         if not (bbox[2] > 0 and bbox[3] > 0):
             raise PoseError(f"{where} (image {image_id}): bbox {bbox} has zero or negative size")
         score = d.get("score", 1.0)
-        if not _number(score):
+        if not finite_number(score):
             raise PoseError(f"{where} (image {image_id}): score must be a finite number, got {score!r}")
         category = d.get("category_id", category_id)
         if isinstance(category, bool) or not isinstance(category, int):
@@ -71,11 +71,12 @@ def load_detections(path, files: list, score_thr: float = 0.0, category_id: int 
     return out
 
 
-def _number(v) -> bool:
+def finite_number(v) -> bool:
+    """A finite JSON number (Python's json reads NaN and Infinity; a huge int does not fit a float). The host's
+    COCO loader (bmpose.cocodata) uses this one too."""
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return False
     try:
         return math.isfinite(v)
     except OverflowError:   # an int too large for a float
         return False
-
