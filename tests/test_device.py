@@ -1,7 +1,9 @@
 """The device side's own readers (bmpose.device): bmodel headers and detection files, one-line errors."""
 import json
 import struct
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bmpose.device.bmodel_file import bmodel_chip
@@ -102,3 +104,108 @@ def test_bad_detections_are_one_line_errors(tmp_path, entries, message):
     with pytest.raises(PoseError, match=message) as e:
         load_detections(dets, files)
     assert str(dets) in str(e.value) and "\n" not in str(e.value)
+
+
+# ------------------------------------------------------------------------ the sail runner on the stand-in
+# The stand-in (tests/sail_standin) follows sail's documented semantics (docs/device.md); its ONNX engine can
+# pretend to be a bmodel with INT8/UINT8 I/O (SAIL_STANDIN_INPUT/OUTPUT), and its get_target() answers what
+# SAIL_STANDIN_TARGET says, aliases included.
+
+STANDIN = Path(__file__).resolve().parent / "sail_standin"
+
+
+def _tiny_onnx(path):
+    """input [1,3,8,6] -> heatmaps [1,2,8,6]: a 1x1 conv with fixed weights (values around +-10)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.arange(6, dtype=np.float32).reshape(2, 3, 1, 1) - 2.5
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["input", "w"], ["heatmaps"], name="conv")], "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 6])],
+        [helper.make_tensor_value_info("heatmaps", TensorProto.FLOAT, [1, 2, 8, 6])],
+        [numpy_helper.from_array(w, "w")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return path
+
+
+@pytest.fixture
+def standin(tmp_path, monkeypatch):
+    """A fake bmodel per chip, an ONNX engine behind the stand-in, and `run(chip, x, **env)` -> (runner, y)."""
+    import sys
+
+    from bmpose.device.sail_runner import SailRunner
+
+    onnx_path = _tiny_onnx(tmp_path / "tiny.onnx")
+    monkeypatch.syspath_prepend(str(STANDIN))
+    monkeypatch.setenv("SAIL_STANDIN_ENGINE", f"onnx:{onnx_path}")
+    for var in ("SAIL_STANDIN_INPUT", "SAIL_STANDIN_OUTPUT"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("SAIL_STANDIN_TARGET", "BM1684X")
+
+    def runner(chip="BM1684X", **env):
+        for k, v in env.items():
+            monkeypatch.setenv(f"SAIL_STANDIN_{k.upper()}", v)
+        return SailRunner(_fake_bmodel(tmp_path / f"{chip}.bmodel", chip.encode()))
+
+    yield runner
+    for name in [m for m in sys.modules if m == "sophon" or m.startswith("sophon.")]:
+        del sys.modules[name]
+
+
+def _reference(x):
+    w = np.arange(6, dtype=np.float32).reshape(2, 3) - 2.5
+    return np.einsum("oc,nchw->nohw", w, x.astype(np.float32))
+
+
+@pytest.mark.parametrize("answer", ["CV186AH", "cv186x", " CV186AH\n"])
+def test_a_cv186x_bmodel_loads_on_a_device_that_answers_its_soc_name(standin, answer):
+    r = standin("CV186X", target=answer)
+    assert r.chip == "CV186X" and r.device_chip == "CV186X"
+
+
+@pytest.mark.parametrize("answer", ["Error: unknown chip id 0x0", "", "SOPHON", "None"])
+def test_an_unknown_target_answer_is_cannot_tell_not_a_mismatch(standin, answer):
+    r = standin("BM1684X", target=answer)
+    assert r.device_chip is None and r.batch_size == 1
+
+
+@pytest.mark.parametrize("bmodel_chip, answer", [("BM1684X", "BM1684"), ("CV186X", "BM1688"), ("BM1684", "CV186AH")])
+def test_a_bmodel_for_another_chip_is_refused_in_one_line(standin, bmodel_chip, answer):
+    with pytest.raises(PoseError, match=f"built for {bmodel_chip.lower()}, but device 0 is a ") as e:
+        standin(bmodel_chip, target=answer)
+    assert "\n" not in str(e.value)
+
+
+def test_an_int8_output_comes_back_dequantised_once(standin):
+    """process() returns an INT8 output already dequantised (sail's documented semantics): the runner must not
+    multiply it by the output scale again."""
+    x = np.random.RandomState(0).uniform(-1, 1, (1, 3, 8, 6)).astype(np.float32)
+    r = standin(output="int8:0.25")
+    assert r.output_dtype == "INT8"
+    y = r.run(x)
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y, _reference(x), atol=0.125 + 1e-6, rtol=0)   # half a quantisation step
+
+
+def test_a_raw_integer_output_is_dequantised_by_the_output_scale(standin, monkeypatch):
+    """A path that hands back the device's raw integer tensor is dequantised with get_output_scale()."""
+    r = standin(output="int8:0.25")
+    q = np.arange(-48, 48, dtype=np.int8).reshape(1, 2, 8, 6)
+    monkeypatch.setattr(r.engine, "process", lambda graph, tensors: {r.output_name: q})
+    np.testing.assert_array_equal(r.run(np.zeros((1, 3, 8, 6), np.float32)), q.astype(np.float32) * 0.25)
+
+
+def test_integer_inputs_are_accepted(standin):
+    """A UINT8-input bmodel (normalisation fused in) gets uint8 as it is; float32 is quantised by sail."""
+    pixels = np.random.RandomState(1).randint(0, 256, (1, 3, 8, 6)).astype(np.uint8)
+    r = standin(input="uint8:1")
+    assert r.input_dtype == "UINT8"
+    y = r.run(pixels)
+    assert r.engine._impl.fed.dtype == np.uint8 and np.array_equal(r.engine._impl.fed, pixels)
+    np.testing.assert_allclose(y, _reference(pixels), rtol=1e-6)
+    r = standin(input="int8:0.5")
+    x = np.random.RandomState(2).uniform(-20, 20, (1, 3, 8, 6)).astype(np.float32)
+    y = r.run(x)
+    assert r.engine._impl.fed.dtype == np.int8
+    np.testing.assert_allclose(y, _reference(np.round(x / 0.5) * 0.5), rtol=1e-5, atol=1e-5)

@@ -292,16 +292,20 @@ def test_bundle_contents(bundle):
     assert not onnx_dir(cfg).exists() and onnx_dir(cfg, 13) == cfg.artifacts / "onnx"
 
 
-def test_tail_names_exist_in_the_opset12_onnx(bundle):
+def test_tail_names_are_node_names_of_the_opset12_onnx(bundle):
+    """-fpfwd_outputs takes prototxt LAYER names, which on_to_umodel takes from the ONNX node names: every
+    entry is a node of both bundled files, and the nodes are the tail (heatmap conv, last fuse Relu + Add)."""
     tail = json.loads((bundle["dir"] / "bundle.json").read_text())["calibration"]["fpfwd_outputs"]
     assert f"FPFWD_OUTPUTS='{','.join(tail)}'" in (bundle["dir"] / "gen_int8bmodel.sh").read_text()
     for b in (1, 4):
         model = onnx.load(str(bundle["dir"] / "onnx" / f"{SMALL}_b{b}.onnx"))
         assert model.opset_import[0].version == 12 and model.ir_version <= 7
-        producer = {o: n for n in model.graph.node for o in n.output}
-        assert [producer[t].op_type for t in tail] == ["Conv", "Relu", "Add"]   # heatmap conv, last fuse
-        assert tail[0] == model.graph.output[0].name == "heatmaps"
-        assert tail[-1].endswith("stage4.0/Add_3_output_0")
+        nodes = {n.name: n for n in model.graph.node}
+        assert [nodes[t].op_type for t in tail] == ["Conv", "Relu", "Add"]   # heatmap conv, last fuse
+        assert tail[0] == "/estimator/final_layer/Conv" and nodes[tail[0]].output[0] == model.graph.output[0].name
+        assert tail[-1] == "/estimator/backbone/stage4/stage4.0/Add_3"
+        tensors = {o for n in model.graph.node for o in n.output}
+        assert not set(tail) & tensors          # no tensor is named like a tail node: the two cannot be confused
 
 
 def test_second_run_is_a_noop(bundle):
@@ -344,13 +348,23 @@ def test_scripts_run_with_standins(bundle, tmp_path):
     ("gen_int8bmodel.sh", "-bitwidth=TO_INT8", "-bitwidth=TO_INT4", "expected TO_INT8"),
     ("gen_int8bmodel.sh", "-D lmdb", "-D onnx", "onnx: not an LMDB"),
     ("gen_int8bmodel.sh", "-prec=INT8", "-precision=INT8", "unknown flag -precision"),
-    ("gen_int8bmodel.sh", "FPFWD_OUTPUTS='heatmaps,", "FPFWD_OUTPUTS='heatmap,", "FP32 tail layer 'heatmap'"),
+    ("gen_int8bmodel.sh", "FPFWD_OUTPUTS='/estimator/final_layer/Conv,", "FPFWD_OUTPUTS='/estimator/final_layer/Con,",
+     "FP32 tail layer '/estimator/final_layer/Con' is not a layer"),
+    # a tensor name (the old bundle's) is a top: of the prototxt, not a layer name: the guard refuses it
+    ("gen_int8bmodel.sh", "FPFWD_OUTPUTS='/estimator/final_layer/Conv,", "FPFWD_OUTPUTS='heatmaps,",
+     "FP32 tail layer 'heatmaps' is not a layer"),
+    # ... and so does calibration_use_pb where the guard is skipped
+    ("gen_int8bmodel.sh", "LAYERS=$(layer_names", "LAYERS=heatmaps; : $(layer_names", None),
+    ("gen_int8bmodel.sh", "    -d int8/umodel", "    -n \"$NET\" -d int8/umodel", "unknown flag -n"),
 ])
 def test_a_broken_flag_fails(bundle, tmp_path, script, old, new, message):
     work = tmp_path / "mut"
     shutil.copytree(bundle["dir"], work)
     text = (work / script).read_text()
     assert old in text
+    if message is None:   # the guard sees "heatmaps" only; the script passes it on to calibration_use_pb
+        text = text.replace("FPFWD_OUTPUTS='/estimator/final_layer/Conv,", "FPFWD_OUTPUTS='heatmaps,")
+        message = "-fpfwd_outputs: 'heatmaps' is not a layer name"
     (work / script).write_text(text.replace(old, new))
     r = subprocess.run(["bash", str(work / script)], cwd=work, env=standin_env(), capture_output=True, text=True)
     assert r.returncode != 0 and message in r.stderr, r.stderr

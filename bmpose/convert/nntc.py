@@ -83,6 +83,24 @@ def onnx_tail_outputs(path) -> list[str]:
     return auto_tail(onnx_graph(path))
 
 
+def onnx_tail_layers(path) -> list[str]:
+    """The FP32 tail as calibration_use_pb's -fpfwd_outputs wants it: LAYER names of the prototxt that
+    on_to_umodel writes, which are the ONNX node names (e.g. `/estimator/final_layer/Conv`), not the tensor
+    names (`heatmaps`); see docs/device.md for the vendor text."""
+    import onnx
+
+    nodes = onnx.load(str(path), load_external_data=False).graph.node
+    producer = {o: n for n in nodes for o in n.output if o}
+    layers = []
+    for tensor in onnx_tail_outputs(path):
+        name = producer[tensor].name
+        if not name:
+            raise BmposeError(f"{path}: the node that writes {tensor!r} has no name; NNTC's -fpfwd_outputs needs "
+                              f"node names (export with named nodes)")
+        layers.append(name)
+    return layers
+
+
 def _check_onnx(path: Path, batch: int, chw: list) -> dict:
     import onnx
 
@@ -94,7 +112,22 @@ def _check_onnx(path: Path, batch: int, chw: list) -> dict:
     dims = [d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim]
     if dims != [batch, *chw]:
         raise BmposeError(f"{path}: input shape {dims}, the batch-{batch} file needs {[batch, *chw]}")
-    return {"opset": opset, "ir_version": m.ir_version, "tensors": {o for n in m.graph.node for o in n.output}}
+    return {"opset": opset, "ir_version": m.ir_version, "nodes": {n.name for n in m.graph.node}}
+
+
+def _tail_layers(onnx: dict, checks: dict) -> list[str]:
+    """The FP32 tail's node names, found in the batch-1 file, checked in every file and for NNTC's command
+    lines (pops each check's node set)."""
+    tail = onnx_tail_layers(onnx[1])
+    for b in BATCHES:
+        nodes = checks[f"b{b}"].pop("nodes")
+        missing = [t for t in tail if t not in nodes]
+        if missing:
+            raise BmposeError(f"{onnx[b]}: FP32 tail nodes {missing} (found in the batch-1 file) are missing")
+    bad = [t for t in tail + [INPUT, OUTPUT] if not t or any(ch in t for ch in ",[]'\"\n ")]
+    if bad:
+        raise BmposeError(f"{onnx[1]}: names {bad} cannot be passed on NNTC's command lines")
+    return tail
 
 
 def ensure_nntc(cfg, lmdb, checkpoint=None, method: str | None = None, iterations: int | None = None,
@@ -111,15 +144,7 @@ def ensure_nntc(cfg, lmdb, checkpoint=None, method: str | None = None, iteration
     onnx = ensure_onnx(cfg, checkpoint, batches=BATCHES, opset=OPSET, verbose=verbose)
     c, (h, w) = 3, cfg.input_hw
     checks = {f"b{b}": _check_onnx(onnx[b], b, [c, h, w]) for b in BATCHES}
-    tail = onnx_tail_outputs(onnx[1])
-    for b in BATCHES:
-        names = checks[f"b{b}"].pop("tensors")
-        missing = [t for t in tail if t not in names]
-        if missing:
-            raise BmposeError(f"{onnx[b]}: FP32 tail tensors {missing} (found in the batch-1 file) are missing")
-    bad = [t for t in tail + [INPUT, OUTPUT] if not t or any(ch in t for ch in ",[]'\"\n ")]
-    if bad:
-        raise BmposeError(f"{onnx[1]}: tensor names {bad} cannot be passed on NNTC's command lines")
+    tail = _tail_layers(onnx, checks)
     out_dir = nntc_dir(cfg)
     inputs = {"onnx_b1": onnx[1], "onnx_b4": onnx[4], "calib_lmdb": lmdb}
     options = {"target": TARGET, "opset": OPSET, "batches": list(BATCHES), "method": method, "th_method": th_method,
@@ -220,22 +245,34 @@ done
 
 _INT8 = _PREAMBLE + """ITERATIONS={iterations}
 TH_METHOD={th_method}
-# bmpose's FP32 tail (ONNX tensor names): these layers and everything after them stay float
+# bmpose's FP32 tail as prototxt LAYER names (= the ONNX node names on_to_umodel keeps; not tensor names):
+# these layers and everything after them stay float
 FPFWD_OUTPUTS='{fpfwd}'
 
 # 1. ONNX -> fp32 umodel; -D points the prototxt's Data layer at the calibration LMDB
 rm -rf int8
 python3 -m ufw.tools.on_to_umodel -m "onnx/${{NET}}_b1.onnx" -s "[1,$C,$H,$W]" -i "[{input}]" -o "[{output}]" \\
-    -n "$NET" -d int8/umodel -D lmdb --cmp
+    -d int8/umodel -D lmdb --cmp
 shopt -s nullglob
 protos=(int8/umodel/*_bmneto_test_fp32.prototxt)
 [ "${{#protos[@]}}" -eq 1 ] || die "expected one int8/umodel/*_bmneto_test_fp32.prototxt, found ${{#protos[@]}}"
 PREFIX="${{protos[0]%_test_fp32.prototxt}}"
 need "${{PREFIX}}.fp32umodel" "on_to_umodel"
-# a tail name the umodel does not know would be ignored or rejected: check before calibrating
+# a tail name the umodel does not know would be ignored or rejected: check before calibrating, against the
+# name: of each top-level `layer {{ }}` block only (not tops, bottoms or the net's own name)
+layer_names() {{
+    awk '
+        depth == 0 && /^[ \\t]*layer[ \\t]*\\{{/ {{ in_layer = 1 }}
+        in_layer && depth == 1 && match($0, /^[ \\t]*name:[ \\t]*"[^"]*"/) {{
+            v = substr($0, RSTART, RLENGTH); sub(/^[^"]*"/, "", v); sub(/"$/, "", v); print v
+        }}
+        {{ depth += gsub(/\\{{/, "{{") - gsub(/\\}}/, "}}"); if (depth == 0) in_layer = 0 }}
+    ' "$1"
+}}
+LAYERS=$(layer_names "${{PREFIX}}_test_fp32.prototxt")
 IFS=, read -r -a tail_names <<< "$FPFWD_OUTPUTS"
 for n in "${{tail_names[@]}}"; do
-    grep -qF "\\"$n\\"" "${{PREFIX}}_test_fp32.prototxt" || die "FP32 tail layer '$n' is not in ${{PREFIX}}_test_fp32.prototxt"
+    grep -qxF -- "$n" <<< "$LAYERS" || die "FP32 tail layer '$n' is not a layer of ${{PREFIX}}_test_fp32.prototxt"
 done
 
 # 2. calibrate on ITERATIONS batch-1 records -> int8 umodel

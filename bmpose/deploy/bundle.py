@@ -29,11 +29,19 @@ FORMAT = "bmpose-deploy 1"
 PACKAGE = Path(__file__).resolve().parent.parent          # bmpose/
 SHIPPED = ("pose", "device")                               # the subpackages that run on the device
 SAMPLE_IMAGES = ("000000000139.jpg", "000000229358.jpg", "000000397133.jpg", "000000434204.jpg")
+MIN_PYTHON = (3, 7)   # the core uses `from __future__ import annotations` (3.7+)
+# The launcher parses on any Python (no f-strings), so an SE5 still on Debian 9's Python 3.5 gets one line
+# naming the version it needs instead of a SyntaxError from the package.
 LAUNCHER = '''#!/usr/bin/env python3
 """{model} on a Sophon {chip_upper}: `python3 bmodel.py --help`. Written by `bmpose deploy`; see README.md."""
 import os
 import sys
 
+if sys.version_info < {min_python!r}:
+    sys.stderr.write("bmodel.py: error: Python {min_text} or newer is needed, this is Python %d.%d (%s); "
+                     "run it with a newer python3 (README.md)\\n"
+                     % (sys.version_info[0], sys.version_info[1], sys.executable))
+    sys.exit(1)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bmpose.device.app import main  # noqa: E402
 
@@ -135,7 +143,8 @@ def write_bundle(cfg, chip: str, bmodels: list[dict]) -> tuple[Path, Path, bool]
                 "samples": {"images": "images", "boxes": "images/boxes.json"}}
         (tmp / "deploy.json").write_text(json.dumps(meta, indent=1) + "\n")
         launcher = tmp / "bmodel.py"
-        launcher.write_text(LAUNCHER.format(model=cfg.name, chip_upper=chip.upper()))
+        launcher.write_text(LAUNCHER.format(model=cfg.name, chip_upper=chip.upper(), min_python=MIN_PYTHON,
+                                            min_text=".".join(map(str, MIN_PYTHON))))
         launcher.chmod(0o755)
         (tmp / "README.md").write_text(render_readme(cfg, chip, meta))
         with atomic_file(archive) as tmp_archive:

@@ -1,11 +1,15 @@
-"""One bmodel on one Sophon device through the SDK's `sophon.sail`: float32 NCHW batch in, float32 heatmaps
-out. Shared by the deploy bundle's `bmodel.py` and `bmpose infer --backend sail`.
+"""One bmodel on one Sophon device through the SDK's `sophon.sail`: a batch in, float32 heatmaps out. Shared
+by the deploy bundle's `bmodel.py` and `bmpose infer --backend sail`.
 
 The calls are those of sail's Python API (sophon-sail docs, `sail.Engine` / `sail.Handle`):
 `Handle(dev_id).get_target()`, `Engine(path, dev_id, IOMode.SYSIO)`, `get_graph_names()`,
 `get_input_names/get_output_names(graph)`, `get_input_shape(graph, name)`, `get_input_dtype`,
 `get_output_dtype`, `get_output_scale`, and `process(graph, {name: array}) -> {name: array}` with tensors in
-system memory. bmpose's bmodels take the normalised float32 input (no sail.Bmcv preprocessing).
+system memory. What each call is documented to do, with the vendor's words: docs/device.md.
+- process() quantises a float32 input by the input's scale itself, and returns float32 outputs already
+  dequantised by the output's scale: an INT8 output is NOT multiplied again here. Only a raw integer array
+  (a path that reads the device tensor itself) is dequantised with get_output_scale().
+- A UINT8/INT8-input bmodel (normalisation fused into the bmodel) takes its own integer dtype as it is.
 """
 from __future__ import annotations
 
@@ -13,6 +17,13 @@ import numpy as np
 
 from ..pose.errors import PoseError
 from .bmodel_file import bmodel_chip
+
+# Handle.get_target() answers the chip family on most boxes, but the SoC's own name on some (an SE9-8 answers
+# CV186AH for a CV186X bmodel) and an "Error..." string or nothing useful on some releases. Known answers map
+# to bmodel chip names; anything else means "cannot tell": the bmodel is loaded and the runtime decides.
+TARGET_ALIASES = {"BM1684": "BM1684", "BM1684X": "BM1684X", "BM1688": "BM1688", "CV186X": "CV186X",
+                  "CV186AH": "CV186X"}
+INTEGER_DTYPES = {"INT8": np.int8, "UINT8": np.uint8}
 
 
 def import_sail():
@@ -22,6 +33,16 @@ def import_sail():
         raise PoseError("sophon.sail is not importable: on the box, put the SDK's sail on PYTHONPATH (see "
                         "README.md); without a device, bmpose runs bmodels on the cmodel backend") from None
     return sail
+
+
+def device_chip(answer) -> str | None:
+    """get_target()'s answer as a bmodel chip name, or None when it names no chip we know."""
+    return TARGET_ALIASES.get(str(answer or "").strip().upper())
+
+
+def dtype_name(dtype) -> str:
+    """sail.Dtype.BM_INT8 (or its str) -> "INT8"."""
+    return str(getattr(dtype, "name", dtype)).upper().rsplit(".", 1)[-1].replace("BM_", "")
 
 
 class SailRunner:
@@ -36,7 +57,11 @@ class SailRunner:
         except Exception as e:  # sail raises RuntimeError for a missing device
             raise PoseError(f"device {dev_id}: sophon.sail cannot open it ({e})") from None
         get_target = getattr(handle, "get_target", None)   # not in every sail release
-        self.device_chip = str(get_target()).upper() if get_target else None
+        try:
+            self.device_answer = str(get_target()) if get_target else None
+        except Exception:   # an answer we cannot even read is "cannot tell" too
+            self.device_answer = None
+        self.device_chip = device_chip(self.device_answer)
         if self.device_chip and self.device_chip != self.chip:
             raise PoseError(f"{path}: built for {self.chip.lower()}, but device {dev_id} is a "
                             f"{self.device_chip.lower()}: use the bundle for that chip")
@@ -49,19 +74,25 @@ class SailRunner:
         self.output_name = self.engine.get_output_names(self.graph)[0]
         self.input_shape = tuple(int(d) for d in self.engine.get_input_shape(self.graph, self.input_name))
         self.batch_size = self.input_shape[0]
-        in_dtype = self.engine.get_input_dtype(self.graph, self.input_name)
-        if "FLOAT32" not in str(in_dtype).upper():
-            raise PoseError(f"{path}: its input is {in_dtype}, bmpose feeds float32 (build it with bmpose)")
-        out_dtype = self.engine.get_output_dtype(self.graph, self.output_name)
-        self.output_scale = None if "FLOAT32" in str(out_dtype).upper() else \
-            float(self.engine.get_output_scale(self.graph, self.output_name))
+        self.input_dtype = dtype_name(self.engine.get_input_dtype(self.graph, self.input_name))
+        self.output_dtype = dtype_name(self.engine.get_output_dtype(self.graph, self.output_name))
+
+    def _input(self, x: np.ndarray) -> np.ndarray:
+        """float32, or the input's own integer dtype as it is (sail quantises float32 by the input scale)."""
+        own = INTEGER_DTYPES.get(self.input_dtype)
+        if own is not None and x.dtype == own:
+            return np.ascontiguousarray(x)
+        if x.dtype.kind not in "fui":
+            raise PoseError(f"{self.path}: input dtype {x.dtype} (it takes float32 or {self.input_dtype.lower()})")
+        return np.ascontiguousarray(x, dtype=np.float32)
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(x, dtype=np.float32)
+        x = np.asarray(x)
         if tuple(x.shape) != self.input_shape:
             raise PoseError(f"{self.path}: input shape {tuple(x.shape)} does not match the bmodel's "
                             f"{self.input_shape} (pad the last batch)")
-        y = np.asarray(self.engine.process(self.graph, {self.input_name: x})[self.output_name])
-        if self.output_scale is not None:   # an integer output: dequantise as sail's scale says
-            return y.astype(np.float32) * np.float32(self.output_scale)
-        return y.astype(np.float32, copy=False)
+        y = np.asarray(self.engine.process(self.graph, {self.input_name: self._input(x)})[self.output_name])
+        if y.dtype.kind in "iu":   # a raw device tensor: dequantise as sail's output scale says
+            scale = float(self.engine.get_output_scale(self.graph, self.output_name))
+            return y.astype(np.float32) * np.float32(scale)
+        return y.astype(np.float32, copy=False)   # process() has dequantised it already

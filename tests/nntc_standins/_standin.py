@@ -188,15 +188,21 @@ def read_standin(path, kind):
 
 
 def read_prototxt(path):
-    """The stand-in prototxt's header (a JSON comment line) and its layer names."""
+    """The stand-in prototxt's header (a JSON comment line) and the names of its top-level layer blocks."""
     need_file(path, "prototxt")
-    header, layers = None, set()
+    header, layers, depth, in_layer = None, set(), 0, False
     with open(path) as f:
         for line in f:
-            if line.startswith("# standin: "):
-                header = json.loads(line[len("# standin: "):])
-            elif line.startswith("layer {"):
-                layers.add(line.split('name: "', 1)[1].split('"', 1)[0])
+            text = line.strip()
+            if text.startswith("# standin: "):
+                header = json.loads(text[len("# standin: "):])
+                continue
+            if depth == 0 and text.replace(" ", "").startswith("layer{"):
+                in_layer = True
+            elif in_layer and depth == 1 and text.startswith("name:"):
+                layers.add(text.split('"', 2)[1])
+            depth += text.count("{") - text.count("}")
+            in_layer = in_layer and depth > 0
     if header is None:
         raise Fail("{}: not a stand-in prototxt".format(path))
     return header, layers

@@ -7,8 +7,14 @@ SAIL_STANDIN_ENGINE:
   numerics and I/O dtypes (bmpose.runtime.backends.cmodel);
 - `onnx:PATH`: ONNX Runtime on PATH instead of the bmodel (for Python 3.8 venvs without TPU-MLIR); the bmodel
   file is still opened for its chip and batch checks by bmpose's own reader.
-SAIL_STANDIN_TARGET is the chip the "device" reports (Handle.get_target; default BM1684X).
-What it cannot show: device memory, sail's own dtype conversions and timing on a real box.
+SAIL_STANDIN_TARGET is what the "device" answers to Handle.get_target() (default BM1684X); like a real box
+it may be an alias (an SE9-8 answers CV186AH for a CV186X) or a string that names no chip.
+The I/O follows sail's documented semantics for system-memory tensors (docs/device.md): process() takes
+float32 and quantises it by the input scale for an INT8/UINT8 input (an integer array of the input's own
+dtype goes in as it is), and returns float32 already dequantised by the output scale for an INT8/UINT8
+output. get_output_scale() is for callers that read raw integer tensors themselves. The onnx engine can
+pretend to be such a bmodel: SAIL_STANDIN_INPUT / SAIL_STANDIN_OUTPUT = "int8:SCALE" or "uint8:SCALE"
+(default float32): its values are then quantised with that scale on the way in / out, as on a device.
 """
 import enum
 import os
@@ -47,6 +53,23 @@ class Handle:
         return os.environ.get("SAIL_STANDIN_TARGET", "BM1684X")
 
 
+_NUMPY = {"BM_FLOAT32": np.float32, "BM_INT8": np.int8, "BM_UINT8": np.uint8}
+
+
+def _io_spec(var):
+    """SAIL_STANDIN_INPUT / _OUTPUT: "int8:0.05" -> (Dtype.BM_INT8, 0.05); unset -> (BM_FLOAT32, 1.0)."""
+    text = os.environ.get(var, "")
+    if not text:
+        return Dtype.BM_FLOAT32, 1.0
+    kind, _, scale = text.partition(":")
+    return Dtype["BM_" + kind.upper()], float(scale or 1.0)
+
+
+def _quantise(x, dtype, scale):
+    info = np.iinfo(_NUMPY[dtype.name])
+    return np.clip(np.round(np.asarray(x, np.float32) / np.float32(scale)), info.min, info.max).astype(info.dtype)
+
+
 class _Onnx:
     def __init__(self, bmodel_path, onnx_path):
         import onnxruntime as ort
@@ -55,10 +78,16 @@ class _Onnx:
         self.input, self.output = self.session.get_inputs()[0], self.session.get_outputs()[0]
         self.input_name, self.output_name = self.input.name, self.output.name
         self.input_shape = list(self.input.shape)
-        self.dtypes = (Dtype.BM_FLOAT32, Dtype.BM_FLOAT32)
+        (self.in_dtype, self.in_scale), (self.out_dtype, self.out_scale) = \
+            _io_spec("SAIL_STANDIN_INPUT"), _io_spec("SAIL_STANDIN_OUTPUT")
+        self.fed = None   # the array the "device" got last, in the input's own dtype
 
     def forward(self, x):
-        return self.session.run(None, {self.input_name: x})[0]
+        self.fed = x
+        y = self.session.run(None, {self.input_name: x.astype(np.float32) * np.float32(self.in_scale)})[0]
+        if self.out_dtype is Dtype.BM_FLOAT32:
+            return y
+        return _quantise(y, self.out_dtype, self.out_scale)   # the raw output tensor, as on the device
 
 
 class _Cmodel:
@@ -70,10 +99,20 @@ class _Cmodel:
         self.input_name, self.output_name = net.inputs[0].name, net.outputs[0].name
         self.input_shape = list(self.backend.input_shape)
         names = {"f32": Dtype.BM_FLOAT32, "f16": Dtype.BM_FLOAT16, "i8": Dtype.BM_INT8, "u8": Dtype.BM_UINT8}
-        self.dtypes = (names.get(net.inputs[0].dtype, Dtype.BM_FLOAT32), Dtype.BM_FLOAT32)
+        self.in_dtype = names.get(net.inputs[0].dtype, Dtype.BM_FLOAT32)
+        self.out_dtype = names.get(net.outputs[0].dtype, Dtype.BM_FLOAT32)
+        self.in_scale = float(net.inputs[0].qscale or 1.0)
+        self.out_scale = float(net.outputs[0].qscale or 1.0)
+        self.fed = None
 
     def forward(self, x):
-        return self.backend.run(x)   # the runtime's output, dequantised to float32 as sail's SYSO does
+        self.fed = x
+        # the runtime's output dequantised (bmpose's cmodel backend); re-quantised for an integer output, so
+        # that process() below dequantises it once more, as sail does with the device's raw tensor
+        y = self.backend.run(x.astype(np.float32) * np.float32(self.in_scale) if x.dtype != np.float32 else x)
+        if self.out_dtype in (Dtype.BM_INT8, Dtype.BM_UINT8):
+            return _quantise(y, self.out_dtype, self.out_scale)
+        return y
 
 
 class Engine:
@@ -107,17 +146,28 @@ class Engine:
         return list(self._impl.input_shape)
 
     def get_input_dtype(self, graph_name, tensor_name):
-        return self._impl.dtypes[0]
+        return self._impl.in_dtype
 
     def get_output_dtype(self, graph_name, tensor_name):
-        return self._impl.dtypes[1]
+        return self._impl.out_dtype
+
+    def get_input_scale(self, graph_name, tensor_name):
+        return self._impl.in_scale
 
     def get_output_scale(self, graph_name, tensor_name):
-        return 1.0
+        return self._impl.out_scale
 
     def process(self, graph_name, input_tensors, core_list=None):
         self._check(graph_name)
-        x = input_tensors[self._impl.input_name]
-        if not isinstance(x, np.ndarray) or list(x.shape) != list(self._impl.input_shape):
-            raise RuntimeError(f"input shape {getattr(x, 'shape', None)} != {self._impl.input_shape}")
-        return {self._impl.output_name: np.asarray(self._impl.forward(x), dtype=np.float32)}
+        impl = self._impl
+        x = input_tensors[impl.input_name]
+        if not isinstance(x, np.ndarray) or list(x.shape) != list(impl.input_shape):
+            raise RuntimeError(f"input shape {getattr(x, 'shape', None)} != {impl.input_shape}")
+        if x.dtype != np.float32 and x.dtype != _NUMPY.get(impl.in_dtype.name):
+            raise TypeError(f"input dtype {x.dtype}: sail takes float32 or the input's own {impl.in_dtype}")
+        if x.dtype == np.float32 and impl.in_dtype is not Dtype.BM_FLOAT32:
+            x = _quantise(x, impl.in_dtype, impl.in_scale)          # sail quantises float by the input scale
+        y = impl.forward(x)
+        if impl.out_dtype in (Dtype.BM_INT8, Dtype.BM_UINT8):      # and dequantises integer outputs
+            y = y.astype(np.float32) * np.float32(impl.out_scale)
+        return {impl.output_name: np.asarray(y, dtype=np.float32)}
