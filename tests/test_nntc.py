@@ -227,10 +227,11 @@ def test_tail_rule_on_a_synthetic_onnx(tmp_path):
 
 
 def test_method_names():
-    assert [nntc.th_method_name(m) for m in ("kl", "max", "admm", "ACIQ")] == ["KL", "MAX", "ADMM", "ACIQ"]
-    for m in ("percentile9999", "mse", "aciq_laplace"):
+    assert [nntc.th_method_name(m) for m in ("kl", "max", "admm", "ACIQ", "percentile9999")] == \
+        ["KL", "MAX", "ADMM", "ACIQ", "PERCENTILE9999"]
+    for m in ("mse", "aciq_laplace"):
         with pytest.raises(BmposeError, match=r"no such threshold method \(-th_method takes KL, SYMKL, JSD, ADMM, "
-                                              r"ACIQ, MAX\)"):
+                                              r"ACIQ, MAX, PERCENTILE9999\)"):
             nntc.th_method_name(m)
 
 
@@ -320,10 +321,25 @@ def test_second_run_is_a_noop(bundle):
     assert (bundle["dir"] / "manifest.json").stat().st_mtime_ns == stamp
 
 
-def test_percentile_is_refused_in_one_line():
-    rc, out, err = _cli("nntc", "--model", SMALL, "--method", "percentile9999")
+def test_mse_is_refused_in_one_line():
+    rc, out, err = _cli("nntc", "--model", SMALL, "--method", "mse")
     assert rc == 1 and err.count("\n") == 1
-    assert "percentile9999" in err and "KL, SYMKL, JSD, ADMM, ACIQ, MAX" in err
+    assert "'mse'" in err and "KL, SYMKL, JSD, ADMM, ACIQ, MAX, PERCENTILE9999" in err
+
+
+def test_percentile_maps_to_nntc_percentile9999(bundle, tmp_path):
+    """The bundle's INT8 script with bmpose's percentile9999 passes -th_method=PERCENTILE9999 and runs."""
+    work = tmp_path / "pct"
+    shutil.copytree(bundle["dir"], work)
+    text = (work / "gen_int8bmodel.sh").read_text()
+    assert "TH_METHOD=KL\n" in text
+    (work / "gen_int8bmodel.sh").write_text(text.replace("TH_METHOD=KL\n",
+                                                         f"TH_METHOD={nntc.th_method_name('percentile9999')}\n"))
+    r = subprocess.run(["bash", str(work / "gen_int8bmodel.sh")], cwd=work, env=standin_env(), capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+    umodel, = (work / "int8" / "umodel").glob("*.int8umodel")
+    assert json.loads(umodel.read_text())["th_method"] == "PERCENTILE9999"
 
 
 def test_scripts_run_with_standins(bundle, tmp_path):
@@ -339,6 +355,8 @@ def test_scripts_run_with_standins(bundle, tmp_path):
         assert combined["prec"] == prec.upper() and combined["net"] == SMALL
         assert combined["stages"] == [[1, 3, 128, 96], [4, 3, 128, 96]]
     assert combined["fpfwd_outputs"] == tail
+    # bmnetu -input_as_fp32/-output_as_fp32: the INT8 bmodel takes and gives float32, as bmpose's runtime does
+    assert combined["io_dtypes"] == {"inputs": {"input": "FP32"}, "outputs": {"heatmaps": "FP32"}}
 
 
 @pytest.mark.parametrize("script,old,new,message", [
@@ -354,7 +372,8 @@ def test_scripts_run_with_standins(bundle, tmp_path):
     ("gen_int8bmodel.sh", "FPFWD_OUTPUTS='/estimator/final_layer/Conv,", "FPFWD_OUTPUTS='heatmaps,",
      "FP32 tail layer 'heatmaps' is not a layer"),
     # ... and so does calibration_use_pb where the guard is skipped
-    ("gen_int8bmodel.sh", "LAYERS=$(layer_names", "LAYERS=heatmaps; : $(layer_names", None),
+    ("gen_int8bmodel.sh", 'LAYERS=$(layer_names "${PREFIX}_test_fp32.prototxt")',
+     'LAYERS=$(tr , "\\n" <<< "$FPFWD_OUTPUTS")', None),
     ("gen_int8bmodel.sh", "    -d int8/umodel", "    -n \"$NET\" -d int8/umodel", "unknown flag -n"),
 ])
 def test_a_broken_flag_fails(bundle, tmp_path, script, old, new, message):

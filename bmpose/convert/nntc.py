@@ -35,7 +35,10 @@ TARGET = "BM1684"        # NNTC 2.7 targets BM1682/BM1684; BM1684X needs TPU-MLI
 OPSET = 12               # bmneto in NNTC 2.7: onnx == 1.7.0 (opset 12, IR 7)
 MAX_IR_VERSION = 7
 BATCHES = (1, 4)
-TH_METHODS = ("KL", "SYMKL", "JSD", "ADMM", "ACIQ", "MAX")   # calibration_use_pb -th_method
+# calibration_use_pb -th_method, as the SophonSDK 3 / BMNNSDK2 2.7 guide lists them ("-th_method: ... KL(default),
+# SYMKL,JSD,ADMM,ACIQ,MAX,PERCENTILE9999", docs/device.md). bmpose's kl, max and percentile9999 are the same
+# methods by name; mse and aciq_laplace/aciq_gauss are TPU-MLIR's own (NNTC's ACIQ names no distribution).
+TH_METHODS = ("KL", "SYMKL", "JSD", "ADMM", "ACIQ", "MAX", "PERCENTILE9999")
 SCRIPTS = ("gen_fp32bmodel.sh", "gen_int8bmodel.sh")
 _SHAPE_OPS = {"Shape", "Size"}   # their outputs are metadata, not activations
 
@@ -45,12 +48,12 @@ def nntc_dir(cfg) -> Path:
 
 
 def th_method_name(method: str) -> str:
-    """bmpose's calibration method (kl, max) or an NNTC name -> calibration_use_pb's -th_method value."""
+    """bmpose's calibration method (kl, max, percentile9999) or an NNTC name -> calibration_use_pb's -th_method."""
     name = str(method).upper()
     if name in TH_METHODS:
         return name
     raise BmposeError(f"calibration method {method!r}: NNTC's calibration_use_pb has no such threshold method "
-                      f"(-th_method takes {', '.join(TH_METHODS)}); use kl or max")
+                      f"(-th_method takes {', '.join(TH_METHODS)}); use kl, max or percentile9999")
 
 
 def tools_available() -> bool:
@@ -281,10 +284,13 @@ calibration_use_pb quantize -model="${{PREFIX}}_test_fp32.prototxt" -weights="${
 need "${{PREFIX}}_deploy_int8_unique_top.prototxt" "calibration_use_pb"
 need "${{PREFIX}}.int8umodel" "calibration_use_pb"
 
-# 3. int8 umodel -> bmodels for batch 1 and 4, then one two-stage bmodel
+# 3. int8 umodel -> bmodels for batch 1 and 4, then one two-stage bmodel. Float32 input and output (bmnetu's
+#    -input_as_fp32/-output_as_fp32 take tensor names): the bmodel quantises and dequantises on the TPU, and
+#    the device runtime feeds and reads float32, as for every bmpose bmodel
 for b in 1 4; do
     bmnetu -model="${{PREFIX}}_deploy_int8_unique_top.prototxt" -weight="${{PREFIX}}.int8umodel" \\
-        -shapes="[$b,$C,$H,$W]" -prec=INT8 -target="$TARGET" -cmp=1 -outdir="int8/b$b"
+        -shapes="[$b,$C,$H,$W]" -prec=INT8 -target="$TARGET" -net_name="$NET" -cmp=1 -outdir="int8/b$b" \\
+        -input_as_fp32={input} -output_as_fp32={output}
     need "int8/b$b/compilation.bmodel" "bmnetu (batch $b)"
     cp "int8/b$b/compilation.bmodel" "models/${{NET}}_int8_${{b}}b.bmodel"
 done
@@ -316,8 +322,9 @@ Both scripts `cd` to their own directory, use only paths inside the bundle and s
 | `gen_int8bmodel.sh` | `python3 -m ufw.tools.on_to_umodel ... -D lmdb`, `calibration_use_pb quantize -iterations={iterations} -th_method={th_method} -fpfwd_outputs=<tail>`, `bmnetu -prec=INT8` batch 1 and 4, combine |
 | `bundle.json` | parameters, sources, checks |
 
-Calibration method `{method}` is `-th_method={th_method}` (NNTC offers KL, SYMKL, JSD, ADMM, ACIQ, MAX; no
-percentile). FP32 tail (`-fpfwd_outputs`; these layers and everything after them stay float):
+Calibration method `{method}` is `-th_method={th_method}` (the NNTC guide lists KL, SYMKL, JSD, ADMM, ACIQ, MAX,
+PERCENTILE9999). FP32 tail (`-fpfwd_outputs`: prototxt layer names, which on_to_umodel takes from the ONNX node
+names; these layers and everything after them stay float):
 
 {tail_list}
 

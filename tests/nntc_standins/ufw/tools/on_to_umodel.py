@@ -44,7 +44,8 @@ def main(argv):
     prefix = os.path.join(out, stem + "_bmneto")
     os.makedirs(out, exist_ok=True)
     header = {"onnx": os.path.abspath(f["m"]), "net": stem, "input_shape": shapes[0], "lmdb": source,
-              "stage": "fp32"}
+              "stage": "fp32", "inputs": [i.name for i in s.onnx_inputs(model)],
+              "outputs": [o.name for o in model.graph.output]}
     data = s.onnx_inputs(model)[0].name
     with open(prefix + "_test_fp32.prototxt", "w") as p:
         p.write("# standin: " + json.dumps(header) + "\n")
