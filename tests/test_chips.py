@@ -61,3 +61,37 @@ def test_bm1688_bmodel_on_its_simulator_equals_the_build(chips):
     runs the deployed tpu.mlir (conftest.simulate_like_the_build)."""
     b = next(b for b in list_bmodels(chips) if (b["chip"], b["precision"]) == ("bm1688", "int8"))
     simulate_like_the_build(b, "bm1688")
+
+
+@pytest.mark.slow
+def test_a_cv186x_bundle_runs_on_a_device_that_answers_cv186ah(chips, tmp_path):
+    """An SE9-8 answers get_target() with its SoC's name, CV186AH: the CV186X bundle runs there (sail stand-in,
+    the bmodel on the CV186X cmodel); a device of another chip still gets the one-line refusal."""
+    import os
+    import subprocess
+    import sys
+    import tarfile
+    from pathlib import Path
+
+    from bmpose.deploy.bundle import write_bundle
+
+    bms = [b for b in list_bmodels(chips) if b["chip"] == "cv186x"]
+    folder, archive, written = write_bundle(chips, "cv186x", bms)
+    assert written
+    with tarfile.open(archive) as tar:
+        tar.extractall(tmp_path)
+    bundle = tmp_path / folder.name
+    standin = Path(__file__).resolve().parent / "sail_standin"
+
+    def run(target):
+        env = {**os.environ, "PYTHONPATH": str(standin), "SAIL_STANDIN_ENGINE": "cmodel",
+               "SAIL_STANDIN_TARGET": target}
+        return subprocess.run([sys.executable, str(bundle / "bmodel.py"), "--no-vis", "--out", tmp_path / target],
+                              capture_output=True, text=True, env=env, cwd=tmp_path)
+
+    ok = run("CV186AH")
+    assert ok.returncode == 0, ok.stderr
+    assert "(cv186x, batch 1)" in ok.stdout and (tmp_path / "CV186AH" / "results.json").is_file()
+    refused = run("BM1684X")
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1
+    assert "built for cv186x, but device 0 is a bm1684x" in refused.stderr

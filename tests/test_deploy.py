@@ -198,6 +198,25 @@ def test_bundle_byte_compiles_under_python37(bundles):
     assert len(files) >= 12
 
 
+@pytest.mark.parametrize("version", ["2.7", "3.6"])
+def test_an_older_python_gets_one_line_naming_the_version_needed(bundles, tmp_path, version):
+    """An SE5 on its first image has Python 3.5: bmodel.py says what it needs instead of a SyntaxError."""
+    run = _run_bundle(bundles["bm1684"], "--out", tmp_path / "vis", python=_pyenv_python(version), cwd=tmp_path)
+    assert run.returncode == 1 and run.stderr.count("\n") == 1, run.stderr
+    assert run.stderr.startswith(f"bmodel.py: error: Python 3.7 or newer is needed, this is Python {version} (")
+    assert not (tmp_path / "vis").exists()
+
+
+def test_the_bm1684_bundle_names_the_runtime_its_bmodels_need(bundles):
+    meta = json.loads((bundles["bm1684"] / "deploy.json").read_text())
+    assert meta["runtime"]["python"] == ">=3.7"
+    assert (meta["runtime"]["libsophon"], meta["runtime"]["sophonsdk"]) == ("0.4.6", "v23.07.01")
+    readme = (bundles["bm1684"] / "README.md").read_text()
+    assert "libsophon 0.4.6 /\nSophonSDK v23.07.01 or newer" in readme and "make nntc" in readme
+    assert json.loads((bundles["bm1684x"] / "deploy.json").read_text())["runtime"] == {"python": ">=3.7",
+                                                                                     "sdk": "libsophon"}
+
+
 def test_device_side_errors_are_one_line(bundles, tmp_path):
     cfg = config.load(MODEL)
     onnx = f"onnx:{cfg.artifacts / 'onnx' / f'{MODEL}_b1.onnx'}"

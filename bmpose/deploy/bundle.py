@@ -30,6 +30,12 @@ PACKAGE = Path(__file__).resolve().parent.parent          # bmpose/
 SHIPPED = ("pose", "device")                               # the subpackages that run on the device
 SAMPLE_IMAGES = ("000000000139.jpg", "000000229358.jpg", "000000397133.jpg", "000000434204.jpg")
 MIN_PYTHON = (3, 7)   # the core uses `from __future__ import annotations` (3.7+)
+# The oldest SDK known to run the chip's TPU-MLIR bmodels (docs/device.md): sophon-demo 0.1.7 was the first
+# release whose samples ran BM1684 bmodels from TPU-MLIR, and its dependency table asks libsophon >= 0.4.6,
+# SophonSDK >= v23.07.01. BMNNSDK2 2.7 / SophonSDK 3 (the NNTC era, before libsophon) is older: boxes on it
+# run the NNTC bundle's bmodels (`make nntc`). Other chips only ever had libsophon SDKs.
+MIN_RUNTIME = {"bm1684": {"libsophon": "0.4.6", "sophonsdk": "v23.07.01",
+                          "older": "BMNNSDK2 2.7 / SophonSDK 3.x cannot: use the NNTC bundle's bmodels (make nntc)"}}
 # The launcher parses on any Python (no f-strings), so an SE5 still on Debian 9's Python 3.5 gets one line
 # naming the version it needs instead of a SyntaxError from the package.
 LAUNCHER = '''#!/usr/bin/env python3
@@ -140,7 +146,9 @@ def write_bundle(cfg, chip: str, bmodels: list[dict]) -> tuple[Path, Path, bool]
         meta = {"format": FORMAT, "model": cfg.name, "chip": chip, "bmpose_version": _version(),
                 "pose": pose_facts(cfg), "metric": metric_options(cfg), "det_score_thr": det_score_thr(cfg),
                 "bmodels": entries, "default_bmodel": f"models/{default['path'].name}",
-                "samples": {"images": "images", "boxes": "images/boxes.json"}}
+                "samples": {"images": "images", "boxes": "images/boxes.json"},
+                "runtime": {"python": ">=" + ".".join(map(str, MIN_PYTHON)), "sdk": "libsophon",
+                            **MIN_RUNTIME.get(chip, {})}}
         (tmp / "deploy.json").write_text(json.dumps(meta, indent=1) + "\n")
         launcher = tmp / "bmodel.py"
         launcher.write_text(LAUNCHER.format(model=cfg.name, chip_upper=chip.upper(), min_python=MIN_PYTHON,

@@ -5,11 +5,14 @@ The calls are those of sail's Python API (sophon-sail docs, `sail.Engine` / `sai
 `Handle(dev_id).get_target()`, `Engine(path, dev_id, IOMode.SYSIO)`, `get_graph_names()`,
 `get_input_names/get_output_names(graph)`, `get_input_shape(graph, name)`, `get_input_dtype`,
 `get_output_dtype`, `get_output_scale`, and `process(graph, {name: array}) -> {name: array}` with tensors in
-system memory. What each call is documented to do, with the vendor's words: docs/device.md.
-- process() quantises a float32 input by the input's scale itself, and returns float32 outputs already
-  dequantised by the output's scale: an INT8 output is NOT multiplied again here. Only a raw integer array
-  (a path that reads the device tensor itself) is dequantised with get_output_scale().
-- A UINT8/INT8-input bmodel (normalisation fused into the bmodel) takes its own integer dtype as it is.
+system memory. What sail does underneath, from its source (sophon-sail src/engine.cpp; docs/device.md):
+- process() has one numpy overload, dict of float32 arrays; an array of another numeric dtype is cast to
+  float32 on the way in. For an INT8/UINT8 input sail quantises it, round(x * get_input_scale()) - the scale
+  TPU-MLIR stores for an input is 1/qscale, 1 for a uint8 input with the normalisation fused in, so uint8
+  pixels arrive unchanged. Non-float inputs are therefore fed, not refused.
+- An INT8/UINT8 output comes back as float32 already dequantised (raw * get_output_scale()): it is NOT
+  multiplied again here. Only a raw integer array (a path that reads the device tensor itself, such as
+  sail.Tensor.asnumpy()) is dequantised with get_output_scale().
 """
 from __future__ import annotations
 
@@ -18,12 +21,12 @@ import numpy as np
 from ..pose.errors import PoseError
 from .bmodel_file import bmodel_chip
 
-# Handle.get_target() answers the chip family on most boxes, but the SoC's own name on some (an SE9-8 answers
-# CV186AH for a CV186X bmodel) and an "Error..." string or nothing useful on some releases. Known answers map
-# to bmodel chip names; anything else means "cannot tell": the bmodel is loaded and the runtime decides.
+# Handle.get_target() answers from the board name (sophon-sail src/tensor.cpp): BM1684, BM1684X, BM1688, and
+# CV186AH - the SoC's name - on a CV186X box (SE9-8); "NOT 1684, 1684X, BM1688, or CV186AH !" for any other
+# board and "Error" where the name cannot be read. Known answers map to bmodel chip names; anything else means
+# "cannot tell": the bmodel is loaded and the runtime decides.
 TARGET_ALIASES = {"BM1684": "BM1684", "BM1684X": "BM1684X", "BM1688": "BM1688", "CV186X": "CV186X",
                   "CV186AH": "CV186X"}
-INTEGER_DTYPES = {"INT8": np.int8, "UINT8": np.uint8}
 
 
 def import_sail():
@@ -77,21 +80,15 @@ class SailRunner:
         self.input_dtype = dtype_name(self.engine.get_input_dtype(self.graph, self.input_name))
         self.output_dtype = dtype_name(self.engine.get_output_dtype(self.graph, self.output_name))
 
-    def _input(self, x: np.ndarray) -> np.ndarray:
-        """float32, or the input's own integer dtype as it is (sail quantises float32 by the input scale)."""
-        own = INTEGER_DTYPES.get(self.input_dtype)
-        if own is not None and x.dtype == own:
-            return np.ascontiguousarray(x)
-        if x.dtype.kind not in "fui":
-            raise PoseError(f"{self.path}: input dtype {x.dtype} (it takes float32 or {self.input_dtype.lower()})")
-        return np.ascontiguousarray(x, dtype=np.float32)
-
     def run(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x)
         if tuple(x.shape) != self.input_shape:
             raise PoseError(f"{self.path}: input shape {tuple(x.shape)} does not match the bmodel's "
                             f"{self.input_shape} (pad the last batch)")
-        y = np.asarray(self.engine.process(self.graph, {self.input_name: self._input(x)})[self.output_name])
+        if x.dtype.kind not in "fiub":
+            raise PoseError(f"{self.path}: input dtype {x.dtype} is not numeric")
+        x = np.ascontiguousarray(x, dtype=np.float32)   # what sail's numpy overload casts to anyway (exact for uint8)
+        y = np.asarray(self.engine.process(self.graph, {self.input_name: x})[self.output_name])
         if y.dtype.kind in "iu":   # a raw device tensor: dequantise as sail's output scale says
             scale = float(self.engine.get_output_scale(self.graph, self.output_name))
             return y.astype(np.float32) * np.float32(scale)

@@ -9,12 +9,12 @@ SAIL_STANDIN_ENGINE:
   file is still opened for its chip and batch checks by bmpose's own reader.
 SAIL_STANDIN_TARGET is what the "device" answers to Handle.get_target() (default BM1684X); like a real box
 it may be an alias (an SE9-8 answers CV186AH for a CV186X) or a string that names no chip.
-The I/O follows sail's documented semantics for system-memory tensors (docs/device.md): process() takes
-float32 and quantises it by the input scale for an INT8/UINT8 input (an integer array of the input's own
-dtype goes in as it is), and returns float32 already dequantised by the output scale for an INT8/UINT8
-output. get_output_scale() is for callers that read raw integer tensors themselves. The onnx engine can
-pretend to be such a bmodel: SAIL_STANDIN_INPUT / SAIL_STANDIN_OUTPUT = "int8:SCALE" or "uint8:SCALE"
-(default float32): its values are then quantised with that scale on the way in / out, as on a device.
+The I/O follows sail's own code for system-memory tensors (sophon-sail src/engine.cpp, docs/device.md):
+process() takes a dict of numpy arrays of any numeric dtype and converts them to float32 (pybind11's
+array_t<float> casts); for an INT8/UINT8 input it quantises them, round(x * get_input_scale()) clamped to the
+dtype's range ([-127, 127] for INT8), where get_input_scale() is 1/qscale; an INT8/UINT8 output comes back as
+float32, raw * get_output_scale() (= qscale, no zero point). The onnx engine can pretend to be such a bmodel:
+SAIL_STANDIN_INPUT / SAIL_STANDIN_OUTPUT = "int8:QSCALE" or "uint8:QSCALE" (default float32).
 """
 import enum
 import os
@@ -65,9 +65,11 @@ def _io_spec(var):
     return Dtype["BM_" + kind.upper()], float(scale or 1.0)
 
 
-def _quantise(x, dtype, scale):
+def _quantise(x, dtype, multiplier):
+    """sail's scale_fp32_to_int8/uint8: round(x * multiplier), clamped (INT8 to [-127, 127])."""
     info = np.iinfo(_NUMPY[dtype.name])
-    return np.clip(np.round(np.asarray(x, np.float32) / np.float32(scale)), info.min, info.max).astype(info.dtype)
+    lo = -127 if dtype is Dtype.BM_INT8 else info.min
+    return np.clip(np.round(np.asarray(x, np.float32) * np.float32(multiplier)), lo, info.max).astype(info.dtype)
 
 
 class _Onnx:
@@ -87,7 +89,7 @@ class _Onnx:
         y = self.session.run(None, {self.input_name: x.astype(np.float32) * np.float32(self.in_scale)})[0]
         if self.out_dtype is Dtype.BM_FLOAT32:
             return y
-        return _quantise(y, self.out_dtype, self.out_scale)   # the raw output tensor, as on the device
+        return _quantise(y, self.out_dtype, 1 / self.out_scale)   # the raw output tensor, as on the device
 
 
 class _Cmodel:
@@ -111,7 +113,7 @@ class _Cmodel:
         # that process() below dequantises it once more, as sail does with the device's raw tensor
         y = self.backend.run(x.astype(np.float32) * np.float32(self.in_scale) if x.dtype != np.float32 else x)
         if self.out_dtype in (Dtype.BM_INT8, Dtype.BM_UINT8):
-            return _quantise(y, self.out_dtype, self.out_scale)
+            return _quantise(y, self.out_dtype, 1 / self.out_scale)
         return y
 
 
@@ -152,7 +154,7 @@ class Engine:
         return self._impl.out_dtype
 
     def get_input_scale(self, graph_name, tensor_name):
-        return self._impl.in_scale
+        return 1.0 / self._impl.in_scale   # TPU-MLIR stores the inverse for inputs: sail multiplies by it
 
     def get_output_scale(self, graph_name, tensor_name):
         return self._impl.out_scale
@@ -163,10 +165,11 @@ class Engine:
         x = input_tensors[impl.input_name]
         if not isinstance(x, np.ndarray) or list(x.shape) != list(impl.input_shape):
             raise RuntimeError(f"input shape {getattr(x, 'shape', None)} != {impl.input_shape}")
-        if x.dtype != np.float32 and x.dtype != _NUMPY.get(impl.in_dtype.name):
-            raise TypeError(f"input dtype {x.dtype}: sail takes float32 or the input's own {impl.in_dtype}")
-        if x.dtype == np.float32 and impl.in_dtype is not Dtype.BM_FLOAT32:
-            x = _quantise(x, impl.in_dtype, impl.in_scale)          # sail quantises float by the input scale
+        if x.dtype.kind not in "fiub":
+            raise TypeError(f"input dtype {x.dtype}: process() takes numeric numpy arrays")
+        x = x.astype(np.float32)                                     # pybind11 array_t<float> casts
+        if impl.in_dtype is not Dtype.BM_FLOAT32:
+            x = _quantise(x, impl.in_dtype, self.get_input_scale(graph_name, impl.input_name))
         y = impl.forward(x)
         if impl.out_dtype in (Dtype.BM_INT8, Dtype.BM_UINT8):      # and dequantises integer outputs
             y = y.astype(np.float32) * np.float32(impl.out_scale)
