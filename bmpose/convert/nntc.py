@@ -151,7 +151,8 @@ def ensure_nntc(cfg, lmdb, checkpoint=None, method: str | None = None, iteration
     out_dir = nntc_dir(cfg)
     inputs = {"onnx_b1": onnx[1], "onnx_b4": onnx[4], "calib_lmdb": lmdb}
     options = {"target": TARGET, "opset": OPSET, "batches": list(BATCHES), "method": method, "th_method": th_method,
-               "iterations": iterations, "fpfwd_outputs": tail, "run_nntc": run, "config": cfg.summary()}
+               "iterations": iterations, "fpfwd_outputs": tail, "run_nntc": run, "config": cfg.summary(),
+               "templates": _templates_sha256()}   # a changed script or README text rebuilds the bundle
     result = {"dir": out_dir, "ran": run, "records": count, "th_method": th_method, "tail": tail, "skipped": False}
     with locked(out_dir):
         if not force and up_to_date(out_dir, inputs, options):
@@ -175,7 +176,7 @@ def ensure_nntc(cfg, lmdb, checkpoint=None, method: str | None = None, iteration
             (tmp / "README.md").write_text(_README.format(**fmt))
             (tmp / "bundle.json").write_text(json.dumps({
                 "net_name": cfg.name, "target": TARGET, "input_shape": [c, h, w], "batches": list(BATCHES),
-                "input": INPUT, "outputs": [OUTPUT], "onnx": {f"b{b}": {"file": f"onnx/{onnx[b].name}",
+                "input": INPUT, "outputs": [OUTPUT], "io_dtype": "float32", "onnx": {f"b{b}": {"file": f"onnx/{onnx[b].name}",
                                                                          "source": str(onnx[b]), **checks[f"b{b}"]}
                                                                for b in BATCHES},
                 "lmdb": {"source": str(lmdb), "records": records, "record": [1, c, h, w], "dtype": "float32",
@@ -191,6 +192,12 @@ def ensure_nntc(cfg, lmdb, checkpoint=None, method: str | None = None, iteration
     if verbose:
         print(f"nntc: wrote {out_dir}")
     return {**result, "models": sorted(models)}
+
+
+def _templates_sha256() -> str:
+    import hashlib
+
+    return hashlib.sha256("\0".join((_FP32, _INT8, _README)).encode()).hexdigest()[:16]
 
 
 def _run_scripts(tmp: Path, out_dir: Path, verbose: bool) -> dict:
@@ -319,7 +326,7 @@ Both scripts `cd` to their own directory, use only paths inside the bundle and s
 | `onnx/{net}_b1.onnx`, `onnx/{net}_b4.onnx` | static batch 1 / 4, exported at opset {opset} (bmneto reads onnx 1.7.0), input `{input}`, output `{output}` |
 | `lmdb/` | {records} calibration crops, ufw LMDB: key `%010d__ `, value `ufw.Datum` float32 1x{c}x{h}x{w}, already normalised (no mean/scale in the prototxt) |
 | `gen_fp32bmodel.sh` | `python3 -m bmneto` batch 1 and 4, `bm_model.bin --combine` |
-| `gen_int8bmodel.sh` | `python3 -m ufw.tools.on_to_umodel ... -D lmdb`, `calibration_use_pb quantize -iterations={iterations} -th_method={th_method} -fpfwd_outputs=<tail>`, `bmnetu -prec=INT8` batch 1 and 4, combine |
+| `gen_int8bmodel.sh` | `python3 -m ufw.tools.on_to_umodel ... -D lmdb`, `calibration_use_pb quantize -iterations={iterations} -th_method={th_method} -fpfwd_outputs=<tail>`, `bmnetu -prec=INT8 -input_as_fp32 -output_as_fp32` batch 1 and 4, combine |
 | `bundle.json` | parameters, sources, checks |
 
 Calibration method `{method}` is `-th_method={th_method}` (the NNTC guide lists KL, SYMKL, JSD, ADMM, ACIQ, MAX,
@@ -327,6 +334,9 @@ PERCENTILE9999). FP32 tail (`-fpfwd_outputs`: prototxt layer names, which on_to_
 names; these layers and everything after them stay float):
 
 {tail_list}
+
+I/O of every bmodel: float32 input `{input}` [N,{c},{h},{w}] and float32 output `{output}`, the INT8 ones too
+(`bmnetu -input_as_fp32={input} -output_as_fp32={output}`): bmpose's device app feeds and reads float32.
 
 The INT8 script checks each name is a layer of the generated `*_bmneto_test_fp32.prototxt` before calibrating.
 If the umodel names a layer differently, edit `FPFWD_OUTPUTS`: the last name (the tail's first layer) is enough.
