@@ -1,6 +1,7 @@
 """The environment `make setup` promises: pins, no GUI OpenCV, the glibc fix, TPU-MLIR tools on PATH, the
 mmpose import shim, and mmpose building HRNet-W32."""
 import os
+import platform
 import re
 import subprocess
 import sys
@@ -131,6 +132,21 @@ def test_cv2_imports_under_tpu_mlir_library_path():
     code = "import tpu_mlir, os, subprocess, sys; sys.exit(subprocess.call([sys.executable, '-c', 'import cv2']))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_pythons_started_after_tpu_mlir_loads_run_the_venvs_python():
+    """`import tpu_mlir` puts its bundled libpython (3.10.12) on LD_LIBRARY_PATH; bmpose keeps it out of its own
+    environment, so a bmpose started later (by a test, a crop worker) keys its manifests on the same Python."""
+    code = ("import platform, subprocess, sys\n"
+            "from bmpose.runtime.backends._tpu_mlir import tpu_mlir_root\n"
+            "tpu_mlir_root()\n"
+            "child = subprocess.run([sys.executable, '-c', 'import platform; print(platform.python_version())'],"
+            " capture_output=True, text=True).stdout.strip()\n"
+            "print(platform.python_version(), child)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    mine, child = out.stdout.split()
+    assert mine == child == platform.python_version()
 
 
 def test_shim_raises_clear_error_when_a_shimmed_thing_is_called():

@@ -112,25 +112,24 @@ class Plan:
 
 def run(plan: Plan) -> list[dict]:
     """Build (or reuse) every target; returns one result dict per bmodel, failures included."""
-    from bmpose.calib.calibset import ensure_calib
-    from bmpose.convert.export import ensure_onnx
+    from bmpose.convert.pipeline import Pipeline
 
     cfg, args = plan.cfg, plan.args
     # a CalibWarning (fewer persons than --num) prints as bmpose's one line through bmpose.cli
-    lmdb = ensure_calib(cfg, args.calib, coco_ann=args.coco_ann, coco_img=args.coco_img, num=plan.num,
-                        progress=sys.stderr.isatty())
-    crops = steps.ensure_cali_inputs(cfg, lmdb, plan.num)
+    pipe = Pipeline(cfg, args.checkpoint, args.calib, coco_ann=args.coco_ann, coco_img=args.coco_img, num=plan.num,
+                    progress=sys.stderr.isatty())
+    crops = pipe.crops()
     need = sorted(set(plan.batches) | ({1} if plan.precision == "int8" else set()))
-    onnx = ensure_onnx(cfg, args.checkpoint, batches=tuple(need))
+    pipe.onnx(*need)
     mlir = {}
     for b in need:
         t0 = time.monotonic()
-        mlir[b] = steps.ensure_transform(cfg, b, onnx[b], crops, args.checkpoint)
+        mlir[b] = pipe.mlir(b)
         print(f"build: transform b{b}: {mlir[b]} ({time.monotonic() - t0:.1f} s)")
     table = None
     if plan.precision == "int8":
         t0 = time.monotonic()
-        table = steps.ensure_cali_table(cfg, mlir[1], crops, plan.method, plan.num)
+        table = pipe.cali_table(plan.method)
         print(f"build: calibration ({plan.method}, {min(plan.num, len(crops))} crops): {table} "
               f"({time.monotonic() - t0:.1f} s)")
     results = []

@@ -335,10 +335,9 @@ def bench_estimate(cfg, args) -> list[dict]:
     """Compile-only simulated device time (bmpose.convert.estimate: model_deploy without verification, the
     compiler's embedded estimate) for --chips x --precisions x --batches (default: the config's chips and
     batches, every precision a chip has), beside the verified build's own figure where that bmodel is built."""
-    from bmpose.calib.calibset import ensure_calib
-    from bmpose.convert import CHIPS, PRECISIONS, check_chip_precision, chip_supports, list_bmodels, steps
+    from bmpose.convert import CHIPS, PRECISIONS, check_chip_precision, chip_supports, list_bmodels
     from bmpose.convert.estimate import ensure_estimate
-    from bmpose.convert.export import ensure_onnx
+    from bmpose.convert.pipeline import Pipeline
     from bmpose.progress import say
 
     chips, precisions = args.chips or cfg.chips, args.precisions or PRECISIONS
@@ -352,11 +351,11 @@ def bench_estimate(cfg, args) -> list[dict]:
     num, method = int(cfg.calibration.get("num", 100)), cfg.calibration.get("method", "kl")
     int8 = any(p == "int8" for _, p, _ in targets)
     # calibration crops: the transform's test input, and INT8's calibration table
-    crops = steps.ensure_cali_inputs(cfg, ensure_calib(cfg, "coco", num=num, progress=False), num)
+    pipe = Pipeline(cfg, args.checkpoint, num=num)
     need = sorted({b for _, _, b in targets} | ({1} if int8 else set()))
-    onnx = ensure_onnx(cfg, args.checkpoint, batches=tuple(need))
-    mlir = {b: steps.ensure_transform(cfg, b, onnx[b], crops, args.checkpoint) for b in need}
-    table = steps.ensure_cali_table(cfg, mlir[1], crops, method, num) if int8 else None
+    pipe.onnx(*need)
+    mlir = {b: pipe.mlir(b) for b in need}
+    table = pipe.cali_table(method) if int8 else None
     built = {(b["chip"], b["precision"], b["batch"]): b for b in list_bmodels(cfg)}
     rows = []
     for i, (chip, precision, batch) in enumerate(targets, 1):

@@ -35,9 +35,8 @@ def thresholds(table: Path) -> dict[str, float]:
 
 
 def run_fragility(cfg, chips, methods, checkpoint=None, drops=DROPS) -> dict:
-    from bmpose.calib.calibset import ensure_calib
-    from bmpose.convert import deploy, steps
-    from bmpose.convert.export import ensure_onnx
+    from bmpose.convert import deploy
+    from bmpose.convert.pipeline import Pipeline
     from bmpose.evaluate import paired
     from bmpose.manifest import read_manifest
     from bmpose.report.study import eval_set, study_dir
@@ -46,10 +45,9 @@ def run_fragility(cfg, chips, methods, checkpoint=None, drops=DROPS) -> dict:
 
     t_start = time.monotonic()
     out = study_dir(cfg) / "fragility"
-    lmdb = ensure_calib(cfg, "coco", progress=False)
-    crops = steps.ensure_cali_inputs(cfg, lmdb, None)
-    onnx1 = ensure_onnx(cfg, checkpoint, batches=(1,), verbose=False)[1]
-    mlir1 = steps.ensure_transform(cfg, 1, onnx1, crops, checkpoint)
+    pipe = Pipeline(cfg, checkpoint, verbose=False)
+    crops = pipe.crops()
+    onnx1, mlir1 = pipe.onnx(1)[1], pipe.mlir(1)
     boxes, owner, truth = paired.jittered_boxes(*eval_set())
     sigmas = dataset_sigmas(cfg)
     ref = paired.score_backend(cfg, open_backend(onnx1, kind="onnx"), boxes, owner, truth, sigmas, cfg.flip_test)
@@ -58,8 +56,7 @@ def run_fragility(cfg, chips, methods, checkpoint=None, drops=DROPS) -> dict:
     for method in methods:
         tables = {}
         for label, subset in subsets.items():
-            tables[label] = steps.ensure_cali_table(cfg, mlir1, subset, method, len(subset),
-                                                    out=out / f"{method}_{label}" / "cali")
+            tables[label] = pipe.cali_table(method, subset, out=out / f"{method}_{label}" / "cali")
         full = thresholds(tables["all"])
         for chip in chips:
             for label, table in tables.items():

@@ -76,15 +76,14 @@ class Variant:
 def build_variants(cfg, args, chips, methods, search_methods) -> tuple[list[Variant], dict]:
     """Every bmodel of the study (built or reused) through bmpose.convert's stages; -> (variants, search facts)."""
     from bmpose.convert import deploy, steps
-    from bmpose.calib.calibset import ensure_calib
-    from bmpose.convert.export import ensure_onnx
+    from bmpose.convert.pipeline import Pipeline
 
     num = int(cfg.calibration.get("num", 100))
     calib = {"spec": "coco", "coco_ann": None, "coco_img": None, "num": num}   # what `bmpose build` uses
-    lmdb = ensure_calib(cfg, "coco", num=num)
-    crops = steps.ensure_cali_inputs(cfg, lmdb, num)
-    onnx = ensure_onnx(cfg, args.checkpoint, batches=(1, 4), verbose=False)
-    mlir1 = steps.ensure_transform(cfg, 1, onnx[1], crops, args.checkpoint)
+    pipe = Pipeline(cfg, args.checkpoint, num=num, progress=True, verbose=False)
+    crops = pipe.crops()
+    onnx = pipe.onnx(1, 4)
+    mlir1 = pipe.mlir(1)
     # The study records poor variants instead of failing them: no heatmap gate on its builds (the search
     # still aims at the config's int8_cos).
     loose = dataclasses.replace(cfg, tolerances={**cfg.tolerances, "int8_cos": 0.0})
@@ -100,7 +99,7 @@ def build_variants(cfg, args, chips, methods, search_methods) -> tuple[list[Vari
         for method in methods:
             if method not in tables:
                 t0 = time.monotonic()
-                tables[method] = steps.ensure_cali_table(cfg, mlir1, crops, method, num)
+                tables[method] = pipe.cali_table(method)
                 print(f"study: calibration {method}: {tables[method]} ({time.monotonic() - t0:.1f} s)")
             for layers in args.layers:
                 if layers == "search" and method not in search_methods:

@@ -18,12 +18,22 @@ def tpu_mlir_root() -> Path:
     where its runtimes (pyruntime_bm, pymlir) live as top-level modules. oneDNN's kernels are pinned first
     (bmpose.kernels): every TPU-MLIR runtime in this process, and every process it spawns, computes alike."""
     kernels.pin()
+    # `import tpu_mlir` puts its lib/ dirs on this process's LD_LIBRARY_PATH. Nothing here needs that (its
+    # runtimes load through their rpath, its tools set it up themselves), but every Python this process starts
+    # afterwards would load TPU-MLIR's bundled libpython (3.10.12) instead of the venv's: a `bmpose` started by
+    # a test after a model_tool call then keyed its manifests on another Python and rebuilt everything.
+    ld_path = os.environ.get("LD_LIBRARY_PATH")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # its __init__ imports pkg_resources
         try:
             import tpu_mlir
         except ImportError:
             raise BmposeError("tpu_mlir is not installed in this environment (run `make setup`)") from None
+        finally:
+            if ld_path is None:
+                os.environ.pop("LD_LIBRARY_PATH", None)
+            else:
+                os.environ["LD_LIBRARY_PATH"] = ld_path
     root = Path(tpu_mlir.__file__).resolve().parent
     for p in (root, root / "python"):
         if str(p) not in sys.path:

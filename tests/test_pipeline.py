@@ -1,0 +1,40 @@
+"""bmpose.convert.pipeline: one object chains calibration crops -> ONNX -> top MLIR -> calibration table, each
+stage ensured once per Pipeline (the stages' own reuse is tested with them)."""
+from bmpose import config
+from bmpose.convert import pipeline, steps
+
+SMALL = "hrnet_small_128x96"
+
+
+def test_each_stage_is_ensured_once_and_in_order(monkeypatch, tmp_path):
+    calls = []
+
+    def fake(name, result):
+        def f(*args, **kw):
+            calls.append((name, args[1:], kw))
+            return result(*args, **kw)
+        return f
+
+    import bmpose.calib.calibset as calibset
+    import bmpose.convert.export as export
+
+    monkeypatch.setattr(calibset, "ensure_calib", fake("calib", lambda cfg, spec, **kw: tmp_path / "calib.lmdb"))
+    monkeypatch.setattr(steps, "ensure_cali_inputs", fake("crops", lambda cfg, lmdb, num: [tmp_path / "c0.npz"]))
+    monkeypatch.setattr(export, "ensure_onnx", fake("onnx", lambda cfg, ck, batches, verbose: {
+        b: tmp_path / f"b{b}.onnx" for b in batches}))
+    monkeypatch.setattr(steps, "ensure_transform", fake("mlir", lambda cfg, b, onnx, crops, ck: tmp_path / f"m{b}"))
+    monkeypatch.setattr(steps, "ensure_cali_table", fake("table", lambda cfg, m, crops, method, num, out=None:
+                                                         (out or tmp_path) / f"{method}_{num}"))
+    cfg = config.load(SMALL)
+    pipe = pipeline.Pipeline(cfg, "ck", num=8)
+    assert pipe.cali_table("kl") == tmp_path / "kl_8"
+    assert pipe.cali_table("max") == tmp_path / "max_8"
+    assert pipe.mlir(1) == tmp_path / "m1" and pipe.onnx(1, 4) == {1: tmp_path / "b1.onnx", 4: tmp_path / "b4.onnx"}
+    names = [c[0] for c in calls]
+    # calib, crops, onnx b1, mlir b1 once each; two tables; b4 exported when first asked for
+    assert names == ["calib", "crops", "onnx", "mlir", "table", "table", "onnx"], names
+    assert calls[2][1] == ("ck",) and calls[2][2]["batches"] == (1,) and calls[6][2]["batches"] == (4,)
+    # a subset table is named by its own size, in its own folder
+    assert pipe.cali_table("kl", crops=[tmp_path / "a", tmp_path / "b"], out=tmp_path / "sub") == tmp_path / "sub" / "kl_2"
+    # the config's count names the table when none is given
+    assert pipeline.Pipeline(cfg).num_used() == int(cfg.calibration.get("num", 100))
