@@ -109,7 +109,8 @@ def hash_inputs(inputs: Mapping[str, str | os.PathLike | None]) -> dict[str, dic
     return out
 
 
-def _jsonable(obj):
+def jsonable(obj):
+    """obj as it reads back from a manifest (JSON types, sorted keys, anything else as str): compare like this."""
     return json.loads(json.dumps(obj, default=str, sort_keys=True))
 
 
@@ -134,7 +135,7 @@ def up_to_date(out_dir: str | os.PathLike, inputs: Mapping, options: Mapping) ->
         return False
     same = (
         {k: v["sha256"] for k, v in m.get("inputs", {}).items()} == {k: v["sha256"] for k, v in want.items()}
-        and m.get("options") == _jsonable(dict(options))
+        and m.get("options") == jsonable(dict(options))
         and m.get("tools") == tool_versions()
     )
     return same and all((Path(out_dir) / o).exists() for o in m.get("outputs", {}))
@@ -151,14 +152,14 @@ def write_manifest(out_dir: str | os.PathLike, *, stage: str, inputs: Mapping, o
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(sys.argv),
         "inputs": hash_inputs(inputs),
-        "options": _jsonable(dict(options)),
+        "options": jsonable(dict(options)),
         "tools": tool_versions(),
         "outputs": {o: sha256_file(out_dir / o) for o in outputs},
         "hashes": "sha256 of content; left out: " + "; ".join(f"{k}: {v}" for k, v in STAMPS.items()),
-        "checks": _jsonable(dict(checks or {})),
+        "checks": jsonable(dict(checks or {})),
     }
     if extra:
-        m.update(_jsonable(dict(extra)))
+        m.update(jsonable(dict(extra)))
     atomic_write_text(out_dir / MANIFEST, json.dumps(m, indent=2, sort_keys=False) + "\n")
     return m
 

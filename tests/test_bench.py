@@ -52,3 +52,17 @@ def test_estimate_refuses_before_any_work(argv, message, tmp_path, monkeypatch):
     with pytest.raises(BmposeError, match=message):
         bench_cli.main(["--model", "hrnet_small_128x96", "--only", "estimate", *argv])
     assert not (tmp_path / "hrnet_small_128x96").exists()   # nothing exported, calibrated or compiled
+
+
+def test_benchmarks_feed_the_networks_colour_order():
+    """bench normalises crops as inference does: a BGR network (bgr_to_rgb false) gets the channels reversed."""
+    import dataclasses
+
+    import numpy as np
+
+    cfg = config.load("hrnet_small_128x96")
+    boxes = bench._bench_persons(cfg, 2)
+    rgb = bench._network_input(cfg, boxes)
+    bgr = bench._network_input(dataclasses.replace(cfg, bgr_to_rgb=False, mean=cfg.mean[::-1], std=cfg.std[::-1]),
+                               boxes)
+    assert rgb.shape[1] == 3 and np.allclose(bgr, rgb[:, ::-1]) and not np.allclose(bgr, rgb)

@@ -9,9 +9,7 @@ from pathlib import Path
 
 from bmpose.cocodata import check_images_exist, eligible_persons, load_coco_keypoints, select_persons
 from bmpose.errors import BmposeError
-
-
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
+from bmpose.pose.image_io import IMAGE_SUFFIXES
 
 
 DEFAULT_MIN_KEYPOINTS = 4
@@ -59,9 +57,9 @@ def _dir_jobs(folder: Path, num, seed):
     """A plain folder of person images: each whole image is the person box."""
     if not folder.is_dir():
         raise BmposeError(f"{folder}: calibration image folder not found")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTS)
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise BmposeError(f"{folder}: no images ({', '.join(IMAGE_EXTS)}) in the calibration folder")
+        raise BmposeError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in the calibration folder")
     if num > len(files):
         warnings.warn(f"{folder}: --num {num} but only {len(files)} images: using all {len(files)}",
                       CalibWarning, stacklevel=3)

@@ -15,7 +15,8 @@ import numpy as np
 
 from bmpose.convert import compare
 from bmpose.errors import BmposeError
-from bmpose.manifest import atomic_dir, locked, read_manifest, sha256_file, tool_versions, up_to_date, write_manifest
+from bmpose.manifest import (atomic_dir, jsonable, locked, read_manifest, sha256_file, tool_versions, up_to_date,
+                             write_manifest)
 from bmpose.convert.runner import dot_shim, run_tool
 
 CALI_METHODS = ("kl", "mse", "max", "percentile9999", "aciq_laplace", "aciq_gauss")
@@ -56,7 +57,7 @@ def deep_fresh(out_dir: Path, options: dict | None = None, _seen: set | None = N
     m = read_manifest(out_dir)
     if m is None or m.get("status") != "ok" or m.get("tools") != tool_versions():
         return False
-    if options is not None and m.get("options") != compare_jsonable(options):
+    if options is not None and m.get("options") != jsonable(options):
         return False
     if not all((out_dir / o).exists() for o in m.get("outputs", {})):
         return False
@@ -71,12 +72,6 @@ def deep_fresh(out_dir: Path, options: dict | None = None, _seen: set | None = N
         if (up / "manifest.json").is_file() and not deep_fresh(up, None, _seen):
             return False
     return True
-
-
-def compare_jsonable(obj):
-    import json
-
-    return json.loads(json.dumps(obj, default=str, sort_keys=True))
 
 
 # ---------------------------------------------------------------- calibration inputs (real crops as npz)

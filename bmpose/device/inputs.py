@@ -8,8 +8,7 @@ import math
 from pathlib import Path
 
 from ..pose.errors import PoseError
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+from ..pose.image_io import IMAGE_SUFFIXES
 
 
 def list_images(images) -> list:

@@ -9,6 +9,10 @@ import numpy as np
 
 from .errors import PoseError
 
+# What counts as an image file, everywhere (inference folders, the device, calibration folders): what OpenCV's
+# imdecode reads in the wheels bmpose pins.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Image file -> BGR uint8 HxWx3. PoseError naming the file if it is missing, truncated or undecodable."""

@@ -25,8 +25,7 @@ from bmpose import config as config_mod
 from bmpose.calib.select import CalibWarning, _coco_jobs
 from bmpose.calib.store import LMDB_NAME, build_lmdb
 from bmpose.errors import BmposeError
-from bmpose.pose import decode
-from bmpose.pose.normalize import normalize
+from bmpose.pose import decode, pipeline
 from bmpose.runtime.boxes import PersonBox, bundled_sample, gt_boxes
 from bmpose.runtime.predict import predict, prepare, run_batches
 
@@ -109,12 +108,8 @@ def bench_infer(cfg, args) -> list[dict]:
         rows.append({"benchmark": "infer", "case": f"bmpose ONNX Runtime b{batch}", "persons": len(boxes),
                      "persons_per_s": round(len(boxes) / t, 1), "x_vs_mmpose": round(len(boxes) / t / mm_pps, 2)})
     # stage costs per person
-    skipped: list = []
-    t_pre = timed(lambda: normalize(np.stack([c.image for c in prepare(cfg, boxes, skipped)[1]]), cfg.mean,
-                                    cfg.std, network_rgb=cfg.bgr_to_rgb))
-    hm = run_batches(open_backend(onnx[4], kind="onnx"),
-                     normalize(np.stack([c.image for c in prepare(cfg, boxes, skipped)[1]]), cfg.mean, cfg.std),
-                     progress=False)
+    t_pre = timed(lambda: _network_input(cfg, boxes))
+    hm = run_batches(open_backend(onnx[4], kind="onnx"), _network_input(cfg, boxes), progress=False)
     t_dec = timed(lambda: decode.decode(hm, cfg.codec))
     rows.append({"benchmark": "infer", "case": "preprocess (read+crop+normalise) per person",
                  "ms_per_person": round(1e3 * t_pre / len(boxes), 3)})
@@ -147,8 +142,7 @@ def bench_simulators(cfg, args) -> list[dict]:
     if not bmodels:
         return [{"benchmark": "simulators", "case": "no bmodel built (make fp32 / make int8)"}]
     boxes = _bench_persons(cfg, 4)
-    skipped: list = []
-    x = normalize(np.stack([c.image for c in prepare(cfg, boxes, skipped)[1]]), cfg.mean, cfg.std)
+    x = _network_input(cfg, boxes)
     # pymlir first, with no simulator process alive: a busy or spinning neighbour on a 2-core machine slows
     # pymlir's many short parallel ops tenfold (measured), which would make the ratio meaningless.
     mlir = {}
@@ -265,7 +259,6 @@ def bench_host(cfg, args) -> list[dict]:
     from types import SimpleNamespace
 
     from bmpose.pose import crop as crop_mod
-    from bmpose.pose import pipeline
     from bmpose.pose.image_io import read_image
 
     boxes = gt_boxes(*bundled_sample())
@@ -329,6 +322,11 @@ def _device_columns(ms: float | None, batch: int) -> dict:
     return {"device_ms_per_batch": round(ms, 4) if ms else None,
             "device_ms_per_person": round(ms / batch, 4) if ms else None,
             "tpu_persons_per_s": round(1e3 * batch / ms) if ms else None}
+
+
+def _network_input(cfg, boxes) -> np.ndarray:
+    """Read, crop and normalise the persons as inference does (the config's colour order included)."""
+    return pipeline.to_input(prepare(cfg, boxes, [])[1], cfg)
 
 
 def bench_estimate(cfg, args) -> list[dict]:
@@ -399,7 +397,6 @@ def bench_fused(cfg, args, persons: int = 16) -> list[dict]:
     from bmpose.convert import list_bmodels
     from bmpose.convert.runner import run_tool
     from bmpose.pose import crop as crop_mod
-    from bmpose.pose import pipeline
     from bmpose.pose.image_io import read_image
     from bmpose.runtime.devtime import device_time
 
