@@ -116,7 +116,7 @@ def write_bundle(cfg, chip: str, bmodels: list[dict]) -> tuple[Path, Path, bool]
     default = min(bmodels, key=lambda b: (b["precision"] != "int8", b["batch"]))   # INT8 batch 1 first
     options = {"format": FORMAT, "chip": chip, "config": cfg.summary(),
                "bmodels": sorted(k for k in inputs if k.startswith("bmodel_")),
-               "default": default["path"].name, "bmpose": _version()}
+               "default": default["path"].name, "bmpose": _version(), "texts": _texts_sha256()}
     if up_to_date(out, inputs, options) and archive.is_file() and \
             read_manifest(out).get("checks", {}).get("archive_sha256") == _sha256(archive):
         return out, archive, False
@@ -125,24 +125,8 @@ def write_bundle(cfg, chip: str, bmodels: list[dict]) -> tuple[Path, Path, bool]
             dst = tmp / "bmpose" / f.relative_to(PACKAGE)
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(f, dst)
-        (tmp / "models").mkdir()
-        entries = []
-        for b in bmodels:
-            dst = tmp / "models" / b["path"].name
-            try:
-                os.link(b["path"], dst)
-            except OSError:
-                shutil.copyfile(b["path"], dst)
-            m = b["manifest"]
-            entries.append({"file": f"models/{dst.name}", "chip": chip, "precision": b["precision"],
-                            "batch": b["batch"], "sha256": _sha256(dst), "size_bytes": dst.stat().st_size,
-                            "build_manifest_sha256": m.get("outputs", {}).get(dst.name),
-                            "heatmap_cosine_vs_onnx": (m.get("checks", {}).get("final") or {}).get("cosine")})
-        (tmp / "images").mkdir()
-        for p in images:
-            shutil.copyfile(p, tmp / "images" / p.name)
-        _write_attribution(images, tmp / "images" / "ATTRIBUTION.tsv")
-        (tmp / "images" / "boxes.json").write_text(json.dumps(sample_boxes(images), indent=1) + "\n")
+        entries = _link_bmodels(tmp / "models", chip, bmodels)
+        _write_samples(tmp / "images", images)
         meta = {"format": FORMAT, "model": cfg.name, "chip": chip, "bmpose_version": _version(),
                 "pose": pose_facts(cfg), "metric": metric_options(cfg), "det_score_thr": det_score_thr(cfg),
                 "bmodels": entries, "default_bmodel": f"models/{default['path'].name}",
@@ -162,6 +146,39 @@ def write_bundle(cfg, chip: str, bmodels: list[dict]) -> tuple[Path, Path, bool]
                        outputs=["deploy.json", "bmodel.py", "README.md"] + [e["file"] for e in entries],
                        checks={"archive": archive.name, "archive_sha256": archive_sha})
     return out, archive, True
+
+
+def _texts_sha256() -> str:
+    """The launcher, the README template and the runtime facts: a changed text rebuilds the bundle."""
+    text = LAUNCHER + (Path(__file__).parent / "templates" / "README.md.j2").read_text() + repr(MIN_RUNTIME)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _link_bmodels(folder: Path, chip: str, bmodels: list[dict]) -> list[dict]:
+    """Hard-link (or copy) the bmodels into folder; their deploy.json entries."""
+    folder.mkdir()
+    entries = []
+    for b in bmodels:
+        dst = folder / b["path"].name
+        try:
+            os.link(b["path"], dst)
+        except OSError:
+            shutil.copyfile(b["path"], dst)
+        m = b["manifest"]
+        entries.append({"file": f"{folder.name}/{dst.name}", "chip": chip, "precision": b["precision"],
+                        "batch": b["batch"], "sha256": _sha256(dst), "size_bytes": dst.stat().st_size,
+                        "build_manifest_sha256": m.get("outputs", {}).get(dst.name),
+                        "heatmap_cosine_vs_onnx": (m.get("checks", {}).get("final") or {}).get("cosine")})
+    return entries
+
+
+def _write_samples(folder: Path, images: list[Path]) -> None:
+    """The sample images, their licences and their annotated person boxes."""
+    folder.mkdir()
+    for p in images:
+        shutil.copyfile(p, folder / p.name)
+    _write_attribution(images, folder / "ATTRIBUTION.tsv")
+    (folder / "boxes.json").write_text(json.dumps(sample_boxes(images), indent=1) + "\n")
 
 
 def write_archive(folder: Path, root_name: str, dest: Path) -> None:
