@@ -35,7 +35,7 @@ MIN_PYTHON = (3, 7)   # the core uses `from __future__ import annotations` (3.7+
 # SophonSDK >= v23.07.01. BMNNSDK2 2.7 / SophonSDK 3 (the NNTC era, before libsophon) is older: boxes on it
 # run the NNTC bundle's bmodels (`make nntc`). Other chips only ever had libsophon SDKs.
 MIN_RUNTIME = {"bm1684": {"libsophon": "0.4.6", "sophonsdk": "v23.07.01",
-                          "older": "BMNNSDK2 2.7 / SophonSDK 3.x cannot: use the NNTC bundle's bmodels (make nntc)"}}
+                          "older": "BMNNSDK2 2.7 / SophonSDK 3.x: not expected to load these; run the NNTC bundle's bmodels (make nntc)"}}
 # The launcher parses on any Python (no f-strings), so an SE5 still on Debian 9's Python 3.5 gets one line
 # naming the version it needs instead of a SyntaxError from the package.
 LAUNCHER = '''#!/usr/bin/env python3
