@@ -4,7 +4,7 @@ import json
 import pytest
 
 from bmpose.cli import bench as bench_cli
-from bmpose.report import bench
+from bmpose.experiments import bench
 from bmpose import config
 from bmpose.errors import BmposeError
 

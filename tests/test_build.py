@@ -218,7 +218,7 @@ def test_small_simulator_benchmark_runs_both_chips_in_one_call(small):
     process), the bmodel on the cmodel agreeing with its tpu.mlir on pymlir on the same real crops."""
     import argparse
 
-    from bmpose.report.bench import bench_simulators
+    from bmpose.experiments.bench import bench_simulators
 
     rows = bench_simulators(small, argparse.Namespace())
     per_bmodel = [r for r in rows if "cmodel_s_per_crop" in r]

@@ -26,7 +26,7 @@ from bmpose.evaluate import coco as evaluate
 from bmpose.runtime import predict as infer
 from bmpose.runtime import results
 from bmpose.runtime.backends import open_backend
-from bmpose.report import study
+from bmpose.evaluate import sets
 
 pytestmark = pytest.mark.slow
 
@@ -56,8 +56,8 @@ def fidelity():
     for precision in ("fp32", "int8"):
         assert build(["--precision", precision, "--model", MODEL, "--batches", "1", "--no-report"]) == 0
     bmodels = {(b["chip"], b["precision"]): b for b in list_bmodels(cfg) if b["batch"] == 1}
-    ann, img = study.eval_set()
-    boxes = study.eval_boxes(ann, img)
+    ann, img = sets.eval_set()
+    boxes = sets.eval_boxes(ann, img)
     assert len(boxes) == 51
     return {"cfg": cfg, "bmodels": bmodels, "ann": ann, "boxes": boxes, "ap": {}, "runs": {}}
 
@@ -175,7 +175,7 @@ def jittered(fidelity):
     from bmpose.evaluate import paired
 
     cfg = fidelity["cfg"]
-    boxes, owner, truth = paired.jittered_boxes(fidelity["ann"], study.eval_set()[1])
+    boxes, owner, truth = paired.jittered_boxes(fidelity["ann"], sets.eval_set()[1])
     sigmas = results.dataset_sigmas(cfg)
     onnx = ensure_onnx(cfg, batches=(1,), verbose=False)[1]
     ref = paired.score_backend(cfg, open_backend(onnx, kind="onnx"), boxes, owner, truth, sigmas, cfg.flip_test)

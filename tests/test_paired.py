@@ -8,7 +8,7 @@ import io
 import numpy as np
 
 from bmpose.evaluate import paired
-from bmpose.report import study
+from bmpose.evaluate import sets
 
 
 def test_oks_equals_xtcocotools():
@@ -35,13 +35,13 @@ def test_oks_equals_xtcocotools():
 
 
 def test_jittered_boxes_are_deterministic_and_start_with_the_annotated_box():
-    ann, img = study.eval_set()
+    ann, img = sets.eval_set()
     a, owner, truth = paired.jittered_boxes(ann, img)
     b, _, _ = paired.jittered_boxes(ann, img)
     assert len(truth) == 51 and len(a) == 51 * paired.JITTERS
     assert [x.bbox for x in a] == [y.bbox for y in b]
     assert np.bincount(owner).tolist() == [paired.JITTERS] * 51
-    annotated = study.eval_boxes(ann, img)
+    annotated = sets.eval_boxes(ann, img)
     assert all(np.array_equal(a[i * paired.JITTERS].xyxy, p.xyxy) for i, p in enumerate(annotated))
     assert all(a[i * paired.JITTERS + 1].bbox != p.bbox for i, p in enumerate(annotated))
 

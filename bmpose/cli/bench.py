@@ -1,4 +1,4 @@
-"""`bmpose bench`: benchmarks (bmpose.report.bench), each measured within one run so ratios are comparable;
+"""`bmpose bench`: benchmarks (bmpose.experiments.bench), each measured within one run so ratios are comparable;
 rows printed and kept in artifacts/<model>/bench/bench.json."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 import platform
 
 from bmpose.convert import PRECISIONS
-from bmpose.report import bench
+from bmpose.experiments import bench
 
 
 def main(argv=None) -> int:

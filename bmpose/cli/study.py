@@ -1,6 +1,6 @@
 """`bmpose study --model M` (`make study`): which INT8 calibration settings cost the least COCO AP.
 
-Builds and evaluates every chip x calibration method x FP32-layer variant (bmpose.report.study), writes
+Builds and evaluates every chip x calibration method x FP32-layer variant (bmpose.experiments.study), writes
 artifacts/<model>/study/ and refreshes the report.
 """
 from __future__ import annotations
@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 
 from bmpose import config as config_mod
-from bmpose.report.fragility import to_markdown as to_markdown_fragility
-from bmpose.report.study import LAYERS, METHODS, run_study, to_markdown
+from bmpose.experiments.fragility import to_markdown as to_markdown_fragility
+from bmpose.experiments.study import LAYERS, METHODS, run_study, to_markdown
 
 
 def parse_args(argv):
@@ -40,7 +40,7 @@ def main(argv) -> int:
     args = parse_args(argv)
     cfg = config_mod.load(args.model)
     if args.fragility:
-        from bmpose.report.fragility import run_fragility
+        from bmpose.experiments.fragility import run_fragility
 
         doc = run_fragility(cfg, tuple(args.chips or cfg.chips), args.methods, args.checkpoint)
         print(to_markdown_fragility(doc))

@@ -31,7 +31,7 @@ def make_plots(cfg, data: dict, out: Path) -> list[str]:
         _layer_plot(plt, rows, f"{b['name']}: per-layer similarity (deployed TPU MLIR vs top MLIR)", tol, out / name)
         b["plots"]["layers"] = name
         files.append(name)
-    # The calibration study's default variant per chip (built under study/, see bmpose.report.study).
+    # The calibration study's default variant per chip (built under study/, see bmpose.experiments.study).
     study = data.get("study") if isinstance(data.get("study"), dict) else {}
     for p in study.get("layer_plots", []):
         csv = Path(p["csv"])

@@ -21,7 +21,6 @@ from bmpose.errors import BmposeError
 from bmpose.manifest import atomic_dir, locked, sha256_file, up_to_date, write_manifest
 from bmpose.report import verdict as verdict_mod
 from bmpose.report.plots import make_plots
-from bmpose.report.study import add_device_ms
 
 REPORT_VERSION = 2
 TEMPLATES = Path(__file__).parent / "templates"
@@ -116,7 +115,7 @@ def collect(cfg) -> dict:
         base = base if base is not None else (ref or {}).get("AP")
         e["delta_AP"] = None if base is None or e["AP"] is None else e["AP"] - base
     study_path = cfg.artifacts / "study" / "study.json"
-    study = add_device_ms(cfg, json.loads(study_path.read_text())) if study_path.is_file() else None
+    study = json.loads(study_path.read_text()) if study_path.is_file() else None
     data = {"model": cfg.name, "mmpose_config": str(cfg.mmpose_config), "input_size": list(cfg.input_size),
             "bmodels": bmodels, "eval": evals, "study": study}
     data["verdict"] = verdict_mod.verdict(cfg, data)

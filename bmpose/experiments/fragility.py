@@ -39,7 +39,8 @@ def run_fragility(cfg, chips, methods, checkpoint=None, drops=DROPS) -> dict:
     from bmpose.convert.pipeline import Pipeline
     from bmpose.evaluate import paired
     from bmpose.manifest import read_manifest
-    from bmpose.report.study import eval_set, study_dir
+    from bmpose.evaluate.sets import eval_set
+    from bmpose.experiments.study import study_dir
     from bmpose.runtime.backends import open_backend
     from bmpose.runtime.results import dataset_sigmas
 

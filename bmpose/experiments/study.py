@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bmpose import config as config_mod
 from bmpose.errors import BmposeError
+from bmpose.evaluate.sets import eval_boxes, eval_set
 from bmpose.manifest import atomic_file, hash_inputs, read_manifest, tool_versions, write_manifest
 
 METHODS = ("kl", "mse", "max", "percentile9999")
@@ -39,24 +39,6 @@ STUDY_VERSION = 1
 
 def study_dir(cfg) -> Path:
     return cfg.artifacts / "study"
-
-
-def eval_set() -> tuple[Path, Path]:
-    """The trained fixture's 51 persons (all bundled COCO persons): annotation json, image root."""
-    return config_mod.DATA_DIR / "person_keypoints_bundled.json", config_mod.DATA_DIR
-
-
-def eval_boxes(ann: Path, img: Path) -> list:
-    """Ground-truth boxes of the persons mmpose's top-down COCO dataset keeps (not crowd, >= 1 keypoint): the
-    fixture's 51 training persons for the bundled file."""
-    from bmpose.cocodata import load_coco_keypoints
-    from bmpose.runtime.boxes import PersonBox
-
-    coco = load_coco_keypoints(ann, img)
-    return [PersonBox(p.image_id, Path(p.file), p.bbox, 1.0, p.bbox_xyxy, f"{ann}: annotation {p.ann_id}")
-            for p in coco.persons() if p.num_keypoints > 0 and not p.iscrowd]
-
-
 
 
 @dataclasses.dataclass
@@ -216,16 +198,6 @@ def make_rows(cfg, variants: list[Variant], evals: dict, onnx_ap: float) -> list
 def device_ms(manifest: dict | None) -> float | None:
     """Simulated device ms per person of a build (its manifest's compiler cycle estimate), None without one."""
     return ((manifest or {}).get("checks", {}).get("device_time") or {}).get("ms_per_person")
-
-
-def add_device_ms(cfg, study: dict) -> dict:
-    """Fill `device_ms` into rows of a study.json written before the column existed (from the build manifests
-    still under study/)."""
-    for r in study.get("rows", []):
-        if "device_ms" not in r and r.get("chip") not in (None, "-"):
-            layers = "fp32" if r.get("precision") == "FP32" else f"{r.get('method')}_{r.get('fp32_layers')}"
-            r["device_ms"] = device_ms(read_manifest(study_dir(cfg) / f"{r['chip']}_{layers}_b1"))
-    return study
 
 
 def choose(rows: list[dict], chips, cfg) -> dict:
