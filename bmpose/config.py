@@ -18,7 +18,6 @@ from bmpose.errors import BmposeError
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = ROOT / "configs"
-ARTIFACTS = Path(os.environ.get("BMPOSE_ARTIFACTS", ROOT / "artifacts"))
 DATA_DIR = ROOT / "tests" / "data"
 DEFAULT_MODEL = os.environ.get("BMPOSE_DEFAULT_MODEL", "hrnet_small_128x96")
 
@@ -44,6 +43,12 @@ DEFAULT_TOLERANCES = {
 DEFAULT_CALIBRATION = {"method": "kl", "num": 100, "seed": 0}
 
 
+def artifacts_root() -> Path:
+    """The default artifacts root: $BMPOSE_ARTIFACTS when set (read when asked, not at import), else artifacts/
+    in the repository. A config carries its own root (`load(..., artifacts=DIR)`, the CLI's --artifacts-dir)."""
+    return Path(os.environ.get("BMPOSE_ARTIFACTS") or ROOT / "artifacts").absolute()
+
+
 @dataclass(frozen=True)
 class DeployConfig:
     name: str
@@ -64,6 +69,7 @@ class DeployConfig:
     calibration: dict = field(default_factory=lambda: dict(DEFAULT_CALIBRATION))
     qtable: Path | None = None         # user's extra FP32 layers (added to the automatic tail)
     padding: float = 1.25              # GetBBoxCenterScale padding
+    root: Path = field(default_factory=artifacts_root)   # the artifacts root; this model's are under root/name
 
     @property
     def input_hw(self) -> tuple[int, int]:
@@ -71,7 +77,7 @@ class DeployConfig:
 
     @property
     def artifacts(self) -> Path:
-        return ARTIFACTS / self.name
+        return self.root / self.name
 
     def summary(self) -> dict:
         """What manifests record about the config (resolved values, not just file names)."""
@@ -106,8 +112,9 @@ def list_models() -> list[str]:
     return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
 
 
-def load(model: str | os.PathLike | None = None) -> DeployConfig:
-    """Load a deploy config by name (`configs/<name>.yaml`) or by path to a yaml file."""
+def load(model: str | os.PathLike | None = None, artifacts: str | os.PathLike | None = None) -> DeployConfig:
+    """Load a deploy config by name (`configs/<name>.yaml`) or by path to a yaml file; its artifacts go under
+    `artifacts` (default: `artifacts_root()`)."""
     model = str(model or DEFAULT_MODEL)
     path = Path(model)
     if path.suffix not in (".yaml", ".yml"):
@@ -120,8 +127,9 @@ def load(model: str | os.PathLike | None = None) -> DeployConfig:
         raise BmposeError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     if "mmpose_config" not in raw:
         raise BmposeError(f"{path}: missing key 'mmpose_config'")
+    root = Path(artifacts).expanduser().absolute() if artifacts else artifacts_root()
     mm_path = resolve_mmpose_config(raw["mmpose_config"], path.parent)
-    facts = mmpose_facts(mm_path)
+    facts = mmpose_facts(mm_path, cache=root / ".cache")
     codec = facts["codec"]
     qtable = raw.get("qtable")
     return DeployConfig(
@@ -142,6 +150,7 @@ def load(model: str | os.PathLike | None = None) -> DeployConfig:
         tolerances={**DEFAULT_TOLERANCES, **(raw.get("tolerances") or {})},
         calibration={**DEFAULT_CALIBRATION, **(raw.get("calibration") or {})},
         qtable=(path.parent / qtable).resolve() if qtable else None,
+        root=root,
     )
 
 
@@ -176,12 +185,13 @@ def mmpose_config_inputs(mm_path: Path) -> dict[str, Path]:
     return {"mmpose_config": Path(mm_path), **{f"mmpose_config_base{i}": f for i, f in enumerate(files[1:], 1)}}
 
 
-def mmpose_facts(mm_path: Path) -> dict:
+def mmpose_facts(mm_path: Path, cache: Path | None = None) -> dict:
     """What bmpose reads from an mmpose config (codec, mean/std, colour order, flip test), cached.
 
     mmengine's Config.fromfile takes 0.4 s (it scans mmpose's metafiles to resolve `mmpose::` bases), which
-    every command paid. The facts are cached under artifacts/.cache/, keyed on the config's text, the text of
-    its local `_base_` files, and the mmpose and mmengine versions (which fix the `mmpose::` bases)."""
+    every command paid. The facts are cached under `cache` (default: the artifacts root's .cache/), keyed on
+    the config's text, the text of its local `_base_` files, and the mmpose and mmengine versions (which fix
+    the `mmpose::` bases)."""
     import hashlib
     import json
     from importlib import metadata
@@ -194,7 +204,7 @@ def mmpose_facts(mm_path: Path) -> dict:
             h.update(f"{name}=none\0".encode())
     for f in config_files(mm_path):
         h.update(str(f).encode() + b"\0" + f.read_bytes() + b"\0")
-    cache = ARTIFACTS / ".cache" / "mmpose_facts" / f"{h.hexdigest()[:32]}.json"
+    cache = Path(cache or artifacts_root() / ".cache") / "mmpose_facts" / f"{h.hexdigest()[:32]}.json"
     if cache.is_file():
         try:
             return json.loads(cache.read_text())

@@ -62,22 +62,18 @@ def _toy_onnx(path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
-    """A toy model transformed by TPU-MLIR in a private artifacts dir: (cfg, mlir dir, crops). Module scope:
-    the private dir replaces config.ARTIFACTS while the fixture lives, and later modules (the fidelity tests)
-    must see the real one."""
+    """A toy model transformed by TPU-MLIR in a private artifacts dir: (cfg, mlir dir, crops)."""
     from bmpose import config
     from bmpose.convert import steps
 
     root = tmp_path_factory.mktemp("toy")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(config, "ARTIFACTS", root / "artifacts")
-        cfg = dataclasses.replace(config.load("hrnet_small_128x96"), name="toy", input_size=(8, 8))
-        crops = []
-        for i in range(4):
-            crops.append(root / f"crop{i}.npz")
-            np.savez(crops[-1], input=np.random.default_rng(i).standard_normal((1, 3, 8, 8)).astype(np.float32))
-        mlir = steps.ensure_transform(cfg, 1, _toy_onnx(root / "toy.onnx"), crops)
-        yield cfg, mlir, crops
+    cfg = dataclasses.replace(config.load("hrnet_small_128x96", artifacts=root / "artifacts"), name="toy",
+                              input_size=(8, 8))
+    crops = []
+    for i in range(4):
+        crops.append(root / f"crop{i}.npz")
+        np.savez(crops[-1], input=np.random.default_rng(i).standard_normal((1, 3, 8, 8)).astype(np.float32))
+    return cfg, steps.ensure_transform(cfg, 1, _toy_onnx(root / "toy.onnx"), crops), crops
 
 
 def simulate_like_the_build(b: dict, chip: str) -> tuple[np.ndarray, np.ndarray]:

@@ -114,14 +114,13 @@ def test_a_bmodel_that_differs_from_its_tpu_mlir_is_not_blamed_on_calibration(tm
 
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ARCHS)
-def test_architecture_exports_and_builds_fp32_and_int8(model, tmp_path, monkeypatch):
-    monkeypatch.setattr(config, "ARTIFACTS", tmp_path)
-    cfg = config.load(model)
+def test_architecture_exports_and_builds_fp32_and_int8(model, tmp_path):
+    cfg = config.load(model, artifacts=tmp_path)
     assert cfg.checkpoint == "fixture" and cfg.input_size == (96, 128)
     t0 = time.monotonic()
     for precision in ("fp32", "int8"):
-        assert build_cli.main(["--precision", precision, "--model", model, "--chips", "bm1684x",
-                               "--batches", "1", "--no-report"]) == 0
+        assert build_cli.main(["--precision", precision, "--model", model, "--artifacts-dir", str(tmp_path),
+                               "--chips", "bm1684x", "--batches", "1", "--no-report"]) == 0
     print(f"\n{model}: export + fp32 + int8 (bm1684x, b1) {time.monotonic() - t0:.0f} s")
     assert not list(cfg.artifacts.rglob("*.failed"))   # no stage failed on the way
     onnx = read_manifest(cfg.artifacts / "onnx")["checks"][f"{model}_b1.onnx"]

@@ -17,11 +17,10 @@ def cfg(tmp_path_factory):
     artifacts dir."""
     from bmpose.cli.build import main as build
 
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(config, "ARTIFACTS", tmp_path_factory.mktemp("backend_artifacts"))
-        assert build(["--precision", "int8", "--model", SMALL, "--chips", "bm1684", "bm1684x", "--batches", "1",
-                      "--no-report"]) == 0
-        yield config.load(SMALL)
+    root = tmp_path_factory.mktemp("backend_artifacts")
+    assert build(["--precision", "int8", "--model", SMALL, "--artifacts-dir", str(root), "--chips", "bm1684",
+                  "bm1684x", "--batches", "1", "--no-report"]) == 0
+    return config.load(SMALL, artifacts=root)
 
 
 @pytest.mark.parametrize("chip", ["bm1684", "bm1684x"])

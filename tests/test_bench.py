@@ -10,21 +10,21 @@ from bmpose.errors import BmposeError
 
 
 def test_registry_table_and_json(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(config, "ARTIFACTS", tmp_path)
+    model = ["--model", "hrnet_small_128x96", "--artifacts-dir", str(tmp_path)]
     table = {"one": lambda cfg, args: [{"case": "a", "per_s": 1.5}],
              "two": lambda cfg, args: [{"case": "b", "per_s": 2}, {"case": "c", "per_s": 3}]}
     monkeypatch.setattr(bench, "BENCHMARKS", table)
-    assert bench_cli.main(["--model", "hrnet_small_128x96"]) == 0
+    assert bench_cli.main(model) == 0
     out = capsys.readouterr().out
     assert "benchmark" in out.splitlines()[0] and "one" in out and "two" in out
     path = tmp_path / "hrnet_small_128x96" / "bench" / "bench.json"
     assert [r["benchmark"] for r in json.loads(path.read_text())["rows"]] == ["one", "two", "two"]
     table["one"] = lambda cfg, args: [{"case": "a", "per_s": 9}]
-    assert bench_cli.main(["--model", "hrnet_small_128x96", "--only", "one"]) == 0
+    assert bench_cli.main([*model, "--only", "one"]) == 0
     rows = json.loads(path.read_text())["rows"]
     assert sorted((r["benchmark"], r["per_s"]) for r in rows) == [("one", 9), ("two", 2), ("two", 3)]
     with pytest.raises(BmposeError, match="unknown benchmark"):
-        bench_cli.main(["--model", "hrnet_small_128x96", "--only", "nope"])
+        bench_cli.main([*model, "--only", "nope"])
 
 
 def test_every_benchmark_is_listed():
@@ -47,10 +47,10 @@ def test_host_benchmark_measures_the_bundles_stages():
     (["--chips", "bm1686"], "--chips bm1686: unknown chip"),
     (["--chips", "bm1684", "--precisions", "fp16"], "bm1684"),   # asked for by name: refused as build does
 ])
-def test_estimate_refuses_before_any_work(argv, message, tmp_path, monkeypatch):
-    monkeypatch.setattr(config, "ARTIFACTS", tmp_path)
+def test_estimate_refuses_before_any_work(argv, message, tmp_path):
     with pytest.raises(BmposeError, match=message):
-        bench_cli.main(["--model", "hrnet_small_128x96", "--only", "estimate", *argv])
+        bench_cli.main(["--model", "hrnet_small_128x96", "--artifacts-dir", str(tmp_path), "--only", "estimate",
+                        *argv])
     assert not (tmp_path / "hrnet_small_128x96").exists()   # nothing exported, calibrated or compiled
 
 

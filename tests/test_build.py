@@ -129,16 +129,14 @@ def test_toy_search_qtable_names_real_layers_and_is_reused(toy):
 @pytest.fixture(scope="session")
 def small(tmp_path_factory):
     """The CI build of the small model: all 8 bmodels, built once per session in a private artifacts dir."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(config, "ARTIFACTS", tmp_path_factory.mktemp("build_artifacts"))
-        cfg = config.load(SMALL)
-        times = {}
-        for precision in ("fp32", "int8"):
-            t0 = time.monotonic()
-            assert build_cli.main(["--precision", precision, "--model", SMALL]) == 0
-            times[precision] = time.monotonic() - t0
-        print(f"\nsmall model build times: {times}")
-        yield cfg
+    cfg = config.load(SMALL, artifacts=tmp_path_factory.mktemp("build_artifacts"))
+    times = {}
+    for precision in ("fp32", "int8"):
+        t0 = time.monotonic()
+        assert build_cli.main(["--precision", precision, "--model", SMALL, "--artifacts-dir", str(cfg.root)]) == 0
+        times[precision] = time.monotonic() - t0
+    print(f"\nsmall model build times: {times}")
+    return cfg
 
 
 @pytest.mark.slow
@@ -179,7 +177,7 @@ def test_small_int8_tail_is_f32_in_deployed_mlir(small):
 def test_small_rebuild_skips(small, capsys):
     before = {b["dir"]: b["manifest"]["created"] for b in list_bmodels(small)}
     t0 = time.monotonic()
-    assert build_cli.main(["--precision", "int8", "--model", SMALL]) == 0
+    assert build_cli.main(["--precision", "int8", "--model", SMALL, "--artifacts-dir", str(small.root)]) == 0
     assert time.monotonic() - t0 < 2.0
     assert "4 int8 bmodel(s) of hrnet_small_128x96 up to date" in capsys.readouterr().out
     assert {b["dir"]: b["manifest"]["created"] for b in list_bmodels(small)} == before
@@ -187,10 +185,10 @@ def test_small_rebuild_skips(small, capsys):
 
 @pytest.mark.slow
 def test_small_noop_make_int8_under_two_seconds(small):
-    env = {**__import__("os").environ, "BMPOSE_ARTIFACTS": str(config.ARTIFACTS)}
-    cmd = [str(Path(sys.executable).parent / "bmpose"), "build", "--precision", "int8", "--model", SMALL]
+    cmd = [str(Path(sys.executable).parent / "bmpose"), "build", "--precision", "int8", "--model", SMALL,
+           "--artifacts-dir", str(small.root)]
     t0 = time.monotonic()
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    out = subprocess.run(cmd, capture_output=True, text=True)
     seconds = time.monotonic() - t0
     assert out.returncode == 0, out.stderr
     assert "up to date" in out.stdout
@@ -266,8 +264,8 @@ def test_small_qtable_change_redeploys_only(small, tmp_path):
     mlir_m = read_manifest(small.artifacts / "mlir" / "b1")
     table_dir = next((small.artifacts / "cali_table").iterdir())
     table_m = read_manifest(table_dir)
-    assert build_cli.main(["--precision", "int8", "--model", SMALL, "--chips", "bm1684x", "--batches", "1",
-                           "--qtable", str(extra), "--no-report"]) == 0
+    assert build_cli.main(["--precision", "int8", "--model", SMALL, "--artifacts-dir", str(small.root), "--chips",
+                           "bm1684x", "--batches", "1", "--qtable", str(extra), "--no-report"]) == 0
     assert read_manifest(small.artifacts / "mlir" / "b1")["created"] == mlir_m["created"]
     assert read_manifest(table_dir)["created"] == table_m["created"]
     d = bmodel_dir(small, "bm1684x", "int8", 1)
@@ -280,16 +278,14 @@ def test_small_qtable_change_redeploys_only(small, tmp_path):
 
 @pytest.mark.slow
 def test_w32_bm1684_batch1_fp32_and_int8(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(config, "ARTIFACTS", tmp_path_factory.mktemp("w32_artifacts"))
-        cfg = config.load(W32)
-        for precision in ("fp32", "int8"):
-            assert build_cli.main(["--precision", precision, "--model", W32, "--chips", "bm1684",
-                                   "--batches", "1", "--no-report"]) == 0
-        bms = list_bmodels(cfg)
-        assert [(b["precision"], b["batch"]) for b in bms] == [("fp32", 1), ("int8", 1)]
-        # Random weights: the INT8 build is gated by int8_cos_random (see config.DEFAULT_TOLERANCES).
-        assert_random_weight_gates_passed(cfg, bms, (1, 17, 64, 48))
+    cfg = config.load(W32, artifacts=tmp_path_factory.mktemp("w32_artifacts"))
+    for precision in ("fp32", "int8"):
+        assert build_cli.main(["--precision", precision, "--model", W32, "--artifacts-dir", str(cfg.root),
+                               "--chips", "bm1684", "--batches", "1", "--no-report"]) == 0
+    bms = list_bmodels(cfg)
+    assert [(b["precision"], b["batch"]) for b in bms] == [("fp32", 1), ("int8", 1)]
+    # Random weights: the INT8 build is gated by int8_cos_random (see config.DEFAULT_TOLERANCES).
+    assert_random_weight_gates_passed(cfg, bms, (1, 17, 64, 48))
 
 
 def test_auto_tail_of_a_network_without_a_merge_stops_at_the_heatmap_conv():

@@ -249,11 +249,10 @@ def test_tpu_mlir_feeds_the_network_our_tensor(cfg, built, tmp_path):
     assert f"sample number: {len(paths)}" in (tmp_path / "cali_table").read_text()
 
 
-def test_cli_writes_lmdb_and_reports_errors(tmp_path, monkeypatch, capsys):
+def test_cli_writes_lmdb_and_reports_errors(tmp_path, capsys):
     from bmpose import cli
 
-    monkeypatch.setattr(config, "ARTIFACTS", tmp_path)
-    assert cli.main(["calib", "--model", "hrnet_small_128x96", "--num", "6"]) == 0
+    assert cli.main(["calib", "--model", "hrnet_small_128x96", "--artifacts-dir", str(tmp_path), "--num", "6"]) == 0
     assert store.read_meta(tmp_path / "hrnet_small_128x96" / "calib" / store.LMDB_NAME)["count"] == 6
     assert cli.main(["calib", "--model", "hrnet_small_128x96", "--calib", "nonsense"]) == 1
     err = capsys.readouterr().err.strip().splitlines()

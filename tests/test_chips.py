@@ -27,13 +27,12 @@ def test_bm1688_and_cv186x_are_chips_with_every_precision():
 
 @pytest.fixture(scope="module")
 def chips(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(config, "ARTIFACTS", tmp_path_factory.mktemp("chips_artifacts"))
-        for chip in ("bm1688", "cv186x"):
-            for precision in sorted({p for c, p in BUILT if c == chip}):
-                assert build_cli.main(["--precision", precision, "--model", SMALL, "--chips", chip,
-                                       "--batches", "1", "--no-report"]) == 0
-        yield config.load(SMALL)
+    root = tmp_path_factory.mktemp("chips_artifacts")
+    for chip in ("bm1688", "cv186x"):
+        for precision in sorted({p for c, p in BUILT if c == chip}):
+            assert build_cli.main(["--precision", precision, "--model", SMALL, "--artifacts-dir", str(root),
+                                   "--chips", chip, "--batches", "1", "--no-report"]) == 0
+    return config.load(SMALL, artifacts=root)
 
 
 @pytest.mark.slow

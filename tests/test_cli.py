@@ -43,11 +43,8 @@ def _stub_command(monkeypatch, body):
 
 def test_a_real_warning_is_one_bmpose_line(tmp_path, monkeypatch, capsys, coco_mini):
     """The bundled sample has 32 eligible persons: --num 100 warns, as bmpose's line, not Python's format."""
-    from bmpose import config
-
-    monkeypatch.setattr(config, "ARTIFACTS", tmp_path)
     shown = warnings.showwarning
-    assert cli.main(["calib", "--model", "hrnet_small_128x96", "--num", "100"]) == 0
+    assert cli.main(["calib", "--model", "hrnet_small_128x96", "--artifacts-dir", str(tmp_path), "--num", "100"]) == 0
     err = capsys.readouterr().err
     assert f"bmpose calib: warning: {coco_mini[0]}: --num 100 but only 32 eligible persons: using all 32\n" in err
     assert "Warning:" not in err and ".py:" not in err and "warnings.warn" not in err
@@ -58,7 +55,6 @@ def test_a_real_warning_is_one_bmpose_line(tmp_path, monkeypatch, capsys, coco_m
 def test_build_and_nntc_say_the_calibration_warning_once_through_the_same_printer(command, tmp_path, monkeypatch,
                                                                                  capsys):
     """They no longer catch CalibWarning themselves: the entry point's printer says it, once per run."""
-    from bmpose import config
     from bmpose.calib import calibset
     from bmpose.calib.select import CalibWarning
     from bmpose.errors import BmposeError
@@ -69,11 +65,11 @@ def test_build_and_nntc_say_the_calibration_warning_once_through_the_same_printe
 
     from bmpose.cli import nntc
 
-    monkeypatch.setattr(config, "ARTIFACTS", tmp_path)   # nothing built: build reaches its calibration step
     monkeypatch.setattr(calibset, "ensure_calib", calib)   # build imports it when it runs, nntc at its import
     monkeypatch.setattr(nntc, "ensure_calib", calib)
-    argv = [command, "--model", "hrnet_small_128x96", "--calib", "coco"] + (["--precision", "int8"]
-                                                                          if command == "build" else [])
+    # nothing built in tmp_path: build reaches its calibration step
+    argv = [command, "--model", "hrnet_small_128x96", "--artifacts-dir", str(tmp_path), "--calib", "coco"] + \
+        (["--precision", "int8"] if command == "build" else [])
     assert cli.main(argv) == 1
     err = capsys.readouterr().err
     assert err == (f"bmpose {command}: warning: ann.json: --num 100 but only 3 eligible persons: using all 3\n"

@@ -8,23 +8,22 @@ from bmpose import config
 
 
 def test_facts_cache_equals_a_fresh_read_and_follows_edits(tmp_path, monkeypatch):
-    monkeypatch.setattr(config, "ARTIFACTS", tmp_path / "artifacts")
-    src = config.load("hrnet_small_128x96").mmpose_config
+    src = config.load("hrnet_small_128x96", artifacts=tmp_path / "artifacts").mmpose_config
     base = tmp_path / "base.py"
     shutil.copy(src, base)
     child = tmp_path / "child.py"
     child.write_text("_base_ = ['./base.py']\n")
-    cache_dir = tmp_path / "artifacts" / ".cache" / "mmpose_facts"
+    cache = tmp_path / "artifacts" / ".cache"
+    cache_dir = cache / "mmpose_facts"
     before = set(cache_dir.glob("*.json"))
-    fresh = config.mmpose_facts(child)
+    fresh = config.mmpose_facts(child, cache)
     assert len(set(cache_dir.glob("*.json")) - before) == 1
     monkeypatch.setattr(config, "_read_mmpose_config", lambda p: (_ for _ in ()).throw(AssertionError("read")))
-    assert config.mmpose_facts(child) == fresh     # served from the cache, mmengine not asked
+    assert config.mmpose_facts(child, cache) == fresh     # served from the cache, mmengine not asked
     assert fresh["codec"]["input_size"] == [96, 128] and fresh["flip_test"] is True
     monkeypatch.undo()
-    monkeypatch.setattr(config, "ARTIFACTS", tmp_path / "artifacts")
     base.write_text(base.read_text().replace("sigma=1", "sigma=3"))   # a local base changes: a new read
-    assert config.mmpose_facts(child)["codec"]["sigma"] == 3
+    assert config.mmpose_facts(child, cache)["codec"]["sigma"] == 3
 
 
 def test_a_local_base_is_a_build_input(tmp_path):
@@ -54,3 +53,13 @@ def test_seresnet_config_is_mmposes_at_128x96():
     assert ours["head"].pop("decoder")["input_size"] == (96, 128)
     theirs["head"].pop("decoder")
     assert ours == theirs
+
+
+def test_the_artifacts_root_is_the_configs_own(tmp_path, monkeypatch):
+    """$BMPOSE_ARTIFACTS is read when a config loads (not when bmpose is imported); an explicit root wins."""
+    monkeypatch.setenv("BMPOSE_ARTIFACTS", str(tmp_path / "from_env"))
+    assert config.load("hrnet_small_128x96").artifacts == tmp_path / "from_env" / "hrnet_small_128x96"
+    cfg = config.load("hrnet_small_128x96", artifacts=tmp_path / "given")
+    assert cfg.root == tmp_path / "given" and cfg.artifacts == tmp_path / "given" / "hrnet_small_128x96"
+    monkeypatch.delenv("BMPOSE_ARTIFACTS")
+    assert config.load("hrnet_small_128x96").root == config.ROOT / "artifacts"

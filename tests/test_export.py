@@ -18,17 +18,19 @@ from bmpose.weights.fixture import make_fixture, realistic_inputs
 SMALL, W32 = "hrnet_small_128x96", "hrnet_w32_256x192"
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(scope="module")
 def artifacts(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        path = tmp_path_factory.mktemp("artifacts")
-        mp.setattr(config, "ARTIFACTS", path)
-        yield path
+    return tmp_path_factory.mktemp("artifacts")
 
 
 @pytest.fixture(scope="module")
-def small():
-    return config.load(SMALL)
+def small(artifacts):
+    return config.load(SMALL, artifacts=artifacts)
+
+
+@pytest.fixture(scope="module")
+def w32(artifacts):
+    return config.load(W32, artifacts=artifacts)
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +107,7 @@ def test_same_inputs_skip(small, small_onnx, capsys):
     assert ensure_onnx(small, batches=(1, 4)) == small_onnx
     assert "up to date (skipped)" in capsys.readouterr().out
     assert {b: p.stat().st_mtime_ns for b, p in small_onnx.items()} == mtimes
-    assert cli.main(["export", "--model", SMALL]) == 0
+    assert cli.main(["export", "--model", SMALL, "--artifacts-dir", str(small.root)]) == 0
     assert "skipped" in capsys.readouterr().out
 
 
@@ -158,8 +160,7 @@ def test_parity_above_tolerance_fails_and_keeps_dot_failed(small, small_onnx):
 
 # --- checkpoints: errors and formats --------------------------------------------------------------------------
 
-def test_small_checkpoint_with_w32_config_is_a_clear_error(small):
-    w32 = config.load(W32)
+def test_small_checkpoint_with_w32_config_is_a_clear_error(small, w32):
     ckpt = str(make_fixture(small))
     with pytest.raises(BmposeError) as e:
         build_model(w32, ckpt)
@@ -168,8 +169,9 @@ def test_small_checkpoint_with_w32_config_is_a_clear_error(small):
     assert "do not match model config td-hm_hrnet-w32" in msg and "missing keys" in msg and "shape mismatches" in msg
 
 
-def test_cli_reports_a_missing_checkpoint_on_one_line(capsys):
-    assert cli.main(["export", "--model", SMALL, "--checkpoint", "/nonexistent/hrnet.pth"]) == 1
+def test_cli_reports_a_missing_checkpoint_on_one_line(artifacts, capsys):
+    assert cli.main(["export", "--model", SMALL, "--artifacts-dir", str(artifacts), "--checkpoint",
+                     "/nonexistent/hrnet.pth"]) == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]  # (import warnings from mmengine may precede it)
     assert err == "bmpose export: error: /nonexistent/hrnet.pth: checkpoint not found " \
                   "(give a .pth file, a URL, or 'fixture')"
@@ -222,13 +224,12 @@ def test_url_checkpoint_is_downloaded_once_into_torch_hub_cache(small, tmp_path,
 # --- the full-size model (slow: ~1.5 min on 2 cores) ------------------------------------------------------------
 
 @pytest.mark.slow
-def test_w32_export_parity_batch_1_and_4():
-    w32 = config.load(W32)
+def test_w32_export_parity_batch_1_and_4(w32):
     _assert_parity(w32, ensure_onnx(w32, batches=(1, 4)), (1, 4))
 
 
 @pytest.mark.slow
-def test_w32_checkpoint_with_small_config_is_a_clear_error(small):
-    w32_ckpt = str(make_fixture(config.load(W32)))
+def test_w32_checkpoint_with_small_config_is_a_clear_error(small, w32):
+    w32_ckpt = str(make_fixture(w32))
     with pytest.raises(BmposeError, match=r"weights do not match model config td-hm_hrnet-small.*unexpected keys"):
         build_model(small, w32_ckpt)

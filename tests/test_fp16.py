@@ -82,12 +82,11 @@ def test_half_gates_come_from_the_config(model):
 
 @pytest.fixture(scope="module")
 def half(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(config, "ARTIFACTS", tmp_path_factory.mktemp("half_artifacts"))
-        for precision in HALF:
-            assert build_cli.main(["--precision", precision, "--model", SMALL, "--chips", "bm1684x",
-                                   "--batches", "1", "--no-report"]) == 0
-        yield config.load(SMALL)
+    root = tmp_path_factory.mktemp("half_artifacts")
+    for precision in HALF:
+        assert build_cli.main(["--precision", precision, "--model", SMALL, "--artifacts-dir", str(root),
+                               "--chips", "bm1684x", "--batches", "1", "--no-report"]) == 0
+    return config.load(SMALL, artifacts=root)
 
 
 @pytest.mark.slow
@@ -136,7 +135,8 @@ def test_half_bmodels_in_report_and_eval(half, capsys):
     assert all(b["sim_ms_per_batch"] > 0 for b in data["bmodels"])
     md = (index.parent / "report.md").read_text()
     assert all(f"| {SMALL}_bm1684x_{p}_b1.bmodel | bm1684x | 1 | {p} |" in md for p in HALF)
-    assert eval_cli.main(["--model", SMALL, "--artifacts", *(f"bm1684x_{p}_b1" for p in HALF)]) == 0
+    assert eval_cli.main(["--model", SMALL, "--artifacts-dir", str(half.root),
+                          "--artifacts", *(f"bm1684x_{p}_b1" for p in HALF)]) == 0
     for p in HALF:
         row = json.loads((half.artifacts / "eval" / f"bm1684x_{p}_b1.json").read_text())
         assert row["backend"] == "mlir" and row["precision"] == p

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bmpose import cli, cocodata, config
+from bmpose import cli, cocodata
 from bmpose.device.inputs import list_images
 from bmpose.errors import BmposeError
 from bmpose.runtime import boxes
@@ -193,14 +193,14 @@ def test_detection_file(tmp_path, keys, value, expect, loader):
     _check(load, path, expect, *([str(I1)] if keeps_image else []))
 
 
-def test_a_bad_box_ends_bmpose_calib_with_one_line(tmp_path, monkeypatch, capsys):
+def test_a_bad_box_ends_bmpose_calib_with_one_line(tmp_path, capsys):
     """Issue 15's report: a bbox [10, 10, -5, "x"] ended `bmpose calib` with a traceback."""
     data = copy.deepcopy(BASE)
     data["annotations"][0]["bbox"] = [10, 10, -5, "x"]
     path = tmp_path / "ann.json"
     path.write_text(json.dumps(data))
-    monkeypatch.setattr(config, "ARTIFACTS", tmp_path / "artifacts")
-    assert cli.main(["calib", "--model", "hrnet_small_128x96", "--coco-ann", str(path), "--coco-img", str(IMG)]) == 1
+    assert cli.main(["calib", "--model", "hrnet_small_128x96", "--artifacts-dir", str(tmp_path / "artifacts"),
+                     "--coco-ann", str(path), "--coco-img", str(IMG)]) == 1
     err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("bmpose calib: warning:")]
     assert err == [f"bmpose calib: error: {path}: annotation {A0['id']}: 'bbox' must be 4 finite numbers "
                    f"[x, y, w, h], got [10, 10, -5, 'x']"]

@@ -253,12 +253,10 @@ def _cli(*argv):
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
     """`make nntc` for the small model (8 crops) in a private artifacts dir."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(config, "ARTIFACTS", tmp_path_factory.mktemp("artifacts"))
-        cfg = config.load(SMALL)
-        rc, out, err = _cli("nntc", "--model", SMALL, "--calib", "coco", "--num", "8")
-        assert rc == 0, err
-        yield {"cfg": cfg, "dir": nntc.nntc_dir(cfg), "out": out, "lmdb": cfg.artifacts / "calib" / "calib.lmdb"}
+    cfg = config.load(SMALL, artifacts=tmp_path_factory.mktemp("artifacts"))
+    rc, out, err = _cli("nntc", "--model", SMALL, "--artifacts-dir", str(cfg.root), "--calib", "coco", "--num", "8")
+    assert rc == 0, err
+    return {"cfg": cfg, "dir": nntc.nntc_dir(cfg), "out": out, "lmdb": cfg.artifacts / "calib" / "calib.lmdb"}
 
 
 def standin_env(**extra):
@@ -312,9 +310,8 @@ def test_tail_names_are_node_names_of_the_opset12_onnx(bundle):
 def test_second_run_is_a_noop(bundle):
     before = (bundle["dir"] / "manifest.json").read_bytes()
     stamp = (bundle["dir"] / "manifest.json").stat().st_mtime_ns
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(config, "ARTIFACTS", bundle["cfg"].artifacts.parent)
-        rc, out, err = _cli("nntc", "--model", SMALL, "--calib", "coco", "--num", "8")
+    rc, out, err = _cli("nntc", "--model", SMALL, "--artifacts-dir", str(bundle["cfg"].root), "--calib", "coco",
+                        "--num", "8")
     assert rc == 0, err
     assert f"nntc: {bundle['dir']} is up to date (skipped)" in out and "onnx_opset12 is up to date" in out
     assert (bundle["dir"] / "manifest.json").read_bytes() == before
@@ -393,7 +390,6 @@ def test_runs_the_scripts_where_nntc_imports(bundle, tmp_path, monkeypatch):
     """Inside the SDK docker (here: the stand-ins importable) ensure_nntc runs both scripts, keeps the bmodels
     and logs, and a failing script leaves nntc.failed/ with its log and a one-line error."""
     cfg = bundle["cfg"]
-    monkeypatch.setattr(config, "ARTIFACTS", cfg.artifacts.parent)
     monkeypatch.setattr(nntc, "nntc_dir", lambda _cfg: tmp_path / "nntc")
     monkeypatch.syspath_prepend(str(STANDINS))
     for k, v in standin_env().items():

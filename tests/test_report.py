@@ -40,9 +40,8 @@ class _Collect(html.parser.HTMLParser):
 
 
 @pytest.fixture
-def cfg(tmp_path, monkeypatch):
-    monkeypatch.setattr(config, "ARTIFACTS", tmp_path)
-    return config.load("hrnet_small_128x96")
+def cfg(tmp_path):
+    return config.load("hrnet_small_128x96", artifacts=tmp_path)
 
 
 def test_report_has_eval_and_study_tables_and_skips_when_unchanged(cfg):
@@ -73,7 +72,7 @@ def test_report_has_eval_and_study_tables_and_skips_when_unchanged(cfg):
 
 
 def test_report_cli(cfg, capsys):
-    assert report_cli.main(["--model", "hrnet_small_128x96"]) == 0
+    assert report_cli.main(["--model", "hrnet_small_128x96", "--artifacts-dir", str(cfg.root)]) == 0
     assert "index.html" in capsys.readouterr().out
 
 

@@ -51,9 +51,8 @@ def test_unknown_method_is_refused():
         study_cli.main(["--methods", "foo"])
 
 
-def test_report_draws_the_study_default_per_layer_plot(tmp_path, monkeypatch):
-    monkeypatch.setattr(config, "ARTIFACTS", tmp_path)
-    cfg = config.load("hrnet_small_128x96")
+def test_report_draws_the_study_default_per_layer_plot(tmp_path):
+    cfg = config.load("hrnet_small_128x96", artifacts=tmp_path)
     d = cfg.artifacts / "study"
     d.mkdir(parents=True)
     csv = d / "compare.csv"
@@ -69,13 +68,12 @@ def test_report_draws_the_study_default_per_layer_plot(tmp_path, monkeypatch):
     assert "](study_layers_bm1684.png)" in (index.parent / "report.md").read_text()
 
 
-def test_report_plots_ap_drop_against_device_time(tmp_path, monkeypatch):
+def test_report_plots_ap_drop_against_device_time(tmp_path):
     """The study reads each variant's simulated time from its build manifest; the report draws AP drop against
     simulated ms per person."""
     from bmpose.manifest import read_manifest, write_manifest
 
-    monkeypatch.setattr(config, "ARTIFACTS", tmp_path)
-    cfg = config.load("hrnet_small_128x96")
+    cfg = config.load("hrnet_small_128x96", artifacts=tmp_path)
     d = cfg.artifacts / "study"
     rows = [{"chip": "bm1684x", "precision": "FP32", "method": "-", "fp32_layers": "-", "AP": 0.828, "dAP": 0.0},
             {"chip": "bm1684x", "precision": "INT8", "method": "kl", "fp32_layers": "auto", "AP": 0.827,

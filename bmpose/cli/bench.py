@@ -9,14 +9,16 @@ import platform
 
 from bmpose.convert import PRECISIONS
 from bmpose.experiments import bench
+from bmpose.cli.args import add_artifacts_dir, load_model
 
 
 def main(argv=None) -> int:
-    from bmpose import config, manifest
+    from bmpose import manifest
     from bmpose.errors import BmposeError
 
     p = argparse.ArgumentParser(prog="bmpose bench", description="benchmarks: " + ", ".join(sorted(bench.BENCHMARKS)))
     p.add_argument("--model", default=None)
+    add_artifacts_dir(p)
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--only", action="append", default=None, metavar="NAME", help="run only these (repeatable)")
     p.add_argument("--chips", nargs="+", default=None, help="estimate: chips (default: the config's)")
@@ -24,7 +26,7 @@ def main(argv=None) -> int:
                    help="estimate: precisions (default: every one the chip has)")
     p.add_argument("--batches", nargs="+", type=int, default=None, help="estimate: batch sizes (default: the config's)")
     a = p.parse_args(argv)
-    cfg = config.load(a.model)
+    cfg = load_model(a)
     names = a.only or list(bench.BENCHMARKS)
     unknown = [n for n in names if n not in bench.BENCHMARKS]
     if unknown:

@@ -18,10 +18,10 @@ import sys
 import time
 from pathlib import Path
 
-from bmpose import config as config_mod
 from bmpose.errors import BmposeError
 from bmpose.convert import (CHIPS, PRECISIONS, bmodel_dir, bmodel_name, check_chip_precision, chip_supports,
                             deploy, no_precision, steps)
+from bmpose.cli.args import add_artifacts_dir, load_model
 
 
 def parse_args(argv):
@@ -29,6 +29,7 @@ def parse_args(argv):
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--precision", required=True, choices=PRECISIONS)
     ap.add_argument("--model", default=None, help="deploy config name or yaml (default: %(default)s)")
+    add_artifacts_dir(ap)
     ap.add_argument("--checkpoint", help="checkpoint path/URL or 'fixture' (default: the config's)")
     ap.add_argument("--chips", nargs="+", help=f"chips (default: the config's; known: {' '.join(CHIPS)})")
     ap.add_argument("--batches", nargs="+", type=int, help="batch sizes (default: the config's)")
@@ -74,7 +75,7 @@ class Plan:
 
     def __init__(self, args):
         self.args = args
-        cfg = config_mod.load(args.model)
+        cfg = load_model(args)
         if args.tolerance:
             cfg = dataclasses.replace(cfg, tolerances={**cfg.tolerances, **parse_tolerances(args.tolerance, cfg)})
         self.cfg = cfg

@@ -4,17 +4,18 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bmpose import config as config_mod
 from bmpose import manifest
 from bmpose.calib.calibset import ensure_calib
 from bmpose.calib.select import DEFAULT_MIN_BOX, DEFAULT_MIN_KEYPOINTS
 from bmpose.calib.sheet import SHEET_NAME
 from bmpose.calib.store import read_meta
+from bmpose.cli.args import add_artifacts_dir, load_model
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="bmpose calib", description="COCO person crops -> calibration LMDB")
     p.add_argument("--model", default=None, help="deploy config name or yaml (default %(default)s)")
+    add_artifacts_dir(p)
     p.add_argument("--checkpoint", default=None, help="accepted for the Makefile's COMMON options; unused")
     p.add_argument("--calib", default="coco", help="coco | dir:PATH | lmdb:PATH (default coco)")
     p.add_argument("--coco-ann", default=None, help="COCO person-keypoints json (default: bundled val sample)")
@@ -28,7 +29,7 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, default=None, help="crop processes (default: all cores)")
     p.add_argument("--force", action="store_true", help="replace an LMDB built for a different config")
     a = p.parse_args(argv)
-    cfg = config_mod.load(a.model)
+    cfg = load_model(a)
     # its CalibWarning (fewer persons than --num) prints as bmpose's one line through bmpose.cli
     path = ensure_calib(cfg, a.calib, coco_ann=a.coco_ann, coco_img=a.coco_img, num=a.num, seed=a.seed,
                         min_keypoints=a.min_keypoints, min_box=a.min_box, force=a.force, workers=a.workers,

@@ -7,13 +7,14 @@ from __future__ import annotations
 import argparse
 import time
 
-from bmpose import config as config_mod
 from bmpose.convert import CHIPS, list_bmodels
+from bmpose.cli.args import add_artifacts_dir, artifacts_argv, load_model
 
 
 def parse_args(argv):
     ap = argparse.ArgumentParser(prog="bmpose deploy", description=__doc__)
     ap.add_argument("--model", default=None, help="deploy config name or yaml (default: the small model)")
+    add_artifacts_dir(ap)
     ap.add_argument("--checkpoint", help="checkpoint path/URL or 'fixture' (default: the config's)")
     ap.add_argument("--chips", nargs="+", choices=CHIPS, help="chips (default: the config's)")
     ap.add_argument("--precisions", nargs="+", default=["int8", "fp32"], help="precisions to build and bundle "
@@ -27,8 +28,8 @@ def parse_args(argv):
 
 
 def build_argv(args, cfg, precision: str, chips, batches) -> list[str]:
-    argv = ["--precision", precision, "--model", str(args.model or cfg.name), "--chips", *chips,
-            "--batches", *map(str, batches), "--no-report", "--calib", args.calib]
+    argv = ["--precision", precision, "--model", str(args.model or cfg.name), *artifacts_argv(cfg),
+            "--chips", *chips, "--batches", *map(str, batches), "--no-report", "--calib", args.calib]
     for flag, value in (("--checkpoint", args.checkpoint), ("--coco-ann", args.coco_ann),
                         ("--coco-img", args.coco_img), ("--num", args.num)):
         if value:
@@ -41,7 +42,7 @@ def main(argv: list[str]) -> int:
     from bmpose.deploy.bundle import write_bundle
 
     args = parse_args(argv)
-    cfg = config_mod.load(args.model)
+    cfg = load_model(args)
     chips = tuple(args.chips or cfg.chips)
     batches = tuple(args.batches or cfg.batches)
     for precision in args.precisions:

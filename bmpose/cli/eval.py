@@ -9,6 +9,7 @@ import sys
 from bmpose.errors import BmposeError
 from bmpose.evaluate.coco import coco_keypoint_ap, format_stats
 from bmpose.runtime.results import dataset_sigmas
+from bmpose.cli.args import add_artifacts_dir, load_model
 
 
 def parse_args(argv):
@@ -20,6 +21,7 @@ def parse_args(argv):
     p.add_argument("--results", help="COCO keypoint results json to score")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     p.add_argument("--model", default=None, help="deploy config name or yaml (default: the small model)")
+    add_artifacts_dir(p)
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--coco-ann", default=None, help="annotation json (default: bundled coco_val_mini)")
     p.add_argument("--coco-img", default=None, help="image folder of --coco-ann")
@@ -43,15 +45,13 @@ def main(argv=None) -> int:
             raise BmposeError("--gt and --results go together")
         sigmas = None
         if args.model:
-            from bmpose import config
-
-            sigmas = dataset_sigmas(config.load(args.model))
+            sigmas = dataset_sigmas(load_model(args))
         stats = coco_keypoint_ap(args.gt, args.results, sigmas=sigmas)
         print(json.dumps(stats) if args.json else format_stats(stats))
         return 0
     from bmpose.evaluate.run import run_eval
 
-    return run_eval(args)
+    return run_eval(args, load_model(args))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ import argparse
 
 from bmpose import config as config_mod
 from bmpose.convert.export import ensure_onnx
+from bmpose.cli.args import add_artifacts_dir, load_model
 
 
 def _batch(text: str) -> int:
@@ -18,6 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bmpose export", description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None,
                     help=f"deploy config name or yaml path (default: {config_mod.DEFAULT_MODEL})")
+    add_artifacts_dir(ap)
     ap.add_argument("--checkpoint", default=None,
                     help="'fixture', a .pth path or an http(s) URL (default: the deploy config's)")
     ap.add_argument("--batches", nargs="+", type=_batch, default=None,
@@ -25,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dynamic", action="store_true", help="also export a dynamic-batch file")
     ap.add_argument("--force", action="store_true", help="rebuild even when up to date")
     args = ap.parse_args(argv)
-    cfg = config_mod.load(args.model)
+    cfg = load_model(args)
     paths = ensure_onnx(cfg, args.checkpoint, batches=args.batches or cfg.batches, dynamic=args.dynamic,
                         force=args.force)
     for path in paths.values():

@@ -5,16 +5,18 @@ import argparse
 
 from bmpose import config as config_mod
 from bmpose.weights.fixture import fixture_path, make_fixture
+from bmpose.cli.args import add_artifacts_dir, load_model
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bmpose fixture", description=__doc__.splitlines()[0])
     ap.add_argument("--model", action="append",
                     help="deploy config name or yaml path (repeatable; default: every bundled config)")
+    add_artifacts_dir(ap)
     ap.add_argument("--force", action="store_true", help="rewrite even when up to date")
     args = ap.parse_args(argv)
     for name in args.model or config_mod.list_models():
-        cfg = config_mod.load(name)
+        cfg = load_model(args, name)
         path = fixture_path(cfg)
         before = path.stat().st_mtime_ns if path.exists() else None
         make_fixture(cfg, force=args.force)

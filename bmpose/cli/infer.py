@@ -10,18 +10,19 @@ import sys
 import warnings
 from pathlib import Path
 
-from bmpose import config as config_mod
 from bmpose.device.inputs import list_images
 from bmpose.errors import BmposeError
 from bmpose.manifest import atomic_dir, write_manifest
 from bmpose.runtime.boxes import (PersonBox, bundled_sample, det_boxes, det_score_thr, gt_boxes, image_boxes,
                                   image_dets_boxes)
 from bmpose.runtime.predict import SLOW_LIMIT, coco_results, draw_results, open_model, predict
+from bmpose.cli.args import add_artifacts_dir, load_model
 
 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="bmpose infer", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=None, help="deploy config name or yaml (default: the small model)")
+    add_artifacts_dir(p)
     p.add_argument("--checkpoint", default=None, help="for the onnx backend's export (default: the config's)")
     p.add_argument("--images", default=None, help="image file or folder (default: the bundled COCO sample)")
     p.add_argument("--boxes", default=None,
@@ -81,7 +82,7 @@ def collect_boxes(cfg, args) -> tuple[list[PersonBox], list, dict]:
 
 def main(argv=None) -> int:
     args = parse_args(argv if argv is not None else sys.argv[1:])
-    cfg = config_mod.load(args.model)
+    cfg = load_model(args)
     boxes, skipped, inputs = collect_boxes(cfg, args)
     backend = open_model(cfg, args.backend, args.batch, args.checkpoint, args.chip)
     print(f"infer: {len(boxes)} persons on {backend.describe()}{' with flip test' if args.flip else ''}")

@@ -9,12 +9,14 @@ import time
 from bmpose import config as config_mod
 from bmpose.calib.calibset import ensure_calib
 from bmpose.convert.nntc import SCRIPTS, TH_METHODS, ensure_nntc, th_method_name
+from bmpose.cli.args import add_artifacts_dir, load_model
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="bmpose nntc", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=None,
                    help=f"deploy config name or yaml (default: {config_mod.DEFAULT_MODEL})")
+    add_artifacts_dir(p)
     p.add_argument("--checkpoint", default=None, help="'fixture', a .pth path or a URL (default: the config's)")
     p.add_argument("--calib", default="coco", help="coco | dir:PATH | lmdb:PATH (default coco)")
     p.add_argument("--coco-ann", default=None, help="COCO person-keypoints json (default: bundled val sample)")
@@ -25,7 +27,7 @@ def main(argv=None) -> int:
     p.add_argument("--force", action="store_true", help="rewrite the bundle even when up to date")
     a = p.parse_args(argv)
     t0 = time.perf_counter()
-    cfg = config_mod.load(a.model)
+    cfg = load_model(a)
     method = a.method or cfg.calibration.get("method", "kl")
     th_method_name(method)   # refuse a method NNTC lacks before any crop or export work
     # a CalibWarning (fewer persons than --num) prints as bmpose's one line through bmpose.cli

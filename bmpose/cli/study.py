@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import argparse
 
-from bmpose import config as config_mod
 from bmpose.experiments.fragility import to_markdown as to_markdown_fragility
 from bmpose.experiments.study import LAYERS, METHODS, run_study, to_markdown
+from bmpose.cli.args import add_artifacts_dir, load_model
 
 
 def parse_args(argv):
     ap = argparse.ArgumentParser(prog="bmpose study", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="deploy config name or yaml")
+    add_artifacts_dir(ap)
     ap.add_argument("--checkpoint", help="checkpoint (default: the config's, the trained fixture)")
     ap.add_argument("--chips", nargs="+", help="chips (default: the config's)")
     ap.add_argument("--methods", nargs="+", default=list(METHODS), help="calibration methods (default: %(default)s)")
@@ -38,7 +39,7 @@ def parse_args(argv):
 
 def main(argv) -> int:
     args = parse_args(argv)
-    cfg = config_mod.load(args.model)
+    cfg = load_model(args)
     if args.fragility:
         from bmpose.experiments.fragility import run_fragility
 

@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from bmpose import config as config_mod, procs
+from bmpose import procs
 from bmpose.evaluate import coco as evaluate
 from bmpose.runtime import boxes as boxes_mod
 from bmpose.runtime import predict as infer
@@ -52,8 +52,7 @@ def score(cfg, backend, boxes, ann, flip, sigmas, options, subset: bool) -> dict
             "image_ids": ids}
 
 
-def run_eval(args) -> int:
-    cfg = config_mod.load(args.model)
+def run_eval(args, cfg) -> int:
     ann_default, img_default = boxes_mod.bundled_sample()
     ann = Path(args.coco_ann) if args.coco_ann else ann_default
     img = Path(args.coco_img) if args.coco_img else (img_default if not args.coco_ann else ann.parent)
@@ -94,8 +93,8 @@ def run_eval(args) -> int:
     if len(cm_chips) > 1:
         for chip in cm_chips[1:]:
             labels = [a["label"] for a in artifacts if a["kind"] == "cmodel" and a["chip"] == chip]
-            cmd = [sys.executable, "-m", "bmpose", "eval", "--model", str(cfg.path), "--bmodel-runtime",
-                   "cmodel", "--boxes", args.boxes, "--subset", str(n_subset), "--coco-ann", str(ann),
+            cmd = [sys.executable, "-m", "bmpose", "eval", "--model", str(cfg.path), "--artifacts-dir",
+                   str(cfg.root), "--bmodel-runtime", "cmodel", "--boxes", args.boxes, "--subset", str(n_subset), "--coco-ann", str(ann),
                    "--coco-img", str(img), "--artifacts", *labels] + (["--flip"] if flip else []) + \
                   (["--force"] if args.force else [])
             # stopped with this process on an interrupt, which it then leaves to this one to report

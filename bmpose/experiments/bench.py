@@ -224,9 +224,9 @@ def bench_deploy(cfg, args, rounds: int = 5) -> list[dict]:
         keep = {"onnx", "calib", "cali_inputs", "cali_table", "mlir", "checkpoint"}
         shutil.copytree(cfg.artifacts, art / cfg.name, symlinks=True,
                         ignore=lambda d, names: [n for n in names if Path(d) == cfg.artifacts and n not in keep])
-        env = {**tpu_env(), "BMPOSE_ARTIFACTS": str(art)}
+        env = tpu_env()
         cmd = [sys.executable, "-m", "bmpose", "build", "--precision", "int8", "--model", str(cfg.path),
-               "--chips", target["chip"], "--batches", "1", "--no-report"]
+               "--artifacts-dir", str(art), "--chips", target["chip"], "--batches", "1", "--no-report"]
         for _ in range(rounds):
             raw = Path(tempfile.mkdtemp(dir=tmp))
             for f in [*mlir_dir.iterdir(), target["dir"] / "qtable"]:

@@ -147,9 +147,10 @@ def _device_time(m: dict) -> dict:
 
 def _command_path(cfg, p: str) -> str:
     """An artifact path of the report's data (relative to the report) as a command takes it: relative to the
-    repository, where bmpose runs, or under $BMPOSE_ARTIFACTS when the artifacts live elsewhere."""
+    repository, where bmpose runs, or under $BMPOSE_ARTIFACTS (the config's root) when the artifacts live
+    elsewhere."""
     full = Path(p) if os.path.isabs(p) else Path(os.path.normpath(report_dir(cfg) / p))
-    for base, shown in ((config_mod.ROOT, ""), (config_mod.ARTIFACTS, "$BMPOSE_ARTIFACTS/")):
+    for base, shown in ((config_mod.ROOT, ""), (cfg.root, "$BMPOSE_ARTIFACTS/")):
         try:
             return shown + full.relative_to(base).as_posix()
         except ValueError:

@@ -1,0 +1,23 @@
+"""Options that every command with a `--model` shares: where its artifacts live."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bmpose import config as config_mod
+
+
+def add_artifacts_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--artifacts-dir", type=Path, metavar="DIR",
+                   help="artifacts root; the model's builds go under DIR/<model> "
+                        "(default: $BMPOSE_ARTIFACTS, else artifacts/ in the repository)")
+
+
+def load_model(args, model=None):
+    """The deploy config named by --model (or `model`), with its artifacts under --artifacts-dir."""
+    return config_mod.load(model if model is not None else args.model, artifacts=args.artifacts_dir)
+
+
+def artifacts_argv(cfg) -> list[str]:
+    """For a command that starts another bmpose command: the same artifacts root, said explicitly."""
+    return ["--artifacts-dir", str(cfg.root)]
