@@ -79,6 +79,13 @@ class DeployConfig:
     def artifacts(self) -> Path:
         return self.root / self.name
 
+    @property
+    def layout(self):
+        """Where each stage of this model writes (bmpose.layout)."""
+        from bmpose.layout import Layout
+
+        return Layout(self.artifacts, self.name)
+
     def summary(self) -> dict:
         """What manifests record about the config (resolved values, not just file names)."""
         return {

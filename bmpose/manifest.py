@@ -44,7 +44,7 @@ def _bmodel_digest(p: Path, h) -> None:
     """Feed `h` the bmodel's header as model_tool prints it (stamps blanked) and its binary payload."""
     import struct
 
-    from bmpose.runtime.backends._tpu_mlir import model_tool
+    from bmpose.tpu_mlir.installed import model_tool
 
     with open(p, "rb") as fh:
         magic, header_size, fb_size, _ = struct.unpack("<IIII", fh.read(16))
@@ -87,7 +87,7 @@ def sha256_file(path: str | os.PathLike, _cache: dict = {}) -> str:
 
 
 def tool_versions() -> dict[str, str]:
-    from bmpose import kernels
+    from bmpose.tpu_mlir import kernels
 
     # the oneDNN kernel cap and the thread count change TPU-MLIR's float results: they key builds like versions
     out = {"python": platform.python_version(), "onednn_max_cpu_isa": kernels.isa(),

@@ -81,13 +81,13 @@ def simulate_like_the_build(b: dict, chip: str) -> tuple[np.ndarray, np.ndarray]
     checking what must hold for every chip and precision: the cmodel (a spawned process, one chip per process)
     gives the build's own output bit for bit, its profile equals the estimate embedded in the build, and the
     mlir backend matches TPU-MLIR's own output. Returns (the mlir backend's output, the ONNX reference)."""
-    from bmpose.runtime import devtime
+    from bmpose.runtime import simulate
     from bmpose.runtime.backends import open_backend
 
     m = b["manifest"]
     with np.load(b["dir"] / m["input"]) as z:
         x = z[z.files[0]]
-    r = devtime.simulate_time(b["path"], chip, x=x, want_output=True)
+    r = simulate.simulate_time(b["path"], chip, x=x, want_output=True)
     with np.load(b["dir"] / "compare.npz") as z:
         np.testing.assert_array_equal(r["output"], z["bmodel"])
         onnx, tpu = z["onnx"], z["tpu_mlir"]

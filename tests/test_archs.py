@@ -16,7 +16,9 @@ import pytest
 
 from bmpose import config
 from bmpose.cli import build as build_cli
-from bmpose.convert import compare, deploy, diagnose, list_bmodels, steps
+from bmpose import compare
+from bmpose.layout import list_bmodels
+from bmpose.convert import deploy, diagnose, steps
 from bmpose.errors import BmposeError
 from bmpose.manifest import read_manifest
 from conftest import assert_random_weight_gates_passed

@@ -29,7 +29,7 @@ def test_mlir_equals_cmodel(cfg, chip):
     import multiprocessing
 
     from bmpose.runtime.backends import open_backend
-    from bmpose.convert import list_bmodels
+    from bmpose.layout import list_bmodels
     from bmpose.weights.fixture import realistic_inputs
     from bmpose.experiments.bench import cmodel_seconds_per_crop
 
@@ -48,7 +48,7 @@ def test_mlir_equals_cmodel(cfg, chip):
 
 def test_wrong_chip_refused(cfg):
     from bmpose.runtime.backends import open_backend
-    from bmpose.convert import list_bmodels
+    from bmpose.layout import list_bmodels
 
     b = next(b for b in list_bmodels(cfg) if b["chip"] == "bm1684x")
     with pytest.raises(BmposeError, match="built for bm1684x, not for the requested chip bm1684"):
@@ -61,7 +61,7 @@ def test_mlir_missing_weights(cfg, tmp_path):
     import shutil
 
     from bmpose.runtime.backends import open_backend
-    from bmpose.convert import list_bmodels
+    from bmpose.layout import list_bmodels
 
     b = list_bmodels(cfg)[0]
     copy = tmp_path / b["tpu_mlir"].name
@@ -73,7 +73,7 @@ def test_mlir_missing_weights(cfg, tmp_path):
 def test_mlir_worker_pool_gives_the_same_heatmaps(cfg):
     """A long mlir run is spread over spawned worker processes: the outputs must not change by a bit."""
     from bmpose.runtime.backends import open_backend, mlir
-    from bmpose.convert import list_bmodels
+    from bmpose.layout import list_bmodels
     from bmpose.weights.fixture import realistic_inputs
     from bmpose.runtime.predict import run_batches
 

@@ -19,9 +19,10 @@ import numpy as np
 import pytest
 
 from bmpose import config
-from bmpose.convert import bmodel_dir, deploy, list_bmodels, steps
+from bmpose.layout import list_bmodels
+from bmpose.convert import deploy, steps
 from bmpose.cli import build as build_cli
-from bmpose.convert.mlirgraph import read_graph
+from bmpose.tpu_mlir.mlirgraph import read_graph
 from bmpose.convert.qtable import auto_tail, build_qtable
 from bmpose.errors import BmposeError
 from bmpose.manifest import read_manifest
@@ -82,7 +83,7 @@ def test_failed_tool_keeps_log_and_leaves_no_final_dir(toy, tmp_path):
     broken.write_bytes(b"this is not an onnx file")
     with pytest.raises(BmposeError, match=r"model_transform.py failed .*b2\.failed/model_transform\.log"):
         steps.ensure_transform(cfg, 2, broken, crops)
-    out = steps.mlir_dir(cfg, 2)
+    out = cfg.layout.mlir(2)
     assert not out.exists()
     log = out.with_name("b2.failed") / "model_transform.log"
     assert log.is_file() and "model_transform" in log.read_text()
@@ -197,7 +198,7 @@ def test_small_noop_make_int8_under_two_seconds(small):
 
 @pytest.mark.slow
 def test_tolerance_gate_fails_a_broken_build_and_keeps_the_good_one(small):
-    good = bmodel_dir(small, "bm1684", "fp32", 1)
+    good = small.layout.bmodel("bm1684", "fp32", 1)
     before = read_manifest(good)
     strict = dataclasses.replace(small, tolerances={**small.tolerances, "fp32_cos": 1.5})   # unreachable
     opts = deploy.deploy_options(strict, "bm1684", "fp32", 1, method=None, user_qtables=[], search=False,
@@ -268,7 +269,7 @@ def test_small_qtable_change_redeploys_only(small, tmp_path):
                            "bm1684x", "--batches", "1", "--qtable", str(extra), "--no-report"]) == 0
     assert read_manifest(small.artifacts / "mlir" / "b1")["created"] == mlir_m["created"]
     assert read_manifest(table_dir)["created"] == table_m["created"]
-    d = bmodel_dir(small, "bm1684x", "int8", 1)
+    d = small.layout.bmodel("bm1684x", "int8", 1)
     m = read_manifest(d)
     assert name in m["fp32_layers"] and m["qtable_origin"][str(extra)] == [name]
     assert read_graph(d / m["tpu_mlir"]).op(name).quant == "F32"
@@ -292,7 +293,7 @@ def test_auto_tail_of_a_network_without_a_merge_stops_at_the_heatmap_conv():
     """A plain chain (AlexNet-like): walking back to the first merge would make the whole net FP32."""
     from pathlib import Path
 
-    from bmpose.convert.mlirgraph import Graph, Op
+    from bmpose.tpu_mlir.mlirgraph import Graph, Op
 
     def chain(*types):
         ops, prev = [], "input"

@@ -1,4 +1,4 @@
-"""bmpose.chiplock: simulator runs of one chip share the lock, another chip waits, and a run killed with
+"""bmpose.tpu_mlir.chiplock: simulator runs of one chip share the lock, another chip waits, and a run killed with
 SIGKILL (the case that left TPU-MLIR's own counter stuck and hung every later build) frees it."""
 import os
 import signal
@@ -7,9 +7,9 @@ import sys
 import threading
 import time
 
-from bmpose import chiplock
+from bmpose.tpu_mlir import chiplock
 
-HOLD = "import sys, time\nfrom bmpose.chiplock import chip_lock\nwith chip_lock(sys.argv[1]):\n" \
+HOLD = "import sys, time\nfrom bmpose.tpu_mlir.chiplock import chip_lock\nwith chip_lock(sys.argv[1]):\n" \
        "    print('held', flush=True)\n    time.sleep(120)\n"
 
 

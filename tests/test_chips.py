@@ -9,8 +9,9 @@ import pytest
 
 from bmpose import config
 from bmpose.cli import build as build_cli
-from bmpose.convert import CHIP_PRECISIONS, CHIPS, list_bmodels
-from bmpose.convert.compare import read_csv
+from bmpose.chips import CHIPS, CHIP_PRECISIONS
+from bmpose.layout import list_bmodels
+from bmpose.compare import read_csv
 from conftest import simulate_like_the_build
 
 SMALL = "hrnet_small_128x96"

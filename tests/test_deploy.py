@@ -76,7 +76,7 @@ def _assert_same(a: Path, b: Path):
 def test_bundle_holds_the_chips_bmodels_the_core_and_resolved_facts(bundles):
     from bmpose.deploy.bundle import runtime_files, PACKAGE
     from bmpose.device.bmodel_file import bmodel_chip
-    from bmpose.runtime.backends._tpu_mlir import bmodel_chip as tool_chip
+    from bmpose.tpu_mlir.installed import bmodel_chip as tool_chip
 
     for chip, bundle in bundles.items():
         meta = json.loads((bundle / "deploy.json").read_text())

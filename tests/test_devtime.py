@@ -1,4 +1,4 @@
-"""Simulated device time (bmpose.runtime.devtime): the parsers on real profile files, the estimate every build
+"""Simulated device time (bmpose.tpu_mlir.devtime): the parsers on real profile files, the estimate every build
 records in its manifest (BM1684X, and BM1684 through the `_0.dat` link), and one simulator run agreeing with it.
 
 tests/data/devtime/ holds real files, trimmed: bm1684x_int8_b1.{net_stat.sim,global.profile} from the small
@@ -15,7 +15,8 @@ import pytest
 
 from bmpose.convert import deploy, steps
 from bmpose.manifest import read_manifest
-from bmpose.runtime import devtime
+from bmpose.runtime import simulate
+from bmpose.tpu_mlir import devtime
 
 DATA = Path(__file__).resolve().parent / "data" / "devtime"
 
@@ -115,7 +116,7 @@ def test_build_records_device_time(toy_bmodels, chip, mhz):
 def test_compile_only_estimate_equals_the_verified_build_and_keeps_no_bmodel(toy, toy_bmodels, chip):
     """`bench --only estimate` (bmpose.convert.estimate): the same cycles as the verified build of the same
     INT8 bmodel (same table, same automatic tail), no unverified bmodel left behind, reused when up to date."""
-    from bmpose.convert.estimate import ensure_estimate, estimate_dir
+    from bmpose.convert.estimate import ensure_estimate
 
     cfg, mlir, crops = toy
     d, m = toy_bmodels[chip]
@@ -123,7 +124,7 @@ def test_compile_only_estimate_equals_the_verified_build_and_keeps_no_bmodel(toy
     checks, fresh = ensure_estimate(cfg, chip, "int8", 1, mlir=mlir, cali_table=table)
     assert fresh and checks["device_time"]["cycles"] == m["checks"]["device_time"]["cycles"]
     assert checks["device_time"]["runtime_ms"] == pytest.approx(m["checks"]["device_time"]["runtime_ms"])
-    out = estimate_dir(cfg, chip, "int8", 1)
+    out = cfg.layout.estimate(chip, "int8", 1)
     assert sorted(f.name for f in out.iterdir()) == ["manifest.json", "model_deploy.log", "qtable"]
     layers = lambda f: [x for x in f.read_text().splitlines() if x and not x.startswith("#")]   # noqa: E731
     assert layers(out / "qtable") == layers(d / "qtable")
@@ -148,7 +149,7 @@ def test_simulate_time_agrees_and_leaves_cwd_alone(toy_bmodels, tmp_path, monkey
     bmodel = next(d.glob("*.bmodel"))
     monkeypatch.chdir(tmp_path)
     before = set(Path(tempfile.gettempdir()).glob("bmpose-devtime-*"))
-    r = devtime.simulate_time(bmodel, "bm1684x", want_output=True)
+    r = simulate.simulate_time(bmodel, "bm1684x", want_output=True)
     assert list(tmp_path.iterdir()) == []                                       # nothing in the caller's cwd
     assert set(Path(tempfile.gettempdir()).glob("bmpose-devtime-*")) == before   # its scratch dir is gone
     t = m["checks"]["device_time"]
@@ -157,7 +158,7 @@ def test_simulate_time_agrees_and_leaves_cwd_alone(toy_bmodels, tmp_path, monkey
     assert r["runtime_ms"] == pytest.approx(t["runtime_ms"]) and r["batch"] == 1
     assert r["output"].shape[0] == 1
     with pytest.raises(devtime.DevtimeError, match="built for BM1684X"):
-        devtime.simulate_time(bmodel, "bm1684")
+        simulate.simulate_time(bmodel, "bm1684")
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -165,7 +166,7 @@ def test_simulate_time_agrees_and_leaves_cwd_alone(toy_bmodels, tmp_path, monkey
 def test_report_shows_sim_columns_and_why_as_footnote():
     from types import SimpleNamespace
 
-    from bmpose.report import report
+    from bmpose.report import render, report
 
     def bm(name, device_time):
         m = {"checks": {"final": {}, **({"device_time": device_time} if device_time else {})}}
@@ -178,13 +179,13 @@ def test_report_shows_sim_columns_and_why_as_footnote():
     data = {"mmpose_config": "c.py", "input_size": [96, 128], "eval": [], "study": None,
             "bmodels": [bm("a.bmodel", t), bm("b.bmodel", {"runtime_ms": None, "why": "no estimate here"}),
                         bm("c.bmodel", None)]}
-    head, rows, notes = report._bmodel_rows(data)
+    head, rows, notes = render._bmodel_rows(data)
     assert head[-2:] == ["sim ms/batch", "sim ms/person"]
     assert rows[0][-2:] == ["0.1456", "0.0364"]
     assert rows[1][-2:] == ["n/a [1]"] * 2 and rows[2][-1] == "n/a [2]"
-    assert notes[0] == "no estimate here" and "built before" in notes[1]
+    assert notes == ["no estimate here", "no device time estimate recorded"]
     cfg = SimpleNamespace(name="m")
-    md, page = report.to_markdown(cfg, data), report.to_html(cfg, data)
+    md, page = render.to_markdown(cfg, data), render.to_html(cfg, data)
     assert "| sim ms/batch | sim ms/person |" in md and "[1] no estimate here" in md
     assert "<th>sim ms/person</th>" in page and "<li>no estimate here</li>" in page
     assert data["bmodels"][0]["sim_ms_per_person"] == pytest.approx(0.03640325)   # report.json's keys

@@ -138,7 +138,7 @@ def test_pythons_started_after_tpu_mlir_loads_run_the_venvs_python():
     """`import tpu_mlir` puts its bundled libpython (3.10.12) on LD_LIBRARY_PATH; bmpose keeps it out of its own
     environment, so a bmpose started later (by a test, a crop worker) keys its manifests on the same Python."""
     code = ("import platform, subprocess, sys\n"
-            "from bmpose.runtime.backends._tpu_mlir import tpu_mlir_root\n"
+            "from bmpose.tpu_mlir.installed import tpu_mlir_root\n"
             "tpu_mlir_root()\n"
             "child = subprocess.run([sys.executable, '-c', 'import platform; print(platform.python_version())'],"
             " capture_output=True, text=True).stdout.strip()\n"

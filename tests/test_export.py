@@ -9,10 +9,9 @@ import torch
 
 from bmpose import cli, config
 from bmpose.weights.checkpoint import build_model, resolve_checkpoint
-from bmpose.weights.fixture import fixture_path
 from bmpose.weights.model import load_checkpoint_file
 from bmpose.errors import BmposeError
-from bmpose.convert.export import ensure_onnx, onnx_dir, onnx_path
+from bmpose.convert.export import ensure_onnx
 from bmpose.weights.fixture import make_fixture, realistic_inputs
 
 SMALL, W32 = "hrnet_small_128x96", "hrnet_w32_256x192"
@@ -49,10 +48,10 @@ def _assert_parity(cfg, paths, batches):
     """Re-check what the manifest claims, independently: ONNX I/O contract and onnxruntime vs PyTorch."""
     model = build_model(cfg)
     h, w = cfg.input_hw
-    m = json.loads((onnx_dir(cfg) / "manifest.json").read_text())
+    m = json.loads((cfg.layout.onnx() / "manifest.json").read_text())
     for b in batches:
         path = paths[b]
-        assert path == onnx_path(cfg, b) and path.is_file()
+        assert path == cfg.layout.onnx_file(b) and path.is_file()
         x = realistic_inputs(cfg, b, seed=99)
         sess, got = _ort(path, x)
         (inp,), (out,) = sess.get_inputs(), sess.get_outputs()
@@ -72,7 +71,7 @@ def _assert_parity(cfg, paths, batches):
 
 def test_fixture_is_mmpose_format_with_random_batchnorm(small):
     path = make_fixture(small)
-    assert path == fixture_path(small)
+    assert path == small.layout.fixture_checkpoint()
     ckpt = torch.load(path, map_location="cpu", weights_only=True)  # plain meta: loads without unpickling
     assert set(ckpt) == {"meta", "state_dict"}
     assert ckpt["meta"]["bmpose_fixture"]["model"] == SMALL
@@ -121,7 +120,7 @@ def test_changed_checkpoint_rebuilds(small, tmp_path, capsys):
     cfg, fixture = _variant(small, "ckpt_swap"), make_fixture(small)
     x = realistic_inputs(small, 1)
     ensure_onnx(cfg, fixture, batches=(1,))
-    before = _ort(onnx_path(cfg, 1), x)[1]
+    before = _ort(cfg.layout.onnx_file(1), x)[1]
     ckpt = torch.load(fixture, weights_only=True)
     ckpt["state_dict"]["head.final_layer.weight"] *= 2  # the fixture's final conv has no bias term to worry about
     other = tmp_path / "other.pth"
@@ -129,11 +128,11 @@ def test_changed_checkpoint_rebuilds(small, tmp_path, capsys):
     capsys.readouterr()
     ensure_onnx(cfg, other, batches=(1,))
     assert "wrote" in capsys.readouterr().out
-    assert json.loads((onnx_dir(cfg) / "manifest.json").read_text())["inputs"]["checkpoint"]["path"] == str(other)
-    np.testing.assert_allclose(_ort(onnx_path(cfg, 1), x)[1], 2 * before, atol=1e-5)
+    assert json.loads((cfg.layout.onnx() / "manifest.json").read_text())["inputs"]["checkpoint"]["path"] == str(other)
+    np.testing.assert_allclose(_ort(cfg.layout.onnx_file(1), x)[1], 2 * before, atol=1e-5)
     ensure_onnx(cfg, fixture, batches=(1,))  # back to the fixture: rebuilt again, not skipped
     assert "wrote" in capsys.readouterr().out
-    np.testing.assert_allclose(_ort(onnx_path(cfg, 1), x)[1], before, atol=0)
+    np.testing.assert_allclose(_ort(cfg.layout.onnx_file(1), x)[1], before, atol=0)
 
 
 def test_new_batch_keeps_the_old_ones_and_dynamic(small):
@@ -141,10 +140,10 @@ def test_new_batch_keeps_the_old_ones_and_dynamic(small):
     ensure_onnx(cfg, make_fixture(small), batches=(1,))
     paths = ensure_onnx(cfg, make_fixture(small), batches=(2,), dynamic=True)
     assert set(paths) == {2, None}
-    assert onnx_path(cfg, 1).is_file() and onnx_path(cfg, 2).is_file()
+    assert cfg.layout.onnx_file(1).is_file() and cfg.layout.onnx_file(2).is_file()
     sess, out = _ort(paths[None], realistic_inputs(small, 3))
     assert out.shape[0] == 3 and sess.get_inputs()[0].shape[0] == "batch"
-    m = json.loads((onnx_dir(cfg) / "manifest.json").read_text())
+    m = json.loads((cfg.layout.onnx() / "manifest.json").read_text())
     assert m["options"]["batches"] == [1, 2] and m["options"]["dynamic"]
     assert all(c["passed"] for c in m["checks"].values())
 
@@ -153,9 +152,9 @@ def test_parity_above_tolerance_fails_and_keeps_dot_failed(small, small_onnx):
     strict = dataclasses.replace(small, tolerances={**small.tolerances, "onnx_max_abs": 1e-12})
     with pytest.raises(BmposeError, match=r"differs from PyTorch by .* > tolerance 1e-12"):
         ensure_onnx(strict, batches=(1,))
-    failed = onnx_dir(small).with_name("onnx.failed")
+    failed = small.layout.onnx().with_name("onnx.failed")
     assert not json.loads((failed / "manifest.json").read_text())["checks"][f"{SMALL}_b1.onnx"]["passed"]
-    assert (onnx_dir(small) / "manifest.json").is_file()  # the good build is untouched
+    assert (small.layout.onnx() / "manifest.json").is_file()  # the good build is untouched
 
 
 # --- checkpoints: errors and formats --------------------------------------------------------------------------

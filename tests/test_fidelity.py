@@ -31,7 +31,7 @@ from bmpose.evaluate import sets
 pytestmark = pytest.mark.slow
 
 MODEL = "hrnet_small_128x96"
-# Measured with the defaults (kl, automatic FP32 tail) and TPU-MLIR's kernels pinned (bmpose.kernels: AVX2, 2 tool
+# Measured with the defaults (kl, automatic FP32 tail) and TPU-MLIR's kernels pinned (bmpose.tpu_mlir.kernels: AVX2, 2 tool
 # threads): INT8 costs 0.0030 AP on bm1684 and 0.0012 on bm1684x, the same on an AVX-512 and an AVX2-capped run
 # (identical calibration tables). Unpinned, one AVX-512 machine measured 0.0072 on bm1684. The goal is 0.005.
 # The AP of 51 persons moves in steps of a few persons' OKS: a coarse sanity bound only (it was 0.0072 on one
@@ -49,7 +49,7 @@ TORCH_MAX_DIFF = 1e-4      # ONNX Runtime vs PyTorch (mmpose inference_topdown)
 @pytest.fixture(scope="session")
 def fidelity():
     """Default builds (reused when up to date), the 51 persons, and an AP cache shared by the tests."""
-    from bmpose.convert import list_bmodels
+    from bmpose.layout import list_bmodels
     from bmpose.cli.build import main as build
 
     cfg = config.load(MODEL)

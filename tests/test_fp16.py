@@ -17,9 +17,10 @@ import pytest
 
 from bmpose import config
 from bmpose.cli import build as build_cli
-from bmpose.convert import deploy, list_bmodels
-from bmpose.convert.compare import read_csv, similarity
-from bmpose.convert.mlirgraph import read_graph
+from bmpose.layout import list_bmodels
+from bmpose.convert import deploy
+from bmpose.compare import read_csv, similarity
+from bmpose.tpu_mlir.mlirgraph import read_graph
 from bmpose.errors import BmposeError
 from conftest import simulate_like_the_build
 

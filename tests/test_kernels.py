@@ -1,4 +1,4 @@
-"""The CPU kernel pin (bmpose.kernels) is in force in every TPU-MLIR process bmpose starts: tool subprocesses,
+"""The CPU kernel pin (bmpose.tpu_mlir.kernels) is in force in every TPU-MLIR process bmpose starts: tool subprocesses,
 the in-process runtime and the mlir backend's spawned workers. oneDNN says which ISA and how many threads it
 uses when ONEDNN_VERBOSE=1; the tests set a different ISA and thread count outside and read what it used."""
 from __future__ import annotations
@@ -9,9 +9,9 @@ import subprocess
 import sys
 
 
-from bmpose import kernels
+from bmpose.tpu_mlir import kernels
 from bmpose.convert import deploy, steps
-from bmpose.convert.runner import run_tool, tpu_env
+from bmpose.tpu_mlir.runner import run_tool, tpu_env
 
 OUTSIDE = {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE", "DNNL_MAX_CPU_ISA": "AVX512_CORE", "OMP_NUM_THREADS": "7",
            "ONEDNN_VERBOSE": "1"}

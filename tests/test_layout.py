@@ -126,3 +126,73 @@ def test_no_package_called_build_and_long_modules_say_why():
         if lines > MAX_LINES:
             doc = ast.get_docstring(ast.parse(p.read_text())) or ""
             assert "Long:" in doc, f"{p}: {lines} lines; split it or say why at its top (a 'Long: ...' line)"
+
+
+# Floors, lowest first: a module may import its own floor and those below. report/ and experiments/ only read
+# or drive what lies below them; the core and the device side sit at the bottom.
+FLOORS = (
+    ("pose", "device", "errors"),
+    ("config", "manifest", "procs", "progress", "cocodata", "chips", "layout", "compare", "tpu_mlir"),
+    ("weights", "calib"),
+    ("runtime",),
+    ("convert",),
+    ("evaluate", "deploy"),
+    ("experiments", "report"),
+    ("cli", "__main__"),
+)
+# The imports that still run up a floor, each with its reason. At most 2 (issue 21).
+UPWARD = {
+    ("bmpose.runtime.predict", "bmpose.convert.export"): "opening a model by config exports its ONNX when missing",
+}
+
+
+def _floor(module: str) -> int:
+    if "." not in module:
+        return 0   # the package's own __init__ (a docstring); `-m bmpose` strings in commands name it too
+    top = module.split(".")[1]
+    return next(i for i, names in enumerate(FLOORS) if top in names)
+
+
+def test_every_module_has_a_floor():
+    modules, _ = _graph()
+    for m in modules:
+        _floor(m)   # StopIteration: a new top-level module or package needs its floor in FLOORS
+
+
+def test_imports_run_down_the_floors():
+    _, graph = _graph()
+    up = {(m, d) for m, deps in graph.items() for d in deps if _floor(d) > _floor(m)}
+    assert up == set(UPWARD), f"imports up a floor: {sorted(up - set(UPWARD))}; gone: {sorted(set(UPWARD) - up)}"
+    assert len(UPWARD) <= 2
+
+
+def test_report_reads_only():
+    """report/ writes HTML/MD/JSON from artifacts: it neither compiles (convert/) nor runs inference (runtime/)."""
+    _, graph = _graph()
+    for m, deps in graph.items():
+        if m.startswith("bmpose.report"):
+            assert not [d for d in deps if d.startswith(("bmpose.convert", "bmpose.runtime"))], (m, deps)
+
+
+def test_tpu_mlir_is_imported_behind_one_door():
+    """Only bmpose.tpu_mlir imports TPU-MLIR's package or the modules of its python/ (pymlir, pyruntime_bm,
+    utils.*, tools.*); everything else asks that package (its runner, its runtimes, its readers)."""
+    theirs = ("tpu_mlir", "pymlir", "pyruntime_bm", "utils", "tools", "numpy_helper", "transform", "calibration")
+    for m, p in _modules().items():
+        if m.startswith("bmpose.tpu_mlir"):
+            continue
+        for node in ast.walk(ast.parse(p.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            assert not [n for n in names if n.split(".")[0] in theirs], (m, names)
+
+
+def test_no_function_over_60_lines():
+    """A longer function gets split where a reader would name the parts."""
+    long = []
+    for m, p in _modules().items():
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60:
+                long.append(f"{p.relative_to(PKG.parent)}:{node.lineno} {node.name} "
+                            f"({node.end_lineno - node.lineno + 1} lines)")
+    assert not long, long

@@ -9,6 +9,7 @@ built once from pyenv's 3.8 and cached under pytest's cache, keyed on the pins.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import glob
 import hashlib
 import io
@@ -27,7 +28,6 @@ from onnx import TensorProto, helper
 from bmpose import cli, config
 from bmpose.calib import store, ufw
 from bmpose.convert import nntc
-from bmpose.convert.export import onnx_dir
 from bmpose.errors import BmposeError
 from bmpose.manifest import locked, read_manifest
 
@@ -256,7 +256,7 @@ def bundle(tmp_path_factory):
     cfg = config.load(SMALL, artifacts=tmp_path_factory.mktemp("artifacts"))
     rc, out, err = _cli("nntc", "--model", SMALL, "--artifacts-dir", str(cfg.root), "--calib", "coco", "--num", "8")
     assert rc == 0, err
-    return {"cfg": cfg, "dir": nntc.nntc_dir(cfg), "out": out, "lmdb": cfg.artifacts / "calib" / "calib.lmdb"}
+    return {"cfg": cfg, "dir": cfg.layout.nntc(), "out": out, "lmdb": cfg.artifacts / "calib" / "calib.lmdb"}
 
 
 def standin_env(**extra):
@@ -286,9 +286,9 @@ def test_bundle_contents(bundle):
     for g, w in zip(got, want):
         assert_same(g, w)
     # a real opset-12 export with its own manifest; the default opset-13 dir is not made
-    m12 = read_manifest(onnx_dir(cfg, 12))
+    m12 = read_manifest(cfg.layout.onnx(12))
     assert m12["options"]["opset"] == 12 and all(c["passed"] for c in m12["checks"].values())
-    assert not onnx_dir(cfg).exists() and onnx_dir(cfg, 13) == cfg.artifacts / "onnx"
+    assert not cfg.layout.onnx().exists() and cfg.layout.onnx(13) == cfg.artifacts / "onnx"
 
 
 def test_tail_names_are_node_names_of_the_opset12_onnx(bundle):
@@ -389,21 +389,25 @@ def test_a_broken_flag_fails(bundle, tmp_path, script, old, new, message):
 def test_runs_the_scripts_where_nntc_imports(bundle, tmp_path, monkeypatch):
     """Inside the SDK docker (here: the stand-ins importable) ensure_nntc runs both scripts, keeps the bmodels
     and logs, and a failing script leaves nntc.failed/ with its log and a one-line error."""
-    cfg = bundle["cfg"]
-    monkeypatch.setattr(nntc, "nntc_dir", lambda _cfg: tmp_path / "nntc")
+    # the bundle's model in a root of its own (its opset-12 ONNX copied: up to date there), so the run's
+    # nntc/ does not replace the bundle the other tests read
+    src = bundle["cfg"]
+    cfg = dataclasses.replace(src, root=tmp_path / "artifacts")
+    shutil.copytree(src.layout.onnx(12), cfg.layout.onnx(12))
+    out = cfg.layout.nntc()
     monkeypatch.syspath_prepend(str(STANDINS))
     for k, v in standin_env().items():
         monkeypatch.setenv(k, v)
     assert nntc.tools_available()
     r = nntc.ensure_nntc(cfg, bundle["lmdb"], verbose=False)
     assert r["ran"] and not r["skipped"] and len(r["models"]) == 6
-    checks = read_manifest(tmp_path / "nntc")["checks"]
-    assert sorted(checks["models"]) == r["models"] and (tmp_path / "nntc" / "logs" / "gen_int8bmodel.log").is_file()
+    checks = read_manifest(out)["checks"]
+    assert sorted(checks["models"]) == r["models"] and (out / "logs" / "gen_int8bmodel.log").is_file()
     assert nntc.ensure_nntc(cfg, bundle["lmdb"], verbose=False)["skipped"]
     # without the stand-ins' bin: bmneto still imports, bm_model.bin is not found
     monkeypatch.setenv("PATH", os.pathsep.join([os.path.dirname(sys.executable), "/usr/bin", "/bin"]))
     with pytest.raises(BmposeError, match=r"nntc\.failed/gen_fp32bmodel\.sh: exit 127: .*bm_model\.bin") as e:
         nntc.ensure_nntc(cfg, bundle["lmdb"], force=True, verbose=False)
     assert "\n" not in str(e.value)
-    assert (tmp_path / "nntc.failed" / "logs" / "gen_fp32bmodel.log").is_file()
-    assert read_manifest(tmp_path / "nntc")["checks"]["models"] == checks["models"]   # the good build stays
+    assert (out.with_name("nntc.failed") / "logs" / "gen_fp32bmodel.log").is_file()
+    assert read_manifest(out)["checks"]["models"] == checks["models"]   # the good build stays

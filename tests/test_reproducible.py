@@ -55,7 +55,7 @@ def test_two_clean_builds_have_identical_content_hashes(tmp_path):
     import difflib
     import struct
 
-    from bmpose.runtime.backends._tpu_mlir import tpu_mlir_root
+    from bmpose.tpu_mlir.installed import tpu_mlir_root
 
     name = f"{MODEL}_bm1684_int8_b1.bmodel"
     x, y = (p / "bm1684_int8_b1" / name for p in (a, b))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bmpose import config as bmconfig
-from bmpose.weights import train
+from bmpose.experiments import train
 from bmpose.weights.mmpose_shim import import_mmpose
 
 

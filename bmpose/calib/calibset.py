@@ -16,10 +16,6 @@ from bmpose.calib.store import (FORMAT_VERSION, LMDB_NAME, build_lmdb, check_lmd
 from bmpose.errors import BmposeError
 
 
-def calib_dir(cfg) -> Path:
-    return cfg.artifacts / "calib"
-
-
 def ensure_calib(cfg, spec: str = "coco", *, coco_ann=None, coco_img=None, num: int | None = None,
                  seed: int | None = None, min_keypoints: int | None = None, min_box: float | None = None,
                  force: bool = False, workers: int | None = None, progress: bool = True,
@@ -34,7 +30,7 @@ def ensure_calib(cfg, spec: str = "coco", *, coco_ann=None, coco_img=None, num: 
     seed = int(seed if seed is not None else calcfg.get("seed", 0))
     if num <= 0:
         raise BmposeError(f"--num {num}: must be positive")
-    out_dir = Path(out_dir or calib_dir(cfg))
+    out_dir = Path(out_dir or cfg.layout.calib())
     if kind == "coco":
         min_keypoints = int(min_keypoints if min_keypoints is not None
                             else calcfg.get("min_keypoints", DEFAULT_MIN_KEYPOINTS))

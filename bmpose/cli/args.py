@@ -7,6 +7,13 @@ from pathlib import Path
 from bmpose import config as config_mod
 
 
+def add_model(p: argparse.ArgumentParser) -> None:
+    """--model and where its artifacts live."""
+    p.add_argument("--model", default=None,
+                   help=f"deploy config name or yaml path (default: {config_mod.DEFAULT_MODEL})")
+    add_artifacts_dir(p)
+
+
 def add_artifacts_dir(p: argparse.ArgumentParser) -> None:
     p.add_argument("--artifacts-dir", type=Path, metavar="DIR",
                    help="artifacts root; the model's builds go under DIR/<model> "

@@ -7,9 +7,9 @@ import json
 import os
 import platform
 
-from bmpose.convert import PRECISIONS
+from bmpose.chips import PRECISIONS
 from bmpose.experiments import bench
-from bmpose.cli.args import add_artifacts_dir, load_model
+from bmpose.cli.args import add_model, load_model
 
 
 def main(argv=None) -> int:
@@ -17,8 +17,7 @@ def main(argv=None) -> int:
     from bmpose.errors import BmposeError
 
     p = argparse.ArgumentParser(prog="bmpose bench", description="benchmarks: " + ", ".join(sorted(bench.BENCHMARKS)))
-    p.add_argument("--model", default=None)
-    add_artifacts_dir(p)
+    add_model(p)
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--only", action="append", default=None, metavar="NAME", help="run only these (repeatable)")
     p.add_argument("--chips", nargs="+", default=None, help="estimate: chips (default: the config's)")
@@ -36,7 +35,7 @@ def main(argv=None) -> int:
         rows += [{"benchmark": name, **{k: v for k, v in r.items() if k != "benchmark"}}
                  for r in bench.BENCHMARKS[name](cfg, a)]
     print(bench.format_table(rows))
-    out = cfg.artifacts / "bench" / "bench.json"
+    out = cfg.layout.bench() / "bench.json"
     # keep other benchmarks' rows from earlier runs (`--only` refreshes just its own)
     old = json.loads(out.read_text()).get("rows", []) if out.is_file() else []
     rows = [r for r in old if r.get("benchmark") not in names] + rows

@@ -19,17 +19,16 @@ import time
 from pathlib import Path
 
 from bmpose.errors import BmposeError
-from bmpose.convert import (CHIPS, PRECISIONS, bmodel_dir, bmodel_name, check_chip_precision, chip_supports,
-                            deploy, no_precision, steps)
-from bmpose.cli.args import add_artifacts_dir, load_model
+from bmpose.chips import CHIPS, PRECISIONS, check_chip_precision, chip_supports, no_precision
+from bmpose.convert import deploy, steps
+from bmpose.cli.args import add_model, load_model
 
 
 def parse_args(argv):
     ap = argparse.ArgumentParser(prog="bmpose build", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--precision", required=True, choices=PRECISIONS)
-    ap.add_argument("--model", default=None, help="deploy config name or yaml (default: %(default)s)")
-    add_artifacts_dir(ap)
+    add_model(ap)
     ap.add_argument("--checkpoint", help="checkpoint path/URL or 'fixture' (default: the config's)")
     ap.add_argument("--chips", nargs="+", help=f"chips (default: the config's; known: {' '.join(CHIPS)})")
     ap.add_argument("--batches", nargs="+", type=int, help="batch sizes (default: the config's)")
@@ -107,7 +106,7 @@ class Plan:
                                     checkpoint=self.args.checkpoint, calib=self.calib)
 
     def all_fresh(self) -> bool:
-        return all(steps.deep_fresh(bmodel_dir(self.cfg, c, self.precision, b), self.options(c, b))
+        return all(steps.deep_fresh(self.cfg.layout.bmodel(c, self.precision, b), self.options(c, b))
                    for c, b in self.targets)
 
 
@@ -140,7 +139,7 @@ def run(plan: Plan) -> list[dict]:
             searched = steps.ensure_search(cfg, mlir[1], crops, table, chip, plan.num)
             print(f"build: search_qtable {chip}: {searched}")
         for b in plan.batches:
-            name = bmodel_name(cfg, chip, plan.precision, b)
+            name = cfg.layout.bmodel_name(chip, plan.precision, b)
             t0 = time.monotonic()
             try:
                 d, built = deploy.ensure_bmodel(cfg, chip, plan.precision, b, mlir=mlir[b],
@@ -174,9 +173,9 @@ def main(argv: list[str]) -> int:
     else:
         results = run(plan)
     if not args.no_report:
-        from bmpose.report.report import ensure_report
+        from bmpose.cli.report import refresh_report
 
-        path = ensure_report(plan.cfg)
+        path = refresh_report(plan.cfg)
         print(f"build: report {path}")
     failed = [r for r in results if not r["ok"]]
     if failed:

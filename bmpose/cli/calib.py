@@ -9,13 +9,12 @@ from bmpose.calib.calibset import ensure_calib
 from bmpose.calib.select import DEFAULT_MIN_BOX, DEFAULT_MIN_KEYPOINTS
 from bmpose.calib.sheet import SHEET_NAME
 from bmpose.calib.store import read_meta
-from bmpose.cli.args import add_artifacts_dir, load_model
+from bmpose.cli.args import add_model, load_model
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="bmpose calib", description="COCO person crops -> calibration LMDB")
-    p.add_argument("--model", default=None, help="deploy config name or yaml (default %(default)s)")
-    add_artifacts_dir(p)
+    add_model(p)
     p.add_argument("--checkpoint", default=None, help="accepted for the Makefile's COMMON options; unused")
     p.add_argument("--calib", default="coco", help="coco | dir:PATH | lmdb:PATH (default coco)")
     p.add_argument("--coco-ann", default=None, help="COCO person-keypoints json (default: bundled val sample)")

@@ -1,10 +1,10 @@
-"""`bmpose compare`: per-layer similarity between two npz files (bmpose.convert.compare)."""
+"""`bmpose compare`: per-layer similarity between two npz files (bmpose.compare)."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from bmpose.convert.compare import compare_npz, write_csv
+from bmpose.compare import compare_npz, write_csv
 from bmpose.errors import BmposeError
 
 

@@ -7,14 +7,14 @@ from __future__ import annotations
 import argparse
 import time
 
-from bmpose.convert import CHIPS, list_bmodels
-from bmpose.cli.args import add_artifacts_dir, artifacts_argv, load_model
+from bmpose.chips import CHIPS
+from bmpose.layout import list_bmodels
+from bmpose.cli.args import add_model, artifacts_argv, load_model
 
 
 def parse_args(argv):
     ap = argparse.ArgumentParser(prog="bmpose deploy", description=__doc__)
-    ap.add_argument("--model", default=None, help="deploy config name or yaml (default: the small model)")
-    add_artifacts_dir(ap)
+    add_model(ap)
     ap.add_argument("--checkpoint", help="checkpoint path/URL or 'fixture' (default: the config's)")
     ap.add_argument("--chips", nargs="+", choices=CHIPS, help="chips (default: the config's)")
     ap.add_argument("--precisions", nargs="+", default=["int8", "fp32"], help="precisions to build and bundle "

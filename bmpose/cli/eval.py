@@ -9,7 +9,7 @@ import sys
 from bmpose.errors import BmposeError
 from bmpose.evaluate.coco import coco_keypoint_ap, format_stats
 from bmpose.runtime.results import dataset_sigmas
-from bmpose.cli.args import add_artifacts_dir, load_model
+from bmpose.cli.args import add_model, load_model
 
 
 def parse_args(argv):
@@ -20,8 +20,7 @@ def parse_args(argv):
     p.add_argument("--gt", help="COCO person-keypoints annotation json (with --results)")
     p.add_argument("--results", help="COCO keypoint results json to score")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
-    p.add_argument("--model", default=None, help="deploy config name or yaml (default: the small model)")
-    add_artifacts_dir(p)
+    add_model(p)
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--coco-ann", default=None, help="annotation json (default: bundled coco_val_mini)")
     p.add_argument("--coco-img", default=None, help="image folder of --coco-ann")

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from bmpose import config as config_mod
 from bmpose.convert.export import ensure_onnx
-from bmpose.cli.args import add_artifacts_dir, load_model
+from bmpose.cli.args import add_model, load_model
 
 
 def _batch(text: str) -> int:
@@ -17,9 +16,7 @@ def _batch(text: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bmpose export", description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default=None,
-                    help=f"deploy config name or yaml path (default: {config_mod.DEFAULT_MODEL})")
-    add_artifacts_dir(ap)
+    add_model(ap)
     ap.add_argument("--checkpoint", default=None,
                     help="'fixture', a .pth path or an http(s) URL (default: the deploy config's)")
     ap.add_argument("--batches", nargs="+", type=_batch, default=None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from bmpose import config as config_mod
-from bmpose.weights.fixture import fixture_path, make_fixture
+from bmpose.weights.fixture import make_fixture
 from bmpose.cli.args import add_artifacts_dir, load_model
 
 
@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     for name in args.model or config_mod.list_models():
         cfg = load_model(args, name)
-        path = fixture_path(cfg)
+        path = cfg.layout.fixture_checkpoint()
         before = path.stat().st_mtime_ns if path.exists() else None
         make_fixture(cfg, force=args.force)
         if before is not None and path.stat().st_mtime_ns == before:

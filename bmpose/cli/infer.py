@@ -16,13 +16,12 @@ from bmpose.manifest import atomic_dir, write_manifest
 from bmpose.runtime.boxes import (PersonBox, bundled_sample, det_boxes, det_score_thr, gt_boxes, image_boxes,
                                   image_dets_boxes)
 from bmpose.runtime.predict import SLOW_LIMIT, coco_results, draw_results, open_model, predict
-from bmpose.cli.args import add_artifacts_dir, load_model
+from bmpose.cli.args import add_model, load_model
 
 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="bmpose infer", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default=None, help="deploy config name or yaml (default: the small model)")
-    add_artifacts_dir(p)
+    add_model(p)
     p.add_argument("--checkpoint", default=None, help="for the onnx backend's export (default: the config's)")
     p.add_argument("--images", default=None, help="image file or folder (default: the bundled COCO sample)")
     p.add_argument("--boxes", default=None,

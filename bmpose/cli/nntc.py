@@ -6,17 +6,14 @@ import argparse
 import sys
 import time
 
-from bmpose import config as config_mod
 from bmpose.calib.calibset import ensure_calib
 from bmpose.convert.nntc import SCRIPTS, TH_METHODS, ensure_nntc, th_method_name
-from bmpose.cli.args import add_artifacts_dir, load_model
+from bmpose.cli.args import add_model, load_model
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="bmpose nntc", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default=None,
-                   help=f"deploy config name or yaml (default: {config_mod.DEFAULT_MODEL})")
-    add_artifacts_dir(p)
+    add_model(p)
     p.add_argument("--checkpoint", default=None, help="'fixture', a .pth path or a URL (default: the config's)")
     p.add_argument("--calib", default="coco", help="coco | dir:PATH | lmdb:PATH (default coco)")
     p.add_argument("--coco-ann", default=None, help="COCO person-keypoints json (default: bundled val sample)")

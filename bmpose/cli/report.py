@@ -1,22 +1,32 @@
-"""`bmpose report --model M`: artifacts/<model>/report/{index.html, report.md, report.json, *.png}
-(bmpose.report.report)."""
+"""`bmpose report --model M`: artifacts/<model>/report/{index.html, report.md, report.json, *.png, *.jpg}
+(bmpose.report.report), after drawing each chip's pose picture where it is missing (bmpose.evaluate.pictures)."""
 from __future__ import annotations
 
 import argparse
+import warnings
+from pathlib import Path
 
-from bmpose.report.report import ensure_report
-from bmpose.cli.args import add_artifacts_dir, load_model
+from bmpose.cli.args import add_model, load_model
+
+
+def refresh_report(cfg, force: bool = False) -> Path:
+    """The pictures the report shows (inference), then the report (reads only)."""
+    from bmpose.evaluate.pictures import ensure_pictures
+    from bmpose.report.report import ensure_report
+
+    for note in ensure_pictures(cfg):   # bmpose's entry point prints it as one "warning:" line
+        warnings.warn(note, RuntimeWarning, stacklevel=2)
+    return ensure_report(cfg, force=force)
 
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="bmpose report", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default=None, help="deploy config name or yaml")
-    add_artifacts_dir(ap)
+    add_model(ap)
     ap.add_argument("--checkpoint", help="accepted for the Makefile's common options; unused")
     ap.add_argument("--force", action="store_true", help="rebuild even when up to date")
     args = ap.parse_args(argv)
     cfg = load_model(args)
-    path = ensure_report(cfg, force=args.force)
+    path = refresh_report(cfg, force=args.force)
     print(f"report: {path}")
     return 0

@@ -9,14 +9,13 @@ import argparse
 
 from bmpose.experiments.fragility import to_markdown as to_markdown_fragility
 from bmpose.experiments.study import LAYERS, METHODS, run_study, to_markdown
-from bmpose.cli.args import add_artifacts_dir, load_model
+from bmpose.cli.args import add_model, load_model
 
 
 def parse_args(argv):
     ap = argparse.ArgumentParser(prog="bmpose study", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default=None, help="deploy config name or yaml")
-    add_artifacts_dir(ap)
+    add_model(ap)
     ap.add_argument("--checkpoint", help="checkpoint (default: the config's, the trained fixture)")
     ap.add_argument("--chips", nargs="+", help="chips (default: the config's)")
     ap.add_argument("--methods", nargs="+", default=list(METHODS), help="calibration methods (default: %(default)s)")
@@ -49,7 +48,7 @@ def main(argv) -> int:
     study = run_study(cfg, args)
     print(to_markdown(study))
     if not args.no_report:
-        from bmpose.report.report import ensure_report
+        from bmpose.cli.report import refresh_report
 
-        print(f"study: report {ensure_report(cfg)}")
+        print(f"study: report {refresh_report(cfg)}")
     return 0

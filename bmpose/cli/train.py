@@ -1,5 +1,5 @@
 """`bmpose train`: train the small HRNet fixture on the bundled real COCO persons with mmpose's own loop
-(bmpose.weights.train)."""
+(bmpose.experiments.train)."""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +9,7 @@ from pathlib import Path
 
 from bmpose import config as bmconfig
 from bmpose.manifest import atomic_dir, sha256_file, up_to_date, write_manifest
-from bmpose.weights.train import (CHECKPOINT, CURVE, INSTALL_DIR, INSTALLED, SUMMARY, THREADS, TRAIN_CONFIG,
+from bmpose.experiments.train import (CHECKPOINT, CURVE, INSTALL_DIR, INSTALLED, SUMMARY, THREADS, TRAIN_CONFIG,
                                   load_train_config, recipe_of, train)
 
 
@@ -32,7 +32,7 @@ def parse_args(argv):
 def main(argv=None) -> int:
     args = parse_args(argv)
     deploy = bmconfig.load("hrnet_small_128x96")
-    out = Path(args.out) if args.out else deploy.artifacts / "train"
+    out = Path(args.out) if args.out else deploy.layout.train()
     overrides = {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
                  "val_interval": args.val_interval, "seed": args.seed, "threads": args.threads}
     cfg = load_train_config(args.config, work_dir=out, **overrides)

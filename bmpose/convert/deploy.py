@@ -10,12 +10,15 @@ from pathlib import Path
 
 import numpy as np
 
-from bmpose.convert import bmodel_dir, bmodel_name, check_chip_precision, compare, diagnose
-from bmpose.convert.runner import run_tool
+from bmpose import compare
+from bmpose.chips import check_chip_precision
+from bmpose.convert import diagnose
+from bmpose.tpu_mlir.runner import run_tool
 from bmpose.convert.steps import _output_name, build, link, transform_files
 from bmpose.errors import BmposeError
+from bmpose.layout import FAILED_OPTIONS
 from bmpose.manifest import locked, up_to_date, write_manifest
-from bmpose.runtime.devtime import device_time, link_bm1684_estimate
+from bmpose.tpu_mlir.devtime import device_time, link_bm1684_estimate
 
 TAIL_RULE = ("v2: output op back through single-input ops, up to and including the first merge; without a merge, "
              "up to and including the first weighted op")
@@ -31,9 +34,6 @@ TPU_LAYER_TOL = {"fp32": "0.99,0.99", "fp16": "0.99,0.9", "bf16": "0.9,0.5"}
 # anti-correlated; no lower cosine can be given (npz_tool's argparse reads "-1,-inf" as an option name).
 # Trained checkpoints keep the 0.7,0.0 floor.
 INT8_LAYER_TOL_RANDOM = "0,-inf"
-FAILED_OPTIONS = "options.json"
-
-
 def gate_key(precision: str, checkpoint: str | None) -> str:
     """The tolerance a bmodel's heatmaps are held to: `<precision>_cos`, or `*_cos_random` when a quantised
     build comes from random-init fixture weights (FP32 has no excuse)."""
@@ -46,7 +46,7 @@ def deploy_options(cfg, chip: str, precision: str, batch: int, *, method: str | 
     tol_key = gate_key(precision, checkpoint)
     opts = {"chip": chip, "precision": precision, "batch": batch, "tolerance": {tol_key: cfg.tolerances[tol_key]},
             "checkpoint": checkpoint, "calib": calib,
-            # v1: the compiler's cycle estimate is embedded in the bmodel (BM1684 too, see runtime.devtime)
+            # v1: the compiler's cycle estimate is embedded in the bmodel (BM1684 too, see tpu_mlir.devtime)
             "device_time": "embedded estimate v1"}
     if precision in ("fp16", "bf16"):   # recorded: a changed floor redeploys
         opts["tpu_layer_tolerance"] = TPU_LAYER_TOL[precision]
@@ -66,7 +66,7 @@ def ensure_bmodel(cfg, chip: str, precision: str, batch: int, *, mlir: Path, opt
     `out` builds elsewhere than the default bmodel dir and `auto_tail=False` leaves out the automatic FP32
     tail (both for the calibration study); put whatever distinguishes the build in `options`."""
     check_chip_precision(chip, precision)
-    out = Path(out) if out else bmodel_dir(cfg, chip, precision, batch)
+    out = Path(out) if out else cfg.layout.bmodel(chip, precision, batch)
     files = transform_files(cfg)
     inputs = {k: mlir / v for k, v in files.items()}
     if precision == "int8":
@@ -87,80 +87,21 @@ def ensure_bmodel(cfg, chip: str, precision: str, batch: int, *, mlir: Path, opt
 
 def _deploy(cfg, chip, precision, batch, tmp: Path, mlir: Path, files, inputs, options, cali_table,
             user_qtables, searched, auto_tail: bool = True) -> None:
-    from bmpose.convert.mlirgraph import read_graph
-    from bmpose.convert.qtable import build_qtable, format_qtable
-
     for key in ("mlir", "weights", "input", "top_outputs"):
         link(mlir / files[key], tmp)
     # A failed build keeps no manifest: this says which gate it was held to (the report's verdict reads it);
     # a build that passes deletes it before writing its manifest, which holds the options.
     (tmp / FAILED_OPTIONS).write_text(json.dumps(options, default=str))
-    name = bmodel_name(cfg, chip, precision, batch)
-    args = ["--mlir", files["mlir"], "--chip", chip, "--model", name, "--test_input", files["input"],
-            "--test_reference", files["top_outputs"], "--compare_all", "--debug"]
-    qtable, origin = {}, {}
-    if precision == "int8":
-        qtable, origin = build_qtable(mlir / files["mlir"], list(user_qtables), searched, auto=auto_tail)
-        header = "\n".join(f"{src}: {len(names)} layer(s)" for src, names in origin.items())
-        (tmp / "qtable").write_text(format_qtable(qtable, f"bmpose qtable ({TAIL_RULE})\n{header}"))
-        # TPU-MLIR's own check of every TPU-MLIR layer against the top MLIR is only a sanity floor for INT8
-        # (middle layers of a random-weight model are noisy: cos 0.85, euclid 0.4 on HRNet-W32); its check of
-        # the bmodel against the TPU MLIR stays strict, and the real gate is ours, below: heatmaps vs ONNX.
-        # options["tpu_layer_tolerance"] lowers the floor (the study's all-INT8 heads: heatmap conv at cos 0.82).
-        args += ["--quantize", "INT8", "--calibration_table", Path(cali_table).resolve(),
-                 "--quantize_table", "qtable", "--tolerance", options.get("tpu_layer_tolerance", "0.7,0.0")]
-    else:   # float: TPU-MLIR's per-layer check vs the top MLIR (see TPU_LAYER_TOL)
-        args += ["--quantize", QUANTIZE[precision],
-                 "--tolerance", options.get("tpu_layer_tolerance", TPU_LAYER_TOL[precision])]
-    # BM1684's codegen writes its cycle estimate to `_0.dat` but embeds only compiler_profile_0.dat: link the
-    # two first, so every bmodel carries its simulated device time (bmpose.runtime.devtime).
-    link_bm1684_estimate(tmp, chip)
-    try:
-        seconds = run_tool("model_deploy.py", args, tmp, "model_deploy.log")
-    except BmposeError:
-        # an INT8 build that failed TPU-MLIR's per-layer compare: its first layer below, not the raw tool lines
-        why = diagnose.tool_failure(tmp / "model_deploy.log", options.get("checkpoint")) \
-            if precision == "int8" else None
-        if why is None:
-            raise
-        raise BmposeError(why) from None
-
+    name = cfg.layout.bmodel_name(chip, precision, batch)
+    args, qtable, origin = _deploy_args(tmp, mlir, files, chip, precision, name, options, cali_table,
+                                        user_qtables, searched, auto_tail)
+    seconds = _run_model_deploy(tmp, args, chip, precision, options)
     mode = {"int8": "int8_sym", "fp32": "f32", "fp16": "f16", "bf16": "bf16"}[precision]   # TPU-MLIR's file names
     stem = f"{cfg.name}_{chip}_{mode}"
-    tpu_mlir = tmp / f"{stem}_tpu.mlir"
-    if not tpu_mlir.is_file():
-        raise BmposeError(f"{tmp}: model_deploy wrote no {tpu_mlir.name} (see model_deploy.log)")
-    m = re.search(r'module\.weight_file = "([^"]+)"', tpu_mlir.read_text())
-    tpu_weights = m.group(1) if m else ""
-    graph = read_graph(tpu_mlir)
-
-    # The qtable must show in the deployed MLIR: TPU-MLIR ignores unknown names and may change modes silently.
-    wrong = [f"{n} ({graph.op(n).quant})" for n, mode_ in qtable.items()
-             if n in graph.names and mode_ == "F32" and graph.op(n).quant != "F32"]
-    missing = [n for n in qtable if n not in graph.names]
-    if wrong or missing:
-        raise BmposeError(f"{tpu_mlir}: qtable layers not F32 as deployed: {', '.join(wrong + missing)}")
+    tpu_mlir, tpu_weights, graph = _deployed_mlir(tmp, stem, qtable)
     fp32_layers = [op.name for op in graph.ops if op.quant == "F32" and op.type != "tpu.Cast"] \
         if precision == "int8" else []
-
-    # Compare: every layer of the deployed TPU MLIR vs the top (FP32) MLIR; bmodel output vs ONNX.
-    ops = {op.name: (op.type, op.quant) for op in graph.ops}
-    rows = compare.compare_npz(tmp / f"{stem}_tpu_outputs.npz", tmp / files["top_outputs"], ops)
-    out_name = graph.outputs[0]
-    # an INT8/F16/BF16 output op gets a Cast named `<op>_f32` in the deployed MLIR; the ONNX reference keeps its name
-    ref_name = _output_name(mlir / files["mlir"])
-    with np.load(tmp / f"{stem}_model_outputs.npz") as bm, np.load(mlir / files["ref_outputs"]) as ref, \
-            np.load(tmp / f"{stem}_tpu_outputs.npz") as tpu:
-        bmodel_out, onnx_out, tpu_out = bm[out_name], ref[ref_name], tpu[out_name]
-    final = compare.similarity(bmodel_out, onnx_out)
-    rows.append({"layer": f"{out_name} (bmodel vs ONNX)", "op": "bmodel", "quant": precision.upper(),
-                 "shape": "x".join(map(str, bmodel_out.shape)), **final})
-    compare.write_csv(rows, tmp / "compare.csv")
-    np.savez(tmp / "compare.npz", onnx=onnx_out, bmodel=bmodel_out, tpu_mlir=tpu_out,
-             layers=np.array([r["layer"] for r in rows[:-1]]),
-             cosine=np.array([r["cosine"] for r in rows[:-1]]),
-             euclidean=np.array([r["euclidean"] for r in rows[:-1]]),
-             sqnr_db=np.array([r["sqnr_db"] for r in rows[:-1]]))
+    rows, final, out_name = _compare(tmp, stem, graph, mlir, files, precision)
 
     # Keep what later stages use (bmodel, the deployed tpu.mlir + weights for the mlir backend, tensors,
     # compare files, logs); drop TPU-MLIR's --debug intermediates and the linked inputs.
@@ -189,3 +130,84 @@ def _deploy(cfg, chip, precision, batch, tmp: Path, mlir: Path, files, inputs, o
                           "input": files["input"], "size_bytes": (tmp / name).stat().st_size,
                           "build_seconds": round(seconds, 1), "fp32_layers": fp32_layers,
                           "qtable_origin": origin})
+
+
+def _deploy_args(tmp: Path, mlir: Path, files, chip, precision, name, options, cali_table, user_qtables,
+                 searched, auto_tail) -> tuple[list, dict, dict]:
+    """model_deploy's arguments; for INT8 the qtable (automatic tail + the user's + search) written to tmp.
+    -> (args, qtable, where each qtable layer came from)."""
+    from bmpose.convert.qtable import build_qtable, format_qtable
+
+    args = ["--mlir", files["mlir"], "--chip", chip, "--model", name, "--test_input", files["input"],
+            "--test_reference", files["top_outputs"], "--compare_all", "--debug"]
+    qtable, origin = {}, {}
+    if precision == "int8":
+        qtable, origin = build_qtable(mlir / files["mlir"], list(user_qtables), searched, auto=auto_tail)
+        header = "\n".join(f"{src}: {len(names)} layer(s)" for src, names in origin.items())
+        (tmp / "qtable").write_text(format_qtable(qtable, f"bmpose qtable ({TAIL_RULE})\n{header}"))
+        # TPU-MLIR's own check of every TPU-MLIR layer against the top MLIR is only a sanity floor for INT8
+        # (middle layers of a random-weight model are noisy: cos 0.85, euclid 0.4 on HRNet-W32); its check of
+        # the bmodel against the TPU MLIR stays strict, and the real gate is ours, below: heatmaps vs ONNX.
+        # options["tpu_layer_tolerance"] lowers the floor (the study's all-INT8 heads: heatmap conv at cos 0.82).
+        args += ["--quantize", "INT8", "--calibration_table", Path(cali_table).resolve(),
+                 "--quantize_table", "qtable", "--tolerance", options.get("tpu_layer_tolerance", "0.7,0.0")]
+    else:   # float: TPU-MLIR's per-layer check vs the top MLIR (see TPU_LAYER_TOL)
+        args += ["--quantize", QUANTIZE[precision],
+                 "--tolerance", options.get("tpu_layer_tolerance", TPU_LAYER_TOL[precision])]
+    return args, qtable, origin
+
+
+def _run_model_deploy(tmp: Path, args: list, chip: str, precision: str, options: dict) -> float:
+    # BM1684's codegen writes its cycle estimate to `_0.dat` but embeds only compiler_profile_0.dat: link the
+    # two first, so every bmodel carries its simulated device time (bmpose.tpu_mlir.devtime).
+    link_bm1684_estimate(tmp, chip)
+    try:
+        return run_tool("model_deploy.py", args, tmp, "model_deploy.log")
+    except BmposeError:
+        # an INT8 build that failed TPU-MLIR's per-layer compare: its first layer below, not the raw tool lines
+        why = diagnose.tool_failure(tmp / "model_deploy.log", options.get("checkpoint")) \
+            if precision == "int8" else None
+        if why is None:
+            raise
+        raise BmposeError(why) from None
+
+
+def _deployed_mlir(tmp: Path, stem: str, qtable: dict):
+    """The deployed tpu.mlir, its weight file and graph; the qtable must show in it (TPU-MLIR ignores unknown
+    names and may change modes silently)."""
+    from bmpose.tpu_mlir.mlirgraph import read_graph
+
+    tpu_mlir = tmp / f"{stem}_tpu.mlir"
+    if not tpu_mlir.is_file():
+        raise BmposeError(f"{tmp}: model_deploy wrote no {tpu_mlir.name} (see model_deploy.log)")
+    m = re.search(r'module\.weight_file = "([^"]+)"', tpu_mlir.read_text())
+    graph = read_graph(tpu_mlir)
+    wrong = [f"{n} ({graph.op(n).quant})" for n, mode_ in qtable.items()
+             if n in graph.names and mode_ == "F32" and graph.op(n).quant != "F32"]
+    missing = [n for n in qtable if n not in graph.names]
+    if wrong or missing:
+        raise BmposeError(f"{tpu_mlir}: qtable layers not F32 as deployed: {', '.join(wrong + missing)}")
+    return tpu_mlir, m.group(1) if m else "", graph
+
+
+def _compare(tmp: Path, stem: str, graph, mlir: Path, files, precision: str) -> tuple[list, dict, str]:
+    """Every layer of the deployed TPU MLIR vs the top (FP32) MLIR, then the bmodel's output vs ONNX, into
+    compare.csv and compare.npz. -> (rows, the final similarity, the output's name)."""
+    ops = {op.name: (op.type, op.quant) for op in graph.ops}
+    rows = compare.compare_npz(tmp / f"{stem}_tpu_outputs.npz", tmp / files["top_outputs"], ops)
+    out_name = graph.outputs[0]
+    # an INT8/F16/BF16 output op gets a Cast named `<op>_f32` in the deployed MLIR; the ONNX reference keeps its name
+    ref_name = _output_name(mlir / files["mlir"])
+    with np.load(tmp / f"{stem}_model_outputs.npz") as bm, np.load(mlir / files["ref_outputs"]) as ref, \
+            np.load(tmp / f"{stem}_tpu_outputs.npz") as tpu:
+        bmodel_out, onnx_out, tpu_out = bm[out_name], ref[ref_name], tpu[out_name]
+    final = compare.similarity(bmodel_out, onnx_out)
+    rows.append({"layer": f"{out_name} (bmodel vs ONNX)", "op": "bmodel", "quant": precision.upper(),
+                 "shape": "x".join(map(str, bmodel_out.shape)), **final})
+    compare.write_csv(rows, tmp / "compare.csv")
+    np.savez(tmp / "compare.npz", onnx=onnx_out, bmodel=bmodel_out, tpu_mlir=tpu_out,
+             layers=np.array([r["layer"] for r in rows[:-1]]),
+             cosine=np.array([r["cosine"] for r in rows[:-1]]),
+             euclidean=np.array([r["euclidean"] for r in rows[:-1]]),
+             sqnr_db=np.array([r["sqnr_db"] for r in rows[:-1]]))
+    return rows, final, out_name

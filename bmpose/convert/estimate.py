@@ -1,6 +1,6 @@
 """Device time without the verified build: model_deploy without its test input (so no TPU-MLIR layer check, no
 bmodel simulation, no gate against ONNX), then the compiler's cycle estimate embedded in the bmodel
-(bmpose.runtime.devtime), the same number a verified build records. For sizing a variant before paying for its
+(bmpose.tpu_mlir.devtime), the same number a verified build records. For sizing a variant before paying for its
 build: HRNet-W32's verified FP32 batch-1 BM1684X build took 13 min here.
 
 Each estimate keeps only its manifest (device time in checks), the qtable and model_deploy's log under
@@ -12,19 +12,15 @@ import shutil
 import time
 from pathlib import Path
 
-from bmpose.convert import check_chip_precision
+from bmpose.chips import check_chip_precision
 from bmpose.convert.deploy import QUANTIZE, TAIL_RULE
-from bmpose.convert.runner import run_tool
+from bmpose.tpu_mlir.runner import run_tool
 from bmpose.convert.steps import build, link, transform_files
 from bmpose.errors import BmposeError
 from bmpose.manifest import locked, read_manifest, up_to_date, write_manifest
-from bmpose.runtime.devtime import device_time, link_bm1684_estimate
+from bmpose.tpu_mlir.devtime import device_time, link_bm1684_estimate
 
 KEEP = ("model_deploy.log", "qtable")
-
-
-def estimate_dir(cfg, chip: str, precision: str, batch: int) -> Path:
-    return cfg.artifacts / "estimate" / f"{chip}_{precision}_b{batch}"
 
 
 def ensure_estimate(cfg, chip: str, precision: str, batch: int, *, mlir: Path,
@@ -35,7 +31,7 @@ def ensure_estimate(cfg, chip: str, precision: str, batch: int, *, mlir: Path,
     check_chip_precision(chip, precision)
     if precision == "int8" and cali_table is None:
         raise BmposeError("an INT8 estimate needs a calibration table")
-    out = estimate_dir(cfg, chip, precision, batch)
+    out = cfg.layout.estimate(chip, precision, batch)
     files = transform_files(cfg)
     inputs = {"mlir": mlir / files["mlir"], "weights": mlir / files["weights"]}
     options = {"chip": chip, "precision": precision, "batch": batch, "verified": False,

@@ -17,24 +17,14 @@ import numpy as np
 
 from bmpose.config import mmpose_config_inputs
 from bmpose.errors import BmposeError
+from bmpose.layout import ONNX_OPSET
 from bmpose.manifest import atomic_dir, locked, read_manifest, up_to_date, write_manifest
 from bmpose.weights.checkpoint import build_model, resolve_checkpoint
 
-OPSET = 13
+OPSET = ONNX_OPSET   # another opset (NNTC's bmneto reads 12) is its own build beside it
 PARITY_SEED = 1234
 DYNAMIC_PARITY_BATCH = 3  # a batch size neither static file uses
 INPUT, OUTPUT = "input", "heatmaps"
-
-
-def onnx_dir(cfg, opset: int = OPSET) -> Path:
-    # another opset (NNTC's bmneto reads 12) is its own build with its own manifest, beside the default one
-    return cfg.artifacts / ("onnx" if opset == OPSET else f"onnx_opset{int(opset)}")
-
-
-def onnx_path(cfg, batch: int | None, opset: int = OPSET) -> Path:
-    """artifacts/<name>/onnx/<name>_b<batch>.onnx; batch None -> the dynamic-batch file."""
-    suffix = "dynamic" if batch is None else f"b{int(batch)}"
-    return onnx_dir(cfg, opset) / f"{cfg.name}_{suffix}.onnx"
 
 
 def heatmap_net(estimator):
@@ -118,7 +108,7 @@ def ensure_onnx(cfg, checkpoint=None, batches=(1, 4), dynamic: bool = False, for
     from bmpose.weights.fixture import realistic_inputs
 
     ckpt = resolve_checkpoint(cfg, checkpoint)
-    out_dir = onnx_dir(cfg, opset)
+    out_dir = cfg.layout.onnx(opset)
     inputs = {"checkpoint": ckpt, **mmpose_config_inputs(cfg.mmpose_config)}
     tol = float(cfg.tolerances["onnx_max_abs"])
     with locked(out_dir):
@@ -128,7 +118,7 @@ def ensure_onnx(cfg, checkpoint=None, batches=(1, 4), dynamic: bool = False, for
         options = {"batches": want, "dynamic": dyn, "opset": opset, "exporter": "torchscript (dynamo=False)",
                    "parity_seed": PARITY_SEED, "onnx_max_abs": tol, "config": cfg.summary()}
         targets = [int(b) for b in batches] + ([None] if dynamic else [])
-        result = {b: onnx_path(cfg, b, opset) for b in targets}
+        result = {b: cfg.layout.onnx_file(b, opset) for b in targets}
         if not force and up_to_date(out_dir, inputs, options):
             if verbose:
                 print(f"export: {out_dir} is up to date (skipped)")
@@ -137,7 +127,7 @@ def ensure_onnx(cfg, checkpoint=None, batches=(1, 4), dynamic: bool = False, for
         checks, files = {}, []
         with atomic_dir(out_dir) as tmp:
             for b in want + ([None] if dyn else []):
-                path = tmp / onnx_path(cfg, b, opset).name
+                path = tmp / cfg.layout.onnx_file(b, opset).name
                 seconds, cpu_seconds = export_one(net, cfg, b, path, opset)
                 n = b or DYNAMIC_PARITY_BATCH
                 check = {"export_s": round(seconds, 2), "export_cpu_s": round(cpu_seconds, 2), **check_graph(path),

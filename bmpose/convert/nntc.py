@@ -25,7 +25,7 @@ from bmpose import procs
 from bmpose.calib import store
 from bmpose.calib.ufw import write_ufw_lmdb
 from bmpose.convert.export import INPUT, OUTPUT, ensure_onnx
-from bmpose.convert.mlirgraph import Graph, Op
+from bmpose.tpu_mlir.mlirgraph import Graph, Op
 from bmpose.convert.qtable import auto_tail
 from bmpose.convert.steps import link
 from bmpose.errors import BmposeError
@@ -41,10 +41,6 @@ BATCHES = (1, 4)
 TH_METHODS = ("KL", "SYMKL", "JSD", "ADMM", "ACIQ", "MAX", "PERCENTILE9999")
 SCRIPTS = ("gen_fp32bmodel.sh", "gen_int8bmodel.sh")
 _SHAPE_OPS = {"Shape", "Size"}   # their outputs are metadata, not activations
-
-
-def nntc_dir(cfg) -> Path:
-    return cfg.artifacts / "nntc"
 
 
 def th_method_name(method: str) -> str:
@@ -148,7 +144,7 @@ def ensure_nntc(cfg, lmdb, checkpoint=None, method: str | None = None, iteration
     c, (h, w) = 3, cfg.input_hw
     checks = {f"b{b}": _check_onnx(onnx[b], b, [c, h, w]) for b in BATCHES}
     tail = _tail_layers(onnx, checks)
-    out_dir = nntc_dir(cfg)
+    out_dir = cfg.layout.nntc()
     inputs = {"onnx_b1": onnx[1], "onnx_b4": onnx[4], "calib_lmdb": lmdb}
     options = {"target": TARGET, "opset": OPSET, "batches": list(BATCHES), "method": method, "th_method": th_method,
                "iterations": iterations, "fpfwd_outputs": tail, "run_nntc": run, "config": cfg.summary(),

@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 
 from bmpose.errors import BmposeError
-from bmpose.convert.mlirgraph import Graph, read_graph
+from bmpose.tpu_mlir.mlirgraph import Graph, read_graph
 
 MODES = ("F32", "F16", "BF16", "INT8")
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from bmpose.convert import compare
+from bmpose import compare
 from bmpose.errors import BmposeError
 from bmpose.manifest import (atomic_dir, jsonable, locked, read_manifest, sha256_file, tool_versions, up_to_date,
                              write_manifest)
-from bmpose.convert.runner import dot_shim, run_tool
+from bmpose.tpu_mlir.runner import dot_shim, run_tool
 
 CALI_METHODS = ("kl", "mse", "max", "percentile9999", "aciq_laplace", "aciq_gauss")
 
@@ -76,25 +76,17 @@ def deep_fresh(out_dir: Path, options: dict | None = None, _seen: set | None = N
 
 # ---------------------------------------------------------------- calibration inputs (real crops as npz)
 
-def cali_inputs_dir(cfg) -> Path:
-    return cfg.artifacts / "cali_inputs"
-
-
 def ensure_cali_inputs(cfg, lmdb: Path, num: int | None) -> list[Path]:
     """Normalised crops from the calibration LMDB as TPU-MLIR npz inputs (+ data_list.txt)."""
     from bmpose.calib.tpu_inputs import write_tpu_inputs
 
-    files = write_tpu_inputs(lmdb, cfg, cali_inputs_dir(cfg), num)
+    files = write_tpu_inputs(lmdb, cfg, cfg.layout.cali_inputs(), num)
     if not files:
         raise BmposeError(f"{lmdb}: no calibration crops to write")
     return [Path(f) for f in files]
 
 
 # ---------------------------------------------------------------- transform: ONNX -> top MLIR
-
-def mlir_dir(cfg, batch: int) -> Path:
-    return cfg.artifacts / "mlir" / f"b{batch}"
-
 
 def transform_options(cfg, batch: int, checkpoint: str | None) -> dict:
     h, w = cfg.input_hw
@@ -111,7 +103,7 @@ def transform_files(cfg) -> dict[str, str]:
 
 def ensure_transform(cfg, batch: int, onnx: Path, crops: list[Path], checkpoint: str | None = None) -> Path:
     """model_transform with a test input of `batch` real crops; keeps the ONNX (ref) and top tensors."""
-    out = mlir_dir(cfg, batch)
+    out = cfg.layout.mlir(batch)
     use = [crops[i % len(crops)] for i in range(batch)]
     inputs = {"onnx": onnx, **{f"crop{i}": p for i, p in enumerate(use)}}
     options = transform_options(cfg, batch, checkpoint)
@@ -140,7 +132,7 @@ def ensure_transform(cfg, batch: int, onnx: Path, crops: list[Path], checkpoint:
 
 
 def _output_name(mlir: Path) -> str:
-    from bmpose.convert.mlirgraph import read_graph
+    from bmpose.tpu_mlir.mlirgraph import read_graph
 
     outs = read_graph(mlir).outputs
     if len(outs) != 1:
@@ -149,10 +141,6 @@ def _output_name(mlir: Path) -> str:
 
 
 # ---------------------------------------------------------------- calibration table (batch-1 MLIR)
-
-def cali_dir(cfg, method: str, num: int) -> Path:
-    return cfg.artifacts / "cali_table" / f"{method}_n{num}"
-
 
 def _calibration_workdir(tmp: Path, mlir1: Path, files: dict, crops: list[Path]) -> Path:
     """run_calibration's inputs in its build dir: the batch-1 MLIR + weights, and a list of exactly these crops."""
@@ -173,7 +161,7 @@ def ensure_cali_table(cfg, mlir1: Path, crops: list[Path], method: str, num: int
     `out`: another folder than cali_table/<method>_n<num> (the calibration-set fragility study's subsets)."""
     if method not in CALI_METHODS:
         raise BmposeError(f"--method {method}: unknown calibration method (choose from {', '.join(CALI_METHODS)})")
-    out = Path(out) if out else cali_dir(cfg, method, num)
+    out = Path(out) if out else cfg.layout.cali_table(method, num)
     files = transform_files(cfg)
     data_dir = crops[0].parent
     inputs = {"top_mlir": mlir1 / files["mlir"], "weights": mlir1 / files["weights"], "cali_inputs": data_dir}

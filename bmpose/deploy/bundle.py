@@ -56,10 +56,6 @@ if __name__ == "__main__":
 '''
 
 
-def bundle_dir(cfg, chip: str) -> Path:
-    return cfg.artifacts / "deploy" / f"{cfg.name}_{chip}"
-
-
 def runtime_files() -> list[Path]:
     """The shipped sources: bmpose/__init__.py and every .py of the shipped subpackages."""
     files = [PACKAGE / "__init__.py"]
@@ -107,7 +103,7 @@ def write_bundle(cfg, chip: str, bmodels: list[dict]) -> tuple[Path, Path, bool]
 
     if not bmodels:
         raise BmposeError(f"no {chip} bmodels of {cfg.name} to bundle")
-    out = bundle_dir(cfg, chip)
+    out = cfg.layout.bundle(chip)
     archive = out.with_name(out.name + ".tar.gz")
     images = [bundled_sample()[1] / n for n in SAMPLE_IMAGES]
     inputs = {f"bmodel_{b['precision']}_b{b['batch']}": b["path"] for b in bmodels}

@@ -26,10 +26,6 @@ from bmpose.manifest import atomic_file, hash_inputs, tool_versions, write_manif
 DEFAULT_SUBSET = 4
 
 
-def eval_dir(cfg) -> Path:
-    return cfg.artifacts / "eval"
-
-
 def subset_boxes(boxes: list, persons: int) -> list:
     """Whole images, in annotation order, until `persons` boxes are reached: a subset COCOeval can score."""
     out, images = [], []
@@ -53,98 +49,19 @@ def score(cfg, backend, boxes, ann, flip, sigmas, options, subset: bool) -> dict
 
 
 def run_eval(args, cfg) -> int:
-    ann_default, img_default = boxes_mod.bundled_sample()
-    ann = Path(args.coco_ann) if args.coco_ann else ann_default
-    img = Path(args.coco_img) if args.coco_img else (img_default if not args.coco_ann else ann.parent)
-    if args.boxes == "gt":
-        boxes = boxes_mod.gt_boxes(ann, img)
-    elif args.boxes.startswith("dets:"):
-        boxes = boxes_mod.det_boxes(Path(args.boxes[5:]), ann, img, boxes_mod.det_score_thr(cfg))
-    else:
-        raise BmposeError(f"--boxes {args.boxes!r}: expected gt or dets:JSON")
-    sigmas, options = dataset_sigmas(cfg), metric_options(cfg)
-    flip = bool(args.flip)
-    runtime = args.bmodel_runtime
-    n_subset = args.subset or DEFAULT_SUBSET
-
-    from bmpose.convert import list_bmodels
     from bmpose.convert.export import ensure_onnx
 
+    ann, img, boxes = _boxes(args, cfg)
     onnx = ensure_onnx(cfg, args.checkpoint, batches=(4,), verbose=False)[4]
-    artifacts = [{"label": "onnx_fp32", "path": onnx, "kind": "onnx", "chip": None, "precision": "fp32",
-                  "batch": 4}]
-    for b in list_bmodels(cfg):
-        label = b["dir"].name
-        if runtime == "mlir":
-            artifacts.append({"label": label, "path": b["tpu_mlir"], "kind": "mlir", "chip": b["chip"],
-                              "precision": b["precision"], "batch": b["batch"], "bmodel": b["path"]})
-        else:
-            artifacts.append({"label": f"{label}_cmodel", "path": b["path"], "kind": "cmodel", "chip": b["chip"],
-                              "precision": b["precision"], "batch": b["batch"], "bmodel": b["path"]})
-    if args.artifacts:
-        unknown = set(args.artifacts) - {a["label"] for a in artifacts}
-        if unknown:
-            raise BmposeError(f"--artifacts {', '.join(sorted(unknown))}: not built (have: "
-                              f"{', '.join(a['label'] for a in artifacts)})")
-        artifacts = [a for a in artifacts if a["label"] in args.artifacts]
-
-    # the cmodel binds one chip per process: other chips' bmodels run in child processes
-    cm_chips = sorted({a["chip"] for a in artifacts if a["kind"] == "cmodel"})
-    if len(cm_chips) > 1:
-        for chip in cm_chips[1:]:
-            labels = [a["label"] for a in artifacts if a["kind"] == "cmodel" and a["chip"] == chip]
-            cmd = [sys.executable, "-m", "bmpose", "eval", "--model", str(cfg.path), "--artifacts-dir",
-                   str(cfg.root), "--bmodel-runtime", "cmodel", "--boxes", args.boxes, "--subset", str(n_subset), "--coco-ann", str(ann),
-                   "--coco-img", str(img), "--artifacts", *labels] + (["--flip"] if flip else []) + \
-                  (["--force"] if args.force else [])
-            # stopped with this process on an interrupt, which it then leaves to this one to report
-            if procs.run(cmd, env={**os.environ, "BMPOSE_NESTED": "1"}) != 0:
-                raise BmposeError(f"eval of {', '.join(labels)} ({chip} cmodel) failed (see above)")
-        artifacts = [a for a in artifacts if a["kind"] != "cmodel" or a["chip"] == cm_chips[0]]
-
-    out_dir = eval_dir(cfg)
-    onnx_cache: dict = {}
-    rows = []
-    for a in artifacts:
-        subset = a["kind"] == "cmodel"
-        todo = subset_boxes(boxes, n_subset) if subset else boxes
-        inputs = {"annotations": ann, "artifact": a["path"], "bmodel": a.get("bmodel"),
-                  **({"detections": Path(args.boxes[5:])} if args.boxes.startswith("dets:") else {})}
-        opts = {"flip": flip, "boxes": args.boxes, "backend": a["kind"], "persons": len(todo),
-                "subset": subset, "metric": options, "config": cfg.summary()}
-        dest = out_dir / f"{a['label']}.json"
-        old = json.loads(dest.read_text()) if dest.is_file() else None
-        want_inputs = {k: v["sha256"] for k, v in hash_inputs(inputs).items()}
-        if (not args.force and old and old.get("inputs") == want_inputs
-                and old.get("options") == json.loads(json.dumps(opts, default=str))
-                and old.get("tools") == tool_versions()):
-            print(f"eval: {a['label']}: up to date, AP {old['AP']:.4f}")
-            rows.append(old)
-            continue
-        from bmpose.runtime.backends import open_backend
-
-        backend = open_backend(a["path"], a["chip"], kind=a["kind"])
-        print(f"eval: {a['label']}: {len(todo)} persons on {backend.describe()}")
-        stats = score(cfg, backend, todo, ann, flip, sigmas, options, subset)
-        key = len(todo)
-        if key not in onnx_cache:  # the ONNX AP of the same persons, so a subset row has its own reference
-            onnx_cache[key] = (stats if a["kind"] == "onnx" else
-                               score(cfg, open_backend(onnx, kind="onnx"), todo, ann, flip, sigmas, options, subset))
-        row = {"label": a["label"], "artifact": str(a.get("bmodel") or a["path"]), "backend": a["kind"],
-               "chip": a["chip"], "precision": a["precision"], "batch": a["batch"], **stats,
-               "subset": (f"first {len(stats['image_ids'])} images ({stats['persons']} persons) of {ann.name}"
-                          if subset else f"all of {ann.name}"),
-               "onnx_AP_same_persons": onnx_cache[key]["AP"],
-               "inputs": want_inputs, "options": json.loads(json.dumps(opts, default=str)),
-               "tools": tool_versions()}
-        with atomic_file(dest) as tmp:
-            tmp.write_text(json.dumps(row, indent=2) + "\n")
-        rows.append(row)
-        print(f"eval: {a['label']}: AP {row['AP']:.4f} (ONNX on the same persons {row['onnx_AP_same_persons']:.4f})"
-              f", {row['seconds_per_crop']:.3f} s/crop")
+    artifacts = _artifacts(cfg, args, onnx)
+    artifacts = _other_cmodel_chips_in_children(cfg, args, artifacts, ann, img)
+    ctx = {"ann": ann, "boxes": boxes, "onnx": onnx, "flip": bool(args.flip), "sigmas": dataset_sigmas(cfg),
+           "options": metric_options(cfg), "onnx_cache": {}}
+    out_dir = cfg.layout.eval()
+    rows = [_eval_one(cfg, args, a, ctx, out_dir / f"{a['label']}.json") for a in artifacts]
     if rows:
         write_manifest(out_dir, stage="eval", inputs={"annotations": ann},
-                       options={"flip": flip, "boxes": args.boxes, "bmodel_runtime": runtime},
+                       options={"flip": ctx["flip"], "boxes": args.boxes, "bmodel_runtime": args.bmodel_runtime},
                        outputs=sorted(p.name for p in out_dir.glob("*.json") if p.name != "manifest.json"),
                        checks={r["label"]: r["AP"] for r in rows})
     print(f"\n{'label':<28} {'AP':>7} {'AP50':>7} {'AP75':>7} {'AR':>7} {'dAP':>8}  persons")
@@ -152,3 +69,89 @@ def run_eval(args, cfg) -> int:
         print(f"{r['label']:<28} {r['AP']:7.4f} {r['AP50']:7.4f} {r['AP75']:7.4f} {r['AR']:7.4f} "
               f"{r['AP'] - r['onnx_AP_same_persons']:+8.4f}  {r['persons']}{' (subset)' if r.get('image_ids') else ''}")
     return 0
+
+
+def _boxes(args, cfg):
+    """-> (annotation file, image folder, person boxes) of the evaluation set."""
+    ann_default, img_default = boxes_mod.bundled_sample()
+    ann = Path(args.coco_ann) if args.coco_ann else ann_default
+    img = Path(args.coco_img) if args.coco_img else (img_default if not args.coco_ann else ann.parent)
+    if args.boxes == "gt":
+        return ann, img, boxes_mod.gt_boxes(ann, img)
+    if args.boxes.startswith("dets:"):
+        return ann, img, boxes_mod.det_boxes(Path(args.boxes[5:]), ann, img, boxes_mod.det_score_thr(cfg))
+    raise BmposeError(f"--boxes {args.boxes!r}: expected gt or dets:JSON")
+
+
+def _artifacts(cfg, args, onnx: Path) -> list[dict]:
+    """ONNX FP32 and every built bmodel (through its deployed MLIR, or on the cmodel), as --artifacts picks."""
+    from bmpose.layout import list_bmodels
+
+    artifacts = [{"label": "onnx_fp32", "path": onnx, "kind": "onnx", "chip": None, "precision": "fp32",
+                  "batch": 4}]
+    for b in list_bmodels(cfg):
+        mlir = args.bmodel_runtime == "mlir"
+        artifacts.append({"label": b["dir"].name + ("" if mlir else "_cmodel"),
+                          "path": b["tpu_mlir"] if mlir else b["path"], "kind": "mlir" if mlir else "cmodel",
+                          "chip": b["chip"], "precision": b["precision"], "batch": b["batch"], "bmodel": b["path"]})
+    if args.artifacts:
+        unknown = set(args.artifacts) - {a["label"] for a in artifacts}
+        if unknown:
+            raise BmposeError(f"--artifacts {', '.join(sorted(unknown))}: not built (have: "
+                              f"{', '.join(a['label'] for a in artifacts)})")
+        artifacts = [a for a in artifacts if a["label"] in args.artifacts]
+    return artifacts
+
+
+def _other_cmodel_chips_in_children(cfg, args, artifacts: list[dict], ann: Path, img: Path) -> list[dict]:
+    """The cmodel binds one chip per process: the bmodels of every other chip are evaluated by a child
+    `bmpose eval`. -> what is left for this process."""
+    cm_chips = sorted({a["chip"] for a in artifacts if a["kind"] == "cmodel"})
+    for chip in cm_chips[1:]:
+        labels = [a["label"] for a in artifacts if a["kind"] == "cmodel" and a["chip"] == chip]
+        cmd = [sys.executable, "-m", "bmpose", "eval", "--model", str(cfg.path), "--artifacts-dir", str(cfg.root),
+               "--bmodel-runtime", "cmodel", "--boxes", args.boxes, "--subset", str(args.subset or DEFAULT_SUBSET),
+               "--coco-ann", str(ann), "--coco-img", str(img), "--artifacts", *labels] + \
+            (["--flip"] if args.flip else []) + (["--force"] if args.force else [])
+        # stopped with this process on an interrupt, which it then leaves to this one to report
+        if procs.run(cmd, env={**os.environ, "BMPOSE_NESTED": "1"}) != 0:
+            raise BmposeError(f"eval of {', '.join(labels)} ({chip} cmodel) failed (see above)")
+    return [a for a in artifacts if a["kind"] != "cmodel" or a["chip"] == cm_chips[0]]
+
+
+def _eval_one(cfg, args, a: dict, ctx: dict, dest: Path) -> dict:
+    """One artifact's eval row: reused from `dest` when its inputs, options and tools are unchanged."""
+    from bmpose.runtime.backends import open_backend
+
+    subset = a["kind"] == "cmodel"
+    todo = subset_boxes(ctx["boxes"], args.subset or DEFAULT_SUBSET) if subset else ctx["boxes"]
+    inputs = {"annotations": ctx["ann"], "artifact": a["path"], "bmodel": a.get("bmodel"),
+              **({"detections": Path(args.boxes[5:])} if args.boxes.startswith("dets:") else {})}
+    opts = json.loads(json.dumps({"flip": ctx["flip"], "boxes": args.boxes, "backend": a["kind"],
+                                  "persons": len(todo), "subset": subset, "metric": ctx["options"],
+                                  "config": cfg.summary()}, default=str))
+    old = json.loads(dest.read_text()) if dest.is_file() else None
+    want_inputs = {k: v["sha256"] for k, v in hash_inputs(inputs).items()}
+    if (not args.force and old and old.get("inputs") == want_inputs and old.get("options") == opts
+            and old.get("tools") == tool_versions()):
+        print(f"eval: {a['label']}: up to date, AP {old['AP']:.4f}")
+        return old
+    backend = open_backend(a["path"], a["chip"], kind=a["kind"])
+    print(f"eval: {a['label']}: {len(todo)} persons on {backend.describe()}")
+    scoring = (ctx["ann"], ctx["flip"], ctx["sigmas"], ctx["options"], subset)
+    stats = score(cfg, backend, todo, *scoring)
+    key, cache = len(todo), ctx["onnx_cache"]
+    if key not in cache:  # the ONNX AP of the same persons, so a subset row has its own reference
+        cache[key] = stats if a["kind"] == "onnx" else score(cfg, open_backend(ctx["onnx"], kind="onnx"), todo,
+                                                             *scoring)
+    row = {"label": a["label"], "artifact": str(a.get("bmodel") or a["path"]), "backend": a["kind"],
+           "chip": a["chip"], "precision": a["precision"], "batch": a["batch"], **stats,
+           "subset": (f"first {len(stats['image_ids'])} images ({stats['persons']} persons) of {ctx['ann'].name}"
+                      if subset else f"all of {ctx['ann'].name}"),
+           "onnx_AP_same_persons": cache[key]["AP"], "inputs": want_inputs, "options": opts,
+           "tools": tool_versions()}
+    with atomic_file(dest) as tmp:
+        tmp.write_text(json.dumps(row, indent=2) + "\n")
+    print(f"eval: {a['label']}: AP {row['AP']:.4f} (ONNX on the same persons {row['onnx_AP_same_persons']:.4f})"
+          f", {row['seconds_per_crop']:.3f} s/crop")
+    return row

@@ -136,7 +136,7 @@ def bench_simulators(cfg, args) -> list[dict]:
     import multiprocessing
 
     from bmpose.runtime.backends import open_backend
-    from bmpose.convert import list_bmodels
+    from bmpose.layout import list_bmodels
 
     bmodels = list_bmodels(cfg)
     if not bmodels:
@@ -208,8 +208,8 @@ def bench_deploy(cfg, args, rounds: int = 5) -> list[dict]:
     import sys
     import tempfile
 
-    from bmpose.convert import list_bmodels
-    from bmpose.convert.runner import tpu_env
+    from bmpose.layout import list_bmodels
+    from bmpose.tpu_mlir.runner import tpu_env
     from bmpose.convert.steps import link
 
     target = next((b for b in list_bmodels(cfg) if b["precision"] == "int8" and b["batch"] == 1), None)
@@ -217,7 +217,7 @@ def bench_deploy(cfg, args, rounds: int = 5) -> list[dict]:
         return [{"benchmark": "deploy", "case": "no INT8 batch-1 bmodel built (make int8)"}]
     head = (target["dir"] / "model_deploy.log").read_text().splitlines()[0]
     raw_args = shlex.split(head.split(" && ", 1)[1])
-    mlir_dir = cfg.artifacts / "mlir" / "b1"
+    mlir_dir = cfg.layout.mlir(1)
     times: dict[str, list[float]] = {"raw": [], "bmpose": []}
     with tempfile.TemporaryDirectory(prefix="bench_deploy_") as tmp:
         art = Path(tmp) / "artifacts"
@@ -300,9 +300,9 @@ def bench_host(cfg, args) -> list[dict]:
 
 def bench_device(cfg, args) -> list[dict]:
     """Per built bmodel (chip x precision x batch): simulated device ms per batch and per person (the compiler's
-    cycle estimate, bmpose.runtime.devtime), persons/s on the TPU alone, beside the host's own
+    cycle estimate, bmpose.tpu_mlir.devtime), persons/s on the TPU alone, beside the host's own
     pre/post-processing ms per person (bench_host's stages at the model's input size, in this run)."""
-    from bmpose.convert import list_bmodels
+    from bmpose.layout import list_bmodels
 
     bmodels = list_bmodels(cfg)
     if not bmodels:
@@ -333,7 +333,8 @@ def bench_estimate(cfg, args) -> list[dict]:
     """Compile-only simulated device time (bmpose.convert.estimate: model_deploy without verification, the
     compiler's embedded estimate) for --chips x --precisions x --batches (default: the config's chips and
     batches, every precision a chip has), beside the verified build's own figure where that bmodel is built."""
-    from bmpose.convert import CHIPS, PRECISIONS, check_chip_precision, chip_supports, list_bmodels
+    from bmpose.chips import CHIPS, PRECISIONS, check_chip_precision, chip_supports
+    from bmpose.layout import list_bmodels
     from bmpose.convert.estimate import ensure_estimate
     from bmpose.convert.pipeline import Pipeline
     from bmpose.progress import say
@@ -382,6 +383,27 @@ def _fused_worker(float_bmodel: str, fused_bmodel: str, x_float, x_uint8):
     return runs
 
 
+def _fused_bmodel(cfg, target: dict, tmp: Path) -> Path:
+    """The default build's BM1684X INT8 b1 bmodel again (same calibration table and qtable), with the
+    normalisation inside: its input is the uint8 BGR crop."""
+    import shutil
+
+    from bmpose.tpu_mlir.runner import run_tool
+
+    w, h = cfg.input_size
+    shutil.copyfile(target["dir"] / "qtable", tmp / "qtable")
+    scale = ",".join(f"{1 / s:.10g}" for s in cfg.std)
+    run_tool("model_transform.py", ["--model_name", cfg.name, "--model_def", cfg.layout.onnx_file(1),
+                                    "--input_shapes", f"[[1,3,{h},{w}]]", "--mean", ",".join(map(str, cfg.mean)),
+                                    "--scale", scale, "--pixel_format", "rgb" if cfg.bgr_to_rgb else "bgr",
+                                    "--channel_format", "nchw", "--mlir", "fused.mlir"], tmp, "transform.log")
+    run_tool("model_deploy.py", ["--mlir", "fused.mlir", "--quantize", "INT8", "--calibration_table",
+                                 target["manifest"]["inputs"]["cali_table"]["path"], "--quantize_table", "qtable",
+                                 "--chip", "bm1684x", "--fuse_preprocess", "--customization_format", "BGR_PACKED",
+                                 "--model", "fused.bmodel", "--debug"], tmp, "deploy.log")
+    return tmp / "fused.bmodel"
+
+
 def bench_fused(cfg, args, persons: int = 16) -> list[dict]:
     """An option measured, not the default: the normalisation inside the bmodel. TPU-MLIR's model_transform
     --mean/--scale/--pixel_format rgb and model_deploy --fuse_preprocess --customization_format BGR_PACKED make
@@ -390,35 +412,21 @@ def bench_fused(cfg, args, persons: int = 16) -> list[dict]:
     Measured against the default float-input bmodel on the same persons (both on the cmodel): heatmap cosine,
     keypoint differences, host ms per person, simulated device ms."""
     import multiprocessing
-    import shutil
     import tempfile
     from types import SimpleNamespace
 
-    from bmpose.convert import list_bmodels
-    from bmpose.convert.runner import run_tool
+    from bmpose.layout import list_bmodels
     from bmpose.pose import crop as crop_mod
     from bmpose.pose.image_io import read_image
-    from bmpose.runtime.devtime import device_time
+    from bmpose.tpu_mlir.devtime import device_time
 
     target = next((b for b in list_bmodels(cfg) if (b["chip"], b["precision"], b["batch"]) == ("bm1684x", "int8", 1)),
                   None)
     if target is None:
         return [{"benchmark": "fused", "case": "no BM1684X INT8 batch-1 bmodel built (make int8)"}]
     w, h = cfg.input_size
-    onnx = cfg.artifacts / "onnx" / f"{cfg.name}_b1.onnx"
-    table = target["manifest"]["inputs"]["cali_table"]["path"]
     with tempfile.TemporaryDirectory(prefix="bench_fused_") as tmp:
-        tmp = Path(tmp)
-        shutil.copyfile(target["dir"] / "qtable", tmp / "qtable")
-        scale = ",".join(f"{1 / s:.10g}" for s in cfg.std)
-        run_tool("model_transform.py", ["--model_name", cfg.name, "--model_def", onnx, "--input_shapes",
-                                        f"[[1,3,{h},{w}]]", "--mean", ",".join(map(str, cfg.mean)), "--scale", scale,
-                                        "--pixel_format", "rgb" if cfg.bgr_to_rgb else "bgr", "--channel_format",
-                                        "nchw", "--mlir", "fused.mlir"], tmp, "transform.log")
-        run_tool("model_deploy.py", ["--mlir", "fused.mlir", "--quantize", "INT8", "--calibration_table", table,
-                                     "--quantize_table", "qtable", "--chip", "bm1684x", "--fuse_preprocess",
-                                     "--customization_format", "BGR_PACKED", "--model", "fused.bmodel", "--debug"],
-                 tmp, "deploy.log")
+        fused = _fused_bmodel(cfg, target, Path(tmp))
         boxes = gt_boxes(*bundled_sample())[:persons]
         images = {b.file: read_image(b.file) for b in boxes}
         spec = SimpleNamespace(input_size=(w, h), padding=cfg.padding, mean=cfg.mean, std=cfg.std,
@@ -431,11 +439,11 @@ def bench_fused(cfg, args, persons: int = 16) -> list[dict]:
                                                    for b in boxes], spec), 5)
         t_warp = timed(warped, 5)
         with multiprocessing.get_context("spawn").Pool(1) as pool:
-            hm_float, hm_fused = pool.apply(_fused_worker, (str(target["path"]), str(tmp / "fused.bmodel"),
+            hm_float, hm_fused = pool.apply(_fused_worker, (str(target["path"]), str(fused),
                                                             pipeline.to_input(crops, spec),
                                                             warped().astype(np.float32)))
         t_dev = {k: device_time(p, "bm1684x", 1)["ms_per_person"]
-                 for k, p in (("float", target["path"]), ("fused", tmp / "fused.bmodel"))}
+                 for k, p in (("float", target["path"]), ("fused", fused))}
     a, b = hm_float.reshape(len(hm_float), -1), hm_fused.reshape(len(hm_fused), -1)
     cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
     k_float, _ = pipeline.keypoints(hm_float, crops, spec)

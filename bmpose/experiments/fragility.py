@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -21,31 +20,18 @@ from bmpose.manifest import atomic_file
 DROPS = (0, 8, 16, 24)   # which crop each subset leaves out (selection order: different images)
 
 
-def thresholds(table: Path) -> dict[str, float]:
-    """op name -> threshold of a TPU-MLIR calibration table."""
-    out = {}
-    for line in Path(table).read_text().splitlines():
-        parts = line.split()
-        if len(parts) >= 4 and not line.startswith("#"):
-            try:
-                out[parts[0]] = float(parts[1])
-            except ValueError:
-                continue
-    return out
-
-
 def run_fragility(cfg, chips, methods, checkpoint=None, drops=DROPS) -> dict:
     from bmpose.convert import deploy
     from bmpose.convert.pipeline import Pipeline
     from bmpose.evaluate import paired
+    from bmpose.tpu_mlir.cali_table import thresholds
     from bmpose.manifest import read_manifest
     from bmpose.evaluate.sets import eval_set
-    from bmpose.experiments.study import study_dir
     from bmpose.runtime.backends import open_backend
     from bmpose.runtime.results import dataset_sigmas
 
     t_start = time.monotonic()
-    out = study_dir(cfg) / "fragility"
+    out = cfg.layout.study() / "fragility"
     pipe = Pipeline(cfg, checkpoint, verbose=False)
     crops = pipe.crops()
     onnx1, mlir1 = pipe.onnx(1)[1], pipe.mlir(1)

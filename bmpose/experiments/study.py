@@ -37,10 +37,6 @@ LAYERS = ("none", "auto", "search")
 STUDY_VERSION = 1
 
 
-def study_dir(cfg) -> Path:
-    return cfg.artifacts / "study"
-
-
 @dataclasses.dataclass
 class Variant:
     label: str
@@ -70,7 +66,7 @@ def build_variants(cfg, args, chips, methods, search_methods) -> tuple[list[Vari
     # still aims at the config's int8_cos).
     loose = dataclasses.replace(cfg, tolerances={**cfg.tolerances, "int8_cos": 0.0})
     user_q = [cfg.qtable] if cfg.qtable else []
-    out = study_dir(cfg)
+    out = cfg.layout.study()
     variants = [Variant("onnx_fp32", None, "fp32", artifact=onnx[4])]
     tables, search = {}, {}
     for chip in chips:
@@ -143,7 +139,7 @@ def evaluate_variant(cfg, v: Variant, boxes, ann: Path, flip: bool, force: bool)
         inputs["weights"] = v.build_dir / m["tpu_weights"]
     opts = {"flip": flip, "persons": len(boxes), "config": cfg.summary(), "version": STUDY_VERSION}
     want = {k: r["sha256"] for k, r in hash_inputs(inputs).items()}
-    dest = study_dir(cfg) / "eval" / f"{v.label}.json"
+    dest = cfg.layout.study() / "eval" / f"{v.label}.json"
     hm_file = dest.with_suffix(".npy")
     old = json.loads(dest.read_text()) if dest.is_file() else None
     if (not force and old and old["inputs"] == want and old["options"] == json.loads(json.dumps(opts, default=str))
@@ -236,7 +232,7 @@ def _add_paired_oks(cfg, variants, rows, flip: bool) -> None:
     for v, row in zip(variants, rows):
         if v.artifact is None:
             continue
-        cache = (v.build_dir or study_dir(cfg)) / f"paired_oks_{v.label}.json"
+        cache = (v.build_dir or cfg.layout.study()) / f"paired_oks_{v.label}.json"
         backend = lambda v=v: open_backend(v.artifact, v.chip, kind="onnx" if v.chip is None else "mlir")  # noqa: E731
         scored[v.label] = paired.cached_person_oks(cache, v.artifact, len(boxes), lambda: paired.score_backend(
             cfg, backend(), boxes, owner, truth, sigmas, flip))
@@ -308,34 +304,44 @@ def run_study(cfg, args) -> dict:
                    and v.method == cfg.calibration.get("method", "kl")]
     study = {
         "version": STUDY_VERSION, "model": cfg.name, "checkpoint": args.checkpoint or cfg.checkpoint,
-        "setup": (f"INT8 batch-1 bmodels, calibration on {cfg.calibration.get('num')} requested crops of the "
-                  f"bundled coco_val_mini; evaluated through the mlir backend (deployed *_tpu.mlir on pymlir) on "
-                  f"{len(boxes)} persons of {ann.name} with ground-truth boxes{', flip test' if flip else ''}; "
-                  f"dAP = AP - ONNX FP32 AP ({onnx_ap:.4f}) on the same crops; hm_cos = heatmap cosine vs ONNX per "
-                  f"crop (mean, worst); oks_drop = per-person OKS drop vs ONNX on 8 jittered crops per person with "
-                  f"its 95% paired interval (the fidelity gate's statistic), vs_best: ~best = within the noise of "
-                  f"the chip's best INT8 variant; device_ms = simulated device ms per person (the compiler's cycle "
-                  f"estimate embedded in the bmodel, bmpose.runtime.devtime). fp32_layers: none = all INT8, auto = automatic FP32 tail, search = tail + "
-                  f"TPU-MLIR search_qtable (methods: {', '.join(sorted(search_methods))})."),
+        "setup": _setup(cfg, len(boxes), ann, flip, onnx_ap, search_methods),
         "eval_set": {"annotations": str(ann), "images": str(img), "persons": len(boxes), "flip": flip},
         "onnx_AP": onnx_ap, "rows": rows, "search": search, "layer_plots": layer_plots,
         "default_variant": default.label if default else None,
     }
     study["choice"] = choose(rows, chips, cfg)
     study["seconds"] = round(time.monotonic() - t_start, 1)
-    out = study_dir(cfg)
+    _write(cfg, study, variants, evals, ann,
+           {"chips": list(chips), "methods": args.methods, "layers": args.layers,
+            "search_methods": sorted(search_methods), "flip": flip, "checkpoint": args.checkpoint or cfg.checkpoint})
+    return study
+
+
+def _setup(cfg, persons: int, ann: Path, flip: bool, onnx_ap: float, search_methods) -> str:
+    """How the study was made, in one paragraph (study.json's `setup`)."""
+    return (f"INT8 batch-1 bmodels, calibration on {cfg.calibration.get('num')} requested crops of the "
+            f"bundled coco_val_mini; evaluated through the mlir backend (deployed *_tpu.mlir on pymlir) on "
+            f"{persons} persons of {ann.name} with ground-truth boxes{', flip test' if flip else ''}; "
+            f"dAP = AP - ONNX FP32 AP ({onnx_ap:.4f}) on the same crops; hm_cos = heatmap cosine vs ONNX per "
+            f"crop (mean, worst); oks_drop = per-person OKS drop vs ONNX on 8 jittered crops per person with "
+            f"its 95% paired interval (the fidelity gate's statistic), vs_best: ~best = within the noise of "
+            f"the chip's best INT8 variant; device_ms = simulated device ms per person (the compiler's cycle "
+            f"estimate embedded in the bmodel, bmpose.tpu_mlir.devtime). fp32_layers: none = all INT8, auto = "
+            f"automatic FP32 tail, search = tail + TPU-MLIR search_qtable (methods: "
+            f"{', '.join(sorted(search_methods))}).")
+
+
+def _write(cfg, study: dict, variants, evals: dict, ann: Path, options: dict) -> None:
+    """study/{study.md, study.json} and a manifest over what the table was made from (every variant's build
+    manifest and evaluation record)."""
+    out = cfg.layout.study()
     out.mkdir(parents=True, exist_ok=True)
     with atomic_file(out / "study.md") as tmp:
         tmp.write_text(to_markdown(study))
     with atomic_file(out / "study.json") as tmp:
         tmp.write_text(json.dumps(study, indent=2, default=str) + "\n")
-    # what the table was made from: every variant's build manifest and evaluation record
     inputs = {"annotations": ann,
               **{f"build/{v.label}": v.build_dir / "manifest.json" for v in variants if v.build_dir},
               **{f"eval/{k}": out / "eval" / f"{k}.json" for k in evals}}
-    write_manifest(out, stage="study", inputs=inputs,
-                   options={"chips": list(chips), "methods": args.methods, "layers": args.layers,
-                            "search_methods": sorted(search_methods), "flip": flip,
-                            "checkpoint": args.checkpoint or cfg.checkpoint},
-                   outputs=["study.json", "study.md"], checks={"choice": study["choice"]["overall"]})
-    return study
+    write_manifest(out, stage="study", inputs=inputs, options=options, outputs=["study.json", "study.md"],
+                   checks={"choice": study["choice"]["overall"]})

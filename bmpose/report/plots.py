@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bmpose.convert import PRECISIONS
+from bmpose.chips import PRECISIONS
+from bmpose.compare import read_csv
 
 
 def make_plots(cfg, data: dict, out: Path) -> list[str]:
@@ -16,8 +17,18 @@ def make_plots(cfg, data: dict, out: Path) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from bmpose.convert.compare import read_csv
+    files = _bmodel_layer_plots(plt, cfg, data, out) + _study_plots(plt, cfg, data, out)
+    # One crop's heatmaps, ONNX vs each precision's bmodel (same test crop: every build of a batch shares it).
+    data["heatmap_plots"] = []
+    for chip in sorted({b["chip"] for b in data["bmodels"]}):
+        name = f"heatmaps_{chip}.png"
+        if _heatmap_plot(plt, cfg, [b for b in data["bmodels"] if b["chip"] == chip], chip, out / name):
+            data["heatmap_plots"].append({"chip": chip, "file": name})
+            files.append(name)
+    return files
 
+
+def _bmodel_layer_plots(plt, cfg, data: dict, out: Path) -> list[str]:
     files = []
     for b in data["bmodels"]:
         b["plots"] = {}
@@ -31,7 +42,13 @@ def make_plots(cfg, data: dict, out: Path) -> list[str]:
         _layer_plot(plt, rows, f"{b['name']}: per-layer similarity (deployed TPU MLIR vs top MLIR)", tol, out / name)
         b["plots"]["layers"] = name
         files.append(name)
-    # The calibration study's default variant per chip (built under study/, see bmpose.experiments.study).
+    return files
+
+
+def _study_plots(plt, cfg, data: dict, out: Path) -> list[str]:
+    """The calibration study's default variant per chip (built under study/, see bmpose.experiments.study) and
+    its AP-against-time plot."""
+    files = []
     study = data.get("study") if isinstance(data.get("study"), dict) else {}
     for p in study.get("layer_plots", []):
         csv = Path(p["csv"])
@@ -46,46 +63,45 @@ def make_plots(cfg, data: dict, out: Path) -> list[str]:
     if name:
         study["speed_plot"] = {"title": "study: AP drop against simulated device time per person", "file": name}
         files.append(name)
-    # One crop's heatmaps, ONNX vs each precision's bmodel (same test crop: every build of a batch shares it).
-    data["heatmap_plots"] = []
-    for chip in sorted({b["chip"] for b in data["bmodels"]}):
-        by = {(b["precision"]): b for b in data["bmodels"] if b["chip"] == chip and b["batch"] == min(
-            x["batch"] for x in data["bmodels"] if x["chip"] == chip)}
-        if not by:
-            continue
-        first = next(iter(by.values()))
-        with np.load(Path(first["dir"]) / "compare.npz") as z:
-            panels = [("ONNX FP32", z["onnx"][0])]
-        for prec in PRECISIONS:
-            if prec in by:
-                with np.load(Path(by[prec]["dir"]) / "compare.npz") as z:
-                    panels.append((f"{prec.upper()} bmodel", z["bmodel"][0]))
-        vmax = max(float(p[1].max()) for p in panels)
-        got = dict(panels)
-        if "FP32 bmodel" in got and "INT8 bmodel" in got:
-            panels.append(("|INT8 - FP32|", np.abs(got["INT8 bmodel"] - got["FP32 bmodel"])))
-        crop = _test_crop(cfg, Path(first["dir"]))
-        ncol = len(panels) + (crop is not None)
-        fig, axes = plt.subplots(1, ncol, figsize=(2.3 * ncol, 3.0))
-        axes = np.atleast_1d(axes)
-        i = 0
-        if crop is not None:
-            axes[0].imshow(crop)
-            axes[0].set_title("input crop", fontsize=9)
-            i = 1
-        for ax, (title, hm) in zip(axes[i:], panels):
-            ax.imshow(hm.max(axis=0), cmap="magma", vmin=0, vmax=vmax if "|" not in title else None)
-            ax.set_title(title, fontsize=9)
-        for ax in axes:
-            ax.axis("off")
-        fig.suptitle(f"{chip}: max over {panels[0][1].shape[0]} keypoint heatmaps", fontsize=10)
-        fig.tight_layout()
-        name = f"heatmaps_{chip}.png"
-        fig.savefig(out / name, dpi=90)
-        plt.close(fig)
-        data["heatmap_plots"].append({"chip": chip, "file": name})
-        files.append(name)
     return files
+
+
+def _heatmap_plot(plt, cfg, bmodels: list[dict], chip: str, path: Path) -> bool:
+    """The chip's smallest batch: the input crop, ONNX's heatmaps and each precision's, |INT8 - FP32|."""
+    batch = min(b["batch"] for b in bmodels)
+    by = {b["precision"]: b for b in bmodels if b["batch"] == batch}
+    if not by:
+        return False
+    first = next(iter(by.values()))
+    with np.load(Path(first["dir"]) / "compare.npz") as z:
+        panels = [("ONNX FP32", z["onnx"][0])]
+    for prec in PRECISIONS:
+        if prec in by:
+            with np.load(Path(by[prec]["dir"]) / "compare.npz") as z:
+                panels.append((f"{prec.upper()} bmodel", z["bmodel"][0]))
+    vmax = max(float(p[1].max()) for p in panels)
+    got = dict(panels)
+    if "FP32 bmodel" in got and "INT8 bmodel" in got:
+        panels.append(("|INT8 - FP32|", np.abs(got["INT8 bmodel"] - got["FP32 bmodel"])))
+    crop = _test_crop(cfg, Path(first["dir"]))
+    ncol = len(panels) + (crop is not None)
+    fig, axes = plt.subplots(1, ncol, figsize=(2.3 * ncol, 3.0))
+    axes = np.atleast_1d(axes)
+    i = 0
+    if crop is not None:
+        axes[0].imshow(crop)
+        axes[0].set_title("input crop", fontsize=9)
+        i = 1
+    for ax, (title, hm) in zip(axes[i:], panels):
+        ax.imshow(hm.max(axis=0), cmap="magma", vmin=0, vmax=vmax if "|" not in title else None)
+        ax.set_title(title, fontsize=9)
+    for ax in axes:
+        ax.axis("off")
+    fig.suptitle(f"{chip}: max over {panels[0][1].shape[0]} keypoint heatmaps", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
 
 
 def _speed_plot(plt, rows: list[dict], path: Path) -> str | None:

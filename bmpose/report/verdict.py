@@ -6,33 +6,21 @@ deployed as planned, then the heatmap cosine against ONNX Runtime at the config'
 in the manifest). A build that fails is kept as `<dir>.failed/` without a manifest; its compare.csv, when it
 got that far, still holds the cosine. Beside the gates each row shows the COCO AP where that very artifact was
 evaluated (`bmpose eval`, or the calibration study on the same deployed MLIR, matched by content hash) and the
-compiler's device time estimate. The pose picture per chip is drawn by the chip's INT8 bmodel (else the best
-built precision) through its deployed MLIR on pymlir, for the two persons of a bundled COCO image (about a
-second per chip), and reused while its inputs are unchanged.
+compiler's device time estimate. The pose picture per chip comes from bmpose.evaluate.pictures, which draws
+it; the report only reads it.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import re
-import shutil
-import tempfile
 from pathlib import Path
 
-from bmpose.convert import CHIPS, PRECISIONS
+from bmpose.chips import CHIPS, PRECISIONS
+from bmpose.compare import read_csv
+from bmpose.layout import FAILED_OPTIONS, failed_build_target, failed_builds
 from bmpose.manifest import sha256_file
 
-PICTURE_VERSION = 1
-PICTURE_IMAGE = "000000397133.jpg"      # COCO val2017 397133 (two persons, Flickr, CC BY): bundled
-PICTURE_PREFERENCE = ("int8", "fp16", "bf16", "fp32")
-_FAILED = re.compile(r"^(?P<chip>.+)_(?P<precision>[a-z0-9]+)_b(?P<batch>\d+)\.failed$")
 DEPLOY_GATE = ("deploy", "TPU-MLIR model_deploy's own checks (bmodel vs TPU MLIR, layers vs top MLIR), FP32 tail "
                          "as planned")
-
-
-def failed_builds(cfg) -> list[Path]:
-    """Bmodel builds that failed (kept as `<dir>.failed/`, with their logs)."""
-    return [d for d in sorted(cfg.artifacts.glob("*_*_b*.failed")) if d.is_dir() and _FAILED.match(d.name)]
 
 
 def _gate(name, what, passed, value=None, threshold=None, note="") -> dict:
@@ -56,31 +44,25 @@ def _row_of_build(b: dict) -> dict:
             "sim_ms_per_person": b.get("sim_ms_per_person"), "sim_ms_per_batch": b.get("sim_ms_per_batch")}
 
 
-def _failed_gate(cfg, d: Path, precision: str) -> tuple[str, float | None]:
-    """The heatmap gate a failed build was held to: from the options it left (bmpose.convert.deploy), else, for
-    a build older than that file, the config's rule (random-init fixture weights: the *_random gate)."""
-    from bmpose.convert.deploy import FAILED_OPTIONS, gate_key
-
+def _failed_gate(d: Path) -> tuple[str | None, float | None]:
+    """The heatmap gate a failed build was held to: from the options it left (bmpose.convert.deploy writes them
+    before model_deploy runs)."""
     try:
         key, tol = next(iter(json.loads((d / FAILED_OPTIONS).read_text())["tolerance"].items()))
         return key, float(tol)
     except (OSError, ValueError, KeyError, StopIteration, AttributeError, TypeError):
-        key = gate_key(precision, cfg.checkpoint)
-        return key, cfg.tolerances.get(key)
+        return None, None
 
 
-def _row_of_failure(cfg, d: Path, kept: set) -> dict:
-    from bmpose.convert.compare import read_csv
-
-    m = _FAILED.match(d.name)
-    chip, precision, batch = m["chip"], m["precision"], int(m["batch"])
+def _row_of_failure(d: Path, kept: set) -> dict:
+    chip, precision, batch = failed_build_target(d)
     log = d / "model_deploy.log"
     rows = read_csv(d / "compare.csv") if (d / "compare.csv").is_file() else []
     final = next((r for r in rows if r.get("op") == "bmodel"), None)
     if final is None:   # stopped in model_deploy or the qtable check, before any comparison with ONNX
         gates = [_gate(*DEPLOY_GATE, False, note=f"failed: see {log}")]
     else:
-        key, tol = _failed_gate(cfg, d, precision)
+        key, tol = _failed_gate(d)
         gates = [_gate(*DEPLOY_GATE, True, note="passed")]
         if tol is not None:
             gates.append(_heatmap_gate(key, float(final["cosine"]), tol))
@@ -106,7 +88,7 @@ def _read_json(p: Path):
 def _ap_of(cfg, b: dict, study: dict | None) -> dict:
     """The AP of this very artifact: `bmpose eval` (whole set on its deployed MLIR, else the cmodel subset),
     else the calibration study's evaluation of the same deployed MLIR and weights (equal content hashes)."""
-    ev = cfg.artifacts / "eval"
+    ev = cfg.layout.eval()
     label = Path(b["dir"]).name
     for name, path in ((label, b["tpu_mlir"]), (f"{label}_cmodel", b["path"])):
         obj = _read_json(ev / f"{name}.json")
@@ -120,7 +102,7 @@ def _ap_of(cfg, b: dict, study: dict | None) -> dict:
                 "persons": obj.get("persons"), "source": f"bmpose eval ({obj.get('backend') or 'mlir'})"}
     mlir_hash, weights_hash = (b.get("hashes") or {}).get("tpu_mlir"), (b.get("hashes") or {}).get("tpu_weights")
     if isinstance(study, dict) and mlir_hash and weights_hash:
-        for p in sorted((cfg.artifacts / "study" / "eval").glob("*.json")):
+        for p in sorted((cfg.layout.study() / "eval").glob("*.json")):
             obj = _read_json(p)
             inp = obj.get("inputs") if isinstance(obj, dict) else None
             if isinstance(inp, dict) and (inp.get("artifact"), inp.get("weights")) == (mlir_hash, weights_hash):
@@ -140,7 +122,7 @@ def verdict(cfg, data: dict) -> dict:
     for b in data["bmodels"]:
         rows.append({**_row_of_build(b), **_ap_of(cfg, b, data.get("study"))})
     kept = {r["bmodel"] for r in rows}
-    rows += [_row_of_failure(cfg, d, kept) for d in failed_builds(cfg)]
+    rows += [_row_of_failure(d, kept) for d in failed_builds(cfg)]
     rank = {p: i for i, p in enumerate((*CHIPS, *PRECISIONS))}
     rows.sort(key=lambda r: (rank.get(r["chip"], 9), r["chip"], rank.get(r["precision"], 9), r["batch"],
                              not r["built"]))
@@ -157,73 +139,3 @@ def verdict(cfg, data: dict) -> dict:
                         for r in failing)
         overall = {"pass": False, "text": f"{len(failing)} of {n} fail: {why}"}
     return {"overall": overall, "rows": rows, "pictures": []}
-
-
-# ------------------------------------------------------------------------------------------------ pictures
-
-def _picture_source(data: dict, chip: str) -> dict | None:
-    """The chip's bmodel to draw with: INT8 first (what deploys), else the best precision built; batch 1 first;
-    only builds that passed their gates."""
-    ok = {r["bmodel"] for r in data["verdict"]["rows"] if r["pass"]}
-    cands = [b for b in data["bmodels"] if b["chip"] == chip and Path(b["dir"]).name in ok]
-    rank = {p: i for i, p in enumerate(PICTURE_PREFERENCE)}
-    cands.sort(key=lambda b: (rank.get(b["precision"], len(rank)), b["batch"]))
-    return cands[0] if cands else None
-
-
-def _picture_key(cfg, b: dict, image: Path) -> str:
-    from bmpose.pose import draw
-    from bmpose.runtime import predict
-
-    facts = {"v": PICTURE_VERSION, "hashes": b.get("hashes"), "flip": cfg.flip_test, "config": cfg.summary(),
-             "image": sha256_file(image) if image.is_file() else None,
-             "code": [sha256_file(m.__file__) for m in (predict, draw)]}
-    return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _draw(cfg, b: dict, ann: Path, img_dir: Path, out: Path) -> int:
-    """Pose of the bundled picture's persons by this bmodel's deployed MLIR -> out (jpg); persons drawn."""
-    from bmpose.runtime import boxes as boxes_mod, predict
-    from bmpose.runtime.backends.mlir import MlirBackend
-
-    persons = boxes_mod.gt_boxes(ann, img_dir, {PICTURE_IMAGE})
-    backend = MlirBackend(b["tpu_mlir"], b["chip"], workers=1)
-    run = predict.predict(cfg, backend, persons, flip=cfg.flip_test, progress=False)
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-        name = predict.draw_results(run.predictions, Path(tmp))[0]
-        shutil.move(str(Path(tmp) / name), out)
-    return len(run.predictions)
-
-
-def pose_pictures(cfg, data: dict, tmp: Path, old_dir: Path) -> list[str]:
-    """A pose picture per chip into tmp (reused from old_dir, the previous report, when its key is unchanged);
-    data["verdict"]["pictures"] lists them, or why a chip has none. -> the files written."""
-    from bmpose.runtime.boxes import bundled_sample
-
-    ann, img_dir = bundled_sample()
-    old = _read_json(old_dir / "report.json") or {}
-    before = {p.get("key"): p for p in (old.get("verdict") or {}).get("pictures", []) if p.get("file")}
-    pictures, files = [], []
-    for chip in dict.fromkeys(b["chip"] for b in data["bmodels"]):
-        b = _picture_source(data, chip)
-        if b is None:
-            pictures.append({"chip": chip, "file": None, "why": "no bmodel of this chip passed its gates"})
-            continue
-        name, key = f"pose_{chip}.jpg", _picture_key(cfg, b, img_dir / PICTURE_IMAGE)
-        pic = {"chip": chip, "file": name, "key": key, "bmodel": Path(b["dir"]).name, "precision": b["precision"],
-               "batch": b["batch"], "image": PICTURE_IMAGE, "flip": cfg.flip_test}
-        prev = before.get(key)
-        try:
-            if prev and (old_dir / prev["file"]).is_file():
-                shutil.copy2(old_dir / prev["file"], tmp / name)
-                pic["persons"], pic["reused"] = prev.get("persons"), True
-            else:
-                pic["persons"], pic["reused"] = _draw(cfg, b, ann, img_dir, tmp / name), False
-        except Exception as e:   # a picture is worth having, not worth failing the report over: say why
-            pictures.append({"chip": chip, "file": None, "why": f"{type(e).__name__}: {e}"})
-            continue
-        pic["sha256"] = sha256_file(tmp / name)
-        pictures.append(pic)
-        files.append(name)
-    data["verdict"]["pictures"] = pictures
-    return files

@@ -1,2 +1,2 @@
-"""Model weights: checkpoint references (path, URL, "fixture"), random-init fixtures, the trained fixture's
-training recipe, and the import shim that lets mmpose load without its compiled extras."""
+"""Model weights: checkpoint references (path, URL, "fixture"), random-init fixtures, and the import shim that
+lets mmpose load without its compiled extras. Training the fixture is bmpose.experiments.train."""

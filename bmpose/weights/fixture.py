@@ -23,10 +23,6 @@ CALIB_IMAGES = 8
 HEATMAP_STD = 0.25
 
 
-def fixture_path(cfg) -> Path:
-    return cfg.artifacts / "checkpoint" / "fixture_random.pth"
-
-
 def realistic_inputs(cfg, n: int, seed: int = SEED) -> np.ndarray:
     """n seeded image-like inputs, normalised as the model expects: float32 [n,3,H,W].
 
@@ -84,7 +80,7 @@ def make_fixture(cfg, force: bool = False) -> Path:
     """Write (or reuse) artifacts/<name>/checkpoint/fixture_random.pth and its manifest; return the path."""
     import torch
 
-    path = fixture_path(cfg)
+    path = cfg.layout.fixture_checkpoint()
     out_dir = path.parent
     inputs = mmpose_config_inputs(cfg.mmpose_config)
     options = {"model": cfg.name, "seed": SEED, "recipe": RECIPE}

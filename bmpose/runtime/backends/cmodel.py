@@ -1,9 +1,8 @@
 """A bmodel on TPU-MLIR's chip simulator (cmodel), in-process through its bmodel runtime `pyruntime_bm`.
 
-The runtime loads `lib/libcmodel.so` lazily when a model is opened; that link is shared by every TPU-MLIR
-process on the machine, so we switch it to `libcmodel_<chip>.so` and open the model while holding the same
-lock file TPU-MLIR's model_runner takes (/tmp/cmodel_so.lock). Once loaded, the simulator stays bound to that
-chip for the life of the process: one chip per process (a second chip raises). We do not call model_runner's
+The runtime comes from bmpose.tpu_mlir.installed with the chip's simulator linked; the model is opened under
+the same lock, and from then on the simulator stays bound to that chip for the life of the process: one chip
+per process (a second chip raises). We do not call model_runner's
 `model_inference`: it writes a context directory next to the bmodel on every call.
 
 The simulator is slow (HRNet-W32: 9-15 s per crop measured here): callers show progress and refuse a whole
@@ -11,36 +10,12 @@ dataset unless asked (see bmpose.runtime.predict).
 """
 from __future__ import annotations
 
-import contextlib
-import importlib
-import io
-
 import numpy as np
 
-from bmpose.chiplock import chip_lock
 from bmpose.errors import BmposeError
 from bmpose.runtime.backends.base import Backend, check_chip
-from bmpose.runtime.backends._tpu_mlir import bmodel_chip, tpu_mlir_root
-
-CMODEL_LOCK = "/tmp/cmodel_so.lock"
-_bound_chip: str | None = None
-
-
-def _runtime_for(chip: str):
-    """pyruntime_bm with the simulator of `chip` loaded (switching the shared link under TPU-MLIR's lock)."""
-    if _bound_chip is not None and _bound_chip != chip:
-        raise BmposeError(f"the bmodel simulator of this process is bound to {_bound_chip.lower()}; a "
-                          f"{chip.lower()} bmodel needs its own process (one chip per process)")
-    tpu_mlir_root()
-    from filelock import FileLock
-    from tools import model_runner as mr  # TPU-MLIR's: its chip -> libcmodel mapping and link helpers
-
-    lock = FileLock(CMODEL_LOCK)
-    with chip_lock(chip), lock, contextlib.redirect_stdout(io.StringIO()):
-        mr.link_cmodel_so(chip)
-        mr.link_bmlib_so(chip)
-        rt = importlib.import_module("pyruntime_bm")
-    return rt, lock
+from bmpose.tpu_mlir.chiplock import chip_lock
+from bmpose.tpu_mlir.installed import bind_cmodel, bmodel_chip, cmodel_runtime, runtime_module
 
 
 class CmodelBackend(Backend):
@@ -48,12 +23,11 @@ class CmodelBackend(Backend):
     slow = True
 
     def __init__(self, path, chip: str | None = None):
-        global _bound_chip
         super().__init__(path)
         actual = bmodel_chip(path)
         check_chip(path, actual, chip)
         self.chip = actual.lower()
-        rt, lock = _runtime_for(actual)
+        rt, lock = cmodel_runtime(actual)
         # Opening the model dlopens libcmodel.so: do it under the lock, so the link still points at our chip;
         # from then on the loaded library stays ours whatever the link says.
         with chip_lock(actual), lock:
@@ -61,7 +35,7 @@ class CmodelBackend(Backend):
                 self.model = rt.Model(str(path), 0, "")
             except Exception as e:
                 raise BmposeError(f"{path}: the bmodel runtime cannot load it ({e})") from None
-            _bound_chip = actual
+            bind_cmodel(actual)
         self.net = self.model.Net(self.model.networks[0])
         if len(self.net.inputs) != 1:
             raise BmposeError(f"{path}: expected one input, the bmodel has {len(self.net.inputs)}")
@@ -69,7 +43,7 @@ class CmodelBackend(Backend):
         self.batch_size = self.input_shape[0]
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        from utils.lowering import lowering  # TPU-MLIR's float -> input dtype conversion
+        lowering = runtime_module("utils.lowering").lowering  # TPU-MLIR's float -> input dtype conversion
 
         x = self.check_input(x)
         inp = self.net.inputs[0]

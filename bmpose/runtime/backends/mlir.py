@@ -18,7 +18,7 @@ import numpy as np
 from bmpose import procs
 from bmpose.errors import BmposeError
 from bmpose.runtime.backends.base import Backend, check_chip
-from bmpose.runtime.backends._tpu_mlir import mlir_chip, mlir_weight_file, tpu_mlir_root
+from bmpose.tpu_mlir.installed import mlir_chip, mlir_weight_file, runtime_module
 
 
 @contextlib.contextmanager
@@ -50,8 +50,7 @@ class MlirBackend(Backend):
                               f"*_tpu.mlir that model_deploy wrote")
         check_chip(path, actual, chip)
         self.chip = actual.lower()
-        tpu_mlir_root()
-        import pymlir
+        pymlir = runtime_module("pymlir")
 
         pymlir.set_mem_mode("value_mem")
         self.module = pymlir.module()

@@ -7,7 +7,7 @@ after an interrupted BM1684X build, a BM1684 build hung in model_runner). bmpose
 built on flock, which the kernel releases however a process ends: a run of chip X holds
 <tmp>/bmpose_cmodel.<X>.lock shared while it runs; to start, it takes the <tmp>/bmpose_cmodel.lock mutex and
 checks that no other chip's file is held. TPU-MLIR's own counter then gets a private file per run
-(bmpose.convert.runner), where a leak cannot outlive the run.
+(bmpose.tpu_mlir.runner), where a leak cannot outlive the run.
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ Why subprocesses: the tools write fixed-name side files into their cwd and the M
 relative path, so every build runs in its own directory. They call each other through PATH
 (`#!/usr/bin/env python3`), so the venv's bin comes first. The cmodel simulator is one shared library
 switched by a symlink: TPU-MLIR's model_runner switches it under /tmp/cmodel_so.lock, and every tool run
-that names a chip holds bmpose.chiplock's lock for that chip, so parallel builds (`make -j`) of BM1684 and
+that names a chip holds bmpose.tpu_mlir.chiplock's lock for that chip, so parallel builds (`make -j`) of BM1684 and
 BM1684X never simulate on the wrong chip's library. TPU-MLIR's own chip counter (CMODEL_LOCKFILE) leaks when a
 run is killed, so each run gets a private one.
 """
@@ -21,8 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from bmpose import kernels, procs
-from bmpose.chiplock import chip_lock
+from bmpose import procs
+from bmpose.tpu_mlir import kernels
+from bmpose.tpu_mlir.chiplock import chip_lock
 from bmpose.errors import BmposeError
 
 VENV_BIN = Path(sys.executable).parent
@@ -30,7 +31,7 @@ VENV_BIN = Path(sys.executable).parent
 
 def tpu_env(extra_path: list | tuple = ()) -> dict[str, str]:
     """Environment for TPU-MLIR tools: venv bin first on PATH, oneDNN's kernels and the thread count pinned
-    (bmpose.kernels: same bytes on every CPU)."""
+    (bmpose.tpu_mlir.kernels: same bytes on every CPU)."""
     env = kernels.pin(dict(os.environ), threads=True)
     env["PATH"] = os.pathsep.join([*map(str, extra_path), str(VENV_BIN), env.get("PATH", "")])
     env.setdefault("PYTHONWARNINGS", "ignore::UserWarning")  # pkg_resources deprecation noise in every log

@@ -1,14 +1,19 @@
-"""The few TPU-MLIR pieces the device-free backends share: its package on sys.path, chip of a bmodel."""
+"""The installed TPU-MLIR: its package imported (environment kept), its python/ runtimes, model_tool, the chip
+of a bmodel or an MLIR file, and the cmodel simulator bound to one chip per process."""
 from __future__ import annotations
 
+import contextlib
 import functools
+import importlib
+import io
 import os
 import subprocess
 import sys
 import warnings
 from pathlib import Path
 
-from bmpose import kernels
+from bmpose.tpu_mlir import kernels
+from bmpose.tpu_mlir.chiplock import chip_lock
 from bmpose.errors import BmposeError
 
 
@@ -16,7 +21,7 @@ from bmpose.errors import BmposeError
 def tpu_mlir_root() -> Path:
     """Import tpu_mlir (it sets TPUC_ROOT, PATH, PYTHONPATH for its tools) and put its python/ on sys.path,
     where its runtimes (pyruntime_bm, pymlir) live as top-level modules. oneDNN's kernels are pinned first
-    (bmpose.kernels): every TPU-MLIR runtime in this process, and every process it spawns, computes alike."""
+    (bmpose.tpu_mlir.kernels): every TPU-MLIR runtime in this process, and every process it spawns, computes alike."""
     kernels.pin()
     # `import tpu_mlir` puts its lib/ dirs on this process's LD_LIBRARY_PATH. Nothing here needs that (its
     # runtimes load through their rpath, its tools set it up themselves), but every Python this process starts
@@ -77,3 +82,41 @@ def mlir_chip(path: str | os.PathLike) -> str | None:
 def mlir_weight_file(path: str | os.PathLike) -> str | None:
     """The weight npz a (top or tpu) mlir names (`module.weight_file`), relative to its folder."""
     return _module_attr(path, "weight_file")
+
+
+def runtime_module(name: str):
+    """A module of TPU-MLIR's python/ (pymlir, pyruntime_bm, utils.*, tools.*), imported through its root."""
+    tpu_mlir_root()
+    return importlib.import_module(name)
+
+
+# ------------------------------------------------------------------------------------------------ cmodel
+# The bmodel runtime loads lib/libcmodel.so lazily when a model is opened; that link is shared by every
+# TPU-MLIR process on the machine, so it is switched to libcmodel_<chip>.so while holding the lock file
+# TPU-MLIR's model_runner takes. Once loaded, the simulator stays bound to that chip for the process's life.
+
+CMODEL_LOCK = "/tmp/cmodel_so.lock"
+_bound_chip: str | None = None
+
+
+def cmodel_runtime(chip: str):
+    """pyruntime_bm with the simulator of `chip` loaded (switching the shared link under TPU-MLIR's lock)."""
+    if _bound_chip is not None and _bound_chip != chip:
+        raise BmposeError(f"the bmodel simulator of this process is bound to {_bound_chip.lower()}; a "
+                          f"{chip.lower()} bmodel needs its own process (one chip per process)")
+    from filelock import FileLock
+
+    mr = runtime_module("tools.model_runner")   # TPU-MLIR's: its chip -> libcmodel mapping and link helpers
+
+    lock = FileLock(CMODEL_LOCK)
+    with chip_lock(chip), lock, contextlib.redirect_stdout(io.StringIO()):
+        mr.link_cmodel_so(chip)
+        mr.link_bmlib_so(chip)
+        rt = runtime_module("pyruntime_bm")
+    return rt, lock
+
+
+def bind_cmodel(chip: str) -> None:
+    """Record that this process's simulator now holds `chip` (after a model opened under the lock)."""
+    global _bound_chip
+    _bound_chip = chip
