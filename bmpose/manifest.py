@@ -40,6 +40,19 @@ _EMPTY_KERNEL_MODE = re.compile(r'(kernel_module: \{\s*file_name: "",\s*binary: 
                                 r'\s*mode: )\d+')
 
 
+def _feed(h, fh) -> None:
+    for chunk in iter(lambda: fh.read(1 << 20), b""):
+        h.update(chunk)
+
+
+def sha256_bytes(path: str | os.PathLike) -> str:
+    """sha256 of every byte of a file, stamps included: what `sha256sum` says on the device."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        _feed(h, fh)
+    return h.hexdigest()
+
+
 def _bmodel_digest(p: Path, h) -> None:
     """Feed `h` the bmodel's header as model_tool prints it (stamps blanked) and its binary payload."""
     import struct
@@ -50,15 +63,12 @@ def _bmodel_digest(p: Path, h) -> None:
         magic, header_size, fb_size, _ = struct.unpack("<IIII", fh.read(16))
         if magic != 0xFF55AAEE:
             fh.seek(0)
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-            return
+            return _feed(h, fh)
         out = model_tool("--print", p)
         text = _EMPTY_KERNEL_MODE.sub(r"\g<1>0", _PRINT_TIME.sub("", out.stdout))
         h.update(f"model_tool --print rc={out.returncode}\n{text}".encode())
         fh.seek(header_size + fb_size)
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
+        _feed(h, fh)
 
 
 def sha256_file(path: str | os.PathLike, _cache: dict = {}) -> str:
@@ -80,8 +90,7 @@ def sha256_file(path: str | os.PathLike, _cache: dict = {}) -> str:
         h.update(_TABLE_STAMP.sub(b"", p.read_bytes()))
     else:
         with open(p, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
+            _feed(h, fh)
     _cache[key] = h.hexdigest()
     return _cache[key]
 

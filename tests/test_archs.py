@@ -18,7 +18,7 @@ from bmpose import config
 from bmpose.cli import build as build_cli
 from bmpose import compare
 from bmpose.layout import list_bmodels
-from bmpose.convert import deploy, diagnose, steps
+from bmpose.convert import bmodel_build, diagnose, steps
 from bmpose.errors import BmposeError
 from bmpose.manifest import read_manifest
 from conftest import assert_random_weight_gates_passed
@@ -27,13 +27,13 @@ ARCHS = ("res50_128x96", "seresnet50_128x96")
 
 
 def _int8_options(cfg, checkpoint):
-    return deploy.deploy_options(cfg, "bm1684x", "int8", 1, method="kl", user_qtables=[], search=False,
+    return bmodel_build.deploy_options(cfg, "bm1684x", "int8", 1, method="kl", user_qtables=[], search=False,
                                 checkpoint=checkpoint, calib=None)
 
 
 def test_random_weights_get_a_per_layer_floor_that_cannot_decide_and_record_it():
     cfg = config.load("hrnet_small_128x96")
-    assert _int8_options(cfg, "fixture")["tpu_layer_tolerance"] == deploy.INT8_LAYER_TOL_RANDOM == "0,-inf"
+    assert _int8_options(cfg, "fixture")["tpu_layer_tolerance"] == bmodel_build.INT8_LAYER_TOL_RANDOM == "0,-inf"
     # trained weights keep TPU-MLIR's strict per-layer check (the default floor), unrecorded as before
     assert "tpu_layer_tolerance" not in _int8_options(cfg, None)
     assert "tpu_layer_tolerance" not in _int8_options(cfg, "/some/real.pth")
@@ -49,7 +49,7 @@ def test_per_layer_failure_names_the_first_layer_below_not_the_tool_lines(toy):
     opts = {**_int8_options(cfg, "fixture"), "tpu_layer_tolerance": "0.99999,0.9999"}   # no INT8 layer is that close
     out = cfg.artifacts / "diag_layer"
     with pytest.raises(BmposeError) as e:
-        deploy.ensure_bmodel(cfg, "bm1684x", "int8", 1, mlir=mlir, options=opts, cali_table=table, out=out)
+        bmodel_build.ensure_bmodel(cfg, "bm1684x", "int8", 1, mlir=mlir, options=opts, cali_table=table, out=out)
     msg = str(e.value)
     assert "\n" not in msg and "npz compare FAILED" not in msg and "RuntimeError" not in msg
     # the first layer, in graph order, that TPU-MLIR's rule (cosine > 0.99999 and euclidean > 0.9999) fails,
@@ -75,7 +75,7 @@ def test_gate_failure_names_the_first_layer_below_the_gate(toy):
     opts = _int8_options(strict, None)   # the config's (trained) checkpoint: no "trained checkpoint" hint
     out = cfg.artifacts / "diag_gate"
     with pytest.raises(BmposeError) as e:
-        deploy.ensure_bmodel(strict, "bm1684x", "int8", 1, mlir=mlir, options=opts, cali_table=table, out=out)
+        bmodel_build.ensure_bmodel(strict, "bm1684x", "int8", 1, mlir=mlir, options=opts, cali_table=table, out=out)
     msg = str(e.value)
     assert "\n" not in msg and "< tolerance int8_cos=0.99999" in msg
     rows = compare.read_csv(_failed(out) / "compare.csv")[:-1]   # without the bmodel-vs-ONNX row
@@ -83,7 +83,7 @@ def test_gate_failure_names_the_first_layer_below_the_gate(toy):
     assert f"first layer below 0.99999 against the top FP32 MLIR: {first['layer']} at cosine" in msg
     assert "a trained checkpoint" not in msg and "METHOD=" in msg
     # the gate it was held to stays with it, for the report's verdict (a failed build has no manifest)
-    assert json.loads((_failed(out) / deploy.FAILED_OPTIONS).read_text())["tolerance"] == {"int8_cos": 0.99999}
+    assert json.loads((_failed(out) / bmodel_build.FAILED_OPTIONS).read_text())["tolerance"] == {"int8_cos": 0.99999}
 
 
 LOG = """$ cd /x && model_deploy.py --mlir m.mlir
@@ -131,6 +131,6 @@ def test_architecture_exports_and_builds_fp32_and_int8(model, tmp_path):
     assert [(b["chip"], b["precision"], b["batch"]) for b in bms] == [("bm1684x", "fp32", 1), ("bm1684x", "int8", 1)]
     assert_random_weight_gates_passed(cfg, bms, (1, 17, 32, 24))
     m = bms[1]["manifest"]
-    assert m["options"]["tpu_layer_tolerance"] == deploy.INT8_LAYER_TOL_RANDOM
+    assert m["options"]["tpu_layer_tolerance"] == bmodel_build.INT8_LAYER_TOL_RANDOM
     assert "--tolerance 0,-inf" in (bms[1]["dir"] / "model_deploy.log").read_text().splitlines()[0]
     assert 0 < len(m["fp32_layers"]) < 20   # the automatic tail (deconvolution head), the rest INT8

@@ -20,7 +20,7 @@ import pytest
 
 from bmpose import config
 from bmpose.layout import list_bmodels
-from bmpose.convert import deploy, steps
+from bmpose.convert import bmodel_build, steps
 from bmpose.cli import build as build_cli
 from bmpose.tpu_mlir.mlirgraph import read_graph
 from bmpose.convert.qtable import auto_tail, build_qtable
@@ -41,7 +41,7 @@ def test_int8_gate_is_looser_only_for_random_weights():
     cfg = config.load(SMALL)
 
     def gate(precision, checkpoint):
-        return deploy.deploy_options(cfg, "bm1684", precision, 1, method="kl", user_qtables=[], search=False,
+        return bmodel_build.deploy_options(cfg, "bm1684", precision, 1, method="kl", user_qtables=[], search=False,
                                     checkpoint=checkpoint, calib=None)["tolerance"]
 
     assert gate("int8", None) == {"int8_cos": 0.99}   # the config's trained checkpoint
@@ -93,9 +93,9 @@ def test_toy_int8_deploy_has_tail_f32_and_compare_files(toy):
     cfg, mlir, crops = toy
     table = steps.ensure_cali_table(cfg, mlir, crops, "kl", 4)
     cfg = dataclasses.replace(cfg, tolerances={**cfg.tolerances, "int8_cos": 0.9})
-    opts = deploy.deploy_options(cfg, "bm1684x", "int8", 1, method="kl", user_qtables=[], search=False,
+    opts = bmodel_build.deploy_options(cfg, "bm1684x", "int8", 1, method="kl", user_qtables=[], search=False,
                                 checkpoint=None, calib=None)
-    d, built = deploy.ensure_bmodel(cfg, "bm1684x", "int8", 1, mlir=mlir, options=opts, cali_table=table)
+    d, built = bmodel_build.ensure_bmodel(cfg, "bm1684x", "int8", 1, mlir=mlir, options=opts, cali_table=table)
     assert built
     m = read_manifest(d)
     tpu = read_graph(d / m["tpu_mlir"])
@@ -104,7 +104,7 @@ def test_toy_int8_deploy_has_tail_f32_and_compare_files(toy):
     rows = (d / "compare.csv").read_text().splitlines()
     assert rows[0] == "layer,op,quant,shape,cosine,euclidean,sqnr_db"
     assert rows[-1].startswith("heatmaps_Conv (bmodel vs ONNX),bmodel,INT8,")
-    assert deploy.ensure_bmodel(cfg, "bm1684x", "int8", 1, mlir=mlir, options=opts, cali_table=table)[1] is False
+    assert bmodel_build.ensure_bmodel(cfg, "bm1684x", "int8", 1, mlir=mlir, options=opts, cali_table=table)[1] is False
 
 
 def test_toy_search_qtable_names_real_layers_and_is_reused(toy):
@@ -201,10 +201,10 @@ def test_tolerance_gate_fails_a_broken_build_and_keeps_the_good_one(small):
     good = small.layout.bmodel("bm1684", "fp32", 1)
     before = read_manifest(good)
     strict = dataclasses.replace(small, tolerances={**small.tolerances, "fp32_cos": 1.5})   # unreachable
-    opts = deploy.deploy_options(strict, "bm1684", "fp32", 1, method=None, user_qtables=[], search=False,
+    opts = bmodel_build.deploy_options(strict, "bm1684", "fp32", 1, method=None, user_qtables=[], search=False,
                                 checkpoint=None, calib=before["options"]["calib"])
     with pytest.raises(BmposeError, match=r"heatmaps cosine [01]\.\d+ < tolerance fp32_cos=1\.5"):
-        deploy.ensure_bmodel(strict, "bm1684", "fp32", 1, mlir=small.artifacts / "mlir" / "b1", options=opts)
+        bmodel_build.ensure_bmodel(strict, "bm1684", "fp32", 1, mlir=small.artifacts / "mlir" / "b1", options=opts)
     failed = good.with_name(good.name + ".failed")
     assert (failed / "compare.csv").is_file() and (failed / "model_deploy.log").is_file()
     assert read_manifest(good)["created"] == before["created"]   # the good build is untouched

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bmpose.convert import deploy, steps
+from bmpose.convert import bmodel_build, steps
 from bmpose.manifest import read_manifest
 from bmpose.runtime import simulate
 from bmpose.tpu_mlir import devtime
@@ -88,9 +88,9 @@ def toy_bmodels(toy):
     table = steps.ensure_cali_table(cfg, mlir, crops, "kl", 4)
     out = {}
     for chip in ("bm1684x", "bm1684"):
-        opts = deploy.deploy_options(cfg, chip, "int8", 1, method="kl", user_qtables=[], search=False,
+        opts = bmodel_build.deploy_options(cfg, chip, "int8", 1, method="kl", user_qtables=[], search=False,
                                     checkpoint=None, calib=None)
-        d, _ = deploy.ensure_bmodel(cfg, chip, "int8", 1, mlir=mlir, options=opts, cali_table=table)
+        d, _ = bmodel_build.ensure_bmodel(cfg, chip, "int8", 1, mlir=mlir, options=opts, cali_table=table)
         out[chip] = (d, read_manifest(d))
     return out
 
@@ -108,7 +108,7 @@ def test_build_records_device_time(toy_bmodels, chip, mhz):
     emb = devtime.read_embedded_stat(next(d.glob("*.bmodel")))
     assert emb["cycles"] == t["cycles"] and emb["runtime_ms"] == pytest.approx(t["runtime_ms"], abs=1e-6)
     assert not (d / "compiler_profile_0.dat").exists() and not (d / "_0.dat").exists()   # not kept
-    assert not (d / deploy.FAILED_OPTIONS).exists()   # only a failed build keeps it
+    assert not (d / bmodel_build.FAILED_OPTIONS).exists()   # only a failed build keeps it
 
 
 @pytest.mark.slow
@@ -163,9 +163,8 @@ def test_simulate_time_agrees_and_leaves_cwd_alone(toy_bmodels, tmp_path, monkey
 
 # ------------------------------------------------------------------------------------------------ report
 
-def test_report_shows_sim_columns_and_why_as_footnote():
-    from types import SimpleNamespace
-
+def test_report_shows_sim_columns_and_why_as_footnote(tmp_path):
+    from bmpose import config
     from bmpose.report import render, report
 
     def bm(name, device_time):
@@ -184,7 +183,7 @@ def test_report_shows_sim_columns_and_why_as_footnote():
     assert rows[0][-2:] == ["0.1456", "0.0364"]
     assert rows[1][-2:] == ["n/a [1]"] * 2 and rows[2][-1] == "n/a [2]"
     assert notes == ["no estimate here", "no device time estimate recorded"]
-    cfg = SimpleNamespace(name="m")
+    cfg = config.load("hrnet_small_128x96", artifacts=tmp_path)
     md, page = render.to_markdown(cfg, data), render.to_html(cfg, data)
     assert "| sim ms/batch | sim ms/person |" in md and "[1] no estimate here" in md
     assert "<th>sim ms/person</th>" in page and "<li>no estimate here</li>" in page

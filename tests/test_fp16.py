@@ -18,7 +18,7 @@ import pytest
 from bmpose import config
 from bmpose.cli import build as build_cli
 from bmpose.layout import list_bmodels
-from bmpose.convert import deploy
+from bmpose.convert import bmodel_build
 from bmpose.compare import read_csv, similarity
 from bmpose.tpu_mlir.mlirgraph import read_graph
 from bmpose.errors import BmposeError
@@ -46,7 +46,7 @@ def test_bm1684_is_refused_in_one_line_before_anything_runs(precision, tmp_path)
 def test_deploy_refuses_bm1684_half_too(tmp_path):
     cfg = config.load(SMALL)
     with pytest.raises(BmposeError, match=r"^bm1684 has no bf16 \("):
-        deploy.ensure_bmodel(cfg, "bm1684", "bf16", 1, mlir=tmp_path, options={}, out=tmp_path / "x")
+        bmodel_build.ensure_bmodel(cfg, "bm1684", "bf16", 1, mlir=tmp_path, options={}, out=tmp_path / "x")
     assert not (tmp_path / "x").exists()
 
 
@@ -71,7 +71,7 @@ def test_half_gates_come_from_the_config(model):
         default = f"{precision}_cos" + ("_random" if cfg.checkpoint == "fixture" else "")   # W32: fixture
         for checkpoint, key in ((None, default), ("/a/real.pth", f"{precision}_cos"),
                                 ("fixture", f"{precision}_cos_random")):
-            opts = deploy.deploy_options(cfg, "bm1684x", precision, 1, method=None, user_qtables=[], search=False,
+            opts = bmodel_build.deploy_options(cfg, "bm1684x", precision, 1, method=None, user_qtables=[], search=False,
                                          checkpoint=checkpoint, calib=None)
             assert opts["tolerance"] == {key: cfg.tolerances[key]}
         assert cfg.tolerances[f"{precision}_cos_random"] < cfg.tolerances[f"{precision}_cos"]

@@ -10,7 +10,7 @@ import sys
 
 
 from bmpose.tpu_mlir import kernels
-from bmpose.convert import deploy, steps
+from bmpose.convert import bmodel_build, steps
 from bmpose.tpu_mlir.runner import run_tool, tpu_env
 
 OUTSIDE = {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE", "DNNL_MAX_CPU_ISA": "AVX512_CORE", "OMP_NUM_THREADS": "7",
@@ -69,9 +69,9 @@ def test_mlir_backend_and_its_workers_run_avx2(toy):
     outside) and at least one worker's (1 thread: a worker that got no batch prints none)."""
     cfg, mlir, crops = toy
     table = steps.ensure_cali_table(cfg, mlir, crops, "kl", 4)
-    opts = deploy.deploy_options(cfg, "bm1684x", "int8", 1, method="kl", user_qtables=[], search=False,
+    opts = bmodel_build.deploy_options(cfg, "bm1684x", "int8", 1, method="kl", user_qtables=[], search=False,
                                 checkpoint=None, calib=None)
-    d, _ = deploy.ensure_bmodel(cfg, "bm1684x", "int8", 1, mlir=mlir, options=opts, cali_table=table)
+    d, _ = bmodel_build.ensure_bmodel(cfg, "bm1684x", "int8", 1, mlir=mlir, options=opts, cali_table=table)
     from bmpose.manifest import read_manifest
 
     tpu_mlir = d / read_manifest(d)["tpu_mlir"]

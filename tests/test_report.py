@@ -100,7 +100,7 @@ class _StickBackend(Backend):
 
 
 def _fake_build(cfg, chip, precision, batch, cos, failed=False):
-    """A bmodel build dir as bmpose.convert.deploy leaves it (manifest, bmodel, deployed MLIR, compare files);
+    """A bmodel build dir as bmpose.convert.bmodel_build leaves it (manifest, bmodel, deployed MLIR, compare files);
     failed: as a build stopped by the heatmap gate leaves it (`<dir>.failed`, compare.csv, log, no manifest)."""
     from bmpose.compare import write_csv
     from bmpose.manifest import sha256_file

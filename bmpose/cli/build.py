@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bmpose.errors import BmposeError
 from bmpose.chips import CHIPS, PRECISIONS, check_chip_precision, chip_supports, no_precision
-from bmpose.convert import deploy, steps
+from bmpose.convert import bmodel_build, steps
 from bmpose.cli.args import add_model, load_model
 
 
@@ -101,7 +101,7 @@ class Plan:
         self.targets = [(chip, b) for chip in self.chips for b in self.batches]
 
     def options(self, chip, batch):
-        return deploy.deploy_options(self.cfg, chip, self.precision, batch, method=self.method,
+        return bmodel_build.deploy_options(self.cfg, chip, self.precision, batch, method=self.method,
                                     user_qtables=self.qtables, search=self.args.search,
                                     checkpoint=self.args.checkpoint, calib=self.calib)
 
@@ -142,7 +142,7 @@ def run(plan: Plan) -> list[dict]:
             name = cfg.layout.bmodel_name(chip, plan.precision, b)
             t0 = time.monotonic()
             try:
-                d, built = deploy.ensure_bmodel(cfg, chip, plan.precision, b, mlir=mlir[b],
+                d, built = bmodel_build.ensure_bmodel(cfg, chip, plan.precision, b, mlir=mlir[b],
                                                options=plan.options(chip, b), cali_table=table,
                                                user_qtables=plan.qtables, searched=searched)
             except BmposeError as e:

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from bmpose.chips import check_chip_precision
-from bmpose.convert.deploy import QUANTIZE, TAIL_RULE
+from bmpose.convert.bmodel_build import QUANTIZE, TAIL_RULE
 from bmpose.tpu_mlir.runner import run_tool
 from bmpose.convert.steps import build, link, transform_files
 from bmpose.errors import BmposeError

@@ -23,7 +23,7 @@ import tarfile
 from pathlib import Path
 
 from bmpose.errors import BmposeError
-from bmpose.manifest import atomic_dir, atomic_file, read_manifest, up_to_date, write_manifest
+from bmpose.manifest import atomic_dir, atomic_file, read_manifest, sha256_bytes, up_to_date, write_manifest
 
 FORMAT = "bmpose-deploy 1"
 PACKAGE = Path(__file__).resolve().parent.parent          # bmpose/
@@ -62,14 +62,6 @@ def runtime_files() -> list[Path]:
     for sub in SHIPPED:
         files += sorted((PACKAGE / sub).glob("*.py"))
     return files
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def pose_facts(cfg) -> dict:
@@ -114,7 +106,7 @@ def write_bundle(cfg, chip: str, bmodels: list[dict]) -> tuple[Path, Path, bool]
                "bmodels": sorted(k for k in inputs if k.startswith("bmodel_")),
                "default": default["path"].name, "bmpose": _version(), "texts": _texts_sha256()}
     if up_to_date(out, inputs, options) and archive.is_file() and \
-            read_manifest(out).get("checks", {}).get("archive_sha256") == _sha256(archive):
+            read_manifest(out).get("checks", {}).get("archive_sha256") == sha256_bytes(archive):
         return out, archive, False
     with atomic_dir(out, keep_failed=False) as tmp:
         for f in runtime_files():
@@ -137,7 +129,7 @@ def write_bundle(cfg, chip: str, bmodels: list[dict]) -> tuple[Path, Path, bool]
         (tmp / "README.md").write_text(render_readme(cfg, chip, meta))
         with atomic_file(archive) as tmp_archive:
             write_archive(tmp, out.name, tmp_archive)
-            archive_sha = _sha256(tmp_archive)
+            archive_sha = sha256_bytes(tmp_archive)
         write_manifest(tmp, stage="deploy-bundle", inputs=inputs, options=options,
                        outputs=["deploy.json", "bmodel.py", "README.md"] + [e["file"] for e in entries],
                        checks={"archive": archive.name, "archive_sha256": archive_sha})
@@ -162,7 +154,7 @@ def _link_bmodels(folder: Path, chip: str, bmodels: list[dict]) -> list[dict]:
             shutil.copyfile(b["path"], dst)
         m = b["manifest"]
         entries.append({"file": f"{folder.name}/{dst.name}", "chip": chip, "precision": b["precision"],
-                        "batch": b["batch"], "sha256": _sha256(dst), "size_bytes": dst.stat().st_size,
+                        "batch": b["batch"], "sha256": sha256_bytes(dst), "size_bytes": dst.stat().st_size,
                         "build_manifest_sha256": m.get("outputs", {}).get(dst.name),
                         "heatmap_cosine_vs_onnx": (m.get("checks", {}).get("final") or {}).get("cosine")})
     return entries

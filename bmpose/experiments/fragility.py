@@ -21,7 +21,7 @@ DROPS = (0, 8, 16, 24)   # which crop each subset leaves out (selection order: d
 
 
 def run_fragility(cfg, chips, methods, checkpoint=None, drops=DROPS) -> dict:
-    from bmpose.convert import deploy
+    from bmpose.convert import bmodel_build
     from bmpose.convert.pipeline import Pipeline
     from bmpose.evaluate import paired
     from bmpose.tpu_mlir.cali_table import thresholds
@@ -49,9 +49,9 @@ def run_fragility(cfg, chips, methods, checkpoint=None, drops=DROPS) -> dict:
             for label, table in tables.items():
                 th = thresholds(table)
                 moved = max(abs(th[k] / full[k] - 1) for k in full if k in th and full[k] > 0)
-                opts = deploy.deploy_options(cfg, chip, "int8", 1, method=method, user_qtables=[], search=False,
+                opts = bmodel_build.deploy_options(cfg, chip, "int8", 1, method=method, user_qtables=[], search=False,
                                              checkpoint=checkpoint, calib={"subset": label})
-                d, _ = deploy.ensure_bmodel(cfg, chip, "int8", 1, mlir=mlir1, options=opts, cali_table=table,
+                d, _ = bmodel_build.ensure_bmodel(cfg, chip, "int8", 1, mlir=mlir1, options=opts, cali_table=table,
                                             out=out / f"{method}_{label}" / chip)
                 tpu = d / read_manifest(d)["tpu_mlir"]
                 test = paired.cached_person_oks(d / "paired_oks.json", tpu, len(boxes), lambda: paired.score_backend(

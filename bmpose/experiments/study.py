@@ -53,7 +53,7 @@ class Variant:
 
 def build_variants(cfg, args, chips, methods, search_methods) -> tuple[list[Variant], dict]:
     """Every bmodel of the study (built or reused) through bmpose.convert's stages; -> (variants, search facts)."""
-    from bmpose.convert import deploy, steps
+    from bmpose.convert import bmodel_build, steps
     from bmpose.convert.pipeline import Pipeline
 
     num = int(cfg.calibration.get("num", 100))
@@ -72,7 +72,7 @@ def build_variants(cfg, args, chips, methods, search_methods) -> tuple[list[Vari
     for chip in chips:
         v = Variant(f"{chip}_fp32", chip, "fp32")
         variants.append(_deploy(cfg, v, out / f"{chip}_fp32_b1", mlir1, args,
-                                deploy.deploy_options(cfg, chip, "fp32", 1, method=None, user_qtables=[],
+                                bmodel_build.deploy_options(cfg, chip, "fp32", 1, method=None, user_qtables=[],
                                                      search=False, checkpoint=args.checkpoint, calib=None)))
         for method in methods:
             if method not in tables:
@@ -96,7 +96,7 @@ def build_variants(cfg, args, chips, methods, search_methods) -> tuple[list[Vari
                     search[f"{chip}_{method}"] = {"seconds": m.get("checks", {}).get("seconds"),
                                                   "layers": m.get("checks", {}).get("layers"),
                                                   "wall_s_this_run": round(time.monotonic() - t0, 1)}
-                opts = deploy.deploy_options(loose, chip, "int8", 1, method=method,
+                opts = bmodel_build.deploy_options(loose, chip, "int8", 1, method=method,
                                             user_qtables=[] if layers == "none" else user_q,
                                             search=layers == "search", checkpoint=args.checkpoint, calib=calib)
                 opts["fp32_layers"] = layers
@@ -108,11 +108,11 @@ def build_variants(cfg, args, chips, methods, search_methods) -> tuple[list[Vari
 
 def _deploy(cfg, v: Variant, out: Path, mlir1: Path, args, options, table=None, user_q=(), searched=None,
             auto_tail=True) -> Variant:
-    from bmpose.convert import deploy
+    from bmpose.convert import bmodel_build
 
     t0 = time.monotonic()
     try:
-        d, built = deploy.ensure_bmodel(cfg, v.chip, v.precision, 1, mlir=mlir1, options=options, cali_table=table,
+        d, built = bmodel_build.ensure_bmodel(cfg, v.chip, v.precision, 1, mlir=mlir1, options=options, cali_table=table,
                                        user_qtables=user_q, searched=searched, out=out, auto_tail=auto_tail)
     except BmposeError as e:
         print(f"study: {v.label}: FAILED: {e}", file=sys.stderr)

@@ -1,6 +1,6 @@
 """The report's opening verdict: every gate each bmodel build checked, pass or fail, and a pose per chip.
 
-A bmodel build (bmpose.convert.deploy) passes two gates before it writes its manifest: TPU-MLIR's own checks in
+A bmodel build (bmpose.convert.bmodel_build) passes two gates before it writes its manifest: TPU-MLIR's own checks in
 model_deploy (the bmodel against the TPU MLIR, every TPU MLIR layer against the top MLIR) with bmpose's FP32 tail
 deployed as planned, then the heatmap cosine against ONNX Runtime at the config's tolerance (`checks.tolerance`
 in the manifest). A build that fails is kept as `<dir>.failed/` without a manifest; its compare.csv, when it
@@ -45,7 +45,7 @@ def _row_of_build(b: dict) -> dict:
 
 
 def _failed_gate(d: Path) -> tuple[str | None, float | None]:
-    """The heatmap gate a failed build was held to: from the options it left (bmpose.convert.deploy writes them
+    """The heatmap gate a failed build was held to: from the options it left (bmpose.convert.bmodel_build writes them
     before model_deploy runs)."""
     try:
         key, tol = next(iter(json.loads((d / FAILED_OPTIONS).read_text())["tolerance"].items()))
