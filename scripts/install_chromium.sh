@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Debian's chromium for the report's browser test (tests/test_report.py), when it is missing: apt-get as root,
+# Debian's chromium for the report's browser test (tests/report/test_report.py), when it is missing: apt-get as root,
 # or through passwordless sudo. Exit 0 with chromium on PATH; otherwise exit 2 with one line saying why (the
 # test then skips with that line). About 15 s and 300 MB on Debian 12 with the package lists in place.
 set -uo pipefail

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from helpers import ROOT
 
 # Requirements mmpose/mmengine/mmcv-lite declare but that setup.sh leaves out on purpose (see scripts/setup.sh):
 # chumpy does not build, opencv-python is the GUI build that breaks cv2 under TPU-MLIR, torchvision would

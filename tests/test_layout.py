@@ -95,7 +95,7 @@ def test_core_imports_nothing_else_of_bmpose():
 
 def test_device_side_imports_only_the_core_and_what_the_box_has():
     """bmpose.device ships to the box with bmpose.pose: it may import the core, the standard library, numpy, cv2
-    and the SDK's sophon.sail, nothing else (tests/test_deploy.py runs it in a venv that has only those)."""
+    and the SDK's sophon.sail, nothing else (tests/deploy/test_deploy.py runs it in a venv that has only those)."""
     import sys
 
     _, graph = _graph()
@@ -196,3 +196,13 @@ def test_no_function_over_60_lines():
                 long.append(f"{p.relative_to(PKG.parent)}:{node.lineno} {node.name} "
                             f"({node.end_lineno - node.lineno + 1} lines)")
     assert not long, long
+
+
+def test_tests_mirror_the_package():
+    """tests/<subpackage>/ holds the tests of bmpose/<subpackage>/; tests/ itself those of the top-level modules
+    and of the whole (layout, environment, setup)."""
+    tests = Path(__file__).resolve().parent
+    for f in tests.rglob("test_*.py"):
+        rel = f.relative_to(tests)
+        if len(rel.parts) > 1:
+            assert len(rel.parts) == 2 and (PKG / rel.parts[0] / "__init__.py").is_file(), rel

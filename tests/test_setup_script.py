@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from helpers import ROOT
 
 SETUP = ROOT / "scripts" / "setup.sh"
 REAL_PY310 = os.path.realpath(sys.executable)  # the interpreter the venv was made from

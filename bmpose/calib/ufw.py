@@ -1,6 +1,6 @@
 """The LMDB calibration sets of Sophon's NNTC toolchain (ufw / ufwio format): writer and reader.
 
-Format (checked bit-for-bit against the vendor's ufwio 0.0.2 by tests/test_nntc.py):
+Format (checked bit-for-bit against the vendor's ufwio 0.0.2 by tests/convert/test_nntc.py):
 
 * key: `"{:0>10d}__{:1}".format(index, "")`: ufwio's `LMDB_Dataset.put` passes an empty key, which `{:1}`
   pads to one space, so record 3 is `b"0000000003__ "` (trailing space). LMDB's byte order then keeps records

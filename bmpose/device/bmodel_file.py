@@ -2,7 +2,7 @@
 
 A bmodel starts with a 64-byte header (magic 0xFF55AAEE, header size, flatbuffer size, binary size) followed
 by the flatbuffer `Model` table of TPU-MLIR's bmodel.fbs, whose fourth field is the chip name ("BM1684X").
-tests/test_device.py checks this reader against TPU-MLIR's `model_tool --chip` on every built bmodel.
+tests/device/test_device.py checks this reader against TPU-MLIR's `model_tool --chip` on every built bmodel.
 """
 from __future__ import annotations
 

@@ -6,7 +6,7 @@
 - Flip test: `flip_back` undoes a horizontal flip of the input on its heatmaps (mirror, swap left/right,
   shift one pixel when the config says `shift_heatmap`), `merge_flip` averages, as mmpose's `flip_heatmaps`.
 
-Batched over persons (B, K, H, W); equal to mmpose's per-person code (tests/test_decode.py checks it on random
+Batched over persons (B, K, H, W); equal to mmpose's per-person code (tests/pose/test_decode.py checks it on random
 heatmaps). Imports numpy and cv2 only, like the rest of the core. Map the result to image pixels with
 `crop.input_to_image`.
 """

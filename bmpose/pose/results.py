@@ -1,6 +1,6 @@
 """Per-person keypoints -> COCO keypoint results as mmpose's CocoMetric writes them: rescored (`bbox_keypoint`:
 box score x mean of the keypoint scores above 0.2) and OKS-NMS'd per image. numpy only, so the device bundle
-writes the same results json as `bmpose infer`; tests/test_pose_results.py checks it against mmpose's own
+writes the same results json as `bmpose infer`; tests/pose/test_pose_results.py checks it against mmpose's own
 `oks_nms` and CocoMetric options.
 """
 from __future__ import annotations

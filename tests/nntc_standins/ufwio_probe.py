@@ -1,4 +1,4 @@
-"""Run ufwio (the vendor's LMDB package) for tests/test_nntc.py, inside the Python 3.8 venv that has it.
+"""Run ufwio (the vendor's LMDB package) for tests/convert/test_nntc.py, inside the Python 3.8 venv that has it.
 
   ufwio_probe.py read  LMDB_DIR OUT.npz   # ufwio.lmdb_data -> keys + arrays
   ufwio_probe.py write IN.npz LMDB_DIR    # LMDB_Dataset.put(arr) per array, then close()

@@ -2,7 +2,7 @@
 interpreter `pymlir`, on the CPU.
 
 TPU-MLIR validates every bmodel against this file, so its output stands for the bmodel's at a fraction of the
-simulator's cost; tests/test_backends.py checks it against the cmodel run of the bmodel on fixture crops (see
+simulator's cost; tests/runtime/test_backends.py checks it against the cmodel run of the bmodel on fixture crops (see
 docs/inference.md for the bound and the speed). The weights npz named in the file's
 `module.weight_file` must sit beside it (model_deploy's layout).
 """

@@ -31,7 +31,7 @@ from bmpose.convert import nntc
 from bmpose.errors import BmposeError
 from bmpose.manifest import locked, read_manifest
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1]
 STANDINS = HERE / "nntc_standins"
 SMALL = "hrnet_small_128x96"
 VENDOR_PINS = ["ufwio==0.0.2", "lmdb==1.4.1", "scikit-image<0.22", "scipy<1.11"]

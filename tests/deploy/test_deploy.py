@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 
 from bmpose import config
+from helpers import ROOT, SAIL_STANDIN
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
-STANDIN = ROOT / "tests" / "sail_standin"
+STANDIN = SAIL_STANDIN
 MODEL = "hrnet_small_128x96"
 KPT_TOL = 1e-3   # px: the same bmodel and code on both sides, so equal but for JSON float round trips
 FORBIDDEN = ("yaml", "mmengine", "mmpose", "torch", "tpu_mlir", "onnx", "onnxruntime", "jinja2", "lmdb", "tqdm")

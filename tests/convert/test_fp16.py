@@ -22,7 +22,7 @@ from bmpose.convert import bmodel_build
 from bmpose.compare import read_csv, similarity
 from bmpose.tpu_mlir.mlirgraph import read_graph
 from bmpose.errors import BmposeError
-from conftest import simulate_like_the_build
+from helpers import simulate_like_the_build
 
 SMALL = "hrnet_small_128x96"
 HALF = ("fp16", "bf16")

@@ -26,7 +26,7 @@ from bmpose.tpu_mlir.mlirgraph import read_graph
 from bmpose.convert.qtable import auto_tail, build_qtable
 from bmpose.errors import BmposeError
 from bmpose.manifest import read_manifest
-from conftest import assert_random_weight_gates_passed
+from helpers import assert_random_weight_gates_passed
 
 SMALL = "hrnet_small_128x96"
 W32 = "hrnet_w32_256x192"

@@ -1,6 +1,6 @@
 """Calibration study pieces that need no build (fast): the evaluation persons, the choice rule, the heatmap
 cosine, bad methods, and the report's study plot. The study itself (`make study`) is measured in docs/calibration.md;
-tests/test_fidelity.py gates the defaults it chose."""
+tests/convert/test_fidelity.py gates the defaults it chose."""
 from __future__ import annotations
 
 import json

@@ -1,7 +1,6 @@
 """The device side's own readers (bmpose.device): bmodel headers and detection files, one-line errors."""
 import json
 import struct
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,6 +8,7 @@ import pytest
 from bmpose.device.bmodel_file import bmodel_chip
 from bmpose.device.inputs import image_id_of, list_images, load_detections
 from bmpose.pose.errors import PoseError
+from helpers import SAIL_STANDIN
 
 
 def _fake_bmodel(path, chip=b"BM1684X", magic=0xFF55AAEE):
@@ -111,7 +111,7 @@ def test_bad_detections_are_one_line_errors(tmp_path, entries, message):
 # pretend to be a bmodel with INT8/UINT8 I/O (SAIL_STANDIN_INPUT/OUTPUT), and its get_target() answers what
 # SAIL_STANDIN_TARGET says, aliases included.
 
-STANDIN = Path(__file__).resolve().parent / "sail_standin"
+STANDIN = SAIL_STANDIN
 
 
 def _tiny_onnx(path):

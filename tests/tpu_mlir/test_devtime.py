@@ -17,8 +17,9 @@ from bmpose.convert import bmodel_build, steps
 from bmpose.manifest import read_manifest
 from bmpose.runtime import simulate
 from bmpose.tpu_mlir import devtime
+from helpers import DATA as TEST_DATA
 
-DATA = Path(__file__).resolve().parent / "data" / "devtime"
+DATA = TEST_DATA / "devtime"
 
 
 # ------------------------------------------------------------------------------------------------ parsers

@@ -85,7 +85,7 @@ KPTS = [(12, 4), (13, 3), (11, 3), (14, 4), (10, 4), (15, 8), (9, 8), (17, 13), 
 
 class _StickBackend(Backend):
     """Stands in for the mlir backend: a person's heatmaps whatever the crop, so the report's pose picture goes
-    through the real predict, decode and draw (the real pymlir run is in tests/test_build.py, slow)."""
+    through the real predict, decode and draw (the real pymlir run is in tests/convert/test_build.py, slow)."""
     kind, calls = "mlir", []
 
     def __init__(self, path, chip=None, workers=None):

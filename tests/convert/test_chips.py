@@ -12,7 +12,7 @@ from bmpose.cli import build as build_cli
 from bmpose.chips import CHIPS, CHIP_PRECISIONS
 from bmpose.layout import list_bmodels
 from bmpose.compare import read_csv
-from conftest import simulate_like_the_build
+from helpers import SAIL_STANDIN, simulate_like_the_build
 
 SMALL = "hrnet_small_128x96"
 BUILT = [("bm1688", "fp32"), ("bm1688", "fp16"), ("bm1688", "int8"), ("cv186x", "fp16")]
@@ -71,7 +71,6 @@ def test_a_cv186x_bundle_runs_on_a_device_that_answers_cv186ah(chips, tmp_path):
     import subprocess
     import sys
     import tarfile
-    from pathlib import Path
 
     from bmpose.deploy.bundle import write_bundle
 
@@ -81,7 +80,7 @@ def test_a_cv186x_bundle_runs_on_a_device_that_answers_cv186ah(chips, tmp_path):
     with tarfile.open(archive) as tar:
         tar.extractall(tmp_path)
     bundle = tmp_path / folder.name
-    standin = Path(__file__).resolve().parent / "sail_standin"
+    standin = SAIL_STANDIN
 
     def run(target):
         env = {**os.environ, "PYTHONPATH": str(standin), "SAIL_STANDIN_ENGINE": "cmodel",

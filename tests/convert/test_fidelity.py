@@ -7,7 +7,7 @@ training persons (tests/data/person_keypoints_bundled.json, ground-truth boxes, 
   against ONNX on the jittered evaluation set (bmpose.evaluate.paired: 51 persons x 8 seeded boxes, the upper
   end of the 95% paired bootstrap interval), per chip; its COCO AP drop is bounded loosely (INT8_MAX_AP_DROP).
 
-The mlir backend stands for the bmodel: tests/test_backends.py proves it equal to the bmodel on the cmodel
+The mlir backend stands for the bmodel: tests/runtime/test_backends.py proves it equal to the bmodel on the cmodel
 for INT8 (both chips, <= 1e-5); test_fp32_mlir_equals_cmodel here does the same for the FP32 bmodels on one
 real crop (the cmodel binds one chip per process, so each chip runs in a child). One session-scoped
 `bmpose build` (FP32 + INT8, batch 1, both chips) into artifacts/hrnet_small_128x96 is shared by every test;

@@ -21,7 +21,7 @@ from bmpose.layout import list_bmodels
 from bmpose.convert import bmodel_build, diagnose, steps
 from bmpose.errors import BmposeError
 from bmpose.manifest import read_manifest
-from conftest import assert_random_weight_gates_passed
+from helpers import assert_random_weight_gates_passed
 
 ARCHS = ("res50_128x96", "seresnet50_128x96")
 
