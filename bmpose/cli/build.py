@@ -102,8 +102,8 @@ class Plan:
 
     def options(self, chip, batch):
         return bmodel_build.deploy_options(self.cfg, chip, self.precision, batch, method=self.method,
-                                    user_qtables=self.qtables, search=self.args.search,
-                                    checkpoint=self.args.checkpoint, calib=self.calib)
+                                           user_qtables=self.qtables, search=self.args.search,
+                                           checkpoint=self.args.checkpoint, calib=self.calib)
 
     def all_fresh(self) -> bool:
         return all(steps.deep_fresh(self.cfg.layout.bmodel(c, self.precision, b), self.options(c, b))
@@ -142,9 +142,8 @@ def run(plan: Plan) -> list[dict]:
             name = cfg.layout.bmodel_name(chip, plan.precision, b)
             t0 = time.monotonic()
             try:
-                d, built = bmodel_build.ensure_bmodel(cfg, chip, plan.precision, b, mlir=mlir[b],
-                                               options=plan.options(chip, b), cali_table=table,
-                                               user_qtables=plan.qtables, searched=searched)
+                d, built = pipe.bmodel(chip, plan.precision, b, plan.options(chip, b), cali_table=table,
+                                       user_qtables=plan.qtables, searched=searched)
             except BmposeError as e:
                 print(f"build: {name}: FAILED: {e}", file=sys.stderr)
                 results.append({"name": name, "ok": False, "error": str(e)})

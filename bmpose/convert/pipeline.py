@@ -1,6 +1,6 @@
-"""The chain every INT8 build starts with, in one place: calibration LMDB -> TPU-MLIR crops -> ONNX -> top MLIR
--> calibration table. `bmpose build`, the calibration study, the fragility sweep and bench all ask a Pipeline
-instead of chaining the stages by hand; each stage is still built (or reused through its manifest) by its own
+"""The chain every build runs, in one place: calibration LMDB -> TPU-MLIR crops -> ONNX -> top MLIR ->
+calibration table -> bmodel. `bmpose build`, the calibration study, the fragility sweep and bench all ask a
+Pipeline instead of chaining the stages by hand (where each stage writes: bmpose.layout); each stage is still built (or reused through its manifest) by its own
 `ensure_*`, and a Pipeline remembers what it has ensured, so asking twice costs nothing.
 """
 from __future__ import annotations
@@ -62,6 +62,17 @@ class Pipeline:
         crops = self.crops() if crops is None else crops
         num = len(crops) if out is not None else self.num_used()
         return steps.ensure_cali_table(self.cfg, self.mlir(1), crops, method, num, out=out)
+
+    def bmodel(self, chip: str, precision: str, batch: int, options: dict, *, cali_table: Path | None = None,
+               user_qtables=(), searched: Path | None = None, out: Path | None = None,
+               auto_tail: bool = True) -> tuple[Path, bool]:
+        """A bmodel built (or reused) from this batch's top MLIR; `options` (bmodel_build.deploy_options) say
+        what it is. -> (its folder, built now?)"""
+        from bmpose.convert import bmodel_build
+
+        return bmodel_build.ensure_bmodel(self.cfg, chip, precision, batch, mlir=self.mlir(batch), options=options,
+                                          cali_table=cali_table, user_qtables=user_qtables, searched=searched,
+                                          out=out, auto_tail=auto_tail)
 
     def num_used(self) -> int:
         """The calibration count that names the table's folder (cali_table/<method>_n<num>)."""

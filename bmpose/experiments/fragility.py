@@ -34,7 +34,7 @@ def run_fragility(cfg, chips, methods, checkpoint=None, drops=DROPS) -> dict:
     out = cfg.layout.study() / "fragility"
     pipe = Pipeline(cfg, checkpoint, verbose=False)
     crops = pipe.crops()
-    onnx1, mlir1 = pipe.onnx(1)[1], pipe.mlir(1)
+    onnx1 = pipe.onnx(1)[1]
     boxes, owner, truth = paired.jittered_boxes(*eval_set())
     sigmas = dataset_sigmas(cfg)
     ref = paired.score_backend(cfg, open_backend(onnx1, kind="onnx"), boxes, owner, truth, sigmas, cfg.flip_test)
@@ -49,10 +49,9 @@ def run_fragility(cfg, chips, methods, checkpoint=None, drops=DROPS) -> dict:
             for label, table in tables.items():
                 th = thresholds(table)
                 moved = max(abs(th[k] / full[k] - 1) for k in full if k in th and full[k] > 0)
-                opts = bmodel_build.deploy_options(cfg, chip, "int8", 1, method=method, user_qtables=[], search=False,
-                                             checkpoint=checkpoint, calib={"subset": label})
-                d, _ = bmodel_build.ensure_bmodel(cfg, chip, "int8", 1, mlir=mlir1, options=opts, cali_table=table,
-                                            out=out / f"{method}_{label}" / chip)
+                opts = bmodel_build.deploy_options(cfg, chip, "int8", 1, method=method, user_qtables=[],
+                                                   search=False, checkpoint=checkpoint, calib={"subset": label})
+                d, _ = pipe.bmodel(chip, "int8", 1, opts, cali_table=table, out=out / f"{method}_{label}" / chip)
                 tpu = d / read_manifest(d)["tpu_mlir"]
                 test = paired.cached_person_oks(d / "paired_oks.json", tpu, len(boxes), lambda: paired.score_backend(
                     cfg, open_backend(tpu, chip, kind="mlir"), boxes, owner, truth, sigmas, cfg.flip_test))

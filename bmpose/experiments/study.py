@@ -71,9 +71,9 @@ def build_variants(cfg, args, chips, methods, search_methods) -> tuple[list[Vari
     tables, search = {}, {}
     for chip in chips:
         v = Variant(f"{chip}_fp32", chip, "fp32")
-        variants.append(_deploy(cfg, v, out / f"{chip}_fp32_b1", mlir1, args,
+        variants.append(_deploy(pipe, v, out / f"{chip}_fp32_b1",
                                 bmodel_build.deploy_options(cfg, chip, "fp32", 1, method=None, user_qtables=[],
-                                                     search=False, checkpoint=args.checkpoint, calib=None)))
+                                                            search=False, checkpoint=args.checkpoint, calib=None)))
         for method in methods:
             if method not in tables:
                 t0 = time.monotonic()
@@ -97,23 +97,21 @@ def build_variants(cfg, args, chips, methods, search_methods) -> tuple[list[Vari
                                                   "layers": m.get("checks", {}).get("layers"),
                                                   "wall_s_this_run": round(time.monotonic() - t0, 1)}
                 opts = bmodel_build.deploy_options(loose, chip, "int8", 1, method=method,
-                                            user_qtables=[] if layers == "none" else user_q,
-                                            search=layers == "search", checkpoint=args.checkpoint, calib=calib)
+                                                   user_qtables=[] if layers == "none" else user_q,
+                                                   search=layers == "search", checkpoint=args.checkpoint,
+                                                   calib=calib)
                 opts["fp32_layers"] = layers
                 opts["tpu_layer_tolerance"] = "0.0,-1000"   # record, do not refuse, what an all-INT8 head does
-                variants.append(_deploy(loose, v, out / f"{v.label}_b1", mlir1, args, opts, tables[method],
+                variants.append(_deploy(pipe, v, out / f"{v.label}_b1", opts, tables[method],
                                         [] if layers == "none" else user_q, searched, auto_tail=layers != "none"))
     return variants, search
 
 
-def _deploy(cfg, v: Variant, out: Path, mlir1: Path, args, options, table=None, user_q=(), searched=None,
-            auto_tail=True) -> Variant:
-    from bmpose.convert import bmodel_build
-
+def _deploy(pipe, v: Variant, out: Path, options, table=None, user_q=(), searched=None, auto_tail=True) -> Variant:
     t0 = time.monotonic()
     try:
-        d, built = bmodel_build.ensure_bmodel(cfg, v.chip, v.precision, 1, mlir=mlir1, options=options, cali_table=table,
-                                       user_qtables=user_q, searched=searched, out=out, auto_tail=auto_tail)
+        d, built = pipe.bmodel(v.chip, v.precision, 1, options, cali_table=table, user_qtables=user_q,
+                               searched=searched, out=out, auto_tail=auto_tail)
     except BmposeError as e:
         print(f"study: {v.label}: FAILED: {e}", file=sys.stderr)
         v.error = str(e).splitlines()[0]

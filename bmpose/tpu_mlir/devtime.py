@@ -24,7 +24,7 @@ SOURCE = "compiler cycle estimate embedded in the bmodel (model_tool net_stat)"
 # profile_helper/bm1684_defs.py: BM1684 TIU 550 MHz (its simulator's global.profile says 1000 all the same)
 KNOWN_CLOCK_MHZ = {"BM1684": 550, "BM1684X": 1000}
 NO_STAT_WHY = ("the bmodel embeds no cycle estimate (net_stat): built without model_deploy --debug, or a "
-               "BM1684 bmodel built without the compiler_profile_0.dat -> _0.dat link (before bmpose made it)")
+               "BM1684 bmodel built without the compiler_profile_0.dat -> _0.dat link")
 
 
 class DevtimeError(BmposeError):

@@ -38,3 +38,17 @@ def test_each_stage_is_ensured_once_and_in_order(monkeypatch, tmp_path):
     assert pipe.cali_table("kl", crops=[tmp_path / "a", tmp_path / "b"], out=tmp_path / "sub") == tmp_path / "sub" / "kl_2"
     # the config's count names the table when none is given
     assert pipeline.Pipeline(cfg).num_used() == int(cfg.calibration.get("num", 100))
+
+
+def test_a_bmodel_is_built_from_its_batchs_mlir(monkeypatch, tmp_path):
+    from bmpose.convert import bmodel_build
+
+    got = []
+    monkeypatch.setattr(steps, "ensure_transform", lambda cfg, b, onnx, crops, ck: tmp_path / f"m{b}")
+    monkeypatch.setattr(bmodel_build, "ensure_bmodel", lambda cfg, *a, **kw: got.append((a, kw)) or (tmp_path, True))
+    pipe = pipeline.Pipeline(config.load(SMALL, artifacts=tmp_path), "ck")
+    pipe._onnx, pipe._crops = {4: tmp_path / "b4.onnx"}, []
+    assert pipe.bmodel("bm1684x", "fp32", 4, {"o": 1}, out=tmp_path / "x") == (tmp_path, True)
+    (args, kw), = got
+    assert args == ("bm1684x", "fp32", 4) and kw["mlir"] == tmp_path / "m4" and kw["options"] == {"o": 1}
+    assert kw["out"] == tmp_path / "x" and kw["auto_tail"] is True and kw["cali_table"] is None
