@@ -20,6 +20,14 @@ def add_artifacts_dir(p: argparse.ArgumentParser) -> None:
                         "(default: $BMPOSE_ARTIFACTS, else artifacts/ in the repository)")
 
 
+def add_calibration(p: argparse.ArgumentParser) -> None:
+    """Which persons calibrate INT8 (bmpose.calib)."""
+    p.add_argument("--calib", default="coco", help="calibration set: coco | dir:PATH | lmdb:PATH (default: coco)")
+    p.add_argument("--coco-ann", help="COCO person keypoints json for --calib coco (default: the bundled sample)")
+    p.add_argument("--coco-img", help="its image folder (default: beside the json)")
+    p.add_argument("--num", type=int, help="calibration crops (default: the config's calibration.num)")
+
+
 def load_model(args, model=None):
     """The deploy config named by --model (or `model`), with its artifacts under --artifacts-dir."""
     return config_mod.load(model if model is not None else args.model, artifacts=args.artifacts_dir)

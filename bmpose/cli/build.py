@@ -21,7 +21,7 @@ from pathlib import Path
 from bmpose.errors import BmposeError
 from bmpose.chips import CHIPS, PRECISIONS, check_chip_precision, chip_supports, no_precision
 from bmpose.convert import bmodel_build, steps
-from bmpose.cli.args import add_model, load_model
+from bmpose.cli.args import add_calibration, add_model, load_model
 
 
 def parse_args(argv):
@@ -32,10 +32,7 @@ def parse_args(argv):
     ap.add_argument("--checkpoint", help="checkpoint path/URL or 'fixture' (default: the config's)")
     ap.add_argument("--chips", nargs="+", help=f"chips (default: the config's; known: {' '.join(CHIPS)})")
     ap.add_argument("--batches", nargs="+", type=int, help="batch sizes (default: the config's)")
-    ap.add_argument("--calib", default="coco", help="calibration set: coco | dir:PATH | lmdb:PATH (default: coco)")
-    ap.add_argument("--coco-ann", help="COCO person keypoints json for --calib coco (default: bundled sample)")
-    ap.add_argument("--coco-img", help="image folder for --coco-ann")
-    ap.add_argument("--num", type=int, help="number of calibration crops (default: the config's)")
+    add_calibration(ap)
     ap.add_argument("--method", help="calibration method: " + ", ".join(steps.CALI_METHODS)
                     + " (default: the config's, kl)")
     ap.add_argument("--qtable", action="append", default=[], type=Path,

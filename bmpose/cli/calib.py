@@ -9,17 +9,14 @@ from bmpose.calib.calibset import ensure_calib
 from bmpose.calib.select import DEFAULT_MIN_BOX, DEFAULT_MIN_KEYPOINTS
 from bmpose.calib.sheet import SHEET_NAME
 from bmpose.calib.store import read_meta
-from bmpose.cli.args import add_model, load_model
+from bmpose.cli.args import add_calibration, add_model, load_model
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="bmpose calib", description="COCO person crops -> calibration LMDB")
     add_model(p)
     p.add_argument("--checkpoint", default=None, help="accepted for the Makefile's COMMON options; unused")
-    p.add_argument("--calib", default="coco", help="coco | dir:PATH | lmdb:PATH (default coco)")
-    p.add_argument("--coco-ann", default=None, help="COCO person-keypoints json (default: bundled val sample)")
-    p.add_argument("--coco-img", default=None, help="its image folder (default: beside the json)")
-    p.add_argument("--num", type=int, default=None, help="crops to select (default: config's calibration.num)")
+    add_calibration(p)
     p.add_argument("--seed", type=int, default=None, help="selection seed (default: config's calibration.seed)")
     p.add_argument("--min-keypoints", type=int, default=None,
                    help=f"least labelled keypoints per person (default {DEFAULT_MIN_KEYPOINTS})")

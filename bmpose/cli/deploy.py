@@ -9,7 +9,7 @@ import time
 
 from bmpose.chips import CHIPS
 from bmpose.layout import list_bmodels
-from bmpose.cli.args import add_model, artifacts_argv, load_model
+from bmpose.cli.args import add_calibration, add_model, artifacts_argv, load_model
 
 
 def parse_args(argv):
@@ -20,10 +20,7 @@ def parse_args(argv):
     ap.add_argument("--precisions", nargs="+", default=["int8", "fp32"], help="precisions to build and bundle "
                     "(default: int8 fp32; other precisions already built for the chip are bundled too)")
     ap.add_argument("--batches", nargs="+", type=int, help="batch sizes (default: the config's)")
-    ap.add_argument("--calib", default="coco", help="INT8 calibration set (as `bmpose build`)")
-    ap.add_argument("--coco-ann", help="COCO person keypoints json for --calib coco")
-    ap.add_argument("--coco-img", help="image folder for --coco-ann")
-    ap.add_argument("--num", type=int, help="number of calibration crops (default: the config's)")
+    add_calibration(ap)
     return ap.parse_args(argv)
 
 

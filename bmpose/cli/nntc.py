@@ -8,17 +8,14 @@ import time
 
 from bmpose.calib.calibset import ensure_calib
 from bmpose.convert.nntc import SCRIPTS, TH_METHODS, ensure_nntc, th_method_name
-from bmpose.cli.args import add_model, load_model
+from bmpose.cli.args import add_calibration, add_model, load_model
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="bmpose nntc", description=__doc__.split("\n\n")[0])
     add_model(p)
     p.add_argument("--checkpoint", default=None, help="'fixture', a .pth path or a URL (default: the config's)")
-    p.add_argument("--calib", default="coco", help="coco | dir:PATH | lmdb:PATH (default coco)")
-    p.add_argument("--coco-ann", default=None, help="COCO person-keypoints json (default: bundled val sample)")
-    p.add_argument("--coco-img", default=None, help="its image folder (default: beside the json)")
-    p.add_argument("--num", type=int, default=None, help="calibration crops (default: config's calibration.num)")
+    add_calibration(p)
     p.add_argument("--method", default=None, help="calibration method: kl, max or an NNTC -th_method ("
                    + ", ".join(TH_METHODS) + "; default: the config's)")
     p.add_argument("--force", action="store_true", help="rewrite the bundle even when up to date")
