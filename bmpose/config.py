@@ -53,7 +53,7 @@ def artifacts_root() -> Path:
 class DeployConfig:
     name: str
     path: Path
-    mmpose_config: Path
+    mmpose_config: Path | None         # None for an `onnx:` config
     checkpoint: str                    # "fixture" (random init from `bmpose fixture`), a path, or a URL
     input_size: tuple[int, int]        # (w, h), mmpose's order
     heatmap_size: tuple[int, int]      # (w, h)
@@ -70,6 +70,12 @@ class DeployConfig:
     qtable: Path | None = None         # user's extra FP32 layers (added to the automatic tail)
     padding: float = 1.25              # GetBBoxCenterScale padding
     root: Path = field(default_factory=artifacts_root)   # the artifacts root; this model's are under root/name
+    # An `onnx:` config (a trained network as an ONNX file, no mmpose config): the file, its keypoint set (a
+    # name of mmpose's dataset metainfo files, or inline), CocoMetric overrides and the detection score floor.
+    onnx: Path | None = None
+    dataset: str | dict | None = None
+    evaluator: dict = field(default_factory=dict)
+    bbox_score_thr: float = 0.0
 
     @property
     def input_hw(self) -> tuple[int, int]:
@@ -93,6 +99,7 @@ class DeployConfig:
             "heatmap_size": list(self.heatmap_size), "mean": list(self.mean), "std": list(self.std),
             "bgr_to_rgb": self.bgr_to_rgb, "codec": self.codec, "flip_test": self.flip_test,
             "shift_heatmap": self.shift_heatmap, "padding": self.padding,
+            **({"onnx": str(self.onnx), "dataset": self.dataset} if self.onnx else {}),
         }
 
 
@@ -132,18 +139,27 @@ def load(model: str | os.PathLike | None = None, artifacts: str | os.PathLike | 
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise BmposeError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if "mmpose_config" not in raw:
-        raise BmposeError(f"{path}: missing key 'mmpose_config'")
+    if not isinstance(raw, dict):
+        raise BmposeError(f"{path}: expected a mapping of keys (mmpose_config: or onnx:, chips:, ...)")
     root = Path(artifacts).expanduser().absolute() if artifacts else artifacts_root()
-    mm_path = resolve_mmpose_config(raw["mmpose_config"], path.parent)
-    facts = mmpose_facts(mm_path, cache=root / ".cache")
+    if "onnx" in raw:
+        from bmpose.onnx_config import onnx_facts
+
+        mm_path, facts = None, onnx_facts(raw, path)
+        checkpoint = str(facts["onnx"])   # the weights are in the file
+    elif "mmpose_config" in raw:
+        mm_path = resolve_mmpose_config(raw["mmpose_config"], path.parent)
+        facts = mmpose_facts(mm_path, cache=root / ".cache")
+        checkpoint = _checkpoint_ref(str(raw.get("checkpoint", "fixture")), path.parent)
+    else:
+        raise BmposeError(f"{path}: missing key 'mmpose_config' (an mmpose model) or 'onnx' (an ONNX file)")
     codec = facts["codec"]
     qtable = raw.get("qtable")
     return DeployConfig(
         name=raw.get("name", path.stem),
         path=path.resolve(),
         mmpose_config=mm_path,
-        checkpoint=_checkpoint_ref(str(raw.get("checkpoint", "fixture")), path.parent),
+        checkpoint=checkpoint,
         input_size=tuple(codec["input_size"]),
         heatmap_size=tuple(codec["heatmap_size"]),
         mean=tuple(facts["mean"]),
@@ -158,6 +174,7 @@ def load(model: str | os.PathLike | None = None, artifacts: str | os.PathLike | 
         calibration={**DEFAULT_CALIBRATION, **(raw.get("calibration") or {})},
         qtable=(path.parent / qtable).resolve() if qtable else None,
         root=root,
+        **{k: facts[k] for k in ("onnx", "dataset", "evaluator", "bbox_score_thr") if k in facts},
     )
 
 

@@ -107,6 +107,13 @@ def ensure_onnx(cfg, checkpoint=None, batches=(1, 4), dynamic: bool = False, for
     """
     from bmpose.weights.fixture import realistic_inputs
 
+    if cfg.onnx is not None:   # an `onnx:` config: its file is imported, not exported
+        from bmpose.convert.onnx_import import ensure_imported
+
+        if checkpoint not in (None, cfg.checkpoint):
+            raise BmposeError(f"{cfg.path}: an onnx: config has no checkpoint to choose (its weights are in "
+                              f"{cfg.onnx}); drop --checkpoint")
+        return ensure_imported(cfg, batches, dynamic, force, verbose, opset)
     ckpt = resolve_checkpoint(cfg, checkpoint)
     out_dir = cfg.layout.onnx(opset)
     inputs = {"checkpoint": ckpt, **mmpose_config_inputs(cfg.mmpose_config)}

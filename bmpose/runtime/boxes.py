@@ -73,9 +73,11 @@ def image_boxes(files: list[Path]) -> tuple[list[PersonBox], list[tuple[str, str
 
 
 def det_score_thr(cfg) -> float:
-    """mmpose's filter_cfg.bbox_score_thr of the config's test set (0 when unset)."""
+    """mmpose's filter_cfg.bbox_score_thr of the config's test set (0 when unset); an `onnx:` config's own."""
     from mmengine.config import Config
 
+    if cfg.mmpose_config is None:
+        return float(cfg.bbox_score_thr)
     mm = Config.fromfile(str(cfg.mmpose_config))
     ds = mm.get("test_dataloader", {}).get("dataset", {})
     return float((ds.get("filter_cfg") or {}).get("bbox_score_thr", 0.0))

@@ -14,21 +14,27 @@ METRIC_DEFAULTS = {"score_mode": "bbox_keypoint", "keypoint_score_thr": 0.2, "nm
 
 
 def dataset_metainfo(cfg) -> dict | None:
-    """The keypoint facts of the dataset the model's mmpose config evaluates on (its metainfo file):
-    keypoint_names, flip_indices, skeleton_links, sigmas; None when the config names no metainfo."""
+    """The keypoint facts of the dataset the model evaluates on: keypoint_names, flip_indices, skeleton_links,
+    sigmas. From the mmpose config's metainfo file, or an `onnx:` config's dataset (a name of mmpose's metainfo
+    files, or inline); None when an mmpose config names no metainfo."""
     from mmengine.config import Config
 
     from bmpose.weights.mmpose_shim import import_mmpose
 
+    if isinstance(cfg.dataset, dict):
+        return _inline_metainfo(cfg.dataset)
     with warnings.catch_warnings():  # mmcv-lite's missing ops; "configs/_base_/... does not exist, the
         warnings.simplefilter("ignore")  # installed one is used": both fine here
         import_mmpose()
         from mmpose.datasets.datasets.utils import parse_pose_metainfo
         from mmpose.registry import DATASETS
 
-        mm = Config.fromfile(str(cfg.mmpose_config))
-        ds = mm.get("val_dataloader", {}).get("dataset", {})
-        metainfo = ds.get("metainfo") or getattr(DATASETS.get(ds.get("type", "CocoDataset")), "METAINFO", None)
+        if cfg.mmpose_config is None:
+            metainfo = _named_metainfo(cfg)
+        else:
+            mm = Config.fromfile(str(cfg.mmpose_config))
+            ds = mm.get("val_dataloader", {}).get("dataset", {})
+            metainfo = ds.get("metainfo") or getattr(DATASETS.get(ds.get("type", "CocoDataset")), "METAINFO", None)
         if not metainfo:
             return None
         meta = parse_pose_metainfo(dict(metainfo))
@@ -37,6 +43,27 @@ def dataset_metainfo(cfg) -> dict | None:
             "flip_indices": [int(i) for i in meta["flip_indices"]],
             "skeleton_links": [[int(a), int(b)] for a, b in meta["skeleton_links"]],
             "sigmas": [float(s) for s in meta["sigmas"]]}
+
+
+def _named_metainfo(cfg) -> dict:
+    from bmpose.config import mmpose_config_root
+    from bmpose.errors import BmposeError
+
+    f = mmpose_config_root() / "_base_" / "datasets" / f"{cfg.dataset}.py"
+    if not f.is_file():
+        known = sorted(p.stem for p in f.parent.glob("*.py"))
+        raise BmposeError(f"{cfg.path}: dataset {cfg.dataset!r}: mmpose has no such metainfo file (known: "
+                          f"{', '.join(known[:12])}, ...)")
+    return {"from_file": str(f)}
+
+
+def _inline_metainfo(ds: dict) -> dict:
+    names = [str(n) for n in ds["keypoint_names"]]
+    flip = list(range(len(names)))
+    for a, b in ds["flip_pairs"]:
+        flip[int(a)], flip[int(b)] = int(b), int(a)
+    return {"keypoint_names": names, "flip_indices": flip,
+            "skeleton_links": [[int(a), int(b)] for a, b in ds["skeleton"]], "sigmas": [float(s) for s in ds["sigmas"]]}
 
 
 def dataset_sigmas(cfg) -> np.ndarray | None:
@@ -49,8 +76,8 @@ def metric_options(cfg) -> dict:
     """CocoMetric's scoring options, with the config's val_evaluator overrides."""
     from mmengine.config import Config
 
-    mm = Config.fromfile(str(cfg.mmpose_config))
-    ev = mm.get("val_evaluator", {}) or {}
+    ev = cfg.evaluator if cfg.mmpose_config is None else (Config.fromfile(str(cfg.mmpose_config))
+                                                          .get("val_evaluator", {}) or {})
     return {k: ev.get(k, v) for k, v in METRIC_DEFAULTS.items()}
 
 
