@@ -171,3 +171,13 @@ def test_the_dataset_gives_keypoints_flip_pairs_and_sigmas(tmp_path):
     assert len(coco["keypoint_names"]) == 17 and coco["keypoint_names"][0] == "nose"
     with pytest.raises(BmposeError, match="dataset 'nosuchset'"):
         dataset_metainfo(load(tmp_path, dataset="nosuchset"))
+
+
+def test_the_nntc_bundles_opset12_comes_through_the_same_door(tmp_path):
+    heatmap_net(tmp_path / "net.onnx")
+    cfg = load(tmp_path)
+    paths = ensure_onnx(cfg, batches=(1, 4), opset=12, verbose=False)
+    assert paths[4].parent == cfg.layout.onnx(12)
+    m = onnx.load(str(paths[4]))
+    assert next(o.version for o in m.opset_import if o.domain in ("", "ai.onnx")) == 12
+    assert json.loads((cfg.layout.onnx(12) / "manifest.json").read_text())["checks"]["net_b4.onnx"]["passed"]
