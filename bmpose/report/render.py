@@ -153,6 +153,11 @@ def _md_bmodels(table, data) -> list[str]:
     return [table(head, rows), "", SIM_NOTE, *(f"[{i}] {n}" for i, n in enumerate(notes, 1))]
 
 
+def _source(data) -> str:
+    """Where the network came from: an mmpose config, or an ONNX file (an `onnx:` deploy config)."""
+    return f"ONNX file `{data['onnx']}`" if data.get("onnx") else f"mmpose config `{data['mmpose_config']}`"
+
+
 def to_markdown(cfg, data) -> str:
     def table(head, rows):
         out = ["| " + " | ".join(map(str, head)) + " |", "|" + "---|" * len(head)]
@@ -161,7 +166,7 @@ def to_markdown(cfg, data) -> str:
 
     note = _checkpoint_note(data)
     parts = [f"# bmpose report: {cfg.name}", "", *(_md_verdict(table, data["verdict"]) if data.get("verdict") else []),
-             f"mmpose config `{data['mmpose_config']}`, input {data['input_size'][0]}x{data['input_size'][1]} "
+             f"{_source(data)}, input {data['input_size'][0]}x{data['input_size'][1]} "
              f"(w x h). {INTRO}", "",
              "## Bmodels", "", *([note, ""] if note else []),
              *(_md_bmodels(table, data) if data["bmodels"] else ["No bmodels built yet."]), ""]

@@ -114,7 +114,8 @@ def collect(cfg) -> dict:
         e["delta_AP"] = None if base is None or e["AP"] is None else e["AP"] - base
     study_path = cfg.layout.study() / "study.json"
     study = json.loads(study_path.read_text()) if study_path.is_file() else None
-    data = {"model": cfg.name, "mmpose_config": str(cfg.mmpose_config), "input_size": list(cfg.input_size),
+    data = {"model": cfg.name, "mmpose_config": str(cfg.mmpose_config) if cfg.mmpose_config else None,
+            "onnx": str(cfg.onnx) if cfg.onnx else None, "input_size": list(cfg.input_size),
             "bmodels": bmodels, "eval": evals, "study": study}
     data["verdict"] = verdict_mod.verdict(cfg, data)
     data["verdict"]["pictures"] = read_pictures(cfg)

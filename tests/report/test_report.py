@@ -325,3 +325,15 @@ def test_a_failed_build_is_judged_by_the_gate_it_was_held_to(cfg):
     (d / FAILED_OPTIONS).unlink()
     assert [(g["name"], g["pass"]) for g in verdict._row_of_failure(d, set())["gates"]] == [("deploy", True),
                                                                                           ("build", False)]
+
+
+def test_the_report_names_where_the_network_came_from(cfg, tmp_path):
+    """An mmpose config, or the ONNX file of an `onnx:` deploy config."""
+    import dataclasses
+
+    md = (report.ensure_report(cfg).parent / "report.md").read_text()
+    assert f"mmpose config `{cfg.mmpose_config.relative_to(config.ROOT)}`" in md   # the repository's own file
+    onnx_cfg = dataclasses.replace(cfg, mmpose_config=None, onnx=tmp_path / "net.onnx", dataset="coco")
+    index = report.ensure_report(onnx_cfg, force=True)
+    assert f"ONNX file `{tmp_path / 'net.onnx'}`" in (index.parent / "report.md").read_text()
+    assert f"ONNX file <code>{tmp_path / 'net.onnx'}</code>" in index.read_text()
