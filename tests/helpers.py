@@ -68,3 +68,13 @@ def assert_random_weight_gates_passed(cfg, bmodels: list[dict], heatmaps_shape: 
         assert m["checks"]["final"]["cosine"] >= m["checks"]["tolerance"][key] == cfg.tolerances[key]
         with np.load(b["dir"] / "compare.npz") as z:
             assert z["bmodel"].shape == heatmaps_shape
+
+
+def bmpose_ok(*args) -> str:
+    """`python -m bmpose ARGS` in a process of its own; it must succeed. -> its stdout."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "bmpose", *map(str, args)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout

@@ -17,8 +17,9 @@ import numpy as np
 
 from bmpose.config import mmpose_config_inputs
 from bmpose.errors import BmposeError
+from bmpose.convert.onnx_import import ensure_imported, planned_batches
 from bmpose.layout import ONNX_OPSET
-from bmpose.manifest import atomic_dir, locked, read_manifest, up_to_date, write_manifest
+from bmpose.manifest import atomic_dir, locked, up_to_date, write_manifest
 from bmpose.weights.checkpoint import build_model, resolve_checkpoint
 
 OPSET = ONNX_OPSET   # another opset (NNTC's bmneto reads 12) is its own build beside it
@@ -100,16 +101,11 @@ def parity(net, path: Path, inputs: np.ndarray) -> dict:
 
 def ensure_onnx(cfg, checkpoint=None, batches=(1, 4), dynamic: bool = False, force: bool = False,
                 verbose: bool = True, opset: int = OPSET) -> dict:
-    """Build (or reuse) the ONNX files; return {batch: path} (key None for the dynamic file).
-
-    The onnx dir holds one build: asking for a batch it lacks rebuilds it with the union of the old and new
-    batches, so files another stage relies on do not disappear.
-    """
+    """Build (or reuse) the ONNX files; return {batch: path} (key None for the dynamic file). Which batches
+    the folder holds: onnx_import.planned_batches."""
     from bmpose.weights.fixture import realistic_inputs
 
     if cfg.onnx is not None:   # an `onnx:` config: its file is imported, not exported
-        from bmpose.convert.onnx_import import ensure_imported
-
         if checkpoint not in (None, cfg.checkpoint):
             raise BmposeError(f"{cfg.path}: an onnx: config has no checkpoint to choose (its weights are in "
                               f"{cfg.onnx}); drop --checkpoint")
@@ -119,12 +115,9 @@ def ensure_onnx(cfg, checkpoint=None, batches=(1, 4), dynamic: bool = False, for
     inputs = {"checkpoint": ckpt, **mmpose_config_inputs(cfg.mmpose_config)}
     tol = float(cfg.tolerances["onnx_max_abs"])
     with locked(out_dir):
-        prev = (read_manifest(out_dir) or {}).get("options", {})
-        want = sorted({int(b) for b in batches} | set(prev.get("batches", [])))
-        dyn = bool(dynamic or prev.get("dynamic", False))
+        want, dyn, targets = planned_batches(out_dir, batches, dynamic)
         options = {"batches": want, "dynamic": dyn, "opset": opset, "exporter": "torchscript (dynamo=False)",
                    "parity_seed": PARITY_SEED, "onnx_max_abs": tol, "config": cfg.summary()}
-        targets = [int(b) for b in batches] + ([None] if dynamic else [])
         result = {b: cfg.layout.onnx_file(b, opset) for b in targets}
         if not force and up_to_date(out_dir, inputs, options):
             if verbose:

@@ -150,6 +150,17 @@ def parity(original, written: Path, x: np.ndarray) -> dict:
         float(ref.min()), float(ref.max())]}
 
 
+def planned_batches(out_dir: Path, batches, dynamic: bool) -> tuple[list[int], bool, list]:
+    """The onnx/ folder holds one build: asking for a batch it lacks rebuilds it with the union of the old and
+    new batches, so files another stage relies on do not disappear. -> (batches to write, dynamic file too?,
+    the asked files' batch keys, None for the dynamic one)."""
+    from bmpose.manifest import read_manifest
+
+    prev = (read_manifest(out_dir) or {}).get("options", {})
+    want = sorted({int(b) for b in batches} | set(prev.get("batches", [])))
+    return want, bool(dynamic or prev.get("dynamic", False)), [int(b) for b in batches] + ([None] if dynamic else [])
+
+
 def ensure_imported(cfg, batches=(1, 4), dynamic: bool = False, force: bool = False, verbose: bool = True,
                     opset: int = 13) -> dict:
     """The config's ONNX file as the onnx/ build every later stage reads; -> {batch: path} (None: dynamic)."""
@@ -162,14 +173,10 @@ def ensure_imported(cfg, batches=(1, 4), dynamic: bool = False, force: bool = Fa
     out_dir = cfg.layout.onnx(opset)
     tol = float(cfg.tolerances["onnx_max_abs"])
     with locked(out_dir):
-        from bmpose.manifest import read_manifest
-
-        prev = (read_manifest(out_dir) or {}).get("options", {})
-        want = sorted({int(b) for b in batches} | set(prev.get("batches", [])))
-        dyn = bool(dynamic or prev.get("dynamic", False))
+        want, dyn, targets = planned_batches(out_dir, batches, dynamic)
         options = {"batches": want, "dynamic": dyn, "opset": opset, "importer": "bmpose onnx_import v1",
                    "parity_seed": PARITY_SEED, "onnx_max_abs": tol, "config": cfg.summary()}
-        result = {b: cfg.layout.onnx_file(b, opset) for b in [int(b) for b in batches] + ([None] if dynamic else [])}
+        result = {b: cfg.layout.onnx_file(b, opset) for b in targets}
         if not force and up_to_date(out_dir, {"onnx": src}, options):
             if verbose:
                 print(f"import: {out_dir} is up to date (skipped)")

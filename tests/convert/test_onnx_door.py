@@ -15,18 +15,12 @@ import pytest
 
 from bmpose import config
 from bmpose.layout import list_bmodels
-from helpers import SAIL_STANDIN
+from helpers import SAIL_STANDIN, bmpose_ok
 from test_onnx_import import CODEC, PRE, heatmap_net, write_yaml
 
 pytestmark = pytest.mark.slow
 CHIPS = ("bm1684", "bm1684x")
 BGR = {**PRE, "mean": PRE["mean"][::-1], "std": PRE["std"][::-1], "bgr_to_rgb": False}
-
-
-def _bmpose(*args):
-    out = subprocess.run([sys.executable, "-m", "bmpose", *map(str, args)], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return out.stdout
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +35,7 @@ def nets(tmp_path_factory):
             heatmap_net(d / "net.onnx", opset=13, batch=None, spatial=False)
         yml = write_yaml(d, chips=list(CHIPS), batches=[1], data_preprocessor=PRE if kind == "rgb" else BGR,
                          calibration={"num": 8})
-        _bmpose("build", "--precision", "int8", "--model", yml, "--artifacts-dir", d / "artifacts", "--no-report")
+        bmpose_ok("build", "--precision", "int8", "--model", yml, "--artifacts-dir", d / "artifacts", "--no-report")
         out[kind] = config.load(yml, artifacts=d / "artifacts")
     return out
 
@@ -69,19 +63,19 @@ def test_the_bgr_network_is_fed_bgr(nets):
 def test_eval_and_infer_run_on_an_onnx_config(nets, tmp_path):
     cfg = nets["bgr"]
     model = ["--model", cfg.path, "--artifacts-dir", cfg.root]
-    _bmpose("eval", *model)
+    bmpose_ok("eval", *model)
     rows = {p.stem: json.loads(p.read_text()) for p in cfg.layout.eval().glob("*.json") if p.stem != "manifest"}
     assert set(rows) == {"onnx_fp32", "bm1684_int8_b1", "bm1684x_int8_b1"}
     assert all(r["persons"] > 0 and 0 <= r["AP"] <= 1 for r in rows.values())
     b = next(b for b in list_bmodels(cfg) if b["chip"] == "bm1684x")
-    _bmpose("infer", *model, "--backend", "mlir", b["tpu_mlir"], "--out", tmp_path / "vis")
+    bmpose_ok("infer", *model, "--backend", "mlir", b["tpu_mlir"], "--out", tmp_path / "vis")
     results = json.loads((tmp_path / "vis" / "results.json").read_text())
     assert results and all(len(r["keypoints"]) == 17 * 3 for r in results)
 
 
 def test_deploy_bundle_of_an_onnx_config_runs_on_the_standin(nets, tmp_path):
     cfg = nets["rgb"]
-    _bmpose("deploy", "--model", cfg.path, "--artifacts-dir", cfg.root, "--precisions", "int8", "--batches", "1",
+    bmpose_ok("deploy", "--model", cfg.path, "--artifacts-dir", cfg.root, "--precisions", "int8", "--batches", "1",
             "--chips", "bm1684x", "--num", "8")
     with tarfile.open(cfg.layout.bundle("bm1684x").with_suffix(".tar.gz")) as tar:
         tar.extractall(tmp_path)

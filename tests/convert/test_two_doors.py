@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 
 import pytest
 import yaml
@@ -16,32 +14,27 @@ import yaml
 from bmpose import config
 from bmpose.layout import list_bmodels
 from bmpose.manifest import read_manifest, sha256_file
+from helpers import bmpose_ok
 
 pytestmark = pytest.mark.slow
 SMALL = "hrnet_small_128x96"
 BUILD = ["--precision", "int8", "--chips", "bm1684x", "--batches", "1", "--num", "8", "--no-report"]
 
 
-def _bmpose(*args):
-    out = subprocess.run([sys.executable, "-m", "bmpose", *map(str, args)], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return out.stdout
-
-
 @pytest.fixture(scope="module")
 def doors(tmp_path_factory):
     root = tmp_path_factory.mktemp("two_doors")
     mm = config.load(SMALL, artifacts=root / "mmpose_door")
-    _bmpose("build", "--model", SMALL, "--artifacts-dir", mm.root, *BUILD)
+    bmpose_ok("build", "--model", SMALL, "--artifacts-dir", mm.root, *BUILD)
     shutil.copyfile(mm.layout.onnx_file(1), root / "small.onnx")
     doc = {"name": SMALL, "onnx": "small.onnx", "codec": mm.codec,
            "data_preprocessor": {"mean": list(mm.mean), "std": list(mm.std), "bgr_to_rgb": mm.bgr_to_rgb},
            "test_cfg": {"flip_test": mm.flip_test, "shift_heatmap": mm.shift_heatmap}, "dataset": "coco"}
     (root / "small_onnx.yaml").write_text(yaml.safe_dump(doc))
     ox = config.load(root / "small_onnx.yaml", artifacts=root / "onnx_door")
-    _bmpose("build", "--model", ox.path, "--artifacts-dir", ox.root, *BUILD)
+    bmpose_ok("build", "--model", ox.path, "--artifacts-dir", ox.root, *BUILD)
     for cfg in (mm, ox):
-        _bmpose("eval", "--model", cfg.path, "--artifacts-dir", cfg.root)
+        bmpose_ok("eval", "--model", cfg.path, "--artifacts-dir", cfg.root)
     return mm, ox
 
 
