@@ -32,6 +32,14 @@ def coco_mini() -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="session")
+def coco_train() -> tuple[Path, Path]:
+    """(annotation json, image folder) of the bundled COCO train2017 subset, the default calibration set
+    (28 images, 86 persons with keypoints; never evaluated on)."""
+    d = DATA / "coco_train_mini"
+    return d / "person_keypoints_train2017_subset.json", d / "images"
+
+
+@pytest.fixture(scope="session")
 def mmpose_coco() -> Path:
     """mmpose's own COCO test data: 4 images, test_coco.json, detector boxes, reference predictions."""
     return DATA / "mmpose_coco"

@@ -7,9 +7,9 @@ import os
 import time
 from pathlib import Path
 
-from bmpose import config as config_mod
 from bmpose import manifest
-from bmpose.calib.select import DEFAULT_MIN_BOX, DEFAULT_MIN_KEYPOINTS, _coco_jobs, _dir_jobs, parse_spec
+from bmpose.calib.select import (DEFAULT_MIN_BOX, DEFAULT_MIN_KEYPOINTS, _coco_jobs, _dir_jobs, default_coco,
+                                 parse_spec)
 from bmpose.calib.sheet import SHEET_NAME, write_contact_sheet
 from bmpose.calib.store import (FORMAT_VERSION, LMDB_NAME, build_lmdb, check_lmdb, preprocess_facts,
                                  read_meta)
@@ -35,9 +35,9 @@ def ensure_calib(cfg, spec: str = "coco", *, coco_ann=None, coco_img=None, num: 
         min_keypoints = int(min_keypoints if min_keypoints is not None
                             else calcfg.get("min_keypoints", DEFAULT_MIN_KEYPOINTS))
         min_box = float(min_box if min_box is not None else calcfg.get("min_box", DEFAULT_MIN_BOX))
-        ann = Path(coco_ann or config_mod.DATA_DIR / "coco_val_mini" / "person_keypoints_val2017_subset.json")
-        img = Path(coco_img or (config_mod.DATA_DIR / "coco_val_mini" / "images" if coco_ann is None
-                                else Path(ann).parent))
+        ann_default, img_default = default_coco()
+        ann = Path(coco_ann or ann_default)
+        img = Path(coco_img or (img_default if coco_ann is None else Path(ann).parent))
         jobs, info, source_json, files = _coco_jobs(ann, img, num, seed, min_keypoints, min_box)
         selection = {"num": num, "seed": seed, "min_keypoints": min_keypoints, "min_box": min_box,
                      "balanced": "round-robin over images"}

@@ -17,6 +17,17 @@ DEFAULT_MIN_KEYPOINTS = 4
 
 DEFAULT_MIN_BOX = 32.0
 
+# `--calib coco` without --coco-ann: COCO train2017 persons, so that no bundled evaluation set (val2017) is
+# ever scored by a model calibrated on it (bmpose.calib.provenance checks that at evaluation).
+TRAIN_MINI = ("coco_train_mini/person_keypoints_train2017_subset.json", "coco_train_mini/images")
+
+
+def default_coco() -> tuple[Path, Path]:
+    """The bundled calibration persons: (annotation json, image folder)."""
+    from bmpose.config import DATA_DIR
+
+    return DATA_DIR / TRAIN_MINI[0], DATA_DIR / TRAIN_MINI[1]
+
 
 class CalibWarning(UserWarning):
     pass

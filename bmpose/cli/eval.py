@@ -22,7 +22,7 @@ def parse_args(argv):
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     add_model(p)
     p.add_argument("--checkpoint", default=None)
-    p.add_argument("--coco-ann", default=None, help="annotation json (default: bundled coco_val_mini)")
+    p.add_argument("--coco-ann", default=None, help="annotation json (default: the bundled COCO val2017 sample, coco_val_mini)")
     p.add_argument("--coco-img", default=None, help="image folder of --coco-ann")
     p.add_argument("--boxes", default="gt", help="gt | dets:JSON (person boxes)")
     p.add_argument("--artifacts", nargs="*", default=None,
@@ -34,6 +34,8 @@ def parse_args(argv):
                         "the whole set (default), or the bmodel itself on the cmodel on --subset persons")
     p.add_argument("--flip", action="store_true", help="flip test")
     p.add_argument("--force", action="store_true", help="re-run even when the recorded result is up to date")
+    p.add_argument("--allow-calib-overlap", action="store_true",
+                   help="score an INT8 bmodel on images that calibrated it (refused otherwise; marked in the result)")
     return p.parse_args(argv)
 
 

@@ -60,11 +60,13 @@ def deploy_options(cfg, chip: str, precision: str, batch: int, *, method: str | 
 
 def ensure_bmodel(cfg, chip: str, precision: str, batch: int, *, mlir: Path, options: dict,
                   cali_table: Path | None = None, user_qtables=(), searched: Path | None = None,
-                  out: Path | None = None, auto_tail: bool = True) -> tuple[Path, bool]:
+                  out: Path | None = None, auto_tail: bool = True,
+                  calibration: dict | None = None) -> tuple[Path, bool]:
     """model_deploy (with TPU-MLIR's own validation), per-layer compare, tolerance gate. -> (dir, built?)
 
     `out` builds elsewhere than the default bmodel dir and `auto_tail=False` leaves out the automatic FP32
-    tail (both for the calibration study); put whatever distinguishes the build in `options`."""
+    tail (both for the calibration study); put whatever distinguishes the build in `options`. `calibration`
+    (bmpose.calib.provenance.describe) is recorded for INT8: evaluation checks its images against its own."""
     check_chip_precision(chip, precision)
     out = Path(out) if out else cfg.layout.bmodel(chip, precision, batch)
     files = transform_files(cfg)
@@ -81,12 +83,12 @@ def ensure_bmodel(cfg, chip: str, precision: str, batch: int, *, mlir: Path, opt
             return out, False
         with build(out) as tmp:
             _deploy(cfg, chip, precision, batch, tmp, mlir, files, inputs, options, cali_table, user_qtables,
-                    searched, auto_tail)
+                    searched, auto_tail, calibration if precision == "int8" else None)
     return out, True
 
 
 def _deploy(cfg, chip, precision, batch, tmp: Path, mlir: Path, files, inputs, options, cali_table,
-            user_qtables, searched, auto_tail: bool = True) -> None:
+            user_qtables, searched, auto_tail: bool = True, calibration: dict | None = None) -> None:
     for key in ("mlir", "weights", "input", "top_outputs"):
         link(mlir / files[key], tmp)
     # A failed build keeps no manifest: this says which gate it was held to (the report's verdict reads it);
@@ -129,7 +131,7 @@ def _deploy(cfg, chip, precision, batch, tmp: Path, mlir: Path, files, inputs, o
                    extra={"tpu_mlir": tpu_mlir.name, "tpu_weights": tpu_weights, "output": out_name,
                           "input": files["input"], "size_bytes": (tmp / name).stat().st_size,
                           "build_seconds": round(seconds, 1), "fp32_layers": fp32_layers,
-                          "qtable_origin": origin})
+                          "qtable_origin": origin, "calibration": calibration})
 
 
 def _deploy_args(tmp: Path, mlir: Path, files, chip, precision, name, options, cali_table, user_qtables,

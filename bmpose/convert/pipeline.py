@@ -68,11 +68,13 @@ class Pipeline:
                auto_tail: bool = True) -> tuple[Path, bool]:
         """A bmodel built (or reused) from this batch's top MLIR; `options` (bmodel_build.deploy_options) say
         what it is. -> (its folder, built now?)"""
+        from bmpose.calib.provenance import describe
         from bmpose.convert import bmodel_build
 
+        calibration = describe(self.lmdb()) if precision == "int8" else None
         return bmodel_build.ensure_bmodel(self.cfg, chip, precision, batch, mlir=self.mlir(batch), options=options,
                                           cali_table=cali_table, user_qtables=user_qtables, searched=searched,
-                                          out=out, auto_tail=auto_tail)
+                                          out=out, auto_tail=auto_tail, calibration=calibration)
 
     def num_used(self) -> int:
         """The calibration count that names the table's folder (cali_table/<method>_n<num>)."""

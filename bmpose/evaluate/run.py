@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from bmpose import procs
+from bmpose.calib import provenance
 from bmpose.evaluate import coco as evaluate
 from bmpose.runtime import boxes as boxes_mod
 from bmpose.runtime import predict as infer
@@ -54,6 +55,7 @@ def run_eval(args, cfg) -> int:
     ann, img, boxes = _boxes(args, cfg)
     onnx = ensure_onnx(cfg, args.checkpoint, batches=(4,), verbose=False)[4]
     artifacts = _artifacts(cfg, args, onnx)
+    _check_calibration(args, artifacts, boxes)
     artifacts = _other_cmodel_chips_in_children(cfg, args, artifacts, ann, img)
     ctx = {"ann": ann, "boxes": boxes, "onnx": onnx, "flip": bool(args.flip), "sigmas": dataset_sigmas(cfg),
            "options": metric_options(cfg), "onnx_cache": {}}
@@ -93,7 +95,8 @@ def _artifacts(cfg, args, onnx: Path) -> list[dict]:
         mlir = args.bmodel_runtime == "mlir"
         artifacts.append({"label": b["dir"].name + ("" if mlir else "_cmodel"),
                           "path": b["tpu_mlir"] if mlir else b["path"], "kind": "mlir" if mlir else "cmodel",
-                          "chip": b["chip"], "precision": b["precision"], "batch": b["batch"], "bmodel": b["path"]})
+                          "chip": b["chip"], "precision": b["precision"], "batch": b["batch"], "bmodel": b["path"],
+                          "calibration": b["manifest"].get("calibration")})
     if args.artifacts:
         unknown = set(args.artifacts) - {a["label"] for a in artifacts}
         if unknown:
@@ -101,6 +104,31 @@ def _artifacts(cfg, args, onnx: Path) -> list[dict]:
                               f"{', '.join(a['label'] for a in artifacts)})")
         artifacts = [a for a in artifacts if a["label"] in args.artifacts]
     return artifacts
+
+
+def _check_calibration(args, artifacts: list[dict], boxes: list) -> None:
+    """An INT8 build is not scored on the images that calibrated it (its AP would flatter it) unless
+    --allow-calib-overlap says so; then its result says how many. Sets each INT8 artifact's `calibration`
+    to {"set", "seen": evaluation images it was calibrated on, None when unknown}."""
+    files = sorted({Path(b.file) for b in boxes})
+    for a in artifacts:
+        if a["precision"] != "int8":
+            continue
+        record = a.get("calibration")
+        hit = provenance.seen(record, files)
+        a["calibration"] = {"set": record["set"] if record else None,
+                            "seen": None if hit is None else [provenance.short(f) for f in hit]}
+        if not hit:
+            continue
+        names = ", ".join(f.name for f in hit[:3]) + (", ..." if len(hit) > 3 else "")
+        what = (f"{a['bmodel']}: {len(hit)} of the {len(files)} evaluation images also calibrated it "
+                f"({record['set']}: {names})")
+        if not args.allow_calib_overlap:
+            raise BmposeError(f"{what}: its INT8 AP would be measured on its own calibration set; evaluate on "
+                              f"other images, calibrate on other persons, or pass --allow-calib-overlap to score "
+                              f"it anyway (marked in the result and the report)")
+        print(f"eval: warning: {what}; scored anyway (--allow-calib-overlap), marked in the result",
+              file=sys.stderr)
 
 
 def _other_cmodel_chips_in_children(cfg, args, artifacts: list[dict], ann: Path, img: Path) -> list[dict]:
@@ -112,7 +140,8 @@ def _other_cmodel_chips_in_children(cfg, args, artifacts: list[dict], ann: Path,
         cmd = [sys.executable, "-m", "bmpose", "eval", "--model", str(cfg.path), "--artifacts-dir", str(cfg.root),
                "--bmodel-runtime", "cmodel", "--boxes", args.boxes, "--subset", str(args.subset or DEFAULT_SUBSET),
                "--coco-ann", str(ann), "--coco-img", str(img), "--artifacts", *labels] + \
-            (["--flip"] if args.flip else []) + (["--force"] if args.force else [])
+            (["--flip"] if args.flip else []) + (["--force"] if args.force else []) + \
+            (["--allow-calib-overlap"] if args.allow_calib_overlap else [])
         # stopped with this process on an interrupt, which it then leaves to this one to report
         if procs.run(cmd, env={**os.environ, "BMPOSE_NESTED": "1"}) != 0:
             raise BmposeError(f"eval of {', '.join(labels)} ({chip} cmodel) failed (see above)")
@@ -129,7 +158,7 @@ def _eval_one(cfg, args, a: dict, ctx: dict, dest: Path) -> dict:
               **({"detections": Path(args.boxes[5:])} if args.boxes.startswith("dets:") else {})}
     opts = json.loads(json.dumps({"flip": ctx["flip"], "boxes": args.boxes, "backend": a["kind"],
                                   "persons": len(todo), "subset": subset, "metric": ctx["options"],
-                                  "config": cfg.summary()}, default=str))
+                                  "config": cfg.summary(), "calibration": a.get("calibration")}, default=str))
     old = json.loads(dest.read_text()) if dest.is_file() else None
     want_inputs = {k: v["sha256"] for k, v in hash_inputs(inputs).items()}
     if (not args.force and old and old.get("inputs") == want_inputs and old.get("options") == opts
@@ -148,7 +177,8 @@ def _eval_one(cfg, args, a: dict, ctx: dict, dest: Path) -> dict:
            "chip": a["chip"], "precision": a["precision"], "batch": a["batch"], **stats,
            "subset": (f"first {len(stats['image_ids'])} images ({stats['persons']} persons) of {ctx['ann'].name}"
                       if subset else f"all of {ctx['ann'].name}"),
-           "onnx_AP_same_persons": cache[key]["AP"], "inputs": want_inputs, "options": opts,
+           "onnx_AP_same_persons": cache[key]["AP"], "eval_set": provenance.short(ctx["ann"]),
+           "calibration": a.get("calibration"), "inputs": want_inputs, "options": opts,
            "tools": tool_versions()}
     with atomic_file(dest) as tmp:
         tmp.write_text(json.dumps(row, indent=2) + "\n")

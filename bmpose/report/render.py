@@ -109,10 +109,29 @@ def _checkpoint_note(data) -> str:
     return ""
 
 
+def sets_line(data, code=lambda s: f"`{s}`") -> str:
+    """Which persons calibrated the INT8 bmodels and which the evaluation scored; a loud line for any INT8
+    result scored on its own calibration images (bmpose eval --allow-calib-overlap)."""
+    cal = sorted({f"{code(c['set'])} ({c['crops']} crops)" for c in (b.get("calibration") for b in data["bmodels"])
+                  if c and c.get("set")})
+    ev = sorted({code(e["eval_set"]) for e in data["eval"] if e.get("eval_set")})
+    parts = ([f"INT8 calibrated on {', '.join(cal)}"] if cal else []) + ([f"evaluated on {', '.join(ev)}"] if ev
+                                                                        else [])
+    text = "; ".join(parts) + "." if parts else ""
+    for e in data["eval"]:
+        seen = (e.get("calibration") or {}).get("seen")
+        if seen:
+            text += (f" Warning: {e['label']} was scored on {len(seen)} images that also calibrated it "
+                     f"(--allow-calib-overlap): its AP flatters it.")
+    return text.strip()
+
+
 def _eval_rows(data):
     # "run on": the mlir backend scores a bmodel through its deployed tpu.mlir (equal to the cmodel run).
     head = ["label", "artifact", "run on", "persons", *EVAL_KEYS, "delta AP vs ONNX FP32 (same persons)"]
-    rows = [[e["label"], Path(e["artifact"]).name, e.get("backend", ""),
+    rows = [[e["label"] + (f" (scored on {len(e['calibration']['seen'])} of its calibration images)"
+                           if (e.get("calibration") or {}).get("seen") else ""),
+             Path(e["artifact"]).name, e.get("backend", ""),
              f"{e.get('persons')} ({e.get('subset')})" if e.get("subset") else e.get("persons", ""),
              *(_fmt(e[k], 4) for k in EVAL_KEYS), _fmt(e["delta_AP"], 4)]
             for e in data["eval"]]
@@ -167,7 +186,7 @@ def to_markdown(cfg, data) -> str:
     note = _checkpoint_note(data)
     parts = [f"# bmpose report: {cfg.name}", "", *(_md_verdict(table, data["verdict"]) if data.get("verdict") else []),
              f"{_source(data)}, input {data['input_size'][0]}x{data['input_size'][1]} "
-             f"(w x h). {INTRO}", "",
+             f"(w x h). {INTRO}", "", *([sets_line(data), ""] if sets_line(data) else []),
              "## Bmodels", "", *([note, ""] if note else []),
              *(_md_bmodels(table, data) if data["bmodels"] else ["No bmodels built yet."]), ""]
     for b in data["bmodels"]:
@@ -201,6 +220,7 @@ def to_html(cfg, data) -> str:
     st = _study_table(data["study"]) if data["study"] is not None else None
     return env.get_template("index.html.j2").render(
         model=cfg.name, data=data, intro=INTRO, checkpoint_note=_checkpoint_note(data),
+        sets=sets_line(data, code=str),
         verdict=verdict and {**verdict, "rows": _verdict_rows(verdict),
                              "pictures": [{**p, "caption": c} for p, c in zip(verdict["pictures"],
                                                                               _picture_captions(verdict["pictures"]))]},

@@ -93,6 +93,8 @@ def collect(cfg) -> dict:
             "layer_min_cos": m["checks"].get("tpu_mlir_vs_top_min_cos"), "checkpoint": m["options"].get("checkpoint"),
             "tpu_layer_tolerance": m["options"].get("tpu_layer_tolerance"), "tpu_weights": m.get("tpu_weights"),
             "hashes": {k: m.get("outputs", {}).get(m.get(k) or "") for k in ("tpu_mlir", "tpu_weights")},
+            "calibration": {k: (m.get("calibration") or {}).get(k) for k in ("set", "crops")}
+            if m.get("calibration") else None,
             **_device_time(m),
         })
     evals = []
@@ -105,7 +107,9 @@ def collect(cfg) -> dict:
         if stats:
             evals.append({"label": obj.get("label", p.stem), "artifact": obj.get("artifact", obj.get("backend", "")),
                           "backend": obj.get("backend", ""), "persons": obj.get("persons"),
-                          "subset": obj.get("subset", ""), **stats, "_onnx_same": obj.get("onnx_AP_same_persons")})
+                          "subset": obj.get("subset", ""), "eval_set": obj.get("eval_set"),
+                          "calibration": obj.get("calibration"), **stats,
+                          "_onnx_same": obj.get("onnx_AP_same_persons")})
     ref = next((e for e in evals if "onnx" in str(e["label"]).lower()), None)
     for e in evals:
         # Against ONNX on the same persons when the eval recorded it (a cmodel run may score a subset).

@@ -38,10 +38,11 @@ def mini_copy(tmp_path, coco_mini):
     return tmp_path / "ann.json", tmp_path / "images"
 
 
-def test_lmdb_contents(cfg, built, coco_mini):
-    ann, _ = coco_mini
+def test_lmdb_contents(cfg, built, coco_train):
+    """The default set: the bundled COCO train2017 persons (never the val persons the evaluation scores)."""
+    ann, _ = coco_train
     meta = store.read_meta(built)
-    coco = cocodata.load_coco_keypoints(*coco_mini)
+    coco = cocodata.load_coco_keypoints(*coco_train)
     eligible = cocodata.eligible_persons(coco, select.DEFAULT_MIN_KEYPOINTS, select.DEFAULT_MIN_BOX)
     assert meta["version"] == store.FORMAT_VERSION and meta["count"] == len(eligible) > 20
     assert meta["preprocess"]["input_size"] == [96, 128] and meta["preprocess"]["mean"] == list(cfg.mean)
@@ -64,8 +65,8 @@ def test_lmdb_contents(cfg, built, coco_mini):
     assert picture is not None and picture.shape[1] >= 1024 and picture.std() > 20
 
 
-def test_calib_crop_is_byte_identical_to_inference_crop(cfg, built, coco_mini):
-    persons = {p.ann_id: p for p in cocodata.load_coco_keypoints(*coco_mini).persons()}
+def test_calib_crop_is_byte_identical_to_inference_crop(cfg, built, coco_train):
+    persons = {p.ann_id: p for p in cocodata.load_coco_keypoints(*coco_train).persons()}
     for r in store.iter_records(built):
         p = persons[r.ann_id]
         c = crop_person(read_image(p.file), p.bbox_xyxy, cfg.input_size, cfg.padding, xyxy=True)
