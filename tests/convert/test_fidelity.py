@@ -3,9 +3,10 @@ training persons (tests/data/person_keypoints_bundled.json, ground-truth boxes, 
 
 - ONNX FP32 AP equals the AP of mmpose's own `inference_topdown` (PyTorch, mmpose's preprocessing and decode);
 - the FP32 bmodel's AP (its deployed tpu.mlir on the mlir backend) equals ONNX's, per chip;
-- the INT8 bmodel (default calibration and FP32 tail, batch 1) costs at most INT8_MAX_OKS_DROP of per-person OKS
-  against ONNX on the jittered evaluation set (bmpose.evaluate.paired: 51 persons x 8 seeded boxes, the upper
-  end of the 95% paired bootstrap interval), per chip; its COCO AP drop is bounded loosely (INT8_MAX_AP_DROP).
+- the INT8 bmodel (default calibration on the bundled train2017 persons, FP32 tail, batch 1) costs at most
+  INT8_MAX_OKS_DROP of per-person OKS against ONNX on the jittered evaluation set (bmpose.evaluate.paired:
+  51 persons x 8 seeded boxes, the upper end of the 95% paired bootstrap interval), per chip; its COCO AP drop
+  is bounded loosely (INT8_MAX_AP_DROP).
 
 The mlir backend stands for the bmodel: tests/runtime/test_backends.py proves it equal to the bmodel on the cmodel
 for INT8 (both chips, <= 1e-5); test_fp32_mlir_equals_cmodel here does the same for the FP32 bmodels on one
@@ -31,17 +32,18 @@ from bmpose.evaluate import sets
 pytestmark = pytest.mark.slow
 
 MODEL = "hrnet_small_128x96"
-# Measured with the defaults (kl, automatic FP32 tail) and TPU-MLIR's kernels pinned (bmpose.tpu_mlir.kernels: AVX2, 2 tool
-# threads): INT8 costs 0.0030 AP on bm1684 and 0.0012 on bm1684x, the same on an AVX-512 and an AVX2-capped run
-# (identical calibration tables). Unpinned, one AVX-512 machine measured 0.0072 on bm1684. The goal is 0.005.
-# The AP of 51 persons moves in steps of a few persons' OKS: a coarse sanity bound only (it was 0.0072 on one
-# unpinned AVX-512 machine, the case this bound must still let through to the OKS gate below).
-INT8_MAX_AP_DROP = {"bm1684": 0.01, "bm1684x": 0.01}
-# The gate: per-person OKS drop, upper end of its 95% interval. Measured (pinned kernels, any machine: the
-# builds are byte-identical): bm1684 +0.0019 [+0.0003, +0.0037], bm1684x +0.0014 [+0.0001, +0.0028]; over
-# calibration sets that each lack one crop (study/fragility) the upper end reached FRAGILITY_HI.
-# Gate = that worst case plus a margin of MARGIN.
-INT8_MAX_OKS_DROP = {"bm1684": 0.006, "bm1684x": 0.006}
+# Calibrated on the bundled COCO train2017 persons (tests/data/coco_train_mini, 71 crops), which the fixture has
+# never seen, and scored on its 51 memorised val persons: INT8 costs the memorising fixture far more than it
+# did when calibrated on those very persons (docs/calibration.md). Measured with the defaults (kl, automatic
+# FP32 tail, kernels pinned: byte-identical builds on any machine): AP drop 0.0570 (bm1684) and 0.0528
+# (bm1684x) from ONNX's 0.8280. The AP of 51 persons moves in steps of a few persons' OKS: a coarse sanity
+# bound only, the measured drop plus about 0.025.
+INT8_MAX_AP_DROP = {"bm1684": 0.08, "bm1684x": 0.08}
+# The gate: per-person OKS drop, upper end of its 95% interval. Measured: bm1684 +0.0283 [+0.0198, +0.0377],
+# bm1684x +0.0272 [+0.0188, +0.0367]; over calibration sets that each lack one crop (study --fragility) the
+# drop moved by up to 0.0052 and the upper end reached +0.0379. Gate = that worst case plus a margin of 0.0071
+# (more than the one-crop spread again: a kl threshold jump of the size once seen between CPUs).
+INT8_MAX_OKS_DROP = {"bm1684": 0.045, "bm1684x": 0.045}
 FP32_MAX_DIFF = 1e-3       # FP32 bmodel vs ONNX Runtime
 TORCH_MAX_DIFF = 1e-4      # ONNX Runtime vs PyTorch (mmpose inference_topdown)
 
@@ -91,6 +93,20 @@ def onnx_ap(fx) -> float:
     from bmpose.convert.export import ensure_onnx
 
     return backend_ap(fx, "onnx", ensure_onnx(fx["cfg"], batches=(1,), verbose=False)[1], kind="onnx")
+
+
+def test_default_int8_is_calibrated_on_persons_it_is_never_scored_on(fidelity):
+    """make int8's default set is the bundled train2017 persons; the build records it, the report says it."""
+    from bmpose.calib.provenance import seen
+    from bmpose.report.render import sets_line
+    from bmpose.report.report import collect
+
+    train = "tests/data/coco_train_mini/person_keypoints_train2017_subset.json"
+    for chip in ("bm1684", "bm1684x"):
+        cal = fidelity["bmodels"][(chip, "int8")]["manifest"]["calibration"]
+        assert cal["set"] == train and cal["crops"] == 71 and len(cal["images"]) == 26
+        assert seen(cal, sorted({b.file for b in fidelity["boxes"]})) == []
+    assert f"INT8 calibrated on `{train}` (71 crops)" in sets_line(collect(fidelity["cfg"]))
 
 
 def test_onnx_ap_equals_pytorch(fidelity):
