@@ -1,0 +1,124 @@
+"""A person detector's deploy config (`configs/detectors/<name>.yaml`, or a yaml anywhere): an ONNX file, how
+its exporter wants the frame (letterbox, colour order, scale/mean/std) and how to decode its output.
+
+  onnx: yolox_nano_416/yolox_nano_416x416.onnx   # relative to this yaml, or absolute
+  input_size: [416, 416]                         # [width, height]
+  letterbox: {align: topleft, pad_value: 114}    # topleft (YOLOX's demo) or center (YOLOv5/YOLOv8)
+  preprocess: {bgr_to_rgb: false, scale: 1.0, mean: null, std: null}   # x * scale, then (x - mean) / std
+  decoder: yolox                                 # yolox | yolov5 | yolov8 (bmpose.pose.detect)
+  strides: [8, 16, 32]                           # yolox only
+  classes: [0]                                   # the output's person class(es)
+  score_thr: 0.3                                 # pictures and video
+  nms_iou: 0.65
+  eval_score_thr: 0.01                           # evaluation keeps low-score boxes (AP rewards them)
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from bmpose.config import CONFIG_DIR, artifacts_root
+from bmpose.errors import BmposeError
+from bmpose.pose.detect import DECODERS
+
+DETECTOR_DIR = CONFIG_DIR / "detectors"
+DEFAULT_DETECTOR = "yolox_nano_416"
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    name: str
+    path: Path
+    onnx: Path
+    input_size: tuple[int, int]          # (w, h)
+    center: bool = False
+    pad_value: int = 114
+    bgr_to_rgb: bool = False
+    scale: float = 1.0
+    mean: tuple | None = None
+    std: tuple | None = None
+    decoder: str = "yolox"
+    strides: tuple[int, ...] = (8, 16, 32)
+    classes: tuple[int, ...] = (0,)
+    score_thr: float = 0.3
+    nms_iou: float = 0.65
+    eval_score_thr: float = 0.01
+    root: Path = field(default_factory=artifacts_root)
+
+    @property
+    def artifacts(self) -> Path:
+        return self.root / self.name
+
+    def summary(self) -> dict:
+        return {"name": self.name, "onnx": str(self.onnx), "input_size": list(self.input_size),
+                "center": self.center, "pad_value": self.pad_value, "bgr_to_rgb": self.bgr_to_rgb,
+                "scale": self.scale, "mean": self.mean, "std": self.std, "decoder": self.decoder,
+                "strides": list(self.strides), "classes": list(self.classes)}
+
+
+def list_detectors() -> list[str]:
+    return sorted(p.stem for p in DETECTOR_DIR.glob("*.yaml"))
+
+
+def _path(ref: str) -> Path:
+    p = Path(ref).expanduser()
+    if p.suffix in (".yaml", ".yml"):
+        return p
+    return DETECTOR_DIR / f"{ref}.yaml"
+
+
+def _triple(value, key: str, path: Path):
+    if value is None:
+        return None
+    if not (isinstance(value, (list, tuple)) and len(value) == 3 and all(isinstance(v, (int, float)) for v in value)):
+        raise BmposeError(f"{path}: preprocess {key} must be three numbers (one per channel), got {value!r}")
+    return tuple(float(v) for v in value)
+
+
+def _number(raw: dict, key: str, default: float, path: Path, lo: float = 0.0, hi: float = 1.0) -> float:
+    v = raw.get(key, default)
+    if not isinstance(v, (int, float)) or not lo <= v <= hi:
+        raise BmposeError(f"{path}: {key} must be a number in [{lo:g}, {hi:g}], got {v!r}")
+    return float(v)
+
+
+def load_detector(ref: str | os.PathLike | None = None, artifacts: str | os.PathLike | None = None) -> DetectorConfig:
+    """A detector config by name (configs/detectors/<name>.yaml) or yaml path; one-line errors naming the file."""
+    path = _path(str(ref or DEFAULT_DETECTOR))
+    if not path.is_file():
+        raise BmposeError(f"{path}: no such detector config (bundled: {', '.join(list_detectors())})")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise BmposeError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(raw, dict) or "onnx" not in raw:
+        raise BmposeError(f"{path}: missing key 'onnx' (the detector's ONNX file)")
+    onnx = Path(str(raw["onnx"])).expanduser()
+    onnx = (onnx if onnx.is_absolute() else path.parent / onnx).resolve()
+    if not onnx.is_file():
+        raise BmposeError(f"{path}: onnx: {raw['onnx']}: no such file")
+    size = raw.get("input_size")
+    if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
+        raise BmposeError(f"{path}: input_size must be [width, height] in pixels, got {size!r}")
+    decoder = raw.get("decoder")
+    if decoder not in DECODERS:
+        raise BmposeError(f"{path}: decoder {decoder!r}: expected one of {', '.join(DECODERS)}")
+    box = raw.get("letterbox") or {}
+    pre = raw.get("preprocess") or {}
+    if box.get("align", "topleft") not in ("topleft", "center"):
+        raise BmposeError(f"{path}: letterbox align {box.get('align')!r}: expected topleft or center")
+    classes = raw.get("classes", [0])
+    if not (isinstance(classes, list) and classes and all(isinstance(c, int) and c >= 0 for c in classes)):
+        raise BmposeError(f"{path}: classes must be a list of class indices (person: 0 for COCO), got {classes!r}")
+    root = Path(artifacts).expanduser().absolute() if artifacts else artifacts_root()
+    return DetectorConfig(
+        name=raw.get("name", path.stem), path=path.resolve(), onnx=onnx, input_size=(size[0], size[1]),
+        center=box.get("align", "topleft") == "center", pad_value=int(box.get("pad_value", 114)),
+        bgr_to_rgb=bool(pre.get("bgr_to_rgb", False)), scale=float(pre.get("scale", 1.0)),
+        mean=_triple(pre.get("mean"), "mean", path), std=_triple(pre.get("std"), "std", path), decoder=decoder,
+        strides=tuple(int(s) for s in raw.get("strides", (8, 16, 32))), classes=tuple(classes),
+        score_thr=_number(raw, "score_thr", 0.3, path), nms_iou=_number(raw, "nms_iou", 0.65, path),
+        eval_score_thr=_number(raw, "eval_score_thr", 0.01, path), root=root)

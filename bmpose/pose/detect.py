@@ -1,0 +1,121 @@
+"""Person detection around a detector network, the part shared by host and device: letterbox a frame into the
+detector's input, decode its raw output (YOLOX, YOLOv5, YOLOv8 exports), class-wise NMS, and map the boxes back
+to the frame. numpy + cv2 only, Python 3.7+ (shipped to the device with the rest of pose/).
+
+Boxes are float32 [N, 4] xyxy in frame pixels; scores [N]; classes [N] int.
+"""
+from __future__ import annotations
+
+from collections import namedtuple
+
+import cv2
+import numpy as np
+
+from .errors import PoseError
+
+# where the resized frame sits on the canvas, and by how much it was scaled: what maps boxes back
+Letterbox = namedtuple("Letterbox", "canvas ratio pad")
+Detections = namedtuple("Detections", "boxes scores classes")
+
+DECODERS = ("yolox", "yolov5", "yolov8")
+
+
+def letterbox(frame: np.ndarray, size, pad_value: int = 114, center: bool = False) -> Letterbox:
+    """Resize `frame` (HxWx3 uint8) keeping its aspect ratio to fit `size` (w, h), on a canvas of pad_value.
+
+    center=False pastes it at the top-left (the official YOLOX export's demo), True centres it (YOLOv5/v8)."""
+    w, h = int(size[0]), int(size[1])
+    fh, fw = frame.shape[:2]
+    ratio = min(w / fw, h / fh)
+    nw, nh = max(1, int(round(fw * ratio))), max(1, int(round(fh * ratio)))
+    px, py = ((w - nw) // 2, (h - nh) // 2) if center else (0, 0)
+    canvas = np.full((h, w, 3), pad_value, dtype=np.uint8)
+    resized = frame if (nw, nh) == (fw, fh) else cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_LINEAR)
+    canvas[py:py + nh, px:px + nw] = resized
+    return Letterbox(canvas, ratio, (px, py))
+
+
+def detector_input(canvas: np.ndarray, *, bgr_to_rgb: bool = False, scale: float = 1.0, mean=None,
+                   std=None) -> np.ndarray:
+    """A BGR letterboxed canvas -> float32 1x3xHxW: optional BGR->RGB, x * scale, then (x - mean) / std."""
+    x = canvas[:, :, ::-1] if bgr_to_rgb else canvas
+    x = x.astype(np.float32) * np.float32(scale)
+    if mean is not None:
+        x -= np.asarray(mean, np.float32)
+    if std is not None:
+        x /= np.asarray(std, np.float32)
+    return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+
+
+def _grids(input_hw, strides):
+    """Per anchor: (grid x, grid y, stride), in the order the YOLOX head concatenates its levels."""
+    rows = []
+    for s in strides:
+        gh, gw = input_hw[0] // s, input_hw[1] // s
+        ys, xs = np.mgrid[0:gh, 0:gw]
+        rows.append(np.stack([xs.ravel(), ys.ravel(), np.full(gh * gw, s)], 1))
+    return np.concatenate(rows).astype(np.float32)
+
+
+def decode(raw: np.ndarray, decoder: str, input_hw, strides=(8, 16, 32)):
+    """One image's raw output -> (boxes xyxy in input pixels, per-class scores [A, C]).
+
+    yolox: [A, 5+C] (x, y, log w, log h) relative to grid cells of `strides`, objectness, class scores;
+    yolov5: [A, 5+C] boxes already decoded (cx, cy, w, h), objectness, class scores;
+    yolov8: [4+C, A] decoded (cx, cy, w, h) and class scores, no objectness."""
+    raw = np.asarray(raw, dtype=np.float32)
+    if decoder == "yolov8":
+        raw = raw.T
+        cxcywh, cls = raw[:, :4], raw[:, 4:]
+    elif decoder in ("yolox", "yolov5"):
+        cxcywh, cls = raw[:, :4], raw[:, 5:] * raw[:, 4:5]
+        if decoder == "yolox":
+            g = _grids(input_hw, strides)
+            if len(g) != len(raw):
+                raise PoseError(f"yolox decode: {len(raw)} anchors, but an input of {input_hw[1]}x{input_hw[0]} "
+                                f"at strides {list(strides)} has {len(g)}")
+            cxcywh = np.concatenate([(cxcywh[:, :2] + g[:, :2]) * g[:, 2:],
+                                     np.exp(np.minimum(cxcywh[:, 2:], 20.0)) * g[:, 2:]], 1)
+    else:
+        raise PoseError(f"decoder {decoder!r}: expected one of {', '.join(DECODERS)}")
+    if cls.shape[1] < 1:
+        raise PoseError(f"{decoder} decode: no class scores in an output of shape {raw.shape}")
+    half = cxcywh[:, 2:] / 2
+    return np.concatenate([cxcywh[:, :2] - half, cxcywh[:, :2] + half], 1), cls
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, score_thr: float, iou_thr: float,
+        max_det: int = 300) -> np.ndarray:
+    """Class-wise NMS (OpenCV's): indices kept, best score first."""
+    keep = np.flatnonzero(scores >= score_thr)
+    if not len(keep):
+        return keep
+    b = boxes[keep]
+    xywh = np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], 1)
+    # boxes of different classes never overlap once shifted apart by more than the largest coordinate
+    offset = (classes[keep].astype(np.float32) * (float(np.abs(b).max()) + 1.0))[:, None]
+    xywh[:, :2] += offset
+    picked = cv2.dnn.NMSBoxes(xywh.tolist(), scores[keep].astype(float).tolist(), float(score_thr), float(iou_thr))
+    picked = np.asarray(picked, dtype=np.int64).reshape(-1)
+    order = picked[np.argsort(-scores[keep][picked], kind="stable")]
+    return keep[order][:max_det]
+
+
+def detect(raw: np.ndarray, decoder: str, box: Letterbox, frame_hw, *, classes=(0,), score_thr: float = 0.3,
+           iou_thr: float = 0.65, strides=(8, 16, 32)) -> Detections:
+    """Raw output of one letterboxed frame -> the detections of `classes` in frame pixels, NMS'd per class."""
+    input_hw = box.canvas.shape[:2]
+    boxes, cls = decode(raw, decoder, input_hw, strides)
+    wanted = np.asarray(classes, dtype=np.int64)
+    if wanted.max(initial=-1) >= cls.shape[1]:
+        raise PoseError(f"{decoder} decode: class {int(wanted.max())} asked, the output has {cls.shape[1]} classes")
+    sub = cls[:, wanted]
+    best = sub.argmax(1)
+    scores = sub[np.arange(len(sub)), best]
+    labels = wanted[best]
+    keep = nms(boxes, scores, labels, score_thr, iou_thr)
+    out = (boxes[keep] - np.tile(np.asarray(box.pad, np.float32), 2)) / np.float32(box.ratio)
+    fh, fw = frame_hw[:2]
+    out[:, 0::2] = out[:, 0::2].clip(0, fw)
+    out[:, 1::2] = out[:, 1::2].clip(0, fh)
+    return Detections(out.astype(np.float32), scores[keep].astype(np.float32), labels[keep])
