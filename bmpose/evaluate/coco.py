@@ -91,16 +91,3 @@ def coco_keypoint_ap(gt: str | Path, results: str | Path | list, sigmas=None, us
 
 def format_stats(stats: dict[str, float]) -> str:
     return "\n".join(f"{label:<7} {stats[name]:.4f}" for name, label in zip(STAT_NAMES, STAT_LABELS))
-
-
-# ---- sigmas and CocoMetric options from the model's mmpose config -------------------------------------------
-
-
-
-
-
-# ---- mmpose's rescoring + OKS-NMS --------------------------------------------------------------------------
-
-
-
-# ---- CLI ---------------------------------------------------------------------------------------------------
