@@ -1,5 +1,5 @@
 # bmpose: the pipeline's table of contents. Each target is one `bmpose` call; `bmpose <cmd> --help` has more.
-# Variables: MODEL CHECKPOINT CALIB COCO_ANN COCO_IMG CHIPS BATCHES QTABLE SEARCH METHOD TOL IMAGES BACKEND DYNAMIC
+# Variables: MODEL CHECKPOINT CALIB COCO_ANN COCO_IMG CHIPS BATCHES QTABLE SEARCH METHOD TOL IMAGES BACKEND BOXES DYNAMIC
 #            ONLY PRECISIONS (bench)
 SHELL := /bin/bash
 MODEL ?= hrnet_small_128x96
@@ -49,8 +49,8 @@ deploy: setup ## device bundle per chip in artifacts/<model>/deploy (bmodels INT
 nntc: setup ## NNTC (BMNNSDK2 2.7) bundle for BM1684 in artifacts/<model>/nntc: opset-12 ONNX, ufw LMDB, scripts
 	$(BMPOSE) nntc $(COMMON) $(CALIB_ARGS) $(call opt,METHOD,--method)
 
-infer: setup ## images (IMAGES=file|folder, default: bundled sample) -> vis_results/ + results json
-	$(BMPOSE) infer $(COMMON) $(call opt,IMAGES,--images) $(call opt,BACKEND,--backend)
+infer: setup ## images (IMAGES=file|folder|video, BOXES=detector:yolox_nano_416) -> vis_results/ + results json
+	$(BMPOSE) infer $(COMMON) $(call opt,IMAGES,--images) $(call opt,BACKEND,--backend) $(call opt,BOXES,--boxes)
 
 eval: setup ## COCO keypoint AP for ONNX and every built bmodel
 	$(BMPOSE) eval $(COMMON) $(call opt,COCO_ANN,--coco-ann) $(call opt,COCO_IMG,--coco-img)

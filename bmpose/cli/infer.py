@@ -1,11 +1,14 @@
 """`bmpose infer`: images + person boxes -> keypoints on any backend -> vis_results/ pictures + COCO results json.
 
 Boxes: `gt` (the annotation file's persons, mmpose's clipped xyxy boxes, score 1), `dets:JSON` (COCO detection
-results, score threshold from the config's filter_cfg), `image` (the whole image; default for --images).
+results, score threshold from the config's filter_cfg), `image` (the whole image; default for --images),
+`detector:NAME` (a person detector, configs/detectors/NAME.yaml or a yaml path, run on ONNX Runtime). A video
+(`--images clip.mp4`, a camera index, an rtsp:// address) needs a detector and writes an annotated video.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import warnings
 from pathlib import Path
@@ -15,7 +18,9 @@ from bmpose.errors import BmposeError
 from bmpose.manifest import atomic_dir, write_manifest
 from bmpose.runtime.boxes import (PersonBox, bundled_sample, det_boxes, det_score_thr, gt_boxes, image_boxes,
                                   image_dets_boxes)
+from bmpose.runtime.detector import detector_boxes
 from bmpose.runtime.predict import SLOW_LIMIT, coco_results, draw_results, open_model, predict
+from bmpose.runtime.video import is_video
 from bmpose.cli.args import add_model, load_model
 
 
@@ -23,11 +28,15 @@ def parse_args(argv):
     p = argparse.ArgumentParser(prog="bmpose infer", description=__doc__.split("\n\n")[0])
     add_model(p)
     p.add_argument("--checkpoint", default=None, help="for the onnx backend's export (default: the config's)")
-    p.add_argument("--images", default=None, help="image file or folder (default: the bundled COCO sample)")
+    p.add_argument("--images", default=None, help="image file or folder, or a video file, camera index or stream "
+                                                  "address (default: the bundled COCO sample)")
     p.add_argument("--boxes", default=None,
                    help="gt (annotation boxes; default without --images) | dets:JSON (COCO detection results; with --images "
                         "and no --coco-ann matched by COCO file name) | "
-                        "image (whole image; default with --images)")
+                        "image (whole image; default with --images) | detector:NAME (a person detector config: "
+                        "name or yaml; NAME empty: the bundled yolox_nano_416)")
+    p.add_argument("--det-score-thr", type=float, default=None,
+                   help="detector score threshold (default: the detector config's score_thr)")
     p.add_argument("--coco-ann", default=None, help="annotations for gt/dets boxes (default: the bundled sample)")
     p.add_argument("--coco-img", default=None, help="image folder of --coco-ann")
     p.add_argument("--backend", nargs="+", default=None, metavar="KIND [PATH]",
@@ -70,8 +79,13 @@ def collect_boxes(cfg, args) -> tuple[list[PersonBox], list, dict]:
         inputs.update(annotations=ann, detections=dets)
     elif boxes_spec == "image":
         boxes, skipped = image_boxes(list_images(args.images or img_default))
+    elif boxes_spec.startswith("detector:"):
+        detector = open_detector(cfg, boxes_spec)
+        ids = coco_image_ids(ann) if args.coco_ann else None   # results scored against that file
+        boxes, skipped = detector_boxes(detector, list_images(args.images or img_default), args.det_score_thr, ids)
+        inputs["detector"] = detector.cfg.onnx
     else:
-        raise BmposeError(f"--boxes {boxes_spec!r}: expected gt, dets:JSON or image")
+        raise BmposeError(f"--boxes {boxes_spec!r}: expected gt, dets:JSON, image or detector:NAME")
     if args.limit:
         boxes = boxes[:args.limit]
     if not boxes:
@@ -79,9 +93,26 @@ def collect_boxes(cfg, args) -> tuple[list[PersonBox], list, dict]:
     return boxes, skipped, inputs
 
 
+def open_detector(cfg, spec: str):
+    from bmpose.detector_config import load_detector
+    from bmpose.runtime.detector import PersonDetector
+
+    return PersonDetector(load_detector(spec[len("detector:"):] or None, artifacts=cfg.root))
+
+
+def coco_image_ids(ann: Path) -> dict:
+    """file name -> image id of a COCO annotation file."""
+    from bmpose.cocodata import load_coco_keypoints
+
+    coco = load_coco_keypoints(ann, ann.parent)   # checked: one-line errors for a file that is not COCO's
+    return {Path(im["file_name"]).name: im["id"] for im in coco.images.values()}
+
+
 def main(argv=None) -> int:
     args = parse_args(argv if argv is not None else sys.argv[1:])
     cfg = load_model(args)
+    if args.images and is_video(args.images):
+        return infer_video(cfg, args)
     boxes, skipped, inputs = collect_boxes(cfg, args)
     backend = open_model(cfg, args.backend, args.batch, args.checkpoint, args.chip)
     print(f"infer: {len(boxes)} persons on {backend.describe()}{' with flip test' if args.flip else ''}")
@@ -94,7 +125,7 @@ def main(argv=None) -> int:
     results = coco_results(cfg, report.predictions, options=metric_options(cfg))
     out = Path(args.out)
     with atomic_dir(out, keep_failed=False) as tmp:
-        (tmp / "results.json").write_text(__import__("json").dumps(results))
+        (tmp / "results.json").write_text(json.dumps(results))
         pictures = [] if args.no_vis else draw_results(report.predictions, tmp, args.kpt_thr)
         write_manifest(tmp, stage="infer", inputs={**inputs, "model": backend.path},
                        options={"backend": backend.kind, "chip": backend.chip, "batch": backend.batch_size,
@@ -110,4 +141,39 @@ def main(argv=None) -> int:
         print(f"infer: warning: skipped {f}: {why.split(': ', 1)[-1]}", file=sys.stderr)
     if report.skipped:
         print(f"infer: {len(report.skipped)} image(s) skipped", file=sys.stderr)
+    return 0
+
+
+def infer_video(cfg, args) -> int:
+    """A video through detector -> pose: annotated.mp4 (same size and fps) + results.json (frame index = image id)
+    in --out; Ctrl-C keeps the frames done."""
+    from bmpose.runtime.results import metric_options
+    from bmpose.runtime.video import run_video
+
+    if not (args.boxes or "").startswith("detector:"):
+        raise BmposeError(f"{args.images}: a video has no boxes of its own: name a person detector, "
+                          f"--boxes detector:NAME (bundled: detector:yolox_nano_416)")
+    detector = open_detector(cfg, args.boxes)
+    backend = open_model(cfg, args.backend, args.batch, args.checkpoint, args.chip)
+    print(f"infer: {args.images}: {detector.cfg.name} -> pose on {backend.describe()}")
+    out = Path(args.out)
+    with atomic_dir(out, keep_failed=False) as tmp:
+        done = run_video(cfg, backend, detector, args.images, tmp / "annotated.mp4", flip=args.flip,
+                         limit=args.limit, kpt_thr=args.kpt_thr, progress=sys.stderr.isatty())
+        results = coco_results(cfg, done["predictions"], options={**metric_options(cfg), "nms_mode": "none"})
+        (tmp / "results.json").write_text(json.dumps(results))
+        write_manifest(tmp, stage="infer", inputs={"detector": detector.cfg.onnx, "model": backend.path,
+                                                   **({"video": args.images} if Path(args.images).is_file() else {})},
+                       options={"backend": backend.kind, "chip": backend.chip, "flip": args.flip, "boxes": args.boxes,
+                                "limit": args.limit, "config": cfg.summary(), "detector": detector.cfg.summary()},
+                       outputs=["annotated.mp4", "results.json"],
+                       checks={"frames": done["frames"], "persons": len(done["predictions"]),
+                               "interrupted": done["interrupted"], "fps": done["fps"], "size": done["size"],
+                               "seconds": round(done["seconds"], 3)})
+    n, f = len(done["predictions"]), done["frames"]
+    print(f"infer: {f} frames, {n} persons in {done['seconds']:.2f} s ({f / max(done['seconds'], 1e-9):.1f} "
+          f"frames/s): annotated.mp4 and results.json in {out}/")
+    if done["interrupted"]:
+        print(f"infer: interrupted after {f} frames; those are kept in {out}/", file=sys.stderr)
+        return 130
     return 0

@@ -73,7 +73,7 @@ def to_coco_results(instances: list, sigmas=None, score_mode: str = "bbox_keypoi
             "image_id": inst["image_id"], "category_id": int(inst.get("category_id", 1)),
             "keypoints": np.concatenate([kpts, scores[:, None]], axis=1),
             "score": instance_score(scores, inst.get("bbox_score", 1.0), score_mode, keypoint_score_thr),
-            "area": float(inst["area"]), "bbox": inst.get("bbox")})
+            "area": float(inst["area"]), "bbox": inst.get("bbox"), "bbox_score": float(inst.get("bbox_score", 1.0))})
     out = []
     for image_id, insts in by_image.items():
         if nms_mode == "oks_nms":
@@ -81,7 +81,8 @@ def to_coco_results(instances: list, sigmas=None, score_mode: str = "bbox_keypoi
         for inst in insts:
             res = {"image_id": image_id, "category_id": inst["category_id"],
                    "keypoints": [float(v) for v in inst["keypoints"].reshape(-1)], "score": float(inst["score"])}
-            if inst["bbox"] is not None:
+            if inst["bbox"] is not None:   # the person box and its detector's score, beside the rescored score
                 res["bbox"] = [float(v) for v in inst["bbox"]]
+                res["bbox_score"] = inst["bbox_score"]
             out.append(res)
     return out

@@ -1,0 +1,82 @@
+"""A video (a file, a camera index, an RTSP address: whatever OpenCV's VideoCapture opens) -> person detector
+-> pose, frame by frame -> an annotated video of the same size and fps, and the predictions with the frame
+index as image id. Ctrl-C stops between frames and keeps what is done: the video is closed, the results of
+the frames done are returned."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from bmpose.errors import BmposeError
+from bmpose.pose import draw, pipeline
+from bmpose.progress import bar
+from bmpose.runtime.boxes import PersonBox
+from bmpose.runtime.predict import Prediction, heatmaps_for
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+
+
+def is_video(spec: str) -> bool:
+    """A camera index, a stream address or a file with a video suffix."""
+    return spec.isdigit() or "://" in spec or Path(spec).suffix.lower() in VIDEO_SUFFIXES
+
+
+def open_capture(spec: str) -> cv2.VideoCapture:
+    if not (spec.isdigit() or "://" in spec or Path(spec).is_file()):
+        raise BmposeError(f"{spec}: no such video file")
+    cap = cv2.VideoCapture(int(spec) if spec.isdigit() else spec)
+    if not cap.isOpened():
+        raise BmposeError(f"{spec}: OpenCV cannot open this video (not a video, or no codec for it)")
+    return cap
+
+
+def pose_frame(cfg, backend, frame: np.ndarray, boxes: list[PersonBox], flip: bool) -> list[Prediction]:
+    """The persons of one in-memory frame: the same crop, batches and decode as bmpose.runtime.predict."""
+    if not boxes:
+        return []
+    crops = pipeline.crop_boxes(frame, [b.bbox for b in boxes], cfg)
+    hm = heatmaps_for(cfg, backend, pipeline.to_input(crops, cfg), flip, progress=False)
+    kpts, scores = pipeline.keypoints(hm, crops, cfg)
+    return [Prediction(b, k, s, float(np.prod(c.scale))) for b, c, k, s in zip(boxes, crops, kpts, scores)]
+
+
+def run_video(cfg, backend, detector, spec: str, out_video: Path, *, flip: bool = False, limit: int | None = None,
+              kpt_thr: float = 0.3, progress: bool = True) -> dict:
+    """-> {"predictions", "frames", "interrupted", "fps", "size", "seconds"}; out_video is written (mp4v)."""
+    cap = open_capture(spec)
+    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    size = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    total = min(total, limit) if total and limit else (limit or total)
+    writer = cv2.VideoWriter(str(out_video), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    if not writer.isOpened():
+        cap.release()
+        raise BmposeError(f"{out_video}: OpenCV cannot write an mp4v video here")
+    done = {"predictions": [], "frames": 0, "interrupted": False, "fps": fps, "size": list(size)}
+    t0 = time.perf_counter()
+    try:
+        with bar(total, "video", "frame", show=progress) as b:
+            while limit is None or done["frames"] < limit:
+                ok, frame = cap.read()
+                if not ok:
+                    break
+                i = done["frames"]
+                d = detector(frame)
+                boxes = [PersonBox(i, Path(spec), (x1, y1, x2 - x1, y2 - y1), float(s), None, f"{spec}: frame {i}")
+                         for (x1, y1, x2, y2), s in zip(d.boxes.tolist(), d.scores.tolist())]
+                preds = pose_frame(cfg, backend, frame, boxes, flip)
+                writer.write(draw.draw_persons(frame, ((p.keypoints, p.scores, p.box.bbox, p.box.score)
+                                                       for p in preds), kpt_thr))
+                done["predictions"] += preds
+                done["frames"] = i + 1
+                b.update(1)
+    except KeyboardInterrupt:
+        done["interrupted"] = True   # between or inside a frame: the frames before it are complete
+    finally:
+        writer.release()
+        cap.release()
+    done["seconds"] = time.perf_counter() - t0
+    return done
