@@ -24,7 +24,8 @@ def parse_args(argv):
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--coco-ann", default=None, help="annotation json (default: the bundled COCO val2017 sample, coco_val_mini)")
     p.add_argument("--coco-img", default=None, help="image folder of --coco-ann")
-    p.add_argument("--boxes", default="gt", help="gt | dets:JSON (person boxes)")
+    p.add_argument("--boxes", default="gt", help="gt | dets:JSON | detector:NAME (person boxes; a detector's rows are "
+                                                 "labelled <artifact>__NAME, beside the gt rows, with its own box AP)")
     p.add_argument("--artifacts", nargs="*", default=None,
                    help="labels to evaluate (onnx_fp32, or a bmodel build dir name); default: all that exist")
     p.add_argument("--subset", type=int, default=None,

@@ -60,6 +60,11 @@ def run_eval(args, cfg) -> int:
     ctx = {"ann": ann, "boxes": boxes, "onnx": onnx, "flip": bool(args.flip), "sigmas": dataset_sigmas(cfg),
            "options": metric_options(cfg), "onnx_cache": {}}
     out_dir = cfg.layout.eval()
+    if args.boxes.startswith("detector:"):   # beside the ground-truth-box rows, not over them
+        from bmpose.detector_config import DEFAULT_DETECTOR
+
+        tag = "__" + Path(args.boxes[len("detector:"):] or DEFAULT_DETECTOR).stem
+        artifacts = [{**a, "label": a["label"] + tag} for a in artifacts]
     rows = [_eval_one(cfg, args, a, ctx, out_dir / f"{a['label']}.json") for a in artifacts]
     if rows:
         write_manifest(out_dir, stage="eval", inputs={"annotations": ann},
@@ -82,7 +87,36 @@ def _boxes(args, cfg):
         return ann, img, boxes_mod.gt_boxes(ann, img)
     if args.boxes.startswith("dets:"):
         return ann, img, boxes_mod.det_boxes(Path(args.boxes[5:]), ann, img, boxes_mod.det_score_thr(cfg))
-    raise BmposeError(f"--boxes {args.boxes!r}: expected gt or dets:JSON")
+    if args.boxes.startswith("detector:"):
+        return ann, img, _detector_boxes(args, cfg, ann, img)
+    raise BmposeError(f"--boxes {args.boxes!r}: expected gt, dets:JSON or detector:NAME")
+
+
+def _detector_boxes(args, cfg, ann: Path, img: Path) -> list:
+    """The detector's person boxes on every image of the evaluation set (its eval_score_thr: AP rewards low-score
+    boxes), and its own person-box AP and recall, recorded as eval/detector_<name>.json beside the pose rows."""
+    from bmpose.cocodata import load_coco_keypoints
+    from bmpose.detector_config import load_detector
+    from bmpose.evaluate.person_boxes import box_ap, box_recall
+    from bmpose.runtime.detector import PersonDetector, detector_boxes
+
+    dcfg = load_detector(args.boxes[len("detector:"):] or None, artifacts=cfg.root)
+    coco = load_coco_keypoints(ann, img)
+    files = [coco.img_dir / im["file_name"] for im in coco.images.values()]
+    ids = {Path(im["file_name"]).name: im["id"] for im in coco.images.values()}
+    boxes, skipped = detector_boxes(PersonDetector(dcfg), files, dcfg.eval_score_thr, ids)
+    if skipped:
+        raise BmposeError(f"{skipped[0][1]} (an evaluation image the detector cannot read)")
+    dets = [{"image_id": b.image_id, "bbox": list(b.bbox), "score": b.score} for b in boxes]
+    row = {"label": f"detector_{dcfg.name}", "artifact": str(dcfg.onnx), "backend": "onnx", "precision": "fp32",
+           "what": "person boxes, COCO bbox metric", **box_ap(ann, dets), "recall_iou50": box_recall(ann, dets),
+           "boxes": len(dets), "score_thr": dcfg.eval_score_thr, "eval_set": provenance.short(ann)}
+    with atomic_file(cfg.layout.eval() / f"detector_{dcfg.name}.json") as tmp:
+        tmp.write_text(json.dumps(row, indent=2) + "\n")
+    r = row["recall_iou50"]
+    print(f"eval: {dcfg.name}: {len(dets)} person boxes, box AP {row['AP']:.4f}, recall at IoU 0.5 "
+          f"{r['found']}/{r['persons']}")
+    return boxes
 
 
 def _artifacts(cfg, args, onnx: Path) -> list[dict]:

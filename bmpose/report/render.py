@@ -126,12 +126,17 @@ def sets_line(data, code=lambda s: f"`{s}`") -> str:
     return text.strip()
 
 
+def _eval_label(e: dict) -> str:
+    """The row's label, saying when it is not a pose AP (a detector's person boxes) or flatters a build."""
+    seen = (e.get("calibration") or {}).get("seen")
+    return (e["label"] + (f" ({e['what']})" if e.get("what") else "")
+            + (f" (scored on {len(seen)} of its calibration images)" if seen else ""))
+
+
 def _eval_rows(data):
     # "run on": the mlir backend scores a bmodel through its deployed tpu.mlir (equal to the cmodel run).
     head = ["label", "artifact", "run on", "persons", *EVAL_KEYS, "delta AP vs ONNX FP32 (same persons)"]
-    rows = [[e["label"] + (f" (scored on {len(e['calibration']['seen'])} of its calibration images)"
-                           if (e.get("calibration") or {}).get("seen") else ""),
-             Path(e["artifact"]).name, e.get("backend", ""),
+    rows = [[_eval_label(e), Path(e["artifact"]).name, e.get("backend", ""),
              f"{e.get('persons')} ({e.get('subset')})" if e.get("subset") else e.get("persons", ""),
              *(_fmt(e[k], 4) for k in EVAL_KEYS), _fmt(e["delta_AP"], 4)]
             for e in data["eval"]]

@@ -108,14 +108,14 @@ def collect(cfg) -> dict:
             evals.append({"label": obj.get("label", p.stem), "artifact": obj.get("artifact", obj.get("backend", "")),
                           "backend": obj.get("backend", ""), "persons": obj.get("persons"),
                           "subset": obj.get("subset", ""), "eval_set": obj.get("eval_set"),
-                          "calibration": obj.get("calibration"), **stats,
+                          "calibration": obj.get("calibration"), "what": obj.get("what"), **stats,
                           "_onnx_same": obj.get("onnx_AP_same_persons")})
     ref = next((e for e in evals if "onnx" in str(e["label"]).lower()), None)
     for e in evals:
         # Against ONNX on the same persons when the eval recorded it (a cmodel run may score a subset).
         base = e.pop("_onnx_same")
         base = base if base is not None else (ref or {}).get("AP")
-        e["delta_AP"] = None if base is None or e["AP"] is None else e["AP"] - base
+        e["delta_AP"] = None if base is None or e["AP"] is None or e["what"] else e["AP"] - base
     study_path = cfg.layout.study() / "study.json"
     study = json.loads(study_path.read_text()) if study_path.is_file() else None
     data = {"model": cfg.name, "mmpose_config": str(cfg.mmpose_config) if cfg.mmpose_config else None,

@@ -106,3 +106,21 @@ def test_bad_results_file(mmpose_coco, tmp_path, content, match):
 def test_missing_gt(tmp_path, mmpose_coco):
     with pytest.raises(BmposeError, match="annotation file not found"):
         evaluate.coco_keypoint_ap(tmp_path / "nope.json", mmpose_coco / "example_coco_preds.json")
+
+
+def test_eval_with_the_bundled_detector(tmp_path, coco_mini, capsys):
+    """--boxes detector: keypoint AP with the detector's boxes, beside (not over) the ground-truth-box rows, and
+    the detector's own person-box AP and recall; the ground-truth AP stays what it was."""
+    common = ["--model", "hrnet_small_128x96", "--artifacts-dir", str(tmp_path), "--artifacts", "onnx_fp32"]
+    assert eval_cli.main(common) == 0
+    assert eval_cli.main(common + ["--boxes", "detector:yolox_nano_416"]) == 0
+    ev = tmp_path / "hrnet_small_128x96" / "eval"
+    gt_row = json.loads((ev / "onnx_fp32.json").read_text())
+    det_row = json.loads((ev / "onnx_fp32__yolox_nano_416.json").read_text())
+    boxes = json.loads((ev / "detector_yolox_nano_416.json").read_text())
+    print(f"AP gt boxes {gt_row['AP']:.4f}, detector boxes {det_row['AP']:.4f}; person box AP {boxes['AP']:.4f}, "
+          f"recall {boxes['recall_iou50']}")
+    assert gt_row["options"]["boxes"] == "gt" and det_row["options"]["boxes"] == "detector:yolox_nano_416"
+    assert 0.3 < det_row["AP"] < gt_row["AP"]   # boxes found, but not the annotators' own
+    assert boxes["AP"] > 0.4 and boxes["recall_iou50"]["recall"] > 0.9 and boxes["score_thr"] == 0.01
+    assert "box AP" in capsys.readouterr().out
