@@ -22,7 +22,8 @@ def parse_args(argv):
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     add_model(p)
     p.add_argument("--checkpoint", default=None)
-    p.add_argument("--coco-ann", default=None, help="annotation json (default: the bundled COCO val2017 sample, coco_val_mini)")
+    p.add_argument("--coco-ann", default=None,
+                   help="annotation json (default: the bundled COCO val2017 sample, coco_val_mini)")
     p.add_argument("--coco-img", default=None, help="image folder of --coco-ann")
     p.add_argument("--boxes", default="gt", help="gt | dets:JSON | detector:NAME (person boxes; a detector's rows are "
                                                  "labelled <artifact>__NAME, beside the gt rows, with its own box AP)")

@@ -89,7 +89,8 @@ def test_video_errors(tmp_path, clip):
     with pytest.raises(BmposeError, match=r"clip\.mp4: a video has no boxes of its own: name a person detector"):
         infer_cli.main(["--images", str(clip), "--out", str(tmp_path / "x")])
     with pytest.raises(BmposeError, match=r"nothing\.mp4: no such video file"):
-        infer_cli.main(["--images", str(tmp_path / "nothing.mp4"), "--boxes", "detector:", "--out", str(tmp_path / "x")])
+        infer_cli.main(["--images", str(tmp_path / "nothing.mp4"), "--boxes", "detector:",
+                        "--out", str(tmp_path / "x")])
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"not a video at all")
     with pytest.raises(BmposeError, match=r"bad\.mp4: OpenCV cannot open this video"):
