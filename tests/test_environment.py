@@ -163,6 +163,29 @@ def test_shim_raises_clear_error_when_a_shimmed_thing_is_called():
     assert getattr(mmcv.ops, "__bmpose_shim__", False)
 
 
+def test_mmpose_builds_rtmpose_through_the_shim():
+    """RTMPose's backbone is mmdet's CSPNeXt: importing mmdet's registry takes `mmcv.ops.nms` and other
+    submodules, stood in for; building and running RTMPose-t needs none of them (issue 24)."""
+    import torch
+    from bmpose.config import mmpose_config_root
+    from bmpose.weights import mmpose_shim
+
+    mmpose_shim.import_mmpose()
+    from mmcv.ops.nms import batched_nms
+    from mmengine.config import Config
+    from mmpose.apis import init_model
+
+    with pytest.raises(mmpose_shim.ShimmedDependencyError):
+        batched_nms(None, None, None, {})
+    cfg = Config.fromfile(str(mmpose_config_root() / "body_2d_keypoint/rtmpose/coco/"
+                                                      "rtmpose-t_8xb256-420e_coco-256x192.py"))
+    model = init_model(cfg, None, device="cpu").eval()
+    assert type(model.backbone).__name__ == "CSPNeXt" and type(model.head).__name__ == "RTMCCHead"
+    with torch.no_grad():
+        x, y = model.head(model.backbone(torch.zeros(1, 3, 256, 192)))
+    assert tuple(x.shape) == (1, 17, 384) and tuple(y.shape) == (1, 17, 512)   # split ratio 2
+
+
 def test_mmpose_builds_hrnet_w32():
     from bmpose import config
     from bmpose.weights.model import build_untrained

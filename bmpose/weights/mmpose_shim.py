@@ -1,7 +1,8 @@
 """Import shim that lets mmpose 1.3.2 import without compiled mmcv and without torchvision.
 
 mmpose imports two things that top-down heatmap models never use:
-- `mmcv.ops` (compiled CUDA/C++ ops: a 45-minute source build) from its EDPose/RTMO/DEKR code, and
+- `mmcv.ops` (compiled CUDA/C++ ops: a 45-minute source build) from its EDPose/RTMO/DEKR code, and from
+  mmdet's model registry (`mmcv.ops.nms` and others), which RTMPose's backbone (mmdet's CSPNeXt) pulls in;
 - `torchvision` (a second torch build from PyPI) from its SimCC visualiser.
 `install()` registers stand-ins for exactly those modules. Any attribute taken from them is a placeholder
 that raises a clear error when it is called or instantiated, so a model that really needs them fails loudly
@@ -9,6 +10,7 @@ instead of silently. Call `install()` before the first `import mmpose`; `import_
 """
 from __future__ import annotations
 
+import importlib.abc
 import importlib.machinery
 import importlib.util
 import sys
@@ -43,8 +45,26 @@ def _stub(name: str) -> types.ModuleType:
     return mod
 
 
+class _OpsSubmodules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """`from mmcv.ops.nms import batched_nms` (mmdet): every submodule of the stand-in mmcv.ops is a stand-in."""
+
+    def find_spec(self, name, path=None, target=None):
+        ops = sys.modules.get("mmcv.ops")
+        if name.startswith("mmcv.ops.") and getattr(ops, "__bmpose_shim__", False):
+            return importlib.machinery.ModuleSpec(name, self, is_package=True)
+        return None
+
+    def create_module(self, spec):
+        return _stub(spec.name)
+
+    def exec_module(self, module):
+        pass
+
+
 def install() -> None:
     """Register the stand-ins unless the real modules are importable (a full mmcv / torchvision wins)."""
+    if not any(isinstance(f, _OpsSubmodules) for f in sys.meta_path):
+        sys.meta_path.insert(0, _OpsSubmodules())
     for name in SHIMMED:
         if name in sys.modules:
             continue
