@@ -74,7 +74,8 @@ def run_eval(args, cfg) -> int:
     print(f"\n{'label':<28} {'AP':>7} {'AP50':>7} {'AP75':>7} {'AR':>7} {'dAP':>8}  persons")
     for r in rows:
         print(f"{r['label']:<28} {r['AP']:7.4f} {r['AP50']:7.4f} {r['AP75']:7.4f} {r['AR']:7.4f} "
-              f"{r['AP'] - r['onnx_AP_same_persons']:+8.4f}  {r['persons']}{' (subset)' if r.get('image_ids') else ''}")
+              f"{r['AP'] - r['onnx_AP_same_persons']:+8.4f}  {r['persons']}{' (subset)' if r.get('image_ids') else ''}"
+              f"{'  scored on its own calibration images' if (r.get('calibration') or {}).get('seen') else ''}")
     return 0
 
 
