@@ -56,7 +56,7 @@ class DeployConfig:
     mmpose_config: Path | None         # None for an `onnx:` config
     checkpoint: str                    # "fixture" (random init from `bmpose fixture`), a path, or a URL
     input_size: tuple[int, int]        # (w, h), mmpose's order
-    heatmap_size: tuple[int, int]      # (w, h)
+    heatmap_size: tuple[int, int] | None   # (w, h); None for a SimCC codec (two vectors, no heatmap)
     mean: tuple[float, float, float]   # in the network's channel order (RGB when bgr_to_rgb)
     std: tuple[float, float, float]
     bgr_to_rgb: bool
@@ -78,6 +78,18 @@ class DeployConfig:
     bbox_score_thr: float = 0.0
 
     @property
+    def outputs(self) -> tuple[str, ...]:
+        """The network's output names: one heatmap tensor, or SimCC's two vectors (RTMPose's RTMCCHead)."""
+        return ("simcc_x", "simcc_y") if self.codec.get("type") == "SimCCLabel" else ("heatmaps",)
+
+    def require_heatmaps(self, what: str) -> None:
+        """What bmpose does only for heatmap models yet: one line for a SimCC model instead of a shape error."""
+        if self.outputs != ("heatmaps",):
+            raise BmposeError(f"{self.path}: {what} of a {self.codec.get('type')} model (two outputs, "
+                              f"{', '.join(self.outputs)}) is not supported yet: bmpose exports and checks its ONNX "
+                              f"(bmpose export / make onnx); bmodels, inference and bundles come with issue 24")
+
+    @property
     def input_hw(self) -> tuple[int, int]:
         return self.input_size[1], self.input_size[0]
 
@@ -96,7 +108,8 @@ class DeployConfig:
         """What manifests record about the config (resolved values, not just file names)."""
         return {
             "name": self.name, "mmpose_config": str(self.mmpose_config), "input_size": list(self.input_size),
-            "heatmap_size": list(self.heatmap_size), "mean": list(self.mean), "std": list(self.std),
+            "heatmap_size": list(self.heatmap_size) if self.heatmap_size else None, "mean": list(self.mean),
+            "std": list(self.std),
             "bgr_to_rgb": self.bgr_to_rgb, "codec": self.codec, "flip_test": self.flip_test,
             "shift_heatmap": self.shift_heatmap, "padding": self.padding,
             **({"onnx": str(self.onnx), "dataset": self.dataset} if self.onnx else {}),
@@ -161,7 +174,7 @@ def load(model: str | os.PathLike | None = None, artifacts: str | os.PathLike | 
         mmpose_config=mm_path,
         checkpoint=checkpoint,
         input_size=tuple(codec["input_size"]),
-        heatmap_size=tuple(codec["heatmap_size"]),
+        heatmap_size=tuple(codec["heatmap_size"]) if "heatmap_size" in codec else None,
         mean=tuple(facts["mean"]),
         std=tuple(facts["std"]),
         bgr_to_rgb=facts["bgr_to_rgb"],

@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     # say nothing a bmpose user can act on.
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
     warnings.filterwarnings("ignore", message="Deprecated call to `pkg_resources", category=DeprecationWarning)
+    # RTMPose's ScaleNorm/RTMCCBlock use torch.cuda.amp.autocast, deprecated in torch 2.4: mmpose's to change
+    warnings.filterwarnings("ignore", message=r".*torch\.cuda\.amp\.autocast", category=FutureWarning)
     old_show, warnings.showwarning = warnings.showwarning, _warning_printer(name)
     # SIGTERM (`kill PID`) and SIGHUP end a run as Ctrl-C does: children stopped, temporary outputs removed
     old = {s: signal.signal(s, _interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}

@@ -1,7 +1,8 @@
 """`bmpose export`: mmpose model -> ONNX (backbone + head), checked against PyTorch with onnxruntime.
 
 Output: artifacts/<name>/onnx/<name>_b<batch>.onnx (static batch; `<name>_dynamic.onnx` on request), input
-"input" float32 [N,3,H,W] (normalised, network channel order), output "heatmaps" [N,K,h,w], and a manifest
+"input" float32 [N,3,H,W] (normalised, network channel order), output "heatmaps" [N,K,h,w] (a SimCC head,
+RTMPose's: "simcc_x" [N,K,W*r] and "simcc_y" [N,K,H*r]), and a manifest
 recording, per file, onnx.checker's verdict, the graph's op types and the parity with PyTorch on the same
 seeded image-like inputs (max/mean abs diff, argmax agreement). Above `tolerances.onnx_max_abs` the build
 fails and is kept as `onnx.failed/` for inspection.
@@ -53,7 +54,7 @@ def export_one(net, cfg, batch: int | None, path: Path, opset: int = OPSET) -> t
 
     h, w = cfg.input_hw
     dummy = torch.zeros(batch or 1, 3, h, w)
-    dynamic_axes = {INPUT: {0: "batch"}, OUTPUT: {0: "batch"}} if batch is None else None
+    dynamic_axes = {name: {0: "batch"} for name in (INPUT, *cfg.outputs)} if batch is None else None
     t0, c0 = time.perf_counter(), time.process_time()
     # The legacy TorchScript exporter (dynamo=False), deliberately: on these CPUs it exports HRNet-W32 about
     # 15x faster than the dynamo exporter, and both give the same plain Conv/Relu/Add/Resize graph that
@@ -61,7 +62,7 @@ def export_one(net, cfg, batch: int | None, path: Path, opset: int = OPSET) -> t
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # its deprecation notice and tracer warnings, not actionable here
         torch.onnx.export(net, (dummy,), str(path), dynamo=False, opset_version=opset,
-                          input_names=[INPUT], output_names=[OUTPUT], dynamic_axes=dynamic_axes,
+                          input_names=[INPUT], output_names=list(cfg.outputs), dynamic_axes=dynamic_axes,
                           do_constant_folding=True)
     return time.perf_counter() - t0, time.process_time() - c0
 
@@ -79,24 +80,32 @@ def check_graph(path: Path) -> dict:
     return {"onnx_checker": "passed", "ops": dict(sorted(ops.items()))}
 
 
-def parity(net, path: Path, inputs: np.ndarray) -> dict:
-    """Run PyTorch and onnxruntime on the same inputs; compare heatmaps and their per-keypoint argmax."""
+def parity(net, path: Path, inputs: np.ndarray, outputs=(OUTPUT,)) -> dict:
+    """Run PyTorch and onnxruntime on the same inputs; compare every output and its per-keypoint argmax
+    (over the heatmap, or along each SimCC vector)."""
     import onnxruntime as ort
 
     import torch
 
     with torch.no_grad():
-        ref = net(torch.from_numpy(inputs)).numpy()
+        refs = net(torch.from_numpy(inputs))
+    refs = [r.numpy() for r in (refs if isinstance(refs, (tuple, list)) else (refs,))]
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = sess.run([OUTPUT], {INPUT: inputs})[0]
-    if got.shape != ref.shape:
-        raise BmposeError(f"{path}: onnxruntime output shape {got.shape} != PyTorch {ref.shape}")
-    diff = np.abs(got.astype(np.float64) - ref)
-    flat_ref, flat_got = ref.reshape(*ref.shape[:2], -1), got.reshape(*got.shape[:2], -1)
-    agree = float(np.mean(flat_ref.argmax(-1) == flat_got.argmax(-1)))
-    return {"batch_run": int(inputs.shape[0]), "max_abs_diff": float(diff.max()),
-            "mean_abs_diff": float(diff.mean()), "argmax_agreement": agree,
-            "heatmap_range": [float(ref.min()), float(ref.max())]}
+    gots = sess.run(list(outputs), {INPUT: inputs})
+    diffs, agree = [], []
+    for name, ref, got in zip(outputs, refs, gots):
+        if got.shape != ref.shape:
+            raise BmposeError(f"{path}: onnxruntime output {name} shape {got.shape} != PyTorch {ref.shape}")
+        diffs.append(np.abs(got.astype(np.float64) - ref))
+        flat_ref, flat_got = ref.reshape(*ref.shape[:2], -1), got.reshape(*got.shape[:2], -1)
+        agree.append(float(np.mean(flat_ref.argmax(-1) == flat_got.argmax(-1))))
+    out = {"batch_run": int(inputs.shape[0]), "max_abs_diff": float(max(d.max() for d in diffs)),
+           "mean_abs_diff": float(np.mean([d.mean() for d in diffs])), "argmax_agreement": min(agree),
+           "heatmap_range": [float(min(r.min() for r in refs)), float(max(r.max() for r in refs))]}
+    if len(outputs) > 1:
+        out["per_output"] = {n: {"max_abs_diff": float(d.max()), "argmax_agreement": a}
+                             for n, d, a in zip(outputs, diffs, agree)}
+    return out
 
 
 def ensure_onnx(cfg, checkpoint=None, batches=(1, 4), dynamic: bool = False, force: bool = False,
@@ -131,7 +140,7 @@ def ensure_onnx(cfg, checkpoint=None, batches=(1, 4), dynamic: bool = False, for
                 seconds, cpu_seconds = export_one(net, cfg, b, path, opset)
                 n = b or DYNAMIC_PARITY_BATCH
                 check = {"export_s": round(seconds, 2), "export_cpu_s": round(cpu_seconds, 2), **check_graph(path),
-                         **parity(net, path, realistic_inputs(cfg, n, PARITY_SEED)), "tolerance": tol}
+                         **parity(net, path, realistic_inputs(cfg, n, PARITY_SEED), cfg.outputs), "tolerance": tol}
                 check["passed"] = check["max_abs_diff"] <= tol
                 checks[path.name] = check
                 files.append(path.name)

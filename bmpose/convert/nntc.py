@@ -133,6 +133,7 @@ def ensure_nntc(cfg, lmdb, checkpoint=None, method: str | None = None, iteration
                 force: bool = False, run: bool | None = None, verbose: bool = True) -> dict:
     """Build (or reuse) the NNTC bundle from the calibration LMDB `lmdb` (bmpose.calib); run its scripts when
     `run` (default: when NNTC imports here). Returns dir, ran, models, records, th_method, tail, skipped."""
+    cfg.require_heatmaps("the NNTC bundle")
     method = method or cfg.calibration.get("method", "kl")
     th_method = th_method_name(method)
     run = tools_available() if run is None else bool(run)

@@ -89,6 +89,7 @@ def heatmaps_for(cfg, backend, inputs: np.ndarray, flip: bool, progress: bool = 
 
 def predict(cfg, backend, boxes: list[PersonBox], flip: bool = False, progress: bool = True,
             allow_slow: bool = False, keep_heatmaps: bool = False) -> RunReport:
+    cfg.require_heatmaps("inference")
     report = RunReport()
     if backend.slow and len(boxes) * (2 if flip else 1) > SLOW_LIMIT and not allow_slow:
         raise BmposeError(f"{backend.name}: the {backend.kind} simulator is slow (HRNet-W32: 9-15 s per crop) "

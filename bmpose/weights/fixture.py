@@ -65,12 +65,17 @@ def randomise(model, cfg, seed: int = SEED) -> None:
         model.train()
         model(x, None, mode="tensor")
         model.eval()
-        # Scale the final 1x1 conv so heatmaps spread about as a trained model's do (std ~0.25, peaks ~1),
-        # not O(10): an absolute tolerance then means the same as it will on real weights.
-        final = convs[-1]
-        final.weight.mul_(HEATMAP_STD / model(x, None, mode="tensor").std())
-        if final.bias is not None:
-            final.bias.zero_()
+        # Scale the final layer so heatmaps spread about as a trained model's do (std ~0.25, peaks ~1),
+        # not O(10): an absolute tolerance then means the same as it will on real weights. SimCC (RTMCCHead):
+        # its two final linear layers likewise, since it is trained towards gaussians of peak 1 (SimCCLabel,
+        # normalize=False); as initialised its vectors span +-11.
+        out = model(x, None, mode="tensor")
+        finals = [(convs[-1], out)] if not isinstance(out, (tuple, list)) else \
+            [(model.head.cls_x, out[0]), (model.head.cls_y, out[1])]
+        for final, y in finals:
+            final.weight.mul_(HEATMAP_STD / y.std())
+            if final.bias is not None:
+                final.bias.zero_()
         for bn in norms:
             bn.momentum = 0.1  # mmpose's value, for anyone fine-tuning from the fixture
             bn.num_batches_tracked.zero_()

@@ -63,6 +63,7 @@ class _OpsSubmodules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
 def install() -> None:
     """Register the stand-ins unless the real modules are importable (a full mmcv / torchvision wins)."""
+
     if not any(isinstance(f, _OpsSubmodules) for f in sys.meta_path):
         sys.meta_path.insert(0, _OpsSubmodules())
     for name in SHIMMED:
