@@ -86,8 +86,8 @@ class DeployConfig:
         """What bmpose does only for heatmap models yet: one line for a SimCC model instead of a shape error."""
         if self.outputs != ("heatmaps",):
             raise BmposeError(f"{self.path}: {what} of a {self.codec.get('type')} model (two outputs, "
-                              f"{', '.join(self.outputs)}) is not supported yet: bmpose exports and checks its ONNX "
-                              f"(bmpose export / make onnx); bmodels, inference and bundles come with issue 24")
+                              f"{', '.join(self.outputs)}) is not supported yet: bmpose exports it and runs it on ONNX "
+                              f"Runtime (make onnx, bmpose infer/eval); bmodels and bundles come with issue 24")
 
     @property
     def input_hw(self) -> tuple[int, int]:

@@ -115,7 +115,7 @@ def run(args, meta: dict, runner, spec, out_dir: Path) -> tuple[list, list, Cloc
         hm = pipeline.run_model(runner.run, x, runner.batch_size)
         t = clock.add("inference", t)
         if args.flip:
-            hm = pipeline.merge_flipped(hm, flip_indices, spec.shift_heatmap)
+            hm = pipeline.merge_flipped(hm, flip_indices, spec.shift_heatmap, spec.codec)
         kpts, scores = pipeline.keypoints(hm, crops, spec)
         image_id = image_id_of(file, index)
         for (bbox, score), c, k, s in zip(dets, crops, kpts, scores):

@@ -1,6 +1,8 @@
 """The top-down loop shared by `bmpose infer`/`eval` on the build machine and `bmodel.py` on the device:
 crops -> normalised batches of the model's size -> heatmaps (optionally with the flip test) -> keypoints in
 image pixels. The model is any `run(batch) -> heatmaps` callable; nothing here knows which backend it is.
+A SimCC model (RTMPose) runs the same loop: its backends return the two vectors end to end, [N, K, Wx + Wy]
+(`simcc_split` takes them apart).
 
 `spec` is anything with the model's facts as attributes: input_size (w, h), padding, mean, std, bgr_to_rgb,
 codec, shift_heatmap (bmpose's DeployConfig on the build machine, the bundle's deploy.json on the device).
@@ -9,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import decode
+from . import decode, simcc
 from .crop import crop_person, input_to_image
 from .normalize import normalize
 
@@ -42,9 +44,23 @@ def with_flipped(inputs: np.ndarray) -> np.ndarray:
     return np.stack([inputs, decode.flip_inputs(inputs)], axis=1).reshape(-1, *inputs.shape[1:])
 
 
-def merge_flipped(heatmaps: np.ndarray, flip_indices, shift_heatmap: bool) -> np.ndarray:
-    """Heatmaps of `with_flipped` inputs -> the flip-test heatmaps of the original crops."""
+def is_simcc(codec: dict) -> bool:
+    return codec.get("type") == "SimCCLabel"
+
+
+def simcc_split(outputs: np.ndarray, codec: dict) -> tuple[np.ndarray, np.ndarray]:
+    """[N, K, Wx + Wy] -> simcc_x [N, K, Wx], simcc_y [N, K, Wy] (Wx = input width x split ratio)."""
+    wx = int(round(codec["input_size"][0] * codec["simcc_split_ratio"]))
+    return outputs[..., :wx], outputs[..., wx:]
+
+
+def merge_flipped(heatmaps: np.ndarray, flip_indices, shift_heatmap: bool, codec: dict | None = None) -> np.ndarray:
+    """Outputs of `with_flipped` inputs -> the flip-test outputs of the original crops (heatmaps, or SimCC's
+    vectors end to end when `codec` says SimCC)."""
     hm = heatmaps.reshape(len(heatmaps) // 2, 2, *heatmaps.shape[1:])
+    if codec is not None and is_simcc(codec):
+        (x, y), (fx, fy) = simcc_split(hm[:, 0], codec), simcc_split(hm[:, 1], codec)
+        return np.concatenate(simcc.merge_flip_simcc(x, y, fx, fy, flip_indices), axis=-1)
     return decode.merge_flip(hm[:, 0], hm[:, 1], flip_indices, shift_heatmap)
 
 
@@ -61,8 +77,12 @@ def run_model(run, inputs: np.ndarray, batch_size: int, on_batch=None) -> np.nda
 
 
 def keypoints(heatmaps: np.ndarray, crops, spec) -> tuple[np.ndarray, np.ndarray]:
-    """Heatmaps (N, K, h, w) of `crops` -> keypoints (N, K, 2) in image pixels, scores (N, K)."""
-    kpts, scores = decode.decode(heatmaps, spec.codec)
+    """Heatmaps (N, K, h, w) (or SimCC vectors end to end) of `crops` -> keypoints (N, K, 2) in image pixels,
+    scores (N, K)."""
+    if is_simcc(spec.codec):
+        kpts, scores = simcc.decode_simcc(*simcc_split(heatmaps, spec.codec), spec.codec["simcc_split_ratio"])
+    else:
+        kpts, scores = decode.decode(heatmaps, spec.codec)
     out = np.stack([input_to_image(k, c.center, c.scale, spec.input_size) for k, c in zip(kpts, crops)]) \
         if len(crops) else kpts
     return out, scores

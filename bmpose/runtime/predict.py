@@ -84,12 +84,13 @@ def heatmaps_for(cfg, backend, inputs: np.ndarray, flip: bool, progress: bool = 
     if not flip:
         return run_batches(backend, inputs, progress)
     hm = run_batches(backend, pipeline.with_flipped(inputs), progress)
-    return pipeline.merge_flipped(hm, skeleton.FLIP_INDICES, cfg.shift_heatmap)
+    return pipeline.merge_flipped(hm, skeleton.FLIP_INDICES, cfg.shift_heatmap, cfg.codec)
 
 
 def predict(cfg, backend, boxes: list[PersonBox], flip: bool = False, progress: bool = True,
             allow_slow: bool = False, keep_heatmaps: bool = False) -> RunReport:
-    cfg.require_heatmaps("inference")
+    if backend.kind != "onnx":   # a SimCC model's two outputs reach bmpose through ONNX Runtime only, so far
+        cfg.require_heatmaps(f"inference on the {backend.kind} backend")
     report = RunReport()
     if backend.slow and len(boxes) * (2 if flip else 1) > SLOW_LIMIT and not allow_slow:
         raise BmposeError(f"{backend.name}: the {backend.kind} simulator is slow (HRNet-W32: 9-15 s per crop) "

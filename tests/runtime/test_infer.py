@@ -110,3 +110,39 @@ def test_unknown_artifact(tmp_path):
     p.write_bytes(b"x")
     with pytest.raises(BmposeError, match="unknown artifact type"):
         open_backend(p)
+
+
+@pytest.fixture(scope="module")
+def rtmpose(tmp_path_factory):
+    from bmpose.convert.export import ensure_onnx
+
+    cfg = config.load("rtmpose-t_256x192", artifacts=tmp_path_factory.mktemp("rtmpose"))
+    return cfg, ensure_onnx(cfg, batches=(1,), verbose=False)[1]
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_rtmpose_simcc_parity_with_mmpose_inference_topdown(rtmpose, gt, flip):
+    """RTMPose-t (SimCC, random-init fixture) through ONNX Runtime and the core's SimCC decode and flip: the
+    keypoints of mmpose's own API (issue 24)."""
+    from bmpose.weights.checkpoint import build_model
+    from mmpose.apis import inference_topdown
+
+    cfg, onnx = rtmpose
+    model = build_model(cfg, None)
+    model.test_cfg["flip_test"] = flip
+    ours = infer.predict(cfg, open_backend(onnx), gt[:6], flip=flip, progress=False)
+    assert len(ours.predictions) == 6
+    for p in ours.predictions:
+        ref = inference_topdown(model, str(p.box.file), bboxes=p.box.xyxy[None], bbox_format="xyxy")[0]
+        np.testing.assert_allclose(p.keypoints, ref.pred_instances.keypoints[0], rtol=0, atol=0.01)
+        np.testing.assert_allclose(p.scores, ref.pred_instances.keypoint_scores[0], rtol=0, atol=1e-4)
+
+
+def test_rtmpose_other_backends_refused_in_one_line(rtmpose, gt, tmp_path):
+    cfg, onnx = rtmpose
+
+    class Mlir:
+        kind, slow, name = "mlir", False, "x_tpu.mlir"
+
+    with pytest.raises(BmposeError, match="inference on the mlir backend of a SimCCLabel model .* issue 24"):
+        infer.predict(cfg, Mlir(), gt[:1], progress=False)

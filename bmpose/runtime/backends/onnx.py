@@ -34,5 +34,8 @@ class OnnxBackend(Backend):
         return super().check_input(x)
 
     def run(self, x: np.ndarray) -> np.ndarray:
+        """The output; several (SimCC's simcc_x, simcc_y) end to end along the last axis, in graph order."""
         x = self.check_input(x)
-        return self.session.run(None, {self.input_name: x})[0].astype(np.float32, copy=False)
+        outs = self.session.run(None, {self.input_name: x})
+        y = outs[0] if len(outs) == 1 else np.concatenate(outs, axis=-1)
+        return y.astype(np.float32, copy=False)
