@@ -31,13 +31,14 @@ TOOLS = ("tpu_mlir", "torch", "mmpose", "mmengine", "onnx", "onnxruntime", "nump
 STAMPS = {
     "calibration table": "its '# genetated time:' comment line",
     "bmodel": "its build time and, where the bmodel has no kernel module, that module's unset `mode` word "
-              "(uninitialised memory in TPU-MLIR 1.30.2: 12656 in one build, 650051760 in the next); the "
+              "(uninitialised memory in TPU-MLIR 1.30.2: 12656 in one build, 650051760 in the next, "
+              "-52382799 in a third); the "
               "bmodel is hashed as `model_tool --print` of its header plus its binary payload, raw",
 }
 _TABLE_STAMP = re.compile(rb"^# gene[tr]ated time:[^\n]*\n", re.M)
 _PRINT_TIME = re.compile(r'^\s*time: "[^"]*",?\n', re.M)
 _EMPTY_KERNEL_MODE = re.compile(r'(kernel_module: \{\s*file_name: "",\s*binary: \{\s*start: 0,\s*size: 0\s*\},'
-                                r'\s*mode: )\d+')
+                                r'\s*mode: )-?\d+')   # an int32: negative too
 
 
 def _feed(h, fh) -> None:

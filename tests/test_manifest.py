@@ -143,3 +143,16 @@ def test_locked_serialises_builders(tmp_path):
     for t in threads:
         t.join()
     assert [e.split()[1] for e in events] == ["start", "end", "start", "end"]
+
+
+def test_the_unset_kernel_mode_word_is_blanked_whatever_its_sign():
+    """TPU-MLIR 1.30.2 leaves a bmodel's empty kernel module's `mode` uninitialised: an int32 of any sign
+    (seen: 12656, 650051760, -52382799). Both prints hash alike once blanked."""
+    from bmpose.manifest import _EMPTY_KERNEL_MODE
+
+    def printed(mode):
+        return ('kernel_module: {\n    file_name: "",\n    binary: {\n      start: 0,\n      size: 0\n    },\n'
+                f'    mode: {mode}\n  }}')
+
+    blank = [_EMPTY_KERNEL_MODE.sub(r"\g<1>0", printed(m)) for m in (53, 650051760, -52382799)]
+    assert blank[0] == blank[1] == blank[2] and "mode: 0\n" in blank[0]
