@@ -138,6 +138,10 @@ class CocoKeypoints:
     def sha256(self) -> str:
         return sha256_file(self.path)
 
+    def image_ids_by_name(self) -> dict[str, int]:
+        """file name (no folder) -> image id, for results matched to image files."""
+        return {Path(im["file_name"]).name: im["id"] for im in self.images.values()}
+
     def image_path(self, image_id: int) -> Path:
         return self.img_dir / self.images[image_id]["file_name"]
 

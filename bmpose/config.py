@@ -139,6 +139,17 @@ def list_models() -> list[str]:
     return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
 
 
+def read_yaml(path: Path, keys: str) -> dict:
+    """A config yaml as a mapping; one line naming the file when it is not valid YAML or not a mapping."""
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise BmposeError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise BmposeError(f"{path}: expected a mapping of keys ({keys})")
+    return raw
+
+
 def load(model: str | os.PathLike | None = None, artifacts: str | os.PathLike | None = None) -> DeployConfig:
     """Load a deploy config by name (`configs/<name>.yaml`) or by path to a yaml file; its artifacts go under
     `artifacts` (default: `artifacts_root()`)."""
@@ -148,12 +159,7 @@ def load(model: str | os.PathLike | None = None, artifacts: str | os.PathLike | 
         path = CONFIG_DIR / f"{model}.yaml"
     if not path.is_file():
         raise BmposeError(f"{path}: no such deploy config (known models: {', '.join(list_models())})")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise BmposeError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(raw, dict):
-        raise BmposeError(f"{path}: expected a mapping of keys (mmpose_config: or onnx:, chips:, ...)")
+    raw = read_yaml(path, "mmpose_config: or onnx:, chips:, ...")
     root = Path(artifacts).expanduser().absolute() if artifacts else artifacts_root()
     if "onnx" in raw:
         from bmpose.onnx_config import onnx_facts

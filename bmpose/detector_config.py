@@ -18,9 +18,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from bmpose.config import CONFIG_DIR, artifacts_root
+from bmpose.config import CONFIG_DIR, artifacts_root, read_yaml
 from bmpose.errors import BmposeError
 from bmpose.pose.detect import DECODERS
 
@@ -85,16 +83,18 @@ def _number(raw: dict, key: str, default: float, path: Path, lo: float = 0.0, hi
     return float(v)
 
 
+def load_detector_spec(spec: str, artifacts=None) -> DetectorConfig:
+    """`detector:NAME` (a name or a yaml path; empty: the bundled default), as --boxes gives it."""
+    return load_detector(spec[len("detector:"):] or None, artifacts)
+
+
 def load_detector(ref: str | os.PathLike | None = None, artifacts: str | os.PathLike | None = None) -> DetectorConfig:
     """A detector config by name (configs/detectors/<name>.yaml) or yaml path; one-line errors naming the file."""
     path = _path(str(ref or DEFAULT_DETECTOR))
     if not path.is_file():
         raise BmposeError(f"{path}: no such detector config (bundled: {', '.join(list_detectors())})")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise BmposeError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(raw, dict) or "onnx" not in raw:
+    raw = read_yaml(path, "onnx:, input_size:, decoder:, ...")
+    if "onnx" not in raw:
         raise BmposeError(f"{path}: missing key 'onnx' (the detector's ONNX file)")
     onnx = Path(str(raw["onnx"])).expanduser()
     onnx = (onnx if onnx.is_absolute() else path.parent / onnx).resolve()

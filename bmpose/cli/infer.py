@@ -13,6 +13,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from bmpose.cocodata import load_coco_keypoints
 from bmpose.device.inputs import list_images
 from bmpose.errors import BmposeError
 from bmpose.manifest import atomic_dir, write_manifest
@@ -81,7 +82,8 @@ def collect_boxes(cfg, args) -> tuple[list[PersonBox], list, dict]:
         boxes, skipped = image_boxes(list_images(args.images or img_default))
     elif boxes_spec.startswith("detector:"):
         detector = open_detector(cfg, boxes_spec)
-        ids = coco_image_ids(ann) if args.coco_ann else None   # results scored against that file
+        # results scored against that file carry its image ids
+        ids = load_coco_keypoints(ann, ann.parent).image_ids_by_name() if args.coco_ann else None
         boxes, skipped = detector_boxes(detector, list_images(args.images or img_default), args.det_score_thr, ids)
         inputs["detector"] = detector.cfg.onnx
     else:
@@ -94,18 +96,10 @@ def collect_boxes(cfg, args) -> tuple[list[PersonBox], list, dict]:
 
 
 def open_detector(cfg, spec: str):
-    from bmpose.detector_config import load_detector
+    from bmpose.detector_config import load_detector_spec
     from bmpose.runtime.detector import PersonDetector
 
-    return PersonDetector(load_detector(spec[len("detector:"):] or None, artifacts=cfg.root))
-
-
-def coco_image_ids(ann: Path) -> dict:
-    """file name -> image id of a COCO annotation file."""
-    from bmpose.cocodata import load_coco_keypoints
-
-    coco = load_coco_keypoints(ann, ann.parent)   # checked: one-line errors for a file that is not COCO's
-    return {Path(im["file_name"]).name: im["id"] for im in coco.images.values()}
+    return PersonDetector(load_detector_spec(spec, artifacts=cfg.root))
 
 
 def main(argv=None) -> int:

@@ -61,9 +61,9 @@ def run_eval(args, cfg) -> int:
            "options": metric_options(cfg), "onnx_cache": {}}
     out_dir = cfg.layout.eval()
     if args.boxes.startswith("detector:"):   # beside the ground-truth-box rows, not over them
-        from bmpose.detector_config import DEFAULT_DETECTOR
+        from bmpose.detector_config import load_detector_spec
 
-        tag = "__" + Path(args.boxes[len("detector:"):] or DEFAULT_DETECTOR).stem
+        tag = "__" + load_detector_spec(args.boxes).name
         artifacts = [{**a, "label": a["label"] + tag} for a in artifacts]
     rows = [_eval_one(cfg, args, a, ctx, out_dir / f"{a['label']}.json") for a in artifacts]
     if rows:
@@ -97,15 +97,14 @@ def _detector_boxes(args, cfg, ann: Path, img: Path) -> list:
     """The detector's person boxes on every image of the evaluation set (its eval_score_thr: AP rewards low-score
     boxes), and its own person-box AP and recall, recorded as eval/detector_<name>.json beside the pose rows."""
     from bmpose.cocodata import load_coco_keypoints
-    from bmpose.detector_config import load_detector
+    from bmpose.detector_config import load_detector_spec
     from bmpose.evaluate.person_boxes import box_ap, box_recall
     from bmpose.runtime.detector import PersonDetector, detector_boxes
 
-    dcfg = load_detector(args.boxes[len("detector:"):] or None, artifacts=cfg.root)
+    dcfg = load_detector_spec(args.boxes, artifacts=cfg.root)
     coco = load_coco_keypoints(ann, img)
     files = [coco.img_dir / im["file_name"] for im in coco.images.values()]
-    ids = {Path(im["file_name"]).name: im["id"] for im in coco.images.values()}
-    boxes, skipped = detector_boxes(PersonDetector(dcfg), files, dcfg.eval_score_thr, ids)
+    boxes, skipped = detector_boxes(PersonDetector(dcfg), files, dcfg.eval_score_thr, coco.image_ids_by_name())
     if skipped:
         raise BmposeError(f"{skipped[0][1]} (an evaluation image the detector cannot read)")
     dets = [{"image_id": b.image_id, "bbox": list(b.bbox), "score": b.score} for b in boxes]
