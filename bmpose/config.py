@@ -94,6 +94,11 @@ class DeployConfig:
         return self.input_size[1], self.input_size[0]
 
     @property
+    def input_name(self) -> str:
+        """The network input's name (bmpose's exporter and ONNX door both name it so)."""
+        return "input"
+
+    @property
     def artifacts(self) -> Path:
         return self.root / self.name
 

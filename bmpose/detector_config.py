@@ -11,19 +11,33 @@ its exporter wants the frame (letterbox, colour order, scale/mean/std) and how t
   score_thr: 0.3                                 # pictures and video
   nms_iou: 0.65
   eval_score_thr: 0.01                           # evaluation keeps low-score boxes (AP rewards them)
+  precisions: {bm1684x: fp16, bm1684: fp32}      # what `bmpose detector build` makes per chip by default
+  tolerances: {fp16_cos: 0.999, ...}             # output vs ONNX at build; box gates: max_recall_drop, max_ap_drop
+
+Built like a pose model (bmpose.convert.detector_build): the same transform, calibration and deploy stages
+under artifacts/<name>/, so a DetectorConfig answers what they ask of a config (name, layout, input_hw,
+input_name, tolerances, checkpoint).
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from bmpose.chips import CHIPS, PRECISIONS
 from bmpose.config import CONFIG_DIR, artifacts_root, read_yaml
 from bmpose.errors import BmposeError
 from bmpose.pose.detect import DECODERS
 
 DETECTOR_DIR = CONFIG_DIR / "detectors"
 DEFAULT_DETECTOR = "yolox_nano_416"
+# What a detector build makes per chip unless told: INT8 loses a third of YOLOX-nano's box AP (docs/detection.md).
+DEFAULT_PRECISIONS = {"bm1684x": "fp16", "bm1684": "fp32"}
+# Gates of a detector bmodel: its raw output vs ONNX (cosine, at build, on a calibration frame) and its person
+# boxes vs ONNX's on the evaluation images (bmpose detector build). Margins: docs/detection.md.
+DEFAULT_TOLERANCES = {"fp32_cos": 0.9999, "fp16_cos": 0.999, "bf16_cos": 0.99, "int8_cos": 0.80,
+                      "max_recall_drop": 0.02, "max_ap_drop": 0.01, "int8_max_recall_drop": 0.10,
+                      "int8_max_ap_drop": 0.25}
 
 
 @dataclass(frozen=True)
@@ -44,11 +58,66 @@ class DetectorConfig:
     score_thr: float = 0.3
     nms_iou: float = 0.65
     eval_score_thr: float = 0.01
+    precisions: dict = field(default_factory=lambda: dict(DEFAULT_PRECISIONS))
+    tolerances: dict = field(default_factory=lambda: dict(DEFAULT_TOLERANCES))
+    calibration: dict = field(default_factory=lambda: {"method": "kl", "num": 100})
     root: Path = field(default_factory=artifacts_root)
+    build: str | None = None   # "<chip>_<precision>": run its bmodel (bmpose detector) instead of the ONNX
+    checkpoint = None   # a detector is its ONNX file (hashed as the transform's input)
+    batches = (1,)
 
     @property
     def artifacts(self) -> Path:
         return self.root / self.name
+
+    @property
+    def tag(self) -> str:
+        """The name, with the build when a bmodel runs (eval rows and files)."""
+        return self.name + (f"_{self.build}" if self.build else "")
+
+    @property
+    def precision(self) -> str:
+        return self.build.split("_", 1)[1] if self.build else "fp32"
+
+    def model_path(self, kind: str | None = None) -> Path:
+        """The file that runs: the ONNX, or the build's bmodel (its deployed tpu.mlir for kind "mlir")."""
+        if not self.build:
+            return self.onnx
+        from bmpose.manifest import read_manifest
+
+        chip, precision = self.build.split("_", 1)
+        d = self.layout.bmodel(chip, precision, 1)
+        m = read_manifest(d)
+        if m is None or m.get("status") != "ok":
+            raise BmposeError(f"{d}: detector {self.name} has no {precision} bmodel for {chip}; build it: bmpose "
+                              f"detector --detector {self.name} --chips {chip} --precision {precision}")
+        return d / (m["tpu_mlir"] if kind == "mlir" else self.layout.bmodel_name(chip, precision, 1))
+
+    @property
+    def layout(self):
+        from bmpose.layout import Layout
+
+        return Layout(self.artifacts, self.name)
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        return self.input_size[1], self.input_size[0]
+
+    @property
+    def input_name(self) -> str:
+        import onnx
+
+        return onnx.load(str(self.onnx), load_external_data=False).graph.input[0].name
+
+    @property
+    def chips(self) -> tuple[str, ...]:
+        return tuple(self.precisions)
+
+    def box_gate(self, precision: str) -> dict:
+        """The most a bmodel of `precision` may lose against ONNX: person-box recall and box AP."""
+        pre = "int8_" if precision == "int8" else ""
+        return {"max_recall_drop": self.tolerances[pre + "max_recall_drop"],
+                "max_ap_drop": self.tolerances[pre + "max_ap_drop"]}
 
     def summary(self) -> dict:
         return {"name": self.name, "onnx": str(self.onnx), "input_size": list(self.input_size),
@@ -84,8 +153,17 @@ def _number(raw: dict, key: str, default: float, path: Path, lo: float = 0.0, hi
 
 
 def load_detector_spec(spec: str, artifacts=None) -> DetectorConfig:
-    """`detector:NAME` (a name or a yaml path; empty: the bundled default), as --boxes gives it."""
-    return load_detector(spec[len("detector:"):] or None, artifacts)
+    """`detector:NAME` (a name or a yaml path; empty: the bundled default), as --boxes gives it;
+    `detector:NAME@<chip>_<precision>` runs that bmodel of it (built by `bmpose detector`)."""
+    ref, at, build = spec[len("detector:"):].partition("@")
+    dcfg = load_detector(ref or None, artifacts)
+    if at:
+        chip, _, precision = build.partition("_")
+        if chip not in CHIPS or precision not in PRECISIONS:
+            raise BmposeError(f"--boxes {spec}: after @ name a build as <chip>_<precision>, e.g. bm1684x_fp16 "
+                              f"(chips: {', '.join(CHIPS)}; precisions: {', '.join(PRECISIONS)})")
+        dcfg = replace(dcfg, build=build)
+    return dcfg
 
 
 def load_detector(ref: str | os.PathLike | None = None, artifacts: str | os.PathLike | None = None) -> DetectorConfig:
@@ -114,6 +192,14 @@ def load_detector(ref: str | os.PathLike | None = None, artifacts: str | os.Path
     if not (isinstance(classes, list) and classes and all(isinstance(c, int) and c >= 0 for c in classes)):
         raise BmposeError(f"{path}: classes must be a list of class indices (person: 0 for COCO), got {classes!r}")
     root = Path(artifacts).expanduser().absolute() if artifacts else artifacts_root()
+    precisions = raw.get("precisions") or DEFAULT_PRECISIONS
+    if not isinstance(precisions, dict) or not all(c in CHIPS and p in PRECISIONS for c, p in precisions.items()):
+        raise BmposeError(f"{path}: precisions must map chips ({', '.join(CHIPS)}) to one of {', '.join(PRECISIONS)}, "
+                          f"got {precisions!r}")
+    tolerances = {**DEFAULT_TOLERANCES, **(raw.get("tolerances") or {})}
+    bad = [k for k in tolerances if k not in DEFAULT_TOLERANCES]
+    if bad:
+        raise BmposeError(f"{path}: tolerances: unknown key {bad[0]!r} (known: {', '.join(DEFAULT_TOLERANCES)})")
     return DetectorConfig(
         name=raw.get("name", path.stem), path=path.resolve(), onnx=onnx, input_size=(size[0], size[1]),
         center=box.get("align", "topleft") == "center", pad_value=int(box.get("pad_value", 114)),
@@ -121,4 +207,5 @@ def load_detector(ref: str | os.PathLike | None = None, artifacts: str | os.Path
         mean=_triple(pre.get("mean"), "mean", path), std=_triple(pre.get("std"), "std", path), decoder=decoder,
         strides=tuple(int(s) for s in raw.get("strides", (8, 16, 32))), classes=tuple(classes),
         score_thr=_number(raw, "score_thr", 0.3, path), nms_iou=_number(raw, "nms_iou", 0.65, path),
-        eval_score_thr=_number(raw, "eval_score_thr", 0.01, path), root=root)
+        eval_score_thr=_number(raw, "eval_score_thr", 0.01, path), precisions=dict(precisions),
+        tolerances=tolerances, calibration={"method": "kl", "num": 100, **(raw.get("calibration") or {})}, root=root)

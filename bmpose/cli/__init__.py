@@ -17,6 +17,7 @@ COMMANDS = {
     "export": ("bmpose.cli.export", "mmpose config + checkpoint -> ONNX (batch 1/4), checked against PyTorch"),
     "calib": ("bmpose.cli.calib", "COCO person crops -> LMDB calibration set (+ contact sheet)"),
     "build": ("bmpose.cli.build", "ONNX -> bmodels with TPU-MLIR (fp32/int8, chips, batches), compare files"),
+    "detector": ("bmpose.cli.detector", "person detector bmodels (fp32/fp16/int8 per chip), boxes scored vs ONNX"),
     "nntc": ("bmpose.cli.nntc", "NNTC (BMNNSDK2 2.7) bundle for BM1684: opset-12 ONNX, ufw LMDB, build scripts"),
     "compare": ("bmpose.cli.compare", "per-layer similarity between two npz files"),
     "deploy": ("bmpose.cli.deploy", "device bundle per chip: bmodels, deploy.json, pose core, bmodel.py, README"),

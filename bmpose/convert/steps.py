@@ -112,8 +112,8 @@ def ensure_transform(cfg, batch: int, onnx: Path, crops: list[Path], checkpoint:
         if up_to_date(out, inputs, options):
             return out
         with build(out) as tmp:
-            x = np.concatenate([np.load(p)["input"] for p in use], axis=0).astype(np.float32)
-            np.savez(tmp / "test_input.npz", input=x)
+            x = np.concatenate([np.load(p)[cfg.input_name] for p in use], axis=0).astype(np.float32)
+            np.savez(tmp / "test_input.npz", **{cfg.input_name: x})
             seconds = run_tool("model_transform.py", [
                 "--model_name", cfg.name, "--model_def", Path(onnx).resolve(),
                 "--input_shapes", str([options["input_shape"]]).replace(" ", ""),
@@ -136,7 +136,7 @@ def _output_name(mlir: Path) -> str:
 
     outs = read_graph(mlir).outputs
     if len(outs) != 1:
-        raise BmposeError(f"{mlir}: expected one output (heatmaps), found {len(outs)}")
+        raise BmposeError(f"{mlir}: expected one output, found {len(outs)}")
     return outs[0]
 
 

@@ -63,7 +63,7 @@ def run_eval(args, cfg) -> int:
     if args.boxes.startswith("detector:"):   # beside the ground-truth-box rows, not over them
         from bmpose.detector_config import load_detector_spec
 
-        tag = "__" + load_detector_spec(args.boxes).name
+        tag = "__" + load_detector_spec(args.boxes).tag
         artifacts = [{**a, "label": a["label"] + tag} for a in artifacts]
     rows = [_eval_one(cfg, args, a, ctx, out_dir / f"{a['label']}.json") for a in artifacts]
     if rows:
@@ -96,25 +96,19 @@ def _boxes(args, cfg):
 def _detector_boxes(args, cfg, ann: Path, img: Path) -> list:
     """The detector's person boxes on every image of the evaluation set (its eval_score_thr: AP rewards low-score
     boxes), and its own person-box AP and recall, recorded as eval/detector_<name>.json beside the pose rows."""
-    from bmpose.cocodata import load_coco_keypoints
     from bmpose.detector_config import load_detector_spec
-    from bmpose.evaluate.person_boxes import box_ap, box_recall
-    from bmpose.runtime.detector import PersonDetector, detector_boxes
+    from bmpose.evaluate.detector_boxes import score_detector
+    from bmpose.runtime.detector import PersonDetector
 
     dcfg = load_detector_spec(args.boxes, artifacts=cfg.root)
-    coco = load_coco_keypoints(ann, img)
-    files = [coco.img_dir / im["file_name"] for im in coco.images.values()]
-    boxes, skipped = detector_boxes(PersonDetector(dcfg), files, dcfg.eval_score_thr, coco.image_ids_by_name())
-    if skipped:
-        raise BmposeError(f"{skipped[0][1]} (an evaluation image the detector cannot read)")
-    dets = [{"image_id": b.image_id, "bbox": list(b.bbox), "score": b.score} for b in boxes]
-    row = {"label": f"detector_{dcfg.name}", "artifact": str(dcfg.onnx), "backend": "onnx", "precision": "fp32",
-           "what": "person boxes, COCO bbox metric", **box_ap(ann, dets), "recall_iou50": box_recall(ann, dets),
-           "boxes": len(dets), "score_thr": dcfg.eval_score_thr, "eval_set": provenance.short(ann)}
-    with atomic_file(cfg.layout.eval() / f"detector_{dcfg.name}.json") as tmp:
+    detector = PersonDetector(dcfg)
+    scored, boxes = score_detector(detector, ann, img)
+    row = {"label": f"detector_{dcfg.tag}", "artifact": str(detector.backend.path), "backend": detector.backend.kind,
+           "precision": dcfg.precision, **scored}
+    with atomic_file(cfg.layout.eval() / f"detector_{dcfg.tag}.json") as tmp:
         tmp.write_text(json.dumps(row, indent=2) + "\n")
     r = row["recall_iou50"]
-    print(f"eval: {dcfg.name}: {len(dets)} person boxes, box AP {row['AP']:.4f}, recall at IoU 0.5 "
+    print(f"eval: {dcfg.tag}: {row['boxes']} person boxes, box AP {row['AP']:.4f}, recall at IoU 0.5 "
           f"{r['found']}/{r['persons']}")
     return boxes
 

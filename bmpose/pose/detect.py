@@ -6,6 +6,7 @@ Boxes are float32 [N, 4] xyxy in frame pixels; scores [N]; classes [N] int.
 """
 from __future__ import annotations
 
+import time
 from collections import namedtuple
 
 import cv2
@@ -119,3 +120,31 @@ def detect(raw: np.ndarray, decoder: str, box: Letterbox, frame_hw, *, classes=(
     out[:, 0::2] = out[:, 0::2].clip(0, fw)
     out[:, 1::2] = out[:, 1::2].clip(0, fh)
     return Detections(out.astype(np.float32), scores[keep].astype(np.float32), labels[keep])
+
+
+def frame_input(frame: np.ndarray, spec):
+    """A BGR frame -> (its letterbox, the network's input tensor), as `spec` says (a detector config, or the
+    bundle's deploy.json "detector": input_size, pad_value, center, bgr_to_rgb, scale, mean, std). What
+    inference feeds and detector calibration stores."""
+    if frame is None or frame.ndim != 3 or 0 in frame.shape[:2]:
+        raise PoseError(f"a frame of shape {getattr(frame, 'shape', None)}: not an image with pixels")
+    box = letterbox(frame, spec.input_size, spec.pad_value, spec.center)
+    return box, detector_input(box.canvas, bgr_to_rgb=spec.bgr_to_rgb, scale=spec.scale, mean=spec.mean,
+                               std=spec.std)
+
+
+def detect_frame(run, frame: np.ndarray, spec, score_thr: float | None = None, seconds: dict | None = None):
+    """One frame through a person detector, `run(x) -> raw output` (any backend): letterbox, run, decode, NMS.
+    `seconds` accumulates "pre", "infer", "post". -> Detections in frame pixels."""
+    t0 = time.perf_counter()
+    box, x = frame_input(frame, spec)
+    t1 = time.perf_counter()
+    raw = np.asarray(run(x))[0]
+    t2 = time.perf_counter()
+    dets = detect(raw, spec.decoder, box, frame.shape, classes=spec.classes,
+                  score_thr=spec.score_thr if score_thr is None else score_thr, iou_thr=spec.nms_iou,
+                  strides=spec.strides)
+    if seconds is not None:
+        for key, dt in (("pre", t1 - t0), ("infer", t2 - t1), ("post", time.perf_counter() - t2)):
+            seconds[key] = seconds.get(key, 0.0) + dt
+    return dets

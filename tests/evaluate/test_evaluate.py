@@ -122,5 +122,5 @@ def test_eval_with_the_bundled_detector(tmp_path, coco_mini, capsys):
           f"recall {boxes['recall_iou50']}")
     assert gt_row["options"]["boxes"] == "gt" and det_row["options"]["boxes"] == "detector:yolox_nano_416"
     assert 0.3 < det_row["AP"] < gt_row["AP"]   # boxes found, but not the annotators' own
-    assert boxes["AP"] > 0.4 and boxes["recall_iou50"]["recall"] > 0.9 and boxes["score_thr"] == 0.01
+    assert boxes["AP"] > 0.4 and boxes["recall_iou50"]["recall"] > 0.9 and boxes["eval_score_thr"] == 0.01
     assert "box AP" in capsys.readouterr().out

@@ -1,0 +1,161 @@
+"""`bmpose detector`: a person detector's bmodels, built and checked like a pose model's.
+
+  bmpose detector                                   # the config's precision per chip (yolox_nano_416: BM1684X FP16, BM1684 FP32)
+  bmpose detector --chips bm1684x --precision int8  # one build
+  bmpose detector --detector my_yolov8.yaml --frames /data/frames
+
+Each bmodel is built by the pose models' stages (calibration frames letterboxed by the function inference uses,
+top MLIR, calibration table for INT8, model_deploy with TPU-MLIR's own check, output vs ONNX gate, compare
+files, simulated device time) under artifacts/<detector>/. Then its person boxes on the evaluation images
+(default: the bundled COCO val persons) are scored beside ONNX Runtime's: recall at IoU 0.5 and COCO person box
+AP, held to the config's margins (tolerances max_recall_drop / max_ap_drop; int8_* for INT8). Results:
+artifacts/<detector>/eval/boxes.json and report/report.md; exit 1 when a build misses its gate.
+Run a build's boxes elsewhere with `--boxes detector:NAME@<chip>_<precision>` (bmpose infer / eval).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from bmpose.chips import CHIPS, PRECISIONS, check_chip_precision
+from bmpose.cli.args import add_artifacts_dir
+from bmpose.errors import BmposeError
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(prog="bmpose detector", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--detector", default=None, help="detector config name or yaml (default: yolox_nano_416)")
+    add_artifacts_dir(ap)
+    ap.add_argument("--chips", nargs="+", choices=CHIPS, help="chips (default: those in the config's precisions)")
+    ap.add_argument("--precision", choices=PRECISIONS, help="one precision for every chip (default: the config's "
+                                                            "per chip)")
+    ap.add_argument("--frames", type=Path, help="folder of whole frames to calibrate on (default: the bundled "
+                                                "COCO train2017 images, tests/data/coco_train_mini/images)")
+    ap.add_argument("--num", type=int, help="calibration frames (default: the config's calibration.num)")
+    ap.add_argument("--coco-ann", type=Path, help="COCO annotations whose persons score the boxes (default: the "
+                                                  "bundled val persons)")
+    ap.add_argument("--coco-img", type=Path, help="its image folder (default: beside the json)")
+    ap.add_argument("--runtime", choices=("mlir", "cmodel"), default="mlir",
+                    help="how a bmodel's boxes are computed without a device: its deployed tpu.mlir on pymlir "
+                         "(default; what TPU-MLIR checks the bmodel against) or the bmodel on the chip simulator")
+    return ap.parse_args(argv)
+
+
+def targets(dcfg, chips, precision) -> list[tuple[str, str]]:
+    chips = chips or list(dcfg.precisions)
+    out = []
+    for chip in chips:
+        p = precision or dcfg.precisions.get(chip)
+        if p is None:
+            raise BmposeError(f"{dcfg.path}: no precision for {chip} in its precisions; name one with --precision")
+        check_chip_precision(chip, p)
+        out.append((chip, p))
+    return out
+
+
+def main(argv=None) -> int:
+    from dataclasses import replace
+
+    from bmpose.convert.detector_build import DetectorBuild
+    from bmpose.detector_config import load_detector
+    from bmpose.runtime.boxes import bundled_sample
+
+    args = parse_args(argv)
+    dcfg = load_detector(args.detector, args.artifacts_dir)
+    plan = targets(dcfg, args.chips, args.precision)
+    build = DetectorBuild(dcfg, args.frames, args.num)
+    for chip, precision in plan:
+        t0 = time.perf_counter()
+        print(f"detector: {dcfg.name} {chip} {precision}: building ...", flush=True)
+        out, built = build.bmodel(chip, precision)
+        checks = json.loads((out / "manifest.json").read_text())["checks"]
+        ms = (checks.get("device_time") or {}).get("runtime_ms")
+        print(f"detector: {dcfg.name} {chip} {precision}: {'built' if built else 'up to date'} "
+              f"({time.perf_counter() - t0:.0f} s), output cos vs ONNX {checks['final']['cosine']:.6f}"
+              + (f", simulated {ms:.2f} ms per frame" if ms else ""), flush=True)
+
+    ann_default, img_default = bundled_sample()
+    ann = args.coco_ann or ann_default
+    img = args.coco_img or (img_default if not args.coco_ann else ann.parent)
+    rows = [score(dcfg, ann, img, None)]
+    for chip, precision in plan:
+        rows.append(score(replace(dcfg, build=f"{chip}_{precision}"), ann, img, args.runtime, rows[0]))
+    write_results(dcfg, rows)
+    print_table(rows)
+    failed = [r for r in rows if r.get("gate") and not r["gate"]["passed"]]
+    for r in failed:
+        g = r["gate"]
+        print(f"detector: {r['label']}: FAILED its box gate: recall -{g['recall_drop']:.3f} (max "
+              f"{g['max_recall_drop']}), box AP -{g['ap_drop']:.4f} (max {g['max_ap_drop']}) vs ONNX", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def score(dcfg, ann: Path, img: Path, runtime: str | None, onnx_row: dict | None = None) -> dict:
+    """One row: the detector (ONNX, or a build on `runtime`) on the set, reused while model and set are unchanged."""
+    from bmpose.evaluate.detector_boxes import gate, score_detector
+    from bmpose.manifest import atomic_file, sha256_file
+    from bmpose.runtime.detector import PersonDetector
+
+    model = dcfg.model_path(runtime)
+    key = {"model": sha256_file(model), "annotations": sha256_file(ann), "runtime": runtime,
+           "summary": dcfg.summary(), "thresholds": [dcfg.eval_score_thr, dcfg.score_thr]}
+    cache = dcfg.layout.eval() / f"boxes_{dcfg.tag}.json"
+    row = json.loads(cache.read_text()) if cache.is_file() else None
+    if row is None or row.get("key") != key:
+        print(f"detector: scoring {dcfg.tag} on {ann.name} ...", flush=True)
+        detector = PersonDetector(dcfg, kind=runtime)
+        scored, _ = score_detector(detector, ann, img)
+        row = {"label": dcfg.tag, "artifact": str(model), "backend": detector.backend.kind,
+               "precision": dcfg.precision, **scored, "key": key}
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(cache) as tmp:
+            tmp.write_text(json.dumps(row, indent=2) + "\n")
+    if onnx_row is not None:
+        row["gate"] = gate(row, onnx_row, dcfg.box_gate(dcfg.precision))
+        m = json.loads((model.parent / "manifest.json").read_text())
+        row["output_cos"] = m["checks"]["final"]["cosine"]
+        row["device_ms"] = (m["checks"].get("device_time") or {}).get("runtime_ms")
+    return row
+
+
+def write_results(dcfg, rows: list[dict]) -> None:
+    from bmpose.manifest import atomic_file
+
+    with atomic_file(dcfg.layout.eval() / "boxes.json") as tmp:
+        tmp.write_text(json.dumps({"detector": dcfg.summary(), "rows": rows}, indent=2, default=str) + "\n")
+    lines = [f"# {dcfg.name}: person boxes, ONNX vs bmodels", "",
+             f"Evaluation set: {rows[0]['eval_set']} ({rows[0]['images']} images, "
+             f"{rows[0]['recall_iou50']['persons']} non-crowd persons > 32x32). Recall at IoU 0.5 over boxes with "
+             f"score >= {rows[0]['eval_score_thr']} (and >= {rows[0]['score_thr']}, what pictures keep); COCO bbox "
+             f"AP of the person category.", "",
+             "| build | backend | box AP | AP50 | recall | recall @score_thr | output cos | sim. ms/frame | gate |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        g = r.get("gate")
+        verdict = "reference" if g is None else ("pass" if g["passed"] else
+                                                 f"FAIL (AP -{g['ap_drop']:.4f}, max {g['max_ap_drop']})")
+        ms = f"{r['device_ms']:.2f}" if r.get("device_ms") else ""
+        cos = f"{r['output_cos']:.6f}" if r.get("output_cos") else ""
+        lines.append(f"| {r['label']} | {r['backend']} | {r['AP']:.4f} | {r['AP50']:.4f} | "
+                     f"{_recall(r['recall_iou50'])} | {_recall(r['recall_iou50_at_score_thr'])} | {cos} | {ms} | "
+                     f"{verdict} |")
+    with atomic_file(dcfg.layout.report() / "report.md") as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+
+
+def _recall(r: dict) -> str:
+    return f"{r['found']}/{r['persons']}"
+
+
+def print_table(rows: list[dict]) -> None:
+    print(f"\n{'build':<28} {'backend':<7} {'box AP':>7} {'AP50':>7} {'recall':>7} {'@thr':>7} {'ms':>6}  gate")
+    for r in rows:
+        g = r.get("gate")
+        ms = f"{r['device_ms']:.2f}" if r.get("device_ms") else ""
+        print(f"{r['label']:<28} {r['backend']:<7} {r['AP']:7.4f} {r['AP50']:7.4f} {_recall(r['recall_iou50']):>7} "
+              f"{_recall(r['recall_iou50_at_score_thr']):>7} {ms:>6}  "
+              f"{'reference' if g is None else 'pass' if g['passed'] else 'FAIL'}")

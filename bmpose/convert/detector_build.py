@@ -1,0 +1,104 @@
+"""A person detector's bmodels, built by the pose models' own stages (convert.steps, convert.bmodel_build):
+
+  calibration frames (whole COCO frames, letterboxed and scaled by the function inference uses)
+  -> top MLIR (its ONNX, batch 1) -> calibration table (INT8) -> bmodel per chip and precision
+
+under artifacts/<detector>/ (bmpose.layout names the folders), each with its manifest, compare files and
+simulated device time. Whether its boxes still find the persons is measured above this floor
+(bmpose.evaluate.detector_boxes), against the same detector on ONNX Runtime.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from bmpose import manifest
+from bmpose.errors import BmposeError
+from bmpose.pose.image_io import read_image
+from bmpose.pose.detect import frame_input
+
+
+def default_frames() -> Path:
+    """The bundled calibration frames: the COCO train2017 images of tests/data/coco_train_mini (never evaluated)."""
+    from bmpose.calib.select import default_coco
+
+    return default_coco()[1]
+
+
+def list_frames(folder: Path) -> list[Path]:
+    from bmpose.device.inputs import list_images
+
+    return [Path(f) for f in list_images(folder)]
+
+
+def ensure_frames(dcfg, folder: Path | None = None, num: int | None = None) -> list[Path]:
+    """Up to `num` frames of `folder` as the detector's input tensors (npz keyed by its input name), the
+    transform's test input and run_calibration's data; reused while the images and preprocessing are unchanged."""
+    folder = Path(folder or default_frames())
+    files = list_frames(folder)[: int(num or dcfg.calibration["num"])]
+    if not files:
+        raise BmposeError(f"{folder}: no images to calibrate the detector on")
+    out = dcfg.layout.cali_inputs()
+    key = dcfg.input_name
+    inputs = {f"frame{i}": f for i, f in enumerate(files)}
+    options = {"preprocess": {k: v for k, v in dcfg.summary().items() if k not in ("name", "onnx", "decoder",
+                                                                                 "strides", "classes")},
+               "key": key, "folder": str(folder)}
+    with manifest.locked(out):
+        if not manifest.up_to_date(out, inputs, options):
+            with manifest.atomic_dir(out, keep_failed=False) as tmp:
+                names = []
+                for i, f in enumerate(files):
+                    _, x = frame_input(read_image(f), dcfg)
+                    names.append(f"frame_{i:05d}.npz")
+                    np.savez(tmp / names[-1], **{key: x})
+                (tmp / "data_list.txt").write_text("".join(f"{(out / n).resolve()}\n" for n in names))
+                manifest.write_manifest(tmp, stage="detector_frames", inputs=inputs, options=options,
+                                        outputs=["data_list.txt"], checks={"count": len(names)})
+    return [Path(p) for p in (out / "data_list.txt").read_text().split()]
+
+
+class DetectorBuild:
+    """What a Pipeline is to a pose model, for a detector: its stages, each ensured once (batch 1 only)."""
+
+    def __init__(self, dcfg, frames: Path | None = None, num: int | None = None):
+        self.cfg, self.folder, self.num = dcfg, frames, num
+        self._frames: list[Path] | None = None
+        self._mlir: Path | None = None
+
+    def frames(self) -> list[Path]:
+        if self._frames is None:
+            self._frames = ensure_frames(self.cfg, self.folder, self.num)
+        return self._frames
+
+    def mlir(self) -> Path:
+        if self._mlir is None:
+            from bmpose.convert import steps
+
+            self._mlir = steps.ensure_transform(self.cfg, 1, self.cfg.onnx, self.frames())
+        return self._mlir
+
+    def options(self, chip: str, precision: str) -> dict:
+        from bmpose.convert.bmodel_build import INT8_LAYER_TOL_RANDOM, deploy_options
+
+        if precision != "int8":
+            return deploy_options(self.cfg, chip, precision, 1, method=None, user_qtables=(), search=False,
+                                  checkpoint=None, calib=None)
+        opts = deploy_options(self.cfg, chip, precision, 1, method=self.cfg.calibration["method"], user_qtables=(),
+                              search=False, checkpoint=None,
+                              calib={"frames": str(self.folder or default_frames()), "num": len(self.frames())})
+        # TPU-MLIR's per-layer floor (cos 0.7) would stop YOLOX-nano's INT8 build in the stem (a Mul at 0.66):
+        # what decides a detector is whether its boxes still find the persons, the box gate above this floor.
+        opts["tpu_layer_tolerance"] = INT8_LAYER_TOL_RANDOM
+        return opts
+
+    def bmodel(self, chip: str, precision: str) -> tuple[Path, bool]:
+        from bmpose.convert import bmodel_build, steps
+
+        table = None
+        if precision == "int8":
+            table = steps.ensure_cali_table(self.cfg, self.mlir(), self.frames(), self.cfg.calibration["method"],
+                                            len(self.frames()))
+        return bmodel_build.ensure_bmodel(self.cfg, chip, precision, 1, mlir=self.mlir(),
+                                          options=self.options(chip, precision), cali_table=table)

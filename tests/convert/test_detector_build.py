@@ -1,0 +1,118 @@
+"""A person detector's bmodels: built by the pose models' stages and held to a box gate against ONNX."""
+import json
+import subprocess
+import sys
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from bmpose.cli.detector import targets
+from bmpose.convert.detector_build import default_frames, ensure_frames, list_frames
+from bmpose.detector_config import load_detector, load_detector_spec
+from bmpose.errors import BmposeError
+from bmpose.evaluate.detector_boxes import gate
+from bmpose.pose.image_io import read_image
+from bmpose.pose.detect import frame_input
+
+
+def test_default_targets_follow_the_config_and_bm1684_has_no_fp16():
+    d = load_detector()
+    assert targets(d, None, None) == [("bm1684x", "fp16"), ("bm1684", "fp32")]
+    assert targets(d, ["bm1684x"], "int8") == [("bm1684x", "int8")]
+    with pytest.raises(BmposeError, match="bm1684"):
+        targets(d, ["bm1684"], "fp16")
+    with pytest.raises(BmposeError, match="no precision for bm1688.*--precision"):
+        targets(d, ["bm1688"], None)
+
+
+def test_a_build_is_named_after_the_at_sign(tmp_path):
+    d = load_detector_spec("detector:yolox_nano_416@bm1684x_fp16", artifacts=tmp_path)
+    assert (d.build, d.tag, d.precision) == ("bm1684x_fp16", "yolox_nano_416_bm1684x_fp16", "fp16")
+    assert load_detector_spec("detector:", artifacts=tmp_path).model_path() == d.onnx
+    with pytest.raises(BmposeError, match=r"has no fp16 bmodel for bm1684x; build it: bmpose detector") as e:
+        d.model_path()
+    assert "\n" not in str(e.value)
+    with pytest.raises(BmposeError, match=r"after @ name a build as <chip>_<precision>"):
+        load_detector_spec("detector:yolox_nano_416@fp16")
+
+
+@pytest.mark.parametrize("text,match", [
+    ("precisions: {bm1684: fp8}\n", "precisions must map chips"),
+    ("precisions: {sc5: fp32}\n", "precisions must map chips"),
+    ("tolerances: {fp16: 0.9}\n", "tolerances: unknown key 'fp16'"),
+])
+def test_bad_build_keys_are_one_line(tmp_path, text, match):
+    import shutil
+
+    shutil.copy(load_detector().onnx, tmp_path / "m.onnx")
+    (tmp_path / "d.yaml").write_text("onnx: m.onnx\ninput_size: [416, 416]\ndecoder: yolox\n" + text)
+    with pytest.raises(BmposeError, match=match) as e:
+        load_detector(tmp_path / "d.yaml")
+    assert str(e.value).startswith(str(tmp_path / "d.yaml"))
+
+
+def test_box_gate():
+    onnx = {"AP": 0.50, "recall_iou50": {"recall": 1.0}}
+    limits = {"max_recall_drop": 0.02, "max_ap_drop": 0.01}
+    assert gate({"AP": 0.491, "recall_iou50": {"recall": 0.98}}, onnx, limits)["passed"]
+    assert not gate({"AP": 0.489, "recall_iou50": {"recall": 1.0}}, onnx, limits)["passed"]
+    assert not gate({"AP": 0.50, "recall_iou50": {"recall": 0.97}}, onnx, limits)["passed"]
+    assert load_detector().box_gate("int8")["max_ap_drop"] > load_detector().box_gate("fp16")["max_ap_drop"]
+
+
+def test_calibration_frames_are_what_inference_feeds(tmp_path):
+    d = load_detector(artifacts=tmp_path)
+    files = ensure_frames(d, num=3)
+    assert len(files) == 3 and d.input_name == "images"
+    for npz, img in zip(files, list_frames(default_frames())):
+        with np.load(npz) as z:
+            assert z["images"].shape == (1, 3, 416, 416)
+            np.testing.assert_array_equal(z["images"], frame_input(read_image(img), d)[1])
+    stamp = (files[0].parent / "manifest.json").stat().st_mtime_ns
+    assert ensure_frames(d, num=3) == files and (files[0].parent / "manifest.json").stat().st_mtime_ns == stamp
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BmposeError, match="empty: no images"):
+        ensure_frames(replace(d, name="other"), folder=tmp_path / "empty")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """`bmpose detector` as a user runs it: the config's precision per chip (BM1684X FP16, BM1684 FP32)."""
+    root = tmp_path_factory.mktemp("detector_artifacts")
+    run = subprocess.run([sys.executable, "-m", "bmpose", "detector", "--artifacts-dir", str(root)],
+                         capture_output=True, text=True)
+    return root / "yolox_nano_416", run
+
+
+@pytest.mark.slow
+def test_detector_bmodels_find_the_persons_onnx_finds(built):
+    art, run = built
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = {r["label"]: r for r in json.loads((art / "eval" / "boxes.json").read_text())["rows"]}
+    onnx = rows.pop("yolox_nano_416")
+    assert set(rows) == {"yolox_nano_416_bm1684x_fp16", "yolox_nano_416_bm1684_fp32"}
+    assert onnx["AP"] > 0.45 and onnx["recall_iou50"]["recall"] > 0.9   # measured 0.5056, 43/44
+    for label, r in rows.items():
+        assert r["backend"] == "mlir" and r["gate"]["passed"], (label, r["gate"])
+        assert r["recall_iou50"]["found"] >= onnx["recall_iou50"]["found"] - 1
+        assert abs(r["AP"] - onnx["AP"]) <= 0.01, (label, r["AP"], onnx["AP"])
+        assert r["device_ms"] > 0 and r["output_cos"] > 0.999
+    for sub in ("bm1684x_fp16_b1", "bm1684_fp32_b1"):
+        m = json.loads((art / sub / "manifest.json").read_text())
+        assert m["stage"] == "deploy" and m["checks"]["device_time"]["runtime_ms"] > 0
+        assert (art / sub / "compare.csv").is_file() and (art / sub / f"yolox_nano_416_{sub}.bmodel").is_file()
+    report = (art / "report" / "report.md").read_text()
+    assert report.count("| yolox_nano_416") == 3 and "| pass |" in report
+
+
+@pytest.mark.slow
+def test_a_second_run_reuses_builds_and_scores(built):
+    art, first = built
+    assert first.returncode == 0, first.stderr[-3000:]
+    stamp = (art / "bm1684x_fp16_b1" / "manifest.json").stat().st_mtime_ns
+    run = subprocess.run([sys.executable, "-m", "bmpose", "detector", "--artifacts-dir", str(art.parent)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("up to date") == 2 and "scoring" not in run.stdout
+    assert (art / "bm1684x_fp16_b1" / "manifest.json").stat().st_mtime_ns == stamp
