@@ -1,6 +1,6 @@
 # bmpose: the pipeline's table of contents. Each target is one `bmpose` call; `bmpose <cmd> --help` has more.
 # Variables: MODEL CHECKPOINT CALIB COCO_ANN COCO_IMG CHIPS BATCHES QTABLE SEARCH METHOD TOL IMAGES BACKEND BOXES DYNAMIC
-#            ONLY PRECISIONS (bench)
+#            ONLY PRECISIONS (bench) DETECTOR PRECISION (detector)
 SHELL := /bin/bash
 MODEL ?= hrnet_small_128x96
 CALIB ?= coco
@@ -14,7 +14,7 @@ CALIB_ARGS = --calib $(CALIB) $(call opt,COCO_ANN,--coco-ann) $(call opt,COCO_IM
 # TOL="int8_cos=0.98 fp32_cos=0.9999" overrides the config's gates (recorded in the manifests).
 BUILD_ARGS = $(call opt,CHIPS,--chips) $(call opt,BATCHES,--batches) $(foreach t,$(TOL),--tolerance $(t))
 
-.PHONY: setup fixture onnx calib fp32 fp16 bf16 int8 deploy nntc infer eval report study train-fixture bench test test-quick clean help
+.PHONY: setup fixture onnx calib fp32 fp16 bf16 int8 detector deploy nntc infer eval report study train-fixture bench test test-quick clean help
 help:
 	@sed -n '1,3p' Makefile; echo; grep -E '^[a-z0-9-]+:.*##' Makefile | sed 's/:.*##/\t/'
 
@@ -43,8 +43,12 @@ int8: setup ## INT8 bmodels (calibrated on CALIB, FP32 tail, QTABLE=extra, SEARC
 	$(BMPOSE) build --precision int8 $(COMMON) $(BUILD_ARGS) $(CALIB_ARGS) $(call opt,QTABLE,--qtable) \
 	  $(call opt,METHOD,--method) $(if $(filter 1,$(SEARCH)),--search)
 
-deploy: setup ## device bundle per chip in artifacts/<model>/deploy (bmodels INT8+FP32, bmodel.py, README, .tar.gz)
-	$(BMPOSE) deploy $(COMMON) $(call opt,CHIPS,--chips) $(call opt,BATCHES,--batches) $(CALIB_ARGS)
+detector: setup ## person detector bmodels (DETECTOR=yolox_nano_416, CHIPS, PRECISION), boxes scored vs ONNX, report
+	$(BMPOSE) detector $(call opt,DETECTOR,--detector) $(call opt,CHIPS,--chips) $(call opt,PRECISION,--precision)
+
+deploy: setup ## device bundle per chip in artifacts/<model>/deploy (bmodels INT8+FP32, detector, bmodel.py, README, .tar.gz)
+	$(BMPOSE) deploy $(COMMON) $(call opt,CHIPS,--chips) $(call opt,BATCHES,--batches) $(CALIB_ARGS) \
+	  $(call opt,DETECTOR,--detector)
 
 nntc: setup ## NNTC (BMNNSDK2 2.7) bundle for BM1684 in artifacts/<model>/nntc: opset-12 ONNX, ufw LMDB, scripts
 	$(BMPOSE) nntc $(COMMON) $(CALIB_ARGS) $(call opt,METHOD,--method)

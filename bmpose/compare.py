@@ -77,5 +77,5 @@ def read_csv(path: Path) -> list[dict]:
 def gate(name: str, cos: float, minimum: float, where: str) -> None:
     """Fail loudly when the final heatmaps are less similar than the config's tolerance."""
     if not cos >= minimum:
-        raise BmposeError(f"{where}: heatmaps cosine {cos:.6f} < tolerance {name}={minimum} "
+        raise BmposeError(f"{where}: output cosine {cos:.6f} < tolerance {name}={minimum} "
                           f"(bmodel vs ONNX); see compare.csv in the build dir")

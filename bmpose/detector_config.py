@@ -13,6 +13,7 @@ its exporter wants the frame (letterbox, colour order, scale/mean/std) and how t
   eval_score_thr: 0.01                           # evaluation keeps low-score boxes (AP rewards them)
   precisions: {bm1684x: fp16, bm1684: fp32}      # what `bmpose detector build` makes per chip by default
   tolerances: {fp16_cos: 0.999, ...}             # output vs ONNX at build; box gates: max_recall_drop, max_ap_drop
+  int8_float_stem: 8                             # INT8 keeps the first 8 ops of the top MLIR in FP32
 
 Built like a pose model (bmpose.convert.detector_build): the same transform, calibration and deploy stages
 under artifacts/<name>/, so a DetectorConfig answers what they ask of a config (name, layout, input_hw,
@@ -61,6 +62,7 @@ class DetectorConfig:
     precisions: dict = field(default_factory=lambda: dict(DEFAULT_PRECISIONS))
     tolerances: dict = field(default_factory=lambda: dict(DEFAULT_TOLERANCES))
     calibration: dict = field(default_factory=lambda: {"method": "kl", "num": 100})
+    int8_float_stem: int = 0   # INT8 builds keep the first N ops of the top MLIR in FP32
     root: Path = field(default_factory=artifacts_root)
     build: str | None = None   # "<chip>_<precision>": run its bmodel (bmpose detector) instead of the ONNX
     checkpoint = None   # a detector is its ONNX file (hashed as the transform's input)
@@ -208,4 +210,5 @@ def load_detector(ref: str | os.PathLike | None = None, artifacts: str | os.Path
         strides=tuple(int(s) for s in raw.get("strides", (8, 16, 32))), classes=tuple(classes),
         score_thr=_number(raw, "score_thr", 0.3, path), nms_iou=_number(raw, "nms_iou", 0.65, path),
         eval_score_thr=_number(raw, "eval_score_thr", 0.01, path), precisions=dict(precisions),
-        tolerances=tolerances, calibration={"method": "kl", "num": 100, **(raw.get("calibration") or {})}, root=root)
+        tolerances=tolerances, calibration={"method": "kl", "num": 100, **(raw.get("calibration") or {})},
+        int8_float_stem=int(_number(raw, "int8_float_stem", 0, path, 0, 10000)), root=root)

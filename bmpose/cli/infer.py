@@ -21,7 +21,7 @@ from bmpose.runtime.boxes import (PersonBox, bundled_sample, det_boxes, det_scor
                                   image_dets_boxes)
 from bmpose.runtime.detector import detector_boxes
 from bmpose.runtime.predict import SLOW_LIMIT, coco_results, draw_results, open_model, predict
-from bmpose.runtime.video import is_video
+from bmpose.device.inputs import is_video
 from bmpose.cli.args import add_model, load_model
 
 

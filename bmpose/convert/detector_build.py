@@ -85,20 +85,41 @@ class DetectorBuild:
         if precision != "int8":
             return deploy_options(self.cfg, chip, precision, 1, method=None, user_qtables=(), search=False,
                                   checkpoint=None, calib=None)
-        opts = deploy_options(self.cfg, chip, precision, 1, method=self.cfg.calibration["method"], user_qtables=(),
-                              search=False, checkpoint=None,
+        opts = deploy_options(self.cfg, chip, precision, 1, method=self.cfg.calibration["method"],
+                              user_qtables=self.stem_qtable(), search=False, checkpoint=None,
                               calib={"frames": str(self.folder or default_frames()), "num": len(self.frames())})
         # TPU-MLIR's per-layer floor (cos 0.7) would stop YOLOX-nano's INT8 build in the stem (a Mul at 0.66):
         # what decides a detector is whether its boxes still find the persons, the box gate above this floor.
         opts["tpu_layer_tolerance"] = INT8_LAYER_TOL_RANDOM
         return opts
 
+    def stem_qtable(self) -> list[Path]:
+        """INT8 keeps the first `int8_float_stem` ops of the top MLIR in FP32: YOLOX-nano's INT8 loss starts in
+        its stem (docs/detection.md). -> [the qtable file] or []."""
+        n = self.cfg.int8_float_stem
+        if not n:
+            return []
+        from bmpose.convert.steps import transform_files
+        from bmpose.tpu_mlir.mlirgraph import read_graph
+
+        ops = read_graph(self.mlir() / transform_files(self.cfg)["mlir"]).ops[:n]
+        path = self.cfg.artifacts / "qtable" / f"float_stem_{n}.txt"
+        text = f"# the first {n} ops of the top MLIR stay FP32 (int8_float_stem)\n" + "".join(
+            f"{op.name} F32\n" for op in ops)
+        if not path.is_file() or path.read_text() != text:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with manifest.atomic_file(path) as tmp:
+                tmp.write_text(text)
+        return [path]
+
     def bmodel(self, chip: str, precision: str) -> tuple[Path, bool]:
         from bmpose.convert import bmodel_build, steps
 
-        table = None
+        table, qtables = None, []
         if precision == "int8":
             table = steps.ensure_cali_table(self.cfg, self.mlir(), self.frames(), self.cfg.calibration["method"],
                                             len(self.frames()))
+            qtables = self.stem_qtable()
         return bmodel_build.ensure_bmodel(self.cfg, chip, precision, 1, mlir=self.mlir(),
-                                          options=self.options(chip, precision), cali_table=table)
+                                          options=self.options(chip, precision), cali_table=table,
+                                          user_qtables=qtables)

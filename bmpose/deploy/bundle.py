@@ -4,7 +4,7 @@
   deploy.json     everything the device needs, resolved here from the mmpose config, + the bmodels' facts
   bmpose/         the pose core (bmpose/pose) and the device app and sail runner (bmpose/device), copied
                   from this package: one implementation on both sides
-  models/         the chip's bmodels (hard links of the builds)
+  models/         the chip's bmodels (hard links of the builds), and its person detector's when it has one
   images/         sample COCO images (with their licences) and boxes.json, their annotated person boxes
   README.md       how to run it on SE5/SE7 and on an SC5 host
 
@@ -87,9 +87,23 @@ def sample_boxes(images: list[Path]) -> list[dict]:
             for p in load_coco_keypoints(ann, img_dir).persons() if Path(p.file).name in names]
 
 
-def write_bundle(cfg, chip: str, bmodels: list[dict]) -> tuple[Path, Path, bool]:
-    """The bundle folder and archive for `chip` from its built bmodels (list_bmodels entries). Returns
-    (folder, archive, written) - written is False when both were up to date."""
+def detector_facts(dcfg, bmodel: Path, row: dict | None) -> dict:
+    """deploy.json's "detector": what the core's detect_frame needs, the bmodel, and its measured boxes."""
+    keys = ("input_size", "center", "pad_value", "bgr_to_rgb", "scale", "mean", "std", "decoder", "strides",
+            "classes")
+    facts = {k: dcfg.summary()[k] for k in keys}
+    facts.update({"name": dcfg.name, "bmodel": f"models/{bmodel.name}", "precision": dcfg.precision,
+                  "score_thr": dcfg.score_thr, "nms_iou": dcfg.nms_iou})
+    if row:
+        facts["measured"] = {"box_ap": row["AP"], "onnx_box_ap": row["AP"] + row["gate"]["ap_drop"],
+                             "recall_iou50": row["recall_iou50"], "eval_set": row["eval_set"]}
+    return facts
+
+
+def write_bundle(cfg, chip: str, bmodels: list[dict], detector: tuple | None = None) -> tuple[Path, Path, bool]:
+    """The bundle folder and archive for `chip` from its built bmodels (list_bmodels entries) and, optionally,
+    a person detector: (its DetectorConfig with .build set, its bmodel, its box row from `bmpose detector`).
+    Returns (folder, archive, written) - written is False when both were up to date."""
     from bmpose.runtime.boxes import bundled_sample, det_score_thr
     from bmpose.runtime.results import metric_options
 
@@ -102,7 +116,12 @@ def write_bundle(cfg, chip: str, bmodels: list[dict]) -> tuple[Path, Path, bool]
     inputs.update({f"runtime/{f.relative_to(PACKAGE)}": f for f in runtime_files()})
     inputs.update({f"image/{p.name}": p for p in images})
     default = min(bmodels, key=lambda b: (b["precision"] != "int8", b["batch"]))   # INT8 batch 1 first
-    options = {"format": FORMAT, "chip": chip, "config": cfg.summary(),
+    det = None
+    if detector:
+        dcfg, det_bmodel, det_row = detector
+        inputs["detector_bmodel"] = det_bmodel
+        det = detector_facts(dcfg, det_bmodel, det_row)
+    options = {"format": FORMAT, "chip": chip, "config": cfg.summary(), "detector": det,
                "bmodels": sorted(k for k in inputs if k.startswith("bmodel_")),
                "default": default["path"].name, "bmpose": _version(), "texts": _texts_sha256()}
     if up_to_date(out, inputs, options) and archive.is_file() and \
@@ -114,11 +133,13 @@ def write_bundle(cfg, chip: str, bmodels: list[dict]) -> tuple[Path, Path, bool]
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(f, dst)
         entries = _link_bmodels(tmp / "models", chip, bmodels)
+        if det:
+            _link(det_bmodel, tmp / "models" / det_bmodel.name)
         _write_samples(tmp / "images", images)
         meta = {"format": FORMAT, "model": cfg.name, "chip": chip, "bmpose_version": _version(),
                 "pose": pose_facts(cfg), "metric": metric_options(cfg), "det_score_thr": det_score_thr(cfg),
                 "bmodels": entries, "default_bmodel": f"models/{default['path'].name}",
-                "samples": {"images": "images", "boxes": "images/boxes.json"},
+                "samples": {"images": "images", "boxes": "images/boxes.json"}, "detector": det,
                 "runtime": {"python": ">=" + ".".join(map(str, MIN_PYTHON)), "sdk": "libsophon",
                             **MIN_RUNTIME.get(chip, {})}}
         (tmp / "deploy.json").write_text(json.dumps(meta, indent=1) + "\n")
@@ -131,7 +152,8 @@ def write_bundle(cfg, chip: str, bmodels: list[dict]) -> tuple[Path, Path, bool]
             write_archive(tmp, out.name, tmp_archive)
             archive_sha = sha256_bytes(tmp_archive)
         write_manifest(tmp, stage="deploy-bundle", inputs=inputs, options=options,
-                       outputs=["deploy.json", "bmodel.py", "README.md"] + [e["file"] for e in entries],
+                       outputs=["deploy.json", "bmodel.py", "README.md"] + [e["file"] for e in entries]
+                       + ([det["bmodel"]] if det else []),
                        checks={"archive": archive.name, "archive_sha256": archive_sha})
     return out, archive, True
 
@@ -148,16 +170,20 @@ def _link_bmodels(folder: Path, chip: str, bmodels: list[dict]) -> list[dict]:
     entries = []
     for b in bmodels:
         dst = folder / b["path"].name
-        try:
-            os.link(b["path"], dst)
-        except OSError:
-            shutil.copyfile(b["path"], dst)
+        _link(b["path"], dst)
         m = b["manifest"]
         entries.append({"file": f"{folder.name}/{dst.name}", "chip": chip, "precision": b["precision"],
                         "batch": b["batch"], "sha256": sha256_bytes(dst), "size_bytes": dst.stat().st_size,
                         "build_manifest_sha256": m.get("outputs", {}).get(dst.name),
                         "heatmap_cosine_vs_onnx": (m.get("checks", {}).get("final") or {}).get("cosine")})
     return entries
+
+
+def _link(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
 
 
 def _write_samples(folder: Path, images: list[Path]) -> None:

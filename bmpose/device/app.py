@@ -1,9 +1,11 @@
-"""`python3 bmodel.py` in a deploy bundle: person boxes on images -> keypoints on the Sophon device ->
-vis_results/ pictures + a COCO results json, with host time per person for each stage.
+"""`python3 bmodel.py` in a deploy bundle: images, a folder or a video -> person boxes (the bundle's detector
+bmodel, a COCO detection file, or the whole image) -> keypoints on the Sophon device -> vis_results/ pictures
+(or annotated.mp4) + a COCO results json, with host time per frame and per person for each stage.
 
-Everything the model needs (input size, mean/std, colour order, codec, flip pairs, sigmas, CocoMetric's
-options) comes from the bundle's deploy.json, written by `bmpose deploy` from the mmpose config; the crop,
-normalisation, decode and OKS-NMS are bmpose's own core (bmpose/pose), the same code `bmpose infer` runs.
+Everything the models need (input sizes, mean/std, colour order, codec, flip pairs, sigmas, CocoMetric's
+options; the detector's letterbox, scaling and decoder) comes from the bundle's deploy.json, written by
+`bmpose deploy`; the crop, normalisation, decode, detection and OKS-NMS are bmpose's own core (bmpose/pose),
+the same code `bmpose infer` runs.
 """
 from __future__ import annotations
 
@@ -19,12 +21,16 @@ from types import SimpleNamespace
 import numpy as np
 
 from ..pose import draw, pipeline
+from ..pose.detect import detect_frame
 from ..pose.errors import PoseError
 from ..pose.image_io import read_image
 from ..pose.results import to_coco_results
-from .inputs import image_id_of, list_images, load_detections
+from .inputs import image_id_of, is_video, list_images, load_detections, open_capture, open_writer, video_facts
 
-STAGES = ("decode", "preprocess", "inference", "postprocess")
+# sophon-demo's per-stage table, with the detector's stages beside the pose model's
+STAGES = (("decode", "decode"), ("det_pre", "detector preprocess"), ("det_infer", "detector inference"),
+          ("det_post", "detector postprocess"), ("preprocess", "pose preprocess"),
+          ("inference", "pose inference"), ("postprocess", "pose postprocess"))
 
 
 def load_bundle(bundle_dir: Path) -> dict:
@@ -46,18 +52,38 @@ def pose_spec(meta: dict) -> SimpleNamespace:
     return SimpleNamespace(**p)
 
 
+def detector_spec(meta: dict):
+    d = meta.get("detector")
+    if not d:
+        return None
+    d = dict(d)
+    d["input_size"] = tuple(d["input_size"])
+    return SimpleNamespace(**d)
+
+
 def parse_args(argv, meta: dict, bundle_dir: Path):
     default_bmodel = meta["default_bmodel"]
+    det = meta.get("detector")
     ap = argparse.ArgumentParser(
-        prog="bmodel.py", description=f"{meta['model']} on a {meta['chip'].upper()} Sophon device: images -> "
-        f"keypoints, pictures in vis_results/ and a COCO results json")
+        prog="bmodel.py", description=f"{meta['model']} on a {meta['chip'].upper()} Sophon device: images or a "
+        f"video -> {'person detector -> ' if det else ''}keypoints, pictures (or annotated.mp4) in vis_results/ "
+        f"and a COCO results json")
     ap.add_argument("--bmodel", default=str(bundle_dir / default_bmodel),
-                    help=f"bmodel to run (default: {default_bmodel}; the batch size comes from the bmodel)")
+                    help=f"pose bmodel to run (default: {default_bmodel}; the batch size comes from the bmodel)")
     ap.add_argument("--input", default=None,
-                    help="image file or folder (default: the bundled sample images with their boxes)")
+                    help="image file, folder or video (.mp4 ..., a camera index, rtsp://...) (default: the bundled "
+                         "sample images with their annotated boxes)")
     ap.add_argument("--boxes", default=None,
-                    help="person boxes as COCO detection results json, matched to images by COCO file name "
-                         "(default: the bundled boxes for the bundled images, else the whole image as the box)")
+                    help="detector (the bundle's person detector" + (f", {det['name']}" if det else ": none in this "
+                         "bundle") + ") | image (the whole image is one person) | a COCO detection results json, "
+                         "matched to images by COCO file name (default: the bundled boxes for the bundled images, "
+                         "else " + ("detector" if det else "image") + ")")
+    if det:
+        ap.add_argument("--det-bmodel", default=str(bundle_dir / det["bmodel"]),
+                        help=f"detector bmodel (default: {det['bmodel']})")
+        ap.add_argument("--det-score-thr", type=float, default=det["score_thr"],
+                        help=f"person score threshold (default: {det['score_thr']})")
+    ap.add_argument("--limit", type=int, default=None, help="stop after this many frames of a video")
     ap.add_argument("--dev-id", type=int, default=0, help="TPU device id (bm-smi lists them)")
     ap.add_argument("--flip", action="store_true", help="flip test (the mmpose config's test setting: "
                     f"{'on' if meta['pose'].get('flip_test') else 'off'})")
@@ -70,28 +96,117 @@ def parse_args(argv, meta: dict, bundle_dir: Path):
         args.input = str(bundle_dir / samples.get("images", "images"))
         if args.boxes is None and samples.get("boxes"):
             args.boxes = str(bundle_dir / samples["boxes"])
+    if args.boxes is None:
+        args.boxes = "detector" if det else "image"
+    if args.boxes == "detector" and not det:
+        raise PoseError("--boxes detector: this bundle has no person detector (bmpose deploy --detector NAME adds one)")
+    if is_video(args.input) and args.boxes not in ("detector", "image"):
+        raise PoseError(f"--boxes {args.boxes}: a video takes --boxes detector or image, not a detection file")
     return args
 
 
 class Clock:
-    """Seconds per stage."""
+    """Seconds per stage, frames and persons."""
 
     def __init__(self):
-        self.seconds = dict.fromkeys(STAGES, 0.0)
+        self.seconds = dict.fromkeys(k for k, _ in STAGES)
+        self.seconds.update(dict.fromkeys(self.seconds, 0.0))
+        self.frames = self.persons = 0
 
     def add(self, stage: str, t0: float) -> float:
         now = time.perf_counter()
         self.seconds[stage] += now - t0
         return now
 
+    def table(self) -> str:
+        """Host ms per frame and per person for each stage (sophon-demo's table)."""
+        lines = [f"{'stage (host ms)':<22} {'per frame':>10} {'per person':>11}"]
+        for key, label in STAGES + (("total", "total"),):
+            s = sum(self.seconds.values()) if key == "total" else self.seconds[key]
+            lines.append(f"{label:<22} {1000 * s / max(self.frames, 1):10.2f} {1000 * s / max(self.persons, 1):11.2f}")
+        return "\n".join(lines)
 
-def run(args, meta: dict, runner, spec, out_dir: Path) -> tuple[list, list, Clock, list]:
-    """Every image through the model; returns (COCO results, pictures written, clock, skipped files)."""
-    files = list_images(args.input)
-    boxes = load_detections(args.boxes, files, meta.get("det_score_thr", 0.0)) if args.boxes else None
-    flip_indices = spec.flip_indices
+
+class Detector:
+    """The bundle's person detector bmodel on sail, through the core's detect_frame."""
+
+    def __init__(self, meta: dict, args):
+        from .sail_runner import SailRunner
+
+        self.spec = detector_spec(meta)
+        self.runner = SailRunner(args.det_bmodel, args.dev_id, chip=meta["chip"])
+        self.score_thr = args.det_score_thr
+        self.seconds = {}
+
+    def __call__(self, frame, clock: Clock):
+        before = dict(self.seconds)
+        dets = detect_frame(self.runner.run, frame, self.spec, self.score_thr, self.seconds)
+        for key in ("pre", "infer", "post"):
+            clock.seconds["det_" + key] += self.seconds[key] - before.get(key, 0.0)
+        return [([x1, y1, x2 - x1, y2 - y1], s) for (x1, y1, x2, y2), s in zip(dets.boxes.tolist(),
+                                                                             dets.scores.tolist())]
+
+
+def pose_persons(image, dets, runner, spec, flip: bool, clock: Clock):
+    """One frame's persons through the pose bmodel -> [(bbox, score, crop, keypoints, scores)]."""
+    if not dets:
+        return []
+    t = time.perf_counter()
+    crops = pipeline.crop_boxes(image, [b for b, _ in dets], spec)
+    x = pipeline.to_input(crops, spec)
+    if flip:
+        x = pipeline.with_flipped(x)
+    t = clock.add("preprocess", t)
+    hm = pipeline.run_model(runner.run, x, runner.batch_size)
+    t = clock.add("inference", t)
+    if flip:
+        hm = pipeline.merge_flipped(hm, spec.flip_indices, spec.shift_heatmap, spec.codec)
+    kpts, scores = pipeline.keypoints(hm, crops, spec)
+    clock.add("postprocess", t)
+    clock.persons += len(dets)
+    return [(bbox, score, c, k, s) for (bbox, score), c, k, s in zip(dets, crops, kpts, scores)]
+
+
+def _instance(image_id, person) -> dict:
+    bbox, score, crop, k, s = person
+    return {"image_id": image_id, "keypoints": k, "keypoint_scores": s, "bbox_score": score,
+            "area": float(np.prod(crop.scale)), "bbox": bbox}
+
+
+def _draw(image, persons, kpt_thr):
+    return draw.draw_persons(image, ((k, s, bbox, score) for bbox, score, _, k, s in persons), kpt_thr)
+
+
+def run(args, meta: dict, runner, spec, out_dir: Path, detector=None) -> dict:
+    """Every image (or video frame) through boxes -> pose. -> {"results", "pictures", "clock", "skipped",
+    "interrupted"} (a video stopped by Ctrl-C keeps the frames done)."""
     clock = Clock()
-    instances, pictures, skipped, persons = [], [], [], []
+    done = {"instances": [], "pictures": [], "clock": clock, "skipped": [], "interrupted": False}
+    if is_video(args.input):
+        _run_video(args, runner, spec, out_dir, detector, done)
+    else:
+        _run_images(args, meta, runner, spec, out_dir, detector, done)
+    t = time.perf_counter()
+    done["results"] = to_coco_results(done.pop("instances"), np.asarray(spec.sigmas), **meta.get("metric", {}))
+    clock.add("postprocess", t)
+    return done
+
+
+def _boxes_for(args, image, file, boxes, detector, clock):
+    if detector is not None:
+        return detector(image, clock)
+    if boxes is not None:
+        return boxes[file]
+    h, w = image.shape[:2]
+    return [([0.0, 0.0, float(w), float(h)], 1.0)]
+
+
+def _run_images(args, meta, runner, spec, out_dir, detector, done):
+    files = list_images(args.input)
+    boxes = None
+    if args.boxes not in ("detector", "image"):
+        boxes = load_detections(args.boxes, files, meta.get("det_score_thr", 0.0))
+    clock = done["clock"]
     for index, file in enumerate(files):
         t = time.perf_counter()
         try:
@@ -100,42 +215,53 @@ def run(args, meta: dict, runner, spec, out_dir: Path) -> tuple[list, list, Cloc
             if len(files) == 1:
                 raise
             print(f"bmodel.py: warning: skipped {e}", file=sys.stderr)
-            skipped.append(str(file))
+            done["skipped"].append(str(file))
             continue
-        t = clock.add("decode", t)
-        h, w = image.shape[:2]
-        dets = boxes[file] if boxes is not None else [([0.0, 0.0, float(w), float(h)], 1.0)]
-        if not dets:
-            continue
-        crops = pipeline.crop_boxes(image, [b for b, _ in dets], spec)
-        x = pipeline.to_input(crops, spec)
-        if args.flip:
-            x = pipeline.with_flipped(x)
-        t = clock.add("preprocess", t)
-        hm = pipeline.run_model(runner.run, x, runner.batch_size)
-        t = clock.add("inference", t)
-        if args.flip:
-            hm = pipeline.merge_flipped(hm, flip_indices, spec.shift_heatmap, spec.codec)
-        kpts, scores = pipeline.keypoints(hm, crops, spec)
+        clock.add("decode", t)
+        clock.frames += 1
+        persons = pose_persons(image, _boxes_for(args, image, file, boxes, detector, clock), runner, spec,
+                               args.flip, clock)
         image_id = image_id_of(file, index)
-        for (bbox, score), c, k, s in zip(dets, crops, kpts, scores):
-            instances.append({"image_id": image_id, "keypoints": k, "keypoint_scores": s, "bbox_score": score,
-                              "area": float(np.prod(c.scale)), "bbox": bbox})
-        clock.add("postprocess", t)
-        persons.append(len(dets))
-        if not args.no_vis:
-            draw.draw_persons(image, ((k, s, bbox, score) for (bbox, score), k, s in zip(dets, kpts, scores)),
-                              args.kpt_thr)
-            name = file.stem + ".jpg"
-            draw.write_jpg(out_dir / name, image)
-            pictures.append(name)
-    if len(skipped) == len(files):
+        done["instances"] += [_instance(image_id, p) for p in persons]
+        if persons and not args.no_vis:
+            draw.write_jpg(out_dir / (file.stem + ".jpg"), _draw(image, persons, args.kpt_thr))
+            done["pictures"].append(file.stem + ".jpg")
+    if len(done["skipped"]) == len(files):
         raise PoseError(f"{args.input}: none of its {len(files)} images could be read")
-    t = time.perf_counter()
-    results = to_coco_results(instances, np.asarray(spec.sigmas), **meta.get("metric", {}))
-    clock.add("postprocess", t)
-    clock.persons = sum(persons)
-    return results, pictures, clock, skipped
+
+
+def _run_video(args, runner, spec, out_dir, detector, done):
+    cap = open_capture(args.input)
+    fps, size, _ = video_facts(cap, args.limit)
+    writer = None
+    clock = done["clock"]
+    try:
+        if not args.no_vis:
+            writer = open_writer(out_dir / "annotated.mp4", fps, size)
+        while args.limit is None or clock.frames < args.limit:
+            t = time.perf_counter()
+            ok, frame = cap.read()
+            if not ok:
+                break
+            if frame is None or 0 in frame.shape[:2]:
+                raise PoseError(f"{args.input}: frame {clock.frames} is empty (0x0)")
+            clock.add("decode", t)
+            persons = pose_persons(frame, _boxes_for(args, frame, None, None, detector, clock), runner, spec,
+                                   args.flip, clock)
+            done["instances"] += [_instance(clock.frames, p) for p in persons]
+            if writer is not None:
+                writer.write(_draw(frame, persons, args.kpt_thr))
+            clock.frames += 1
+    except KeyboardInterrupt:
+        done["interrupted"] = True   # the frames before this one are complete
+    finally:
+        if writer is not None:
+            writer.release()
+        cap.release()
+    if clock.frames == 0 and not done["interrupted"]:
+        raise PoseError(f"{args.input}: no frames could be read from this video")
+    if writer is not None:
+        done["pictures"].append("annotated.mp4")
 
 
 def main(argv=None, bundle_dir=None) -> int:
@@ -153,14 +279,16 @@ def main(argv=None, bundle_dir=None) -> int:
         if tuple(runner.input_shape[1:]) != want:
             raise PoseError(f"{args.bmodel}: takes input {runner.input_shape}, this bundle's model needs "
                             f"(N, {', '.join(map(str, want))})")
+        detector = Detector(meta, args) if args.boxes == "detector" else None
         print(f"bmodel.py: {Path(args.bmodel).name} on device {args.dev_id} ({runner.chip.lower()}, batch "
-              f"{runner.batch_size}), loaded in {time.perf_counter() - t0:.2f} s")
+              f"{runner.batch_size})" + (f", person detector {Path(args.det_bmodel).name}" if detector else "")
+              + f", loaded in {time.perf_counter() - t0:.2f} s")
         out_dir = Path(args.out)
         tmp = out_dir.with_name(f".{out_dir.name}.tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        results, pictures, clock, skipped = run(args, meta, runner, spec, tmp)
-        (tmp / "results.json").write_text(json.dumps(results))
+        done = run(args, meta, runner, spec, tmp, detector)
+        (tmp / "results.json").write_text(json.dumps(done["results"]))
         shutil.rmtree(out_dir, ignore_errors=True)
         tmp.rename(out_dir)
         tmp = None
@@ -173,12 +301,15 @@ def main(argv=None, bundle_dir=None) -> int:
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-    n = clock.persons
-    print(f"bmodel.py: {n} persons{' x2 (flip test)' if args.flip else ''}, {len(pictures)} pictures and "
-          f"results.json ({len(results)} after OKS-NMS) in {out_dir}/")
-    per = {k: 1000 * v / max(n, 1) for k, v in clock.seconds.items()}
-    print("bmodel.py: host ms per person: " + ", ".join(f"{k} {v:.2f}" for k, v in per.items())
-          + f" (total {sum(per.values()):.2f}; inference = sail process incl. host<->device copies)")
-    if skipped:
-        print(f"bmodel.py: {len(skipped)} image(s) skipped", file=sys.stderr)
+    clock = done["clock"]
+    what = "annotated.mp4" if "annotated.mp4" in done["pictures"] else f"{len(done['pictures'])} pictures"
+    print(f"bmodel.py: {clock.frames} frames, {clock.persons} persons{' x2 (flip test)' if args.flip else ''}, "
+          f"{what} and results.json ({len(done['results'])} after OKS-NMS) in {out_dir}/")
+    print(clock.table())
+    print("(inference = sail process incl. host<->device copies)")
+    if done["skipped"]:
+        print(f"bmodel.py: {len(done['skipped'])} image(s) skipped", file=sys.stderr)
+    if done["interrupted"]:
+        print(f"bmodel.py: interrupted after {clock.frames} frames; their results are kept", file=sys.stderr)
+        return 130
     return 0

@@ -79,3 +79,46 @@ def finite_number(v) -> bool:
         return math.isfinite(v)
     except OverflowError:   # an int too large for a float
         return False
+
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+
+
+def is_video(spec) -> bool:
+    """A camera index, a stream address or a file with a video suffix."""
+    spec = str(spec)
+    return spec.isdigit() or "://" in spec or Path(spec).suffix.lower() in VIDEO_SUFFIXES
+
+
+def open_capture(spec):
+    """OpenCV's VideoCapture on a file, a camera index or a stream; one-line errors naming it."""
+    import cv2
+
+    spec = str(spec)
+    if not (spec.isdigit() or "://" in spec or Path(spec).is_file()):
+        raise PoseError(f"{spec}: no such video file")
+    cap = cv2.VideoCapture(int(spec) if spec.isdigit() else spec)
+    if not cap.isOpened():
+        raise PoseError(f"{spec}: OpenCV cannot open this video (not a video, or no codec for it)")
+    return cap
+
+
+def open_writer(path, fps: float, size):
+    """An mp4v writer of `size` (w, h) at `fps`; one line when OpenCV cannot write one there."""
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), tuple(int(v) for v in size))
+    if not writer.isOpened():
+        raise PoseError(f"{path}: OpenCV cannot write an mp4v video here")
+    return writer
+
+
+def video_facts(cap, limit=None):
+    """-> (fps, (w, h), frames to expect or None)."""
+    import cv2
+
+    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    size = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    total = min(total, limit) if total and limit else (limit or total)
+    return fps, size, total

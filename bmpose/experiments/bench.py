@@ -462,5 +462,171 @@ def bench_fused(cfg, args, persons: int = 16) -> list[dict]:
              "input_bytes_float": int(4 * 3 * w * h), "input_bytes_fused": int(3 * w * h)}]
 
 
+
+def _vendor_letterbox(frame, size):
+    """sophon-demo's YOLO Python preprocessing, as documented: centred letterbox (resize + copyMakeBorder 114),
+    BGR->RGB, HWC->CHW, /255 as float32. Re-implemented here for the comparison only."""
+    h, w = frame.shape[:2]
+    r = min(size[0] / w, size[1] / h)
+    nw, nh = int(round(w * r)), int(round(h * r))
+    img = cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_LINEAR)
+    top, left = (size[1] - nh) // 2, (size[0] - nw) // 2
+    img = cv2.copyMakeBorder(img, top, size[1] - nh - top, left, size[0] - nw - left, cv2.BORDER_CONSTANT,
+                             value=(114, 114, 114))
+    img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB).transpose(2, 0, 1).astype(np.float32) / 255.0
+    return np.expand_dims(np.ascontiguousarray(img), 0)
+
+
+def _vendor_nms(boxes, scores, thr):
+    """The classic numpy NMS loop the vendor's Python samples use."""
+    x1, y1, x2, y2 = boxes.T
+    areas = (x2 - x1) * (y2 - y1)
+    order = scores.argsort()[::-1]
+    keep = []
+    while order.size:
+        i = order[0]
+        keep.append(i)
+        xx1, yy1 = np.maximum(x1[i], x1[order[1:]]), np.maximum(y1[i], y1[order[1:]])
+        xx2, yy2 = np.minimum(x2[i], x2[order[1:]]), np.minimum(y2[i], y2[order[1:]])
+        inter = np.maximum(0.0, xx2 - xx1) * np.maximum(0.0, yy2 - yy1)
+        order = order[1:][inter / (areas[i] + areas[order[1:]] - inter) <= thr]
+    return keep
+
+
+def _vendor_detect_post(raw, input_hw, strides, score_thr, iou):
+    """Per-anchor decode of the YOLOX output in numpy, score filter, NMS (the vendor sample's shape of it)."""
+    grids, expanded = [], []
+    for s in strides:
+        hs, ws = input_hw[0] // s, input_hw[1] // s
+        xv, yv = np.meshgrid(np.arange(ws), np.arange(hs))
+        grids.append(np.stack((xv, yv), 2).reshape(-1, 2))
+        expanded.append(np.full((hs * ws, 1), s))
+    grids, expanded = np.concatenate(grids), np.concatenate(expanded)
+    out = raw.copy()
+    out[:, :2] = (out[:, :2] + grids) * expanded
+    out[:, 2:4] = np.exp(out[:, 2:4]) * expanded
+    scores = out[:, 4] * out[:, 5]
+    m = scores > score_thr
+    b = out[m, :4]
+    xyxy = np.concatenate([b[:, :2] - b[:, 2:] / 2, b[:, :2] + b[:, 2:] / 2], 1)
+    return xyxy[_vendor_nms(xyxy, scores[m], iou)] if len(xyxy) else xyxy
+
+
+def _vendor_pose_pre(frame, boxes, w, h, mean, std):
+    """sophon-demo's HRNet Python preprocessing per person: affine warp of the padded box, RGB, /255,
+    normalise, CHW."""
+    out = []
+    for x, y, bw, bh in boxes:
+        c = np.array([x + bw / 2, y + bh / 2], np.float32)
+        if bw > bh * w / h:
+            bh = bw * h / w
+        else:
+            bw = bh * w / h
+        sw, sh = bw * 1.25, bh * 1.25
+        src = np.float32([c, c + [0, -sh / 2], c + [-sw / 2, -sh / 2]])
+        dst = np.float32([[w / 2, h / 2], [w / 2, 0], [0, 0]])
+        m = cv2.getAffineTransform(src, dst)
+        img = cv2.warpAffine(frame, m, (w, h), flags=cv2.INTER_LINEAR)[..., ::-1] / 255.0
+        out.append(((img - mean) / std).transpose(2, 0, 1).astype(np.float32))
+    return np.stack(out)
+
+
+def _vendor_pose_post(heatmaps, boxes, w, h):
+    """Per person: argmax, quarter-pixel shift toward the higher neighbour, back through the inverse affine."""
+    n, k, hh, hw = heatmaps.shape
+    res = []
+    for i in range(n):
+        flat = heatmaps[i].reshape(k, -1)
+        idx, maxv = flat.argmax(1), flat.max(1)
+        preds = np.stack([idx % hw, idx // hw], 1).astype(np.float32)
+        for j in range(k):
+            px, py = int(preds[j, 0]), int(preds[j, 1])
+            if 1 < px < hw - 1 and 1 < py < hh - 1:
+                hm = heatmaps[i, j]
+                preds[j] += np.sign([hm[py, px + 1] - hm[py, px - 1], hm[py + 1, px] - hm[py - 1, px]]) * 0.25
+        x, y, bw, bh = boxes[i]
+        scale = np.array([bw, bh]) * 1.25 / [hw, hh]
+        res.append((preds * scale + [x - bw * 0.125, y - bh * 0.125], maxv))
+    return res
+
+
+def _scene_frame(images, size, persons, seed=0):
+    """A frame of `size` (w, h) from a bundled image, with `persons` plausible person boxes (xywh)."""
+    frame = cv2.resize(images[persons % len(images)], size)
+    rng = np.random.default_rng(seed + persons)
+    w, h = size
+    bh = rng.uniform(0.2, 0.6, persons) * h
+    bw = bh * rng.uniform(0.3, 0.6, persons)
+    x, y = rng.uniform(0, w - bw), rng.uniform(0, h - bh)
+    return frame, [tuple(map(float, b)) for b in np.stack([x, y, bw, bh], 1)]
+
+
+def bench_scene(cfg, args, repeat: int = 5) -> list[dict]:
+    """Detect -> pose host time per frame, stage by stage (the device bundle's calls: the core's frame_input,
+    detect, crop_boxes + to_input, keypoints), at 1920x1080 and 640x480 with 1, 5 and 20 persons, beside a
+    re-implementation of the vendor sample's documented Python steps on the same frames, in this run; and the
+    simulated TPU ms per frame of the detector bmodel (the detector config's precision) plus the model's INT8
+    batch-1 bmodel per person, where built. Image decoding is the same call for both and is reported on its
+    own. Pose at the config's input size (MODEL=hrnet_w32_256x192 for sophon-demo's 256x192)."""
+    from bmpose.detector_config import load_detector
+    from bmpose.layout import list_bmodels
+    from bmpose.pose import detect as detect_mod
+    from bmpose.pose.image_io import read_image
+    from bmpose.runtime.backends import open_backend
+
+    dcfg = load_detector()
+    det = open_backend(dcfg.onnx, kind="onnx")
+    files = sorted(bundled_sample()[1].glob("*.jpg"))[:8]
+    images = [read_image(f) for f in files]
+    w, h = cfg.input_size
+    spec = cfg
+    mean, std = np.asarray(cfg.mean, np.float32) / 255, np.asarray(cfg.std, np.float32) / 255
+    tpu = {}
+    for b in list_bmodels(cfg):
+        if b["precision"] == "int8" and b["batch"] == 1:
+            tpu[b["chip"]] = (b["manifest"]["checks"].get("device_time") or {}).get("runtime_ms")
+    det_tpu = {}
+    for chip, precision in dcfg.precisions.items():
+        m = (dcfg.layout.bmodel(chip, precision, 1) / "manifest.json")
+        if m.is_file():
+            import json
+
+            det_tpu[chip] = (json.loads(m.read_text())["checks"].get("device_time") or {}).get("runtime_ms")
+    rows = []
+    for size in ((1920, 1080), (640, 480)):
+        ok, jpg = cv2.imencode(".jpg", cv2.resize(images[0], size))
+        t_decode = timed(lambda: cv2.imdecode(jpg, cv2.IMREAD_COLOR), repeat)
+        for persons in (1, 5, 20):
+            frame, boxes = _scene_frame(images, size, persons)
+            box, x = detect_mod.frame_input(frame, dcfg)
+            raw = np.asarray(det.run(x))[0]
+            hw, hh = cfg.heatmap_size
+            hm = np.random.default_rng(persons).random((persons, 17, hh, hw)).astype(np.float32)
+            crops = pipeline.crop_boxes(frame, boxes, spec)
+            t = {"det_pre": timed(lambda: detect_mod.frame_input(frame, dcfg), repeat),
+                 "det_post": timed(lambda: detect_mod.detect(raw, dcfg.decoder, box, frame.shape,
+                                                             classes=dcfg.classes, score_thr=dcfg.score_thr,
+                                                             iou_thr=dcfg.nms_iou, strides=dcfg.strides), repeat),
+                 "pose_pre": timed(lambda: pipeline.to_input(pipeline.crop_boxes(frame, boxes, spec), spec), repeat),
+                 "pose_post": timed(lambda: pipeline.keypoints(hm, crops, spec), repeat)}
+            v = {"det_pre": timed(lambda: _vendor_letterbox(frame, dcfg.input_size), repeat),
+                 "det_post": timed(lambda: _vendor_detect_post(raw, x.shape[2:], dcfg.strides, dcfg.score_thr,
+                                                               dcfg.nms_iou), repeat),
+                 "pose_pre": timed(lambda: _vendor_pose_pre(frame, boxes, w, h, mean, std), repeat),
+                 "pose_post": timed(lambda: _vendor_pose_post(hm, boxes, w, h), repeat)}
+            ms = lambda s: round(1e3 * s, 3)  # noqa: E731
+            row = {"benchmark": "scene", "case": f"{size[0]}x{size[1]}, {persons} persons", "decode_ms": ms(t_decode)}
+            row.update({f"{k}_ms": ms(t[k]) for k in t})
+            row["host_ms"] = ms(sum(t.values()))
+            row["vendor_host_ms"] = ms(sum(v.values()))
+            row.update({f"vendor_{k}_ms": ms(v[k]) for k in v})
+            row["x_vs_vendor"] = round(sum(v.values()) / sum(t.values()), 2)
+            for chip in sorted(set(tpu) | set(det_tpu)):
+                d, p = det_tpu.get(chip), tpu.get(chip)
+                row[f"{chip}_tpu_ms"] = round((d or 0) + (p or 0) * persons, 3) if (d or p) else None
+            rows.append(row)
+    return rows
+
 BENCHMARKS = {"calib": bench_calib, "infer": bench_infer, "host": bench_host, "device": bench_device,
-              "simulators": bench_simulators, "deploy": bench_deploy, "fused": bench_fused, "estimate": bench_estimate}
+              "simulators": bench_simulators, "deploy": bench_deploy, "fused": bench_fused, "estimate": bench_estimate,
+              "scene": bench_scene}

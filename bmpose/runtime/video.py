@@ -7,31 +7,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
+from bmpose.device.inputs import open_capture, open_writer, video_facts
 from bmpose.errors import BmposeError
 from bmpose.pose import draw, pipeline
 from bmpose.progress import bar
 from bmpose.runtime.boxes import PersonBox
 from bmpose.runtime.predict import Prediction, heatmaps_for
-
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
-
-
-def is_video(spec: str) -> bool:
-    """A camera index, a stream address or a file with a video suffix."""
-    return spec.isdigit() or "://" in spec or Path(spec).suffix.lower() in VIDEO_SUFFIXES
-
-
-def open_capture(spec: str) -> cv2.VideoCapture:
-    if not (spec.isdigit() or "://" in spec or Path(spec).is_file()):
-        raise BmposeError(f"{spec}: no such video file")
-    cap = cv2.VideoCapture(int(spec) if spec.isdigit() else spec)
-    if not cap.isOpened():
-        raise BmposeError(f"{spec}: OpenCV cannot open this video (not a video, or no codec for it)")
-    return cap
-
 
 def pose_frame(cfg, backend, frame: np.ndarray, boxes: list[PersonBox], flip: bool) -> list[Prediction]:
     """The persons of one in-memory frame: the same crop, batches and decode as bmpose.runtime.predict."""
@@ -47,14 +30,12 @@ def run_video(cfg, backend, detector, spec: str, out_video: Path, *, flip: bool 
               kpt_thr: float = 0.3, progress: bool = True) -> dict:
     """-> {"predictions", "frames", "interrupted", "fps", "size", "seconds"}; out_video is written (mp4v)."""
     cap = open_capture(spec)
-    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
-    size = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-    total = min(total, limit) if total and limit else (limit or total)
-    writer = cv2.VideoWriter(str(out_video), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
-    if not writer.isOpened():
+    fps, size, total = video_facts(cap, limit)
+    try:
+        writer = open_writer(out_video, fps, size)
+    except BmposeError:
         cap.release()
-        raise BmposeError(f"{out_video}: OpenCV cannot write an mp4v video here")
+        raise
     done = {"predictions": [], "frames": 0, "interrupted": False, "fps": fps, "size": list(size)}
     t0 = time.perf_counter()
     try:

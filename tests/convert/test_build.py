@@ -203,7 +203,7 @@ def test_tolerance_gate_fails_a_broken_build_and_keeps_the_good_one(small):
     strict = dataclasses.replace(small, tolerances={**small.tolerances, "fp32_cos": 1.5})   # unreachable
     opts = bmodel_build.deploy_options(strict, "bm1684", "fp32", 1, method=None, user_qtables=[], search=False,
                                 checkpoint=None, calib=before["options"]["calib"])
-    with pytest.raises(BmposeError, match=r"heatmaps cosine [01]\.\d+ < tolerance fp32_cos=1\.5"):
+    with pytest.raises(BmposeError, match=r"output cosine [01]\.\d+ < tolerance fp32_cos=1\.5"):
         bmodel_build.ensure_bmodel(strict, "bm1684", "fp32", 1, mlir=small.artifacts / "mlir" / "b1", options=opts)
     failed = good.with_name(good.name + ".failed")
     assert (failed / "compare.csv").is_file() and (failed / "model_deploy.log").is_file()

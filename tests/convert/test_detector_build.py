@@ -77,12 +77,11 @@ def test_calibration_frames_are_what_inference_feeds(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    """`bmpose detector` as a user runs it: the config's precision per chip (BM1684X FP16, BM1684 FP32)."""
-    root = tmp_path_factory.mktemp("detector_artifacts")
-    run = subprocess.run([sys.executable, "-m", "bmpose", "detector", "--artifacts-dir", str(root)],
-                         capture_output=True, text=True)
-    return root / "yolox_nano_416", run
+def built():
+    """`bmpose detector` as a user runs it: the config's precision per chip (BM1684X FP16, BM1684 FP32), into
+    the default artifacts/ (the deploy tests bundle the same builds)."""
+    run = subprocess.run([sys.executable, "-m", "bmpose", "detector"], capture_output=True, text=True)
+    return load_detector().artifacts, run
 
 
 @pytest.mark.slow
@@ -111,8 +110,7 @@ def test_a_second_run_reuses_builds_and_scores(built):
     art, first = built
     assert first.returncode == 0, first.stderr[-3000:]
     stamp = (art / "bm1684x_fp16_b1" / "manifest.json").stat().st_mtime_ns
-    run = subprocess.run([sys.executable, "-m", "bmpose", "detector", "--artifacts-dir", str(art.parent)],
-                         capture_output=True, text=True)
+    run = subprocess.run([sys.executable, "-m", "bmpose", "detector"], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.count("up to date") == 2 and "scoring" not in run.stdout
     assert (art / "bm1684x_fp16_b1" / "manifest.json").stat().st_mtime_ns == stamp

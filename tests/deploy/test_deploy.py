@@ -95,6 +95,12 @@ def test_bundle_holds_the_chips_bmodels_the_core_and_resolved_facts(bundles):
             assert (bundle / "bmpose" / f.relative_to(PACKAGE)).read_bytes() == f.read_bytes()
         boxes = json.loads((bundle / "images" / "boxes.json").read_text())
         assert len(boxes) == 10 and all(b["score"] == 1.0 for b in boxes)
+        det = meta["detector"]   # the config's precision per chip, its boxes measured against ONNX's
+        assert det["name"] == "yolox_nano_416" and det["precision"] == {"bm1684": "fp32", "bm1684x": "fp16"}[chip]
+        assert bmodel_chip(bundle / det["bmodel"]) == chip.upper() and det["decoder"] == "yolox"
+        m = det["measured"]
+        assert m["recall_iou50"]["found"] >= m["recall_iou50"]["persons"] - 2 and m["box_ap"] > 0.45
+        assert "yolox_nano_416" in (bundle / "README.md").read_text()
 
 
 def test_second_deploy_reuses_and_archive_is_reproducible(bundles, tmp_path):
@@ -115,7 +121,7 @@ def test_bundle_equals_bmpose_infer_on_the_cmodel(bundles, tmp_path, batch):
     bmodel = bundle / "models" / f"{MODEL}_bm1684x_int8_b{batch}.bmodel"
     run = _run_bundle(bundle, "--bmodel", bmodel, "--out", tmp_path / "device", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
-    assert f"batch {batch}" in run.stdout and "host ms per person: decode" in run.stdout
+    assert f"batch {batch}" in run.stdout and "pose inference" in run.stdout and "per person" in run.stdout
     pictures = sorted(p.name for p in (tmp_path / "device").glob("*.jpg"))
     assert pictures == sorted(p.name for p in (bundle / "images").glob("*.jpg"))
     ref = _bmpose("infer", "--model", MODEL, "--backend", "bmodel", bmodel, "--images", bundle / "images",
@@ -138,6 +144,48 @@ def test_bmpose_infer_backend_sail_runs_the_bundles_runner(bundles, tmp_path):
     assert "sail bm1684x b4" in host.stdout
     dev = _run_bundle(bundle, "--bmodel", bmodel, "--no-vis", "--out", tmp_path / "device", cwd=tmp_path)
     assert dev.returncode == 0, dev.stderr
+    _assert_same(tmp_path / "device" / "results.json", tmp_path / "host" / "results.json")
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory, coco_mini):
+    """An mp4 of three bundled val images, 640x480 at 5 fps."""
+    import cv2
+
+    path = tmp_path_factory.mktemp("video") / "clip.mp4"
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 5, (640, 480))
+    for f in sorted(coco_mini[1].glob("*.jpg"))[:3]:
+        w.write(cv2.resize(cv2.imread(str(f)), (640, 480)))
+    w.release()
+    return path
+
+
+def _frame_count(path: Path) -> int:
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    return n
+
+
+def test_bundle_detects_then_poses_a_video_as_bmpose_infer_does(bundles, clip, tmp_path):
+    """Detector bmodel -> pose bmodel on every frame, both on the cmodel behind the stand-in, against `bmpose
+    infer` with the same two bmodels on the cmodel backend."""
+    bundle = bundles["bm1684x"]
+    meta = json.loads((bundle / "deploy.json").read_text())
+    pose = bundle / "models" / f"{MODEL}_bm1684x_int8_b4.bmodel"
+    run = _run_bundle(bundle, "--bmodel", pose, "--input", clip, "--out", tmp_path / "device", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "3 frames" in run.stdout and "detector inference" in run.stdout and "per frame" in run.stdout
+    assert _frame_count(tmp_path / "device" / "annotated.mp4") == 3
+    ref = _bmpose("infer", "--model", MODEL, "--backend", "bmodel", pose, "--images", clip,
+                  "--boxes", f"detector:yolox_nano_416@bm1684x_{meta['detector']['precision']}",
+                  "--allow-slow", "--out", tmp_path / "host", env={**os.environ, "BMPOSE_NO_SAIL": "1"})
+    assert ref.returncode == 0, ref.stderr
+    host = json.loads((tmp_path / "host" / "results.json").read_text())
+    assert {r["image_id"] for r in host} <= {0, 1, 2} and len(host) >= 3
     _assert_same(tmp_path / "device" / "results.json", tmp_path / "host" / "results.json")
 
 
@@ -188,6 +236,25 @@ def test_bundle_under_python38_equals_bmpose_infer_onnx(bundles, py38, tmp_path)
     assert "numpy" in loaded and "cv2" in loaded and not loaded & set(FORBIDDEN)
 
 
+def test_bundle_video_under_python38_equals_bmpose_infer_onnx(bundles, py38, clip, tmp_path):
+    """The bm1684 bundle's detect -> pose on a video under Python 3.8, ONNX Runtime behind the stand-in for both
+    bmodels, against `bmpose infer` with the same two ONNX files."""
+    from bmpose.detector_config import load_detector
+
+    bundle = bundles["bm1684"]
+    meta = json.loads((bundle / "deploy.json").read_text())
+    pose = config.load(MODEL).artifacts / "onnx" / f"{MODEL}_b1.onnx"
+    yolox = load_detector().onnx
+    engine = f"onnx:{pose}{os.pathsep}{Path(meta['detector']['bmodel']).name}={yolox}"
+    run = _run_bundle(bundle, "--input", clip, "--out", tmp_path / "device", python=py38, engine=engine,
+                      target="BM1684", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    ref = _bmpose("infer", "--model", MODEL, "--backend", "onnx", pose, "--images", clip,
+                  "--boxes", "detector:yolox_nano_416", "--no-vis", "--out", tmp_path / "host")
+    assert ref.returncode == 0, ref.stderr
+    _assert_same(tmp_path / "device" / "results.json", tmp_path / "host" / "results.json")
+
+
 def test_bundle_byte_compiles_under_python37(bundles):
     python37 = _pyenv_python("3.7")
     bundle = bundles["bm1684"]
@@ -235,7 +302,11 @@ def test_device_side_errors_are_one_line(bundles, tmp_path):
         (("--boxes", dets), "image_id 999 is not one of the 4 images"),
         (("--boxes", bad_box), "entry 0 (image 139): bbox must be 4 finite numbers"),
         (("--bmodel", tmp_path / "corrupt.jpg"), "not a bmodel"),
+        (("--input", tmp_path / "missing.mp4"), "missing.mp4: no such video file"),
+        (("--input", corrupt.with_suffix(".mp4")), "corrupt.mp4: OpenCV cannot open this video"),
+        (("--input", tmp_path / "missing.mp4", "--boxes", dets), "a video takes --boxes detector or image"),
     ]
+    corrupt.with_suffix(".mp4").write_bytes(b"not a video at all")
     for args, message in cases:
         out = tmp_path / "vis"
         run = _run_bundle(bundle, *args, "--out", out, engine=onnx, cwd=tmp_path)

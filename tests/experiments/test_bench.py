@@ -29,7 +29,7 @@ def test_registry_table_and_json(tmp_path, monkeypatch, capsys):
 
 def test_every_benchmark_is_listed():
     assert set(bench.BENCHMARKS) == {"calib", "infer", "host", "device", "simulators", "deploy", "fused",
-                                     "estimate"}
+                                     "estimate", "scene"}
 
 
 def test_host_benchmark_measures_the_bundles_stages():

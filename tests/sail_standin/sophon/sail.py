@@ -6,7 +6,8 @@ SAIL_STANDIN_ENGINE:
 - `cmodel` (default; needs bmpose's .venv): the bmodel itself on TPU-MLIR's chip simulator, with its real
   numerics and I/O dtypes (bmpose.runtime.backends.cmodel);
 - `onnx:PATH`: ONNX Runtime on PATH instead of the bmodel (for Python 3.8 venvs without TPU-MLIR); the bmodel
-  file is still opened for its chip and batch checks by bmpose's own reader.
+  file is still opened for its chip and batch checks by bmpose's own reader. Several models (a detector, then
+  pose): `onnx:PATH:NAME.bmodel=OTHER.onnx:...` (os.pathsep-separated; PATH serves every other bmodel).
 SAIL_STANDIN_TARGET is what the "device" answers to Handle.get_target() (default BM1684X); like a real box
 it may be an alias (an SE9-8 answers CV186AH for a CV186X) or a string that names no chip.
 The I/O follows sail's own code for system-memory tensors (sophon-sail src/engine.cpp, docs/device.md):
@@ -117,6 +118,18 @@ class _Cmodel:
         return y
 
 
+def _onnx_for(bmodel_path, spec):
+    """The ONNX file standing in for this bmodel: its NAME.bmodel=PATH entry, else the plain PATH."""
+    default, named = None, {}
+    for entry in spec.split(os.pathsep):
+        name, eq, path = entry.partition("=")
+        if eq:
+            named[name] = path
+        else:
+            default = entry
+    return named.get(os.path.basename(bmodel_path), default)
+
+
 class Engine:
     def __init__(self, bmodel_path, tpu_id, mode):
         Handle(tpu_id)
@@ -125,7 +138,8 @@ class Engine:
         if not os.path.isfile(bmodel_path):
             raise RuntimeError(f"bmodel {bmodel_path} does not exist")
         spec = os.environ.get("SAIL_STANDIN_ENGINE", "cmodel")
-        self._impl = _Onnx(bmodel_path, spec[5:]) if spec.startswith("onnx:") else _Cmodel(bmodel_path)
+        self._impl = _Onnx(bmodel_path, _onnx_for(bmodel_path, spec[5:])) if spec.startswith("onnx:") \
+            else _Cmodel(bmodel_path)
         self._graph = os.path.splitext(os.path.basename(bmodel_path))[0]
 
     def get_graph_names(self):
