@@ -115,7 +115,7 @@ def score(dcfg, ann: Path, img: Path, runtime: str | None, onnx_row: dict | None
         with atomic_file(cache) as tmp:
             tmp.write_text(json.dumps(row, indent=2) + "\n")
     if onnx_row is not None:
-        row["gate"] = gate(row, onnx_row, dcfg.box_gate(dcfg.precision))
+        row["gate"] = gate(row, onnx_row, dcfg.box_gate(dcfg.precision, dcfg.build.split("_", 1)[0]))
         m = json.loads((model.parent / "manifest.json").read_text())
         row["output_cos"] = m["checks"]["final"]["cosine"]
         row["device_ms"] = (m["checks"].get("device_time") or {}).get("runtime_ms")

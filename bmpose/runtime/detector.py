@@ -13,11 +13,16 @@ from bmpose.runtime.boxes import PersonBox
 
 class PersonDetector:
     def __init__(self, dcfg, backend=None, kind: str | None = None):
-        """kind: how a bmodel build runs (cmodel, sail or mlir: its deployed tpu.mlir; default by file type)."""
-        from bmpose.runtime.backends import open_backend
+        """kind: how a bmodel build runs: sail (a device), mlir (its deployed tpu.mlir on pymlir) or cmodel.
+        Default: sail where it imports, else mlir. Not cmodel unless asked: the simulator takes about 100 s per
+        416x416 frame here, and a second bmodel in the same process (the pose model on the cmodel) corrupts
+        the first one's outputs (measured: docs/detection.md)."""
+        from bmpose.runtime.backends import open_backend, sail_available
 
         self.cfg = dcfg
-        self.backend = backend or open_backend(dcfg.model_path(kind), kind=None if dcfg.build else "onnx")
+        if dcfg.build and kind is None:
+            kind = "sail" if sail_available() else "mlir"
+        self.backend = backend or open_backend(dcfg.model_path(kind), kind=kind if dcfg.build else "onnx")
         self.seconds = {"pre": 0.0, "infer": 0.0, "post": 0.0}
 
     def __call__(self, frame, score_thr: float | None = None) -> Detections:

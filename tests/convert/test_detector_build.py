@@ -58,7 +58,9 @@ def test_box_gate():
     assert gate({"AP": 0.491, "recall_iou50": {"recall": 0.98}}, onnx, limits)["passed"]
     assert not gate({"AP": 0.489, "recall_iou50": {"recall": 1.0}}, onnx, limits)["passed"]
     assert not gate({"AP": 0.50, "recall_iou50": {"recall": 0.97}}, onnx, limits)["passed"]
-    assert load_detector().box_gate("int8")["max_ap_drop"] > load_detector().box_gate("fp16")["max_ap_drop"]
+    d = load_detector()
+    assert d.box_gate("int8")["max_ap_drop"] > d.box_gate("fp16")["max_ap_drop"]
+    assert d.box_gate("int8", "bm1684")["max_ap_drop"] > d.box_gate("int8", "bm1684x")["max_ap_drop"]
 
 
 def test_calibration_frames_are_what_inference_feeds(tmp_path):
@@ -114,3 +116,19 @@ def test_a_second_run_reuses_builds_and_scores(built):
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.count("up to date") == 2 and "scoring" not in run.stdout
     assert (art / "bm1684x_fp16_b1" / "manifest.json").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.slow
+def test_int8_builds_pass_their_box_gate_on_both_chips(built):
+    """`bmpose detector --precision int8`: kl on the 28 train frames, the stem in FP32, per-chip box gates."""
+    art, first = built
+    run = subprocess.run([sys.executable, "-m", "bmpose", "detector", "--precision", "int8"], capture_output=True,
+                         text=True)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    rows = {r["label"]: r for r in json.loads((art / "eval" / "boxes.json").read_text())["rows"]}
+    for chip in ("bm1684x", "bm1684"):
+        r = rows[f"yolox_nano_416_{chip}_int8"]
+        assert r["gate"]["passed"] and r["recall_iou50"]["found"] >= 35, (chip, r["gate"], r["recall_iou50"])
+        m = json.loads((art / f"{chip}_int8_b1" / "manifest.json").read_text())
+        assert m["options"]["qtables"][0].endswith("float_stem_5.txt") and len(m["fp32_layers"]) >= 4
+    assert rows["yolox_nano_416_bm1684x_int8"]["AP"] > rows["yolox_nano_416_bm1684_int8"]["AP"]

@@ -171,17 +171,24 @@ def _frame_count(path: Path) -> int:
 
 
 def test_bundle_detects_then_poses_a_video_as_bmpose_infer_does(bundles, clip, tmp_path):
-    """Detector bmodel -> pose bmodel on every frame, both on the cmodel behind the stand-in, against `bmpose
-    infer` with the same two bmodels on the cmodel backend."""
+    """Detector -> pose bmodel on every frame behind the stand-in (the pose bmodel on the cmodel, the detector
+    through its deployed tpu.mlir: the simulator holds one bmodel per process), against `bmpose infer` with the
+    same pose bmodel on the cmodel backend and the same detector build (its tpu.mlir, the default without sail)."""
+    from bmpose.detector_config import load_detector_spec
+
     bundle = bundles["bm1684x"]
     meta = json.loads((bundle / "deploy.json").read_text())
     pose = bundle / "models" / f"{MODEL}_bm1684x_int8_b4.bmodel"
-    run = _run_bundle(bundle, "--bmodel", pose, "--input", clip, "--out", tmp_path / "device", cwd=tmp_path)
+    build = f"bm1684x_{meta['detector']['precision']}"
+    tpu_mlir = load_detector_spec(f"detector:yolox_nano_416@{build}").model_path("mlir")
+    engine = f"cmodel:{Path(meta['detector']['bmodel']).name}={tpu_mlir}"
+    run = _run_bundle(bundle, "--bmodel", pose, "--input", clip, "--out", tmp_path / "device", engine=engine,
+                      cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert "3 frames" in run.stdout and "detector inference" in run.stdout and "per frame" in run.stdout
     assert _frame_count(tmp_path / "device" / "annotated.mp4") == 3
     ref = _bmpose("infer", "--model", MODEL, "--backend", "bmodel", pose, "--images", clip,
-                  "--boxes", f"detector:yolox_nano_416@bm1684x_{meta['detector']['precision']}",
+                  "--boxes", f"detector:yolox_nano_416@{build}",
                   "--allow-slow", "--out", tmp_path / "host", env={**os.environ, "BMPOSE_NO_SAIL": "1"})
     assert ref.returncode == 0, ref.stderr
     host = json.loads((tmp_path / "host" / "results.json").read_text())

@@ -6,8 +6,11 @@ SAIL_STANDIN_ENGINE:
 - `cmodel` (default; needs bmpose's .venv): the bmodel itself on TPU-MLIR's chip simulator, with its real
   numerics and I/O dtypes (bmpose.runtime.backends.cmodel);
 - `onnx:PATH`: ONNX Runtime on PATH instead of the bmodel (for Python 3.8 venvs without TPU-MLIR); the bmodel
-  file is still opened for its chip and batch checks by bmpose's own reader. Several models (a detector, then
-  pose): `onnx:PATH:NAME.bmodel=OTHER.onnx:...` (os.pathsep-separated; PATH serves every other bmodel).
+  file is still opened for its chip and batch checks by bmpose's own reader.
+Either may name a stand-in per bmodel file, os.pathsep-separated: `onnx:PATH:NAME.bmodel=OTHER.onnx`,
+`cmodel:NAME.bmodel=X_tpu.mlir` (a .onnx runs on ONNX Runtime, a deployed tpu.mlir on pymlir). The chip
+simulator holds one bmodel per process reliably (a second, larger bmodel loaded beside the first corrupts the
+first one's outputs), so a detector next to the pose bmodel runs through its tpu.mlir.
 SAIL_STANDIN_TARGET is what the "device" answers to Handle.get_target() (default BM1684X); like a real box
 it may be an alias (an SE9-8 answers CV186AH for a CV186X) or a string that names no chip.
 The I/O follows sail's own code for system-memory tensors (sophon-sail src/engine.cpp, docs/device.md):
@@ -118,16 +121,36 @@ class _Cmodel:
         return y
 
 
-def _onnx_for(bmodel_path, spec):
-    """The ONNX file standing in for this bmodel: its NAME.bmodel=PATH entry, else the plain PATH."""
+def _engine_for(bmodel_path, spec):
+    """The engine standing in for this bmodel: its NAME.bmodel=PATH entry, else the spec's default."""
+    kind, _, rest = spec.partition(":")
     default, named = None, {}
-    for entry in spec.split(os.pathsep):
+    for entry in rest.split(os.pathsep) if rest else []:
         name, eq, path = entry.partition("=")
         if eq:
             named[name] = path
         else:
             default = entry
-    return named.get(os.path.basename(bmodel_path), default)
+    path = named.get(os.path.basename(bmodel_path))
+    if path is None:
+        return _Onnx(bmodel_path, default) if kind == "onnx" else _Cmodel(bmodel_path)
+    return _Mlir(path) if path.endswith(".mlir") else _Onnx(bmodel_path, path)
+
+
+class _Mlir:
+    def __init__(self, path):
+        from bmpose.runtime.backends.mlir import MlirBackend
+
+        self.backend = MlirBackend(path)
+        self.input_name, self.output_name = self.backend.input_name, self.backend.output_name
+        self.input_shape = list(self.backend.input_shape)
+        self.in_dtype = self.out_dtype = Dtype.BM_FLOAT32
+        self.in_scale = self.out_scale = 1.0
+        self.fed = None
+
+    def forward(self, x):
+        self.fed = x
+        return self.backend.run(np.asarray(x, np.float32))
 
 
 class Engine:
@@ -138,8 +161,7 @@ class Engine:
         if not os.path.isfile(bmodel_path):
             raise RuntimeError(f"bmodel {bmodel_path} does not exist")
         spec = os.environ.get("SAIL_STANDIN_ENGINE", "cmodel")
-        self._impl = _Onnx(bmodel_path, _onnx_for(bmodel_path, spec[5:])) if spec.startswith("onnx:") \
-            else _Cmodel(bmodel_path)
+        self._impl = _engine_for(bmodel_path, spec)
         self._graph = os.path.splitext(os.path.basename(bmodel_path))[0]
 
     def get_graph_names(self):
