@@ -561,6 +561,22 @@ def _scene_frame(images, size, persons, seed=0):
     return frame, [tuple(map(float, b)) for b in np.stack([x, y, bw, bh], 1)]
 
 
+def _scene_tpu_ms(cfg, dcfg) -> tuple[dict, dict]:
+    """Simulated ms of the model's INT8 batch-1 bmodel and of the detector's build, per chip, where built."""
+    import json
+
+    from bmpose.layout import list_bmodels
+
+    tpu = {b["chip"]: (b["manifest"]["checks"].get("device_time") or {}).get("runtime_ms")
+           for b in list_bmodels(cfg) if b["precision"] == "int8" and b["batch"] == 1}
+    det_tpu = {}
+    for chip, precision in dcfg.precisions.items():
+        m = dcfg.layout.bmodel(chip, precision, 1) / "manifest.json"
+        if m.is_file():
+            det_tpu[chip] = (json.loads(m.read_text())["checks"].get("device_time") or {}).get("runtime_ms")
+    return tpu, det_tpu
+
+
 def bench_scene(cfg, args, repeat: int = 5) -> list[dict]:
     """Detect -> pose host time per frame, stage by stage (the device bundle's calls: the core's frame_input,
     detect, crop_boxes + to_input, keypoints), at 1920x1080 and 640x480 with 1, 5 and 20 persons, beside a
@@ -569,7 +585,6 @@ def bench_scene(cfg, args, repeat: int = 5) -> list[dict]:
     batch-1 bmodel per person, where built. Image decoding is the same call for both and is reported on its
     own. Pose at the config's input size (MODEL=hrnet_w32_256x192 for sophon-demo's 256x192)."""
     from bmpose.detector_config import load_detector
-    from bmpose.layout import list_bmodels
     from bmpose.pose import detect as detect_mod
     from bmpose.pose.image_io import read_image
     from bmpose.runtime.backends import open_backend
@@ -581,17 +596,7 @@ def bench_scene(cfg, args, repeat: int = 5) -> list[dict]:
     w, h = cfg.input_size
     spec = cfg
     mean, std = np.asarray(cfg.mean, np.float32) / 255, np.asarray(cfg.std, np.float32) / 255
-    tpu = {}
-    for b in list_bmodels(cfg):
-        if b["precision"] == "int8" and b["batch"] == 1:
-            tpu[b["chip"]] = (b["manifest"]["checks"].get("device_time") or {}).get("runtime_ms")
-    det_tpu = {}
-    for chip, precision in dcfg.precisions.items():
-        m = (dcfg.layout.bmodel(chip, precision, 1) / "manifest.json")
-        if m.is_file():
-            import json
-
-            det_tpu[chip] = (json.loads(m.read_text())["checks"].get("device_time") or {}).get("runtime_ms")
+    tpu, det_tpu = _scene_tpu_ms(cfg, dcfg)
     rows = []
     for size in ((1920, 1080), (640, 480)):
         ok, jpg = cv2.imencode(".jpg", cv2.resize(images[0], size))

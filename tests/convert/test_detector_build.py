@@ -128,7 +128,7 @@ def test_int8_builds_pass_their_box_gate_on_both_chips(built):
     rows = {r["label"]: r for r in json.loads((art / "eval" / "boxes.json").read_text())["rows"]}
     for chip in ("bm1684x", "bm1684"):
         r = rows[f"yolox_nano_416_{chip}_int8"]
-        assert r["gate"]["passed"] and r["recall_iou50"]["found"] >= 35, (chip, r["gate"], r["recall_iou50"])
+        assert r["gate"]["passed"] and r["recall_iou50"]["found"] >= 33, (chip, r["gate"], r["recall_iou50"])
         m = json.loads((art / f"{chip}_int8_b1" / "manifest.json").read_text())
         assert m["options"]["qtables"][0].endswith("float_stem_5.txt") and len(m["fp32_layers"]) >= 4
     assert rows["yolox_nano_416_bm1684x_int8"]["AP"] > rows["yolox_nano_416_bm1684_int8"]["AP"]

@@ -66,3 +66,16 @@ def test_benchmarks_feed_the_networks_colour_order():
     bgr = bench._network_input(dataclasses.replace(cfg, bgr_to_rgb=False, mean=cfg.mean[::-1], std=cfg.std[::-1]),
                                boxes)
     assert rgb.shape[1] == 3 and np.allclose(bgr, rgb[:, ::-1]) and not np.allclose(bgr, rgb)
+
+
+def test_scene_benchmark_times_every_stage_beside_the_vendor_steps():
+    """Rows for 1080p and 640x480 with 1, 5 and 20 persons, each stage of both pipelines timed (values are not
+    asserted: a benchmark)."""
+    from bmpose import config
+
+    rows = bench.bench_scene(config.load("hrnet_small_128x96"), None, repeat=1)
+    assert [r["case"] for r in rows] == [f"{s}, {n} persons" for s in ("1920x1080", "640x480") for n in (1, 5, 20)]
+    for r in rows:
+        for k in ("decode", "det_pre", "det_post", "pose_pre", "pose_post"):
+            assert r[f"{k}_ms"] > 0 and (k == "decode" or r[f"vendor_{k}_ms"] > 0)
+        assert r["x_vs_vendor"] > 0
