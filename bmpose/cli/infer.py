@@ -85,7 +85,7 @@ def collect_boxes(cfg, args) -> tuple[list[PersonBox], list, dict]:
         # results scored against that file carry its image ids
         ids = load_coco_keypoints(ann, ann.parent).image_ids_by_name() if args.coco_ann else None
         boxes, skipped = detector_boxes(detector, list_images(args.images or img_default), args.det_score_thr, ids)
-        inputs["detector"] = detector.cfg.onnx
+        inputs["detector"] = detector.backend.path
     else:
         raise BmposeError(f"--boxes {boxes_spec!r}: expected gt, dets:JSON, image or detector:NAME")
     if args.limit:
@@ -156,7 +156,7 @@ def infer_video(cfg, args) -> int:
                          limit=args.limit, kpt_thr=args.kpt_thr, progress=sys.stderr.isatty())
         results = coco_results(cfg, done["predictions"], options={**metric_options(cfg), "nms_mode": "none"})
         (tmp / "results.json").write_text(json.dumps(results))
-        write_manifest(tmp, stage="infer", inputs={"detector": detector.cfg.onnx, "model": backend.path,
+        write_manifest(tmp, stage="infer", inputs={"detector": detector.backend.path, "model": backend.path,
                                                    **({"video": args.images} if Path(args.images).is_file() else {})},
                        options={"backend": backend.kind, "chip": backend.chip, "flip": args.flip, "boxes": args.boxes,
                                 "limit": args.limit, "config": cfg.summary(), "detector": detector.cfg.summary()},

@@ -92,9 +92,11 @@ def test_detector_bmodels_find_the_persons_onnx_finds(built):
     assert run.returncode == 0, run.stderr[-3000:]
     rows = {r["label"]: r for r in json.loads((art / "eval" / "boxes.json").read_text())["rows"]}
     onnx = rows.pop("yolox_nano_416")
-    assert set(rows) == {"yolox_nano_416_bm1684x_fp16", "yolox_nano_416_bm1684_fp32"}
+    assert set(rows) >= {"yolox_nano_416_bm1684x_fp16", "yolox_nano_416_bm1684_fp32"}
     assert onnx["AP"] > 0.45 and onnx["recall_iou50"]["recall"] > 0.9   # measured 0.5056, 43/44
     for label, r in rows.items():
+        if "int8" in label:   # an INT8 build from an earlier run of the next test: its own gates
+            continue
         assert r["backend"] == "mlir" and r["gate"]["passed"], (label, r["gate"])
         assert r["recall_iou50"]["found"] >= onnx["recall_iou50"]["found"] - 1
         assert abs(r["AP"] - onnx["AP"]) <= 0.01, (label, r["AP"], onnx["AP"])
@@ -104,7 +106,7 @@ def test_detector_bmodels_find_the_persons_onnx_finds(built):
         assert m["stage"] == "deploy" and m["checks"]["device_time"]["runtime_ms"] > 0
         assert (art / sub / "compare.csv").is_file() and (art / sub / f"yolox_nano_416_{sub}.bmodel").is_file()
     report = (art / "report" / "report.md").read_text()
-    assert report.count("| yolox_nano_416") == 3 and "| pass |" in report
+    assert report.count("| yolox_nano_416") == 1 + len(rows) and "| pass |" in report
 
 
 @pytest.mark.slow
@@ -132,3 +134,6 @@ def test_int8_builds_pass_their_box_gate_on_both_chips(built):
         m = json.loads((art / f"{chip}_int8_b1" / "manifest.json").read_text())
         assert m["options"]["qtables"][0].endswith("float_stem_5.txt") and len(m["fp32_layers"]) >= 4
     assert rows["yolox_nano_416_bm1684x_int8"]["AP"] > rows["yolox_nano_416_bm1684_int8"]["AP"]
+    assert {"yolox_nano_416_bm1684x_fp16", "yolox_nano_416_bm1684_fp32"} <= set(rows)   # the report keeps them
+    report = (art / "report" / "report.md").read_text()
+    assert "yolox_nano_416_bm1684x_int8" in report and "yolox_nano_416_bm1684x_fp16" in report
