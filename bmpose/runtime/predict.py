@@ -135,6 +135,16 @@ def draw_results(predictions: list[Prediction], out_dir: Path, kpt_thr: float = 
 
 # ---- model selection --------------------------------------------------------------------------------------
 
+def check_outputs(cfg, backend):
+    """A user's ONNX file against the config's codec: a SimCC model has two outputs, a heatmap model one."""
+    n = len(backend.output_names)
+    if n != len(cfg.outputs):
+        raise BmposeError(f"{backend.path}: {n} output(s) ({', '.join(backend.output_names)}), but {cfg.path.name}'s "
+                          f"{cfg.codec.get('type')} codec needs {len(cfg.outputs)} ({', '.join(cfg.outputs)}): "
+                          f"a SimCC model outputs simcc_x and simcc_y, a heatmap model one heatmap tensor")
+    return backend
+
+
 def open_model(cfg, backend_spec: list[str] | None, batch: int, checkpoint=None, chip: str | None = None):
     """--backend onnx (our export at --batch) | bmodel PATH | mlir PATH -> an opened backend."""
     from bmpose.runtime.backends import open_backend
@@ -143,7 +153,7 @@ def open_model(cfg, backend_spec: list[str] | None, batch: int, checkpoint=None,
     kind = spec[0]
     if kind == "onnx":
         if len(spec) > 1:
-            return open_backend(spec[1], chip, kind="onnx")
+            return check_outputs(cfg, open_backend(spec[1], chip, kind="onnx"))
         from bmpose.convert.export import ensure_onnx
 
         path = ensure_onnx(cfg, checkpoint, batches=(batch,), verbose=False)[batch]

@@ -146,3 +146,22 @@ def test_rtmpose_other_backends_refused_in_one_line(rtmpose, gt, tmp_path):
 
     with pytest.raises(BmposeError, match="inference on the mlir backend of a SimCCLabel model .* issue 24"):
         infer.predict(cfg, Mlir(), gt[:1], progress=False)
+
+
+@pytest.mark.parametrize("model,outputs", [("rtmpose-t_256x192", 1), ("hrnet_small_128x96", 2)])
+def test_a_codec_and_an_onnx_that_disagree_are_refused_in_one_line(tmp_path, model, outputs):
+    """A SimCC config with a one-output (heatmap) ONNX, or a heatmap config with a two-output one."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from bmpose.runtime.predict import open_model
+
+    outs = ["a", "b"][:outputs]
+    graph = helper.make_graph([helper.make_node("Identity", ["input"], [o]) for o in outs], "g",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info(o, TensorProto.FLOAT, [1, 3, 8, 8]) for o in outs])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    with pytest.raises(BmposeError, match=rf"m.onnx: {outputs} output\(s\) .* codec needs {3 - outputs}") as e:
+        open_model(config.load(model), ["onnx", str(path)], 1)
+    assert "\n" not in str(e.value)

@@ -22,6 +22,7 @@ class OnnxBackend(Backend):
             self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types
             raise BmposeError(f"{path}: ONNX Runtime cannot load it ({str(e).splitlines()[0]})") from None
+        self.output_names = tuple(o.name for o in self.session.get_outputs())
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.input_shape = tuple(d if isinstance(d, int) else -1 for d in inp.shape)
