@@ -154,6 +154,8 @@ def infer_video(cfg, args) -> int:
     with atomic_dir(out, keep_failed=False) as tmp:
         done = run_video(cfg, backend, detector, args.images, tmp / "annotated.mp4", flip=args.flip,
                          limit=args.limit, kpt_thr=args.kpt_thr, progress=sys.stderr.isatty())
+        if done["frames"] == 0 and not done["interrupted"]:
+            raise BmposeError(f"{args.images}: no frames could be read from this video")
         results = coco_results(cfg, done["predictions"], options={**metric_options(cfg), "nms_mode": "none"})
         (tmp / "results.json").write_text(json.dumps(results))
         write_manifest(tmp, stage="infer", inputs={"detector": detector.backend.path, "model": backend.path,

@@ -1,6 +1,7 @@
 """The shared core's detector half (bmpose.pose.detect): letterbox, the three decoders on small ONNX files with
 known boxes (run by ONNX Runtime, as a real export would be), class-wise NMS, boxes back to the frame."""
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import onnx
@@ -115,3 +116,7 @@ def test_bad_outputs_are_one_line_errors():
     box = detect.letterbox(np.zeros((64, 64, 3), np.uint8), (64, 64))
     with pytest.raises(PoseError, match="class 3 asked, the output has 2 classes"):
         detect.detect(np.zeros((5, 7)), "yolov5", box, (64, 64), classes=(3,))
+    spec = SimpleNamespace(input_size=(64, 64), pad_value=114, center=False, bgr_to_rgb=False, scale=1.0, mean=None,
+                           std=None)
+    with pytest.raises(PoseError, match=r"a frame of shape \(0, 0, 3\): not an image with pixels"):
+        detect.frame_input(np.zeros((0, 0, 3), np.uint8), spec)

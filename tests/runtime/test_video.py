@@ -97,6 +97,11 @@ def test_video_errors(tmp_path, clip):
         infer_cli.main(["--images", str(bad), "--boxes", "detector:", "--out", str(tmp_path / "x")])
     with pytest.raises(BmposeError, match="no such detector config"):
         infer_cli.main(["--images", str(clip), "--boxes", "detector:nope", "--out", str(tmp_path / "x")])
+    empty = tmp_path / "empty.mp4"   # a video container with no frame in it
+    w = cv2.VideoWriter(str(empty), cv2.VideoWriter_fourcc(*"mp4v"), 5, (64, 48))
+    w.release()
+    with pytest.raises(BmposeError, match=r"empty\.mp4: (no frames could be read|OpenCV cannot open)"):
+        infer_cli.main(["--images", str(empty), "--boxes", "detector:", "--out", str(tmp_path / "x")])
     assert not (tmp_path / "x").exists()
 
 
