@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 
 from bmpose.chips import CHIPS, PRECISIONS
@@ -69,7 +70,6 @@ class DetectorConfig:
     root: Path = field(default_factory=artifacts_root)
     build: str | None = None   # "<chip>_<precision>": run its bmodel (bmpose detector) instead of the ONNX
     checkpoint = None   # a detector is its ONNX file (hashed as the transform's input)
-    batches = (1,)
 
     @property
     def artifacts(self) -> Path:
@@ -81,6 +81,10 @@ class DetectorConfig:
         return self.name + (f"_{self.build}" if self.build else "")
 
     @property
+    def chip(self) -> str | None:
+        return self.build.split("_", 1)[0] if self.build else None
+
+    @property
     def precision(self) -> str:
         return self.build.split("_", 1)[1] if self.build else "fp32"
 
@@ -90,7 +94,7 @@ class DetectorConfig:
             return self.onnx
         from bmpose.manifest import read_manifest
 
-        chip, precision = self.build.split("_", 1)
+        chip, precision = self.chip, self.precision
         d = self.layout.bmodel(chip, precision, 1)
         m = read_manifest(d)
         if m is None or m.get("status") != "ok":
@@ -108,15 +112,12 @@ class DetectorConfig:
     def input_hw(self) -> tuple[int, int]:
         return self.input_size[1], self.input_size[0]
 
-    @property
+    @cached_property
     def input_name(self) -> str:
+        """Read once from the ONNX file (frames, transform and calibration all key their npz by it)."""
         import onnx
 
         return onnx.load(str(self.onnx), load_external_data=False).graph.input[0].name
-
-    @property
-    def chips(self) -> tuple[str, ...]:
-        return tuple(self.precisions)
 
     def box_gate(self, precision: str, chip: str | None = None) -> dict:
         """The most a bmodel of `precision` (for `chip`) may lose against ONNX: person-box recall and box AP."""

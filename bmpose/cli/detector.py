@@ -118,7 +118,7 @@ def score(dcfg, ann: Path, img: Path, runtime: str | None, onnx_row: dict | None
         with atomic_file(cache) as tmp:
             tmp.write_text(json.dumps(row, indent=2) + "\n")
     if onnx_row is not None:
-        row["gate"] = gate(row, onnx_row, dcfg.box_gate(dcfg.precision, dcfg.build.split("_", 1)[0]))
+        row["gate"] = gate(row, onnx_row, dcfg.box_gate(dcfg.precision, dcfg.chip))
         m = json.loads((model.parent / "manifest.json").read_text())
         row["output_cos"] = m["checks"]["final"]["cosine"]
         row["device_ms"] = (m["checks"].get("device_time") or {}).get("runtime_ms")
@@ -138,27 +138,32 @@ def write_results(dcfg, rows: list[dict]) -> None:
              "| build | backend | box AP | AP50 | recall | recall @score_thr | output cos | sim. ms/frame | gate |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        c = _cells(r)
         g = r.get("gate")
-        verdict = "reference" if g is None else ("pass" if g["passed"] else
-                                                 f"FAIL (AP -{g['ap_drop']:.4f}, max {g['max_ap_drop']})")
-        ms = f"{r['device_ms']:.2f}" if r.get("device_ms") else ""
-        cos = f"{r['output_cos']:.6f}" if r.get("output_cos") else ""
-        lines.append(f"| {r['label']} | {r['backend']} | {r['AP']:.4f} | {r['AP50']:.4f} | "
-                     f"{_recall(r['recall_iou50'])} | {_recall(r['recall_iou50_at_score_thr'])} | {cos} | {ms} | "
-                     f"{verdict} |")
+        verdict = c["gate"] if g is None or g["passed"] else f"FAIL (AP -{g['ap_drop']:.4f}, max {g['max_ap_drop']})"
+        lines.append(f"| {r['label']} | {r['backend']} | {c['ap']} | {c['ap50']} | {c['recall']} | {c['at_thr']} | "
+                     f"{c['cos']} | {c['ms']} | {verdict} |")
     with atomic_file(dcfg.layout.report() / "report.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n")
 
 
-def _recall(r: dict) -> str:
-    return f"{r['found']}/{r['persons']}"
+def _cells(r: dict) -> dict:
+    """One row's values as the report and the console table both print them."""
+    g = r.get("gate")
+
+    def recall(x):
+        return f"{x['found']}/{x['persons']}"
+
+    return {"ap": f"{r['AP']:.4f}", "ap50": f"{r['AP50']:.4f}", "recall": recall(r["recall_iou50"]),
+            "at_thr": recall(r["recall_iou50_at_score_thr"]),
+            "cos": f"{r['output_cos']:.6f}" if r.get("output_cos") else "",
+            "ms": f"{r['device_ms']:.2f}" if r.get("device_ms") else "",
+            "gate": "reference" if g is None else "pass" if g["passed"] else "FAIL"}
 
 
 def print_table(rows: list[dict]) -> None:
     print(f"\n{'build':<28} {'backend':<7} {'box AP':>7} {'AP50':>7} {'recall':>7} {'@thr':>7} {'ms':>6}  gate")
     for r in rows:
-        g = r.get("gate")
-        ms = f"{r['device_ms']:.2f}" if r.get("device_ms") else ""
-        print(f"{r['label']:<28} {r['backend']:<7} {r['AP']:7.4f} {r['AP50']:7.4f} {_recall(r['recall_iou50']):>7} "
-              f"{_recall(r['recall_iou50_at_score_thr']):>7} {ms:>6}  "
-              f"{'reference' if g is None else 'pass' if g['passed'] else 'FAIL'}")
+        c = _cells(r)
+        print(f"{r['label']:<28} {r['backend']:<7} {c['ap']:>7} {c['ap50']:>7} {c['recall']:>7} {c['at_thr']:>7} "
+              f"{c['ms']:>6}  {c['gate']}")

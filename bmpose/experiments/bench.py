@@ -562,18 +562,15 @@ def _scene_frame(images, size, persons, seed=0):
 
 
 def _scene_tpu_ms(cfg, dcfg) -> tuple[dict, dict]:
-    """Simulated ms of the model's INT8 batch-1 bmodel and of the detector's build, per chip, where built."""
-    import json
-
+    """Simulated ms of the model's INT8 batch-1 bmodel and of the detector's build at its config's precision,
+    per chip, where built."""
     from bmpose.layout import list_bmodels
 
-    tpu = {b["chip"]: (b["manifest"]["checks"].get("device_time") or {}).get("runtime_ms")
-           for b in list_bmodels(cfg) if b["precision"] == "int8" and b["batch"] == 1}
-    det_tpu = {}
-    for chip, precision in dcfg.precisions.items():
-        m = dcfg.layout.bmodel(chip, precision, 1) / "manifest.json"
-        if m.is_file():
-            det_tpu[chip] = (json.loads(m.read_text())["checks"].get("device_time") or {}).get("runtime_ms")
+    def ms(b):
+        return (b["manifest"]["checks"].get("device_time") or {}).get("runtime_ms")
+
+    tpu = {b["chip"]: ms(b) for b in list_bmodels(cfg) if b["precision"] == "int8" and b["batch"] == 1}
+    det_tpu = {b["chip"]: ms(b) for b in list_bmodels(dcfg) if dcfg.precisions.get(b["chip"]) == b["precision"]}
     return tpu, det_tpu
 
 
