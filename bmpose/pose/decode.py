@@ -24,9 +24,9 @@ def heatmap_maximum(heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     flat = heatmaps.reshape(B * K, -1)
     # INT8 heatmaps are quantised: a few maps in a hundred have tied peaks (measured: 2-4 of 136). np.argmax
     # takes the first in row-major order, on every machine, as mmpose's get_heatmap_maximum does.
-    y, x = np.unravel_index(np.argmax(flat, axis=1), (H, W))
-    locs = np.stack((x, y), axis=-1).astype(np.float32)
-    vals = np.amax(flat, axis=1)
+    idx = np.argmax(flat, axis=1)
+    locs = np.stack((idx % W, idx // W), axis=-1).astype(np.float32)
+    vals = flat[np.arange(B * K), idx]
     locs[vals <= 0.0] = -1
     return locs.reshape(B, K, 2), vals.reshape(B, K)
 
@@ -41,11 +41,15 @@ def _at(heatmaps: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 def refine_msra(locs: np.ndarray, heatmaps: np.ndarray) -> np.ndarray:
     """Quarter-pixel shift towards the higher neighbour (mmpose `refine_keypoints`, its bounds included)."""
-    H, W = heatmaps.shape[2:]
-    x, y = locs[..., 0].astype(int), locs[..., 1].astype(int)
-    dx = np.where((1 < x) & (x < W - 1) & (0 < y) & (y < H), _at(heatmaps, y, x + 1) - _at(heatmaps, y, x - 1), 0)
-    dy = np.where((1 < y) & (y < H - 1) & (0 < x) & (x < W), _at(heatmaps, y + 1, x) - _at(heatmaps, y - 1, x), 0)
-    return locs + np.sign(np.stack([dx, dy], axis=-1)).astype(np.float32) * np.float32(0.25)
+    B, K, H, W = heatmaps.shape
+    x, y = locs[..., 0].astype(int).reshape(-1), locs[..., 1].astype(int).reshape(-1)
+    # the four neighbours in one gather (right, left, below, above); out-of-map ones are clipped to a valid
+    # index and masked below, as mmpose only looks at them inside its bounds
+    at = (y * W + x)[:, None] + np.array([1, -1, W, -W])
+    v = heatmaps.reshape(B * K, H * W)[np.arange(B * K)[:, None], np.minimum(np.maximum(at, 0), H * W - 1)]
+    dx = np.where((1 < x) & (x < W - 1) & (0 < y) & (y < H), v[:, 0] - v[:, 1], 0)
+    dy = np.where((1 < y) & (y < H - 1) & (0 < x) & (x < W), v[:, 2] - v[:, 3], 0)
+    return locs + np.sign(np.stack([dx, dy], axis=-1)).reshape(B, K, 2).astype(np.float32) * np.float32(0.25)
 
 
 def gaussian_blur(heatmaps: np.ndarray, kernel: int) -> np.ndarray:

@@ -133,17 +133,24 @@ def detect(raw: np.ndarray, decoder: str, box: Letterbox, frame_hw, *, classes=(
     if wanted.max(initial=-1) >= cls.shape[1]:
         raise PoseError(f"{decoder} decode: class {int(wanted.max())} asked, the output has {cls.shape[1]} classes")
     # score the wanted classes only, and decode only the anchors above the threshold (most are not)
-    sub = cls[:, wanted] if obj is None else cls[:, wanted] * obj
-    best = sub.argmax(1)
-    scores = sub[np.arange(len(sub)), best]
-    rows = np.flatnonzero(scores >= score_thr)
+    if len(wanted) == 1:  # one class (persons): no argmax over classes
+        scores = cls[:, wanted[0]] if obj is None else cls[:, wanted[0]] * obj[:, 0]
+        rows = np.flatnonzero(scores >= score_thr)
+        labels = np.full(len(rows), wanted[0])
+    else:
+        sub = cls[:, wanted] if obj is None else cls[:, wanted] * obj
+        best = sub.argmax(1)
+        scores = sub[np.arange(len(sub)), best]
+        rows = np.flatnonzero(scores >= score_thr)
+        labels = wanted[best[rows]]
     boxes = _xyxy(raw, rows, decoder, input_hw, strides)
-    scores, labels = scores[rows], wanted[best[rows]]
+    scores = scores[rows]
     keep = nms(boxes, scores, labels, score_thr, iou_thr)
-    out = (boxes[keep] - np.tile(np.asarray(box.pad, np.float32), 2)) / np.float32(box.ratio)
+    px, py = box.pad
+    out = (boxes[keep] - np.array([px, py, px, py], np.float32)) / np.float32(box.ratio)
     fh, fw = frame_hw[:2]
-    out[:, 0::2] = out[:, 0::2].clip(0, fw)
-    out[:, 1::2] = out[:, 1::2].clip(0, fh)
+    # inside the frame (minimum/maximum: np.clip's checks cost more than the work here)
+    out = np.minimum(np.maximum(out, np.float32(0)), np.array([fw, fh, fw, fh], np.float32))
     return Detections(out.astype(np.float32), scores[keep].astype(np.float32), labels[keep])
 
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 import numpy as np
 
 from . import decode, simcc
-from .crop import crop_person, input_to_image
+from .crop import crop_people, inputs_to_image
 from .normalize import normalize
 
 
 def crop_boxes(image_bgr: np.ndarray, boxes, spec, xyxy: bool = False) -> list:
     """One PersonCrop per box (xywh, or mmpose's xyxy ground-truth boxes with xyxy=True)."""
-    return [crop_person(image_bgr, b, spec.input_size, spec.padding, xyxy=xyxy) for b in boxes]
+    return crop_people(image_bgr, boxes, spec.input_size, spec.padding, xyxy=xyxy)
 
 
 def to_input(crops, spec) -> np.ndarray:
@@ -83,6 +83,6 @@ def keypoints(heatmaps: np.ndarray, crops, spec) -> tuple[np.ndarray, np.ndarray
         kpts, scores = simcc.decode_simcc(*simcc_split(heatmaps, spec.codec), spec.codec["simcc_split_ratio"])
     else:
         kpts, scores = decode.decode(heatmaps, spec.codec)
-    out = np.stack([input_to_image(k, c.center, c.scale, spec.input_size) for k, c in zip(kpts, crops)]) \
+    out = inputs_to_image(kpts, [c.center for c in crops], [c.scale for c in crops], spec.input_size) \
         if len(crops) else kpts
     return out, scores

@@ -6,7 +6,8 @@ import pytest
 
 from bmpose import config
 from bmpose.errors import BmposeError
-from bmpose.pose import crop_person, image_to_input, input_to_image, read_image, normalize, skeleton
+from bmpose.pose import crop_people, crop_person, image_to_input, input_to_image, read_image, normalize, skeleton
+from bmpose.pose.crop import inputs_to_image
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +78,30 @@ def test_detection_boxes_match_mmpose(mm, cfg, mmpose_coco):
     ds = _dataset(mm, cfg, mmpose_coco / "test_coco.json", mmpose_coco,
                   bbox_file=str(mmpose_coco / "test_coco_det_AP_H_56.json"))
     _check_parity(ds, _preprocessor(cfg), cfg, xyxy=False)
+
+
+def test_batched_crops_match_mmpose(mm, cfg, mmpose_coco):
+    """crop_people does the box arithmetic for all boxes of an image at once (inference's call): every crop,
+    center and scale still equals mmpose's for that box alone, and so does the batched inverse mapping."""
+    ds = _dataset(mm, cfg, mmpose_coco / "test_coco.json", mmpose_coco,
+                  bbox_file=str(mmpose_coco / "test_coco_det_AP_H_56.json"))
+    by_image = {}
+    for i in range(len(ds)):
+        by_image.setdefault(ds.get_data_info(i)["img_path"], []).append(i)
+    assert max(len(v) for v in by_image.values()) >= 5
+    for path, idx in by_image.items():
+        refs = [ds[i] for i in idx]
+        boxes = [ds.get_data_info(i)["bbox"][0].copy() for i in idx]
+        for b in boxes:
+            b[2:] -= b[:2]
+        ours = crop_people(read_image(path), boxes, cfg.input_size, cfg.padding)
+        for c, ref in zip(ours, refs):
+            assert np.array_equal(c.image, ref["img"][..., ::-1])
+            assert np.array_equal(c.center, ref["input_center"]) and np.array_equal(c.scale, ref["input_scale"])
+        pts = np.random.default_rng(0).uniform(0, 96, (len(ours), 17, 2)).astype(np.float32)
+        one_by_one = np.stack([input_to_image(p, c.center, c.scale, cfg.input_size) for p, c in zip(pts, ours)])
+        assert np.array_equal(inputs_to_image(pts, [c.center for c in ours], [c.scale for c in ours],
+                                              cfg.input_size), one_by_one)
 
 
 def test_w32_input_size_matches_mmpose(mm, coco_mini):
