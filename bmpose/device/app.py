@@ -25,7 +25,8 @@ from ..pose.detect import detect_frame
 from ..pose.errors import PoseError
 from ..pose.image_io import read_image
 from ..pose.results import to_coco_results
-from .inputs import image_id_of, is_video, list_images, load_detections, open_capture, open_writer, video_facts
+from .inputs import (Ahead, FrameWriter, capture_frames, image_id_of, is_video, list_images, load_detections,
+                     open_capture, open_writer, video_facts)
 
 # sophon-demo's per-stage table, with the detector's stages beside the pose model's
 STAGES = (("decode", "decode"), ("det_pre", "detector preprocess"), ("det_infer", "detector inference"),
@@ -84,6 +85,8 @@ def parse_args(argv, meta: dict, bundle_dir: Path):
         ap.add_argument("--det-score-thr", type=float, default=det["score_thr"],
                         help=f"person score threshold (default: {det['score_thr']})")
     ap.add_argument("--limit", type=int, default=None, help="stop after this many frames of a video")
+    ap.add_argument("--decode-ahead", type=int, default=2, metavar="N",
+                    help="images or video frames decoded in advance by a thread of their own (0: in turn)")
     ap.add_argument("--dev-id", type=int, default=0, help="TPU device id (bm-smi lists them)")
     ap.add_argument("--flip", action="store_true", help="flip test (the mmpose config's test setting: "
                     f"{'on' if meta['pose'].get('flip_test') else 'off'})")
@@ -112,6 +115,7 @@ class Clock:
         self.seconds = dict.fromkeys(k for k, _ in STAGES)
         self.seconds.update(dict.fromkeys(self.seconds, 0.0))
         self.frames = self.persons = 0
+        self.wall = None   # wall-clock seconds of the loop: less than the stages' sum when decoding runs ahead
 
     def add(self, stage: str, t0: float) -> float:
         now = time.perf_counter()
@@ -124,6 +128,9 @@ class Clock:
         for key, label in STAGES + (("total", "total"),):
             s = sum(self.seconds.values()) if key == "total" else self.seconds[key]
             lines.append(f"{label:<22} {1000 * s / max(self.frames, 1):10.2f} {1000 * s / max(self.persons, 1):11.2f}")
+        if self.wall is not None:
+            lines.append(f"{'wall clock':<22} {1000 * self.wall / max(self.frames, 1):10.2f} "
+                         f"{1000 * self.wall / max(self.persons, 1):11.2f}")
         return "\n".join(lines)
 
 
@@ -201,31 +208,42 @@ def _boxes_for(args, image, file, boxes, detector, clock):
     return [([0.0, 0.0, float(w), float(h)], 1.0)]
 
 
+def _read_images(files):
+    """(index, file, image or the PoseError that names why not, seconds) per file: what Ahead reads in advance."""
+    for index, file in enumerate(files):
+        t = time.perf_counter()
+        try:
+            image = read_image(file)
+        except PoseError as e:
+            image = e
+        yield index, file, image, time.perf_counter() - t
+
+
 def _run_images(args, meta, runner, spec, out_dir, detector, done):
     files = list_images(args.input)
     boxes = None
     if args.boxes not in ("detector", "image"):
         boxes = load_detections(args.boxes, files, meta.get("det_score_thr", 0.0))
     clock = done["clock"]
-    for index, file in enumerate(files):
-        t = time.perf_counter()
-        try:
-            image = read_image(file)
-        except PoseError as e:
-            if len(files) == 1:
-                raise
-            print(f"bmodel.py: warning: skipped {e}", file=sys.stderr)
-            done["skipped"].append(str(file))
-            continue
-        clock.add("decode", t)
-        clock.frames += 1
-        persons = pose_persons(image, _boxes_for(args, image, file, boxes, detector, clock), runner, spec,
-                               args.flip, clock)
-        image_id = image_id_of(file, index)
-        done["instances"] += [_instance(image_id, p) for p in persons]
-        if persons and not args.no_vis:
-            draw.write_jpg(out_dir / (file.stem + ".jpg"), _draw(image, persons, args.kpt_thr))
-            done["pictures"].append(file.stem + ".jpg")
+    t0 = time.perf_counter()
+    with Ahead(_read_images(files), args.decode_ahead) as images:
+        for index, file, image, seconds in images:
+            if isinstance(image, PoseError):
+                if len(files) == 1:
+                    raise image
+                print(f"bmodel.py: warning: skipped {image}", file=sys.stderr)
+                done["skipped"].append(str(file))
+                continue
+            clock.seconds["decode"] += seconds
+            clock.frames += 1
+            persons = pose_persons(image, _boxes_for(args, image, file, boxes, detector, clock), runner, spec,
+                                   args.flip, clock)
+            image_id = image_id_of(file, index)
+            done["instances"] += [_instance(image_id, p) for p in persons]
+            if persons and not args.no_vis:
+                draw.write_jpg(out_dir / (file.stem + ".jpg"), _draw(image, persons, args.kpt_thr))
+                done["pictures"].append(file.stem + ".jpg")
+            clock.wall = time.perf_counter() - t0
     if len(done["skipped"]) == len(files):
         raise PoseError(f"{args.input}: none of its {len(files)} images could be read")
 
@@ -237,26 +255,26 @@ def _run_video(args, runner, spec, out_dir, detector, done):
     clock = done["clock"]
     try:
         if not args.no_vis:
-            writer = open_writer(out_dir / "annotated.mp4", fps, size)
-        while args.limit is None or clock.frames < args.limit:
-            t = time.perf_counter()
-            ok, frame = cap.read()
-            if not ok:
-                break
-            if frame is None or 0 in frame.shape[:2]:
-                raise PoseError(f"{args.input}: frame {clock.frames} is empty (0x0)")
-            clock.add("decode", t)
-            persons = pose_persons(frame, _boxes_for(args, frame, None, None, detector, clock), runner, spec,
-                                   args.flip, clock)
-            done["instances"] += [_instance(clock.frames, p) for p in persons]
-            if writer is not None:
-                writer.write(_draw(frame, persons, args.kpt_thr))
-            clock.frames += 1
+            writer = FrameWriter(open_writer(out_dir / "annotated.mp4", fps, size))
+        t0 = time.perf_counter()
+        with Ahead(capture_frames(cap, args.limit), args.decode_ahead) as frames:
+            for frame, seconds in frames:
+                if frame is None or 0 in frame.shape[:2]:
+                    raise PoseError(f"{args.input}: frame {clock.frames} is empty (0x0)")
+                clock.seconds["decode"] += seconds
+                persons = pose_persons(frame, _boxes_for(args, frame, None, None, detector, clock), runner, spec,
+                                       args.flip, clock)
+                done["instances"] += [_instance(clock.frames, p) for p in persons]
+                if writer is not None:
+                    writer.write(_draw(frame, persons, args.kpt_thr))
+                clock.frames += 1
+                clock.wall = time.perf_counter() - t0
     except KeyboardInterrupt:
         done["interrupted"] = True   # the frames before this one are complete
     finally:
         if writer is not None:
-            writer.release()
+            writer.close()
+            clock.wall = time.perf_counter() - t0   # the last frames' encoding included
         cap.release()
     if clock.frames == 0 and not done["interrupted"]:
         raise PoseError(f"{args.input}: no frames could be read from this video")

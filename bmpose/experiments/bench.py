@@ -25,7 +25,7 @@ from bmpose import config as config_mod
 from bmpose.calib.select import CalibWarning, _coco_jobs
 from bmpose.calib.store import LMDB_NAME, build_lmdb
 from bmpose.errors import BmposeError
-from bmpose.pose import decode, pipeline
+from bmpose.pose import decode, pipeline, skeleton
 from bmpose.runtime.boxes import PersonBox, bundled_sample, gt_boxes
 from bmpose.runtime.predict import predict, prepare, run_batches
 
@@ -629,6 +629,79 @@ def bench_scene(cfg, args, repeat: int = 5) -> list[dict]:
             rows.append(row)
     return rows
 
+class _TpuStandIn:
+    """A pose 'device' for bench_video: sleeps the simulated TPU time of each batch (the host is free meanwhile,
+    as it is while a real TPU runs) and returns heatmaps of the right shape."""
+
+    batch_size = 1
+
+    def __init__(self, cfg, ms_per_person: float):
+        self.ms, self.shape = ms_per_person, (skeleton.NUM_KEYPOINTS, cfg.heatmap_size[1], cfg.heatmap_size[0])
+
+    def run_many(self, chunks):
+        for x in chunks:
+            time.sleep(self.ms * len(x) / 1e3)
+            yield np.random.default_rng(0).random((len(x),) + self.shape, dtype=np.float32)
+
+
+def bench_video(cfg, args, frames: int = 48, repeat: int = 2) -> list[dict]:
+    """Decoding ahead (inputs.Ahead's thread) and encoding behind (FrameWriter's) against both in turn, on a
+    1080p mp4 made from the bundled images, through the host video loop (`bmpose infer --images clip.mp4`'s, the bundle's is the same shape):
+    the detector and pose networks are stand-ins that sleep their simulated BM1684X time and give the ONNX
+    detector's real boxes, so the host stages and the TPU waits are those of the box. Wall ms per frame."""
+    import tempfile
+
+    from bmpose.detector_config import load_detector
+    from bmpose.pose import detect as detect_mod
+    from bmpose.pose.image_io import read_image
+    from bmpose.runtime.backends import open_backend
+    from bmpose.runtime.video import run_video
+
+    dcfg = load_detector()
+    tpu, det_tpu = _scene_tpu_ms(cfg, dcfg)
+    if not tpu.get("bm1684x") or not det_tpu.get("bm1684x"):
+        return [{"benchmark": "video", "case": "needs the BM1684X builds: make int8 and make detector"}]
+    det = open_backend(dcfg.onnx, kind="onnx")
+    images = [cv2.resize(read_image(f), (1920, 1080)) for f in sorted(bundled_sample()[1].glob("*.jpg"))[:8]]
+    raws = [np.asarray(det.run(detect_mod.frame_input(im, dcfg)[1])) for im in images]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench_video_") as tmp:
+        clip = Path(tmp) / "clip.mp4"
+        writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (1920, 1080))
+        for i in range(frames):
+            writer.write(images[i % len(images)])
+        writer.release()
+        seen = []
+
+        def detector_tpu(x):
+            time.sleep(det_tpu["bm1684x"] / 1e3)
+            return raws[len(seen) % len(raws)]
+
+        def detector(frame):
+            dets = detect_mod.detect_frame(detector_tpu, frame, dcfg)
+            seen.append(len(dets.boxes))
+            return dets
+
+        # (decode ahead, encode ahead): all in turn, decoding ahead only, both (the default)
+        wall = {(0, 0): [], (2, 0): [], (2, 2): []}
+        for _ in range(repeat):
+            for ahead in wall:
+                seen.clear()
+                done = run_video(cfg, _TpuStandIn(cfg, tpu["bm1684x"]), detector, str(clip), Path(tmp) / "out.mp4",
+                                 progress=False, decode_ahead=ahead[0], encode_ahead=ahead[1])
+                wall[ahead].append((done["seconds"] / done["frames"], done["decode_seconds"] / done["frames"]))
+        persons = sum(seen) / len(seen)
+        best = {k: min(v) for k, v in wall.items()}
+        rows.append({"benchmark": "video", "case": f"1920x1080 mp4, {frames} frames, {persons:.1f} persons/frame, "
+                                                  f"BM1684X TPU time slept",
+                     "decode_ms": round(1e3 * best[0, 0][1], 2),
+                     "wall_ms_in_turn": round(1e3 * best[0, 0][0], 2),
+                     "wall_ms_decode_ahead": round(1e3 * best[2, 0][0], 2),
+                     "wall_ms_decode_and_encode_ahead": round(1e3 * best[2, 2][0], 2),
+                     "x_faster": round(best[0, 0][0] / best[2, 2][0], 2)})
+    return rows
+
+
 BENCHMARKS = {"calib": bench_calib, "infer": bench_infer, "host": bench_host, "device": bench_device,
               "simulators": bench_simulators, "deploy": bench_deploy, "fused": bench_fused, "estimate": bench_estimate,
-              "scene": bench_scene}
+              "scene": bench_scene, "video": bench_video}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bmpose.device.inputs import open_capture, open_writer, video_facts
+from bmpose.device.inputs import Ahead, FrameWriter, capture_frames, open_capture, open_writer, video_facts
 from bmpose.errors import BmposeError
 from bmpose.pose import draw, pipeline
 from bmpose.progress import bar
@@ -27,23 +27,24 @@ def pose_frame(cfg, backend, frame: np.ndarray, boxes: list[PersonBox], flip: bo
 
 
 def run_video(cfg, backend, detector, spec: str, out_video: Path, *, flip: bool = False, limit: int | None = None,
-              kpt_thr: float = 0.3, progress: bool = True) -> dict:
-    """-> {"predictions", "frames", "interrupted", "fps", "size", "seconds"}; out_video is written (mp4v)."""
+              kpt_thr: float = 0.3, progress: bool = True, decode_ahead: int = 2,
+              encode_ahead: int = 2) -> dict:
+    """-> {"predictions", "frames", "interrupted", "fps", "size", "seconds", "decode_seconds"}; out_video is
+    written (mp4v). Frames are decoded `decode_ahead` in advance by a thread (Ahead) and encoded by
+    another, `encode_ahead` frames behind (FrameWriter)."""
     cap = open_capture(spec)
     fps, size, total = video_facts(cap, limit)
     try:
-        writer = open_writer(out_video, fps, size)
+        writer = FrameWriter(open_writer(out_video, fps, size), encode_ahead)
     except BmposeError:
         cap.release()
         raise
-    done = {"predictions": [], "frames": 0, "interrupted": False, "fps": fps, "size": list(size)}
+    done = {"predictions": [], "frames": 0, "interrupted": False, "fps": fps, "size": list(size),
+            "decode_seconds": 0.0}
     t0 = time.perf_counter()
     try:
-        with bar(total, "video", "frame", show=progress) as b:
-            while limit is None or done["frames"] < limit:
-                ok, frame = cap.read()
-                if not ok:
-                    break
+        with bar(total, "video", "frame", show=progress) as b, Ahead(capture_frames(cap, limit), decode_ahead) as frames:
+            for frame, seconds in frames:
                 i = done["frames"]
                 d = detector(frame)
                 boxes = [PersonBox(i, Path(spec), (x1, y1, x2 - x1, y2 - y1), float(s), None, f"{spec}: frame {i}")
@@ -53,11 +54,12 @@ def run_video(cfg, backend, detector, spec: str, out_video: Path, *, flip: bool 
                                                        for p in preds), kpt_thr))
                 done["predictions"] += preds
                 done["frames"] = i + 1
+                done["decode_seconds"] += seconds
                 b.update(1)
     except KeyboardInterrupt:
         done["interrupted"] = True   # between or inside a frame: the frames before it are complete
     finally:
-        writer.release()
+        writer.close()
         cap.release()
     done["seconds"] = time.perf_counter() - t0
     return done
