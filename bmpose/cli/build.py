@@ -150,7 +150,7 @@ def run(plan: Plan) -> list[dict]:
             m = read_manifest(d)
             fin = m["checks"]["final"]
             print(f"build: {name}: {'built' if built else 'up to date'} ({time.monotonic() - t0:.1f} s), "
-                  f"heatmaps vs ONNX cos {fin['cosine']:.6f} euclid {fin['euclidean']:.4f} "
+                  f"{'+'.join(cfg.outputs)} vs ONNX cos {fin['cosine']:.6f} euclid {fin['euclidean']:.4f} "
                   f"SQNR {fin['sqnr_db']:.1f} dB, {m['size_bytes'] / 1e6:.1f} MB")
             results.append({"name": name, "ok": True, "dir": d, "built": built})
     return results

@@ -14,9 +14,10 @@ from bmpose import compare
 from bmpose.chips import check_chip_precision
 from bmpose.convert import diagnose
 from bmpose.tpu_mlir.runner import run_tool
-from bmpose.convert.steps import _output_name, build, link, transform_files
+from bmpose.convert.steps import build, link, output_names, transform_files
 from bmpose.errors import BmposeError
 from bmpose.layout import FAILED_OPTIONS
+from bmpose.pose.pipeline import join_outputs
 from bmpose.manifest import locked, up_to_date, write_manifest
 from bmpose.tpu_mlir.devtime import device_time, link_bm1684_estimate
 
@@ -103,7 +104,7 @@ def _deploy(cfg, chip, precision, batch, tmp: Path, mlir: Path, files, inputs, o
     tpu_mlir, tpu_weights, graph = _deployed_mlir(tmp, stem, qtable)
     fp32_layers = [op.name for op in graph.ops if op.quant == "F32" and op.type != "tpu.Cast"] \
         if precision == "int8" else []
-    rows, final, out_name = _compare(tmp, stem, graph, mlir, files, precision)
+    rows, final, out_names = _compare(tmp, stem, graph, mlir, files, precision)
 
     # Keep what later stages use (bmodel, the deployed tpu.mlir + weights for the mlir backend, tensors,
     # compare files, logs); drop TPU-MLIR's --debug intermediates and the linked inputs.
@@ -128,7 +129,7 @@ def _deploy(cfg, chip, precision, batch, tmp: Path, mlir: Path, files, inputs, o
                    outputs=[name, tpu_mlir.name, tpu_weights, "compare.csv", "compare.npz"]
                    + (["qtable"] if precision == "int8" else []),
                    checks=checks,
-                   extra={"tpu_mlir": tpu_mlir.name, "tpu_weights": tpu_weights, "output": out_name,
+                   extra={"tpu_mlir": tpu_mlir.name, "tpu_weights": tpu_weights, "output_names": out_names,
                           "input": files["input"], "size_bytes": (tmp / name).stat().st_size,
                           "build_seconds": round(seconds, 1), "fp32_layers": fp32_layers,
                           "qtable_origin": origin, "calibration": calibration})
@@ -192,17 +193,20 @@ def _deployed_mlir(tmp: Path, stem: str, qtable: dict):
     return tpu_mlir, m.group(1) if m else "", graph
 
 
-def _compare(tmp: Path, stem: str, graph, mlir: Path, files, precision: str) -> tuple[list, dict, str]:
+def _compare(tmp: Path, stem: str, graph, mlir: Path, files, precision: str) -> tuple[list, dict, list]:
     """Every layer of the deployed TPU MLIR vs the top (FP32) MLIR, then the bmodel's output vs ONNX, into
-    compare.csv and compare.npz. -> (rows, the final similarity, the output's name)."""
+    compare.csv and compare.npz. -> (rows, the final similarity, the outputs' names). Two outputs (SimCC's x
+    and y) are compared end to end, as the backends return them (pose.pipeline.join_outputs)."""
     ops = {op.name: (op.type, op.quant) for op in graph.ops}
     rows = compare.compare_npz(tmp / f"{stem}_tpu_outputs.npz", tmp / files["top_outputs"], ops)
-    out_name = graph.outputs[0]
+    out_names = list(graph.outputs)
     # an INT8/F16/BF16 output op gets a Cast named `<op>_f32` in the deployed MLIR; the ONNX reference keeps its name
-    ref_name = _output_name(mlir / files["mlir"])
+    ref_names = output_names(mlir / files["mlir"])
     with np.load(tmp / f"{stem}_model_outputs.npz") as bm, np.load(mlir / files["ref_outputs"]) as ref, \
             np.load(tmp / f"{stem}_tpu_outputs.npz") as tpu:
-        bmodel_out, onnx_out, tpu_out = bm[out_name], ref[ref_name], tpu[out_name]
+        bmodel_out, onnx_out, tpu_out = (join_outputs([z[n] for n in names])
+                                         for z, names in ((bm, out_names), (ref, ref_names), (tpu, out_names)))
+    out_name = "+".join(out_names)
     final = compare.similarity(bmodel_out, onnx_out)
     rows.append({"layer": f"{out_name} (bmodel vs ONNX)", "op": "bmodel", "quant": precision.upper(),
                  "shape": "x".join(map(str, bmodel_out.shape)), **final})
@@ -212,4 +216,4 @@ def _compare(tmp: Path, stem: str, graph, mlir: Path, files, precision: str) -> 
              cosine=np.array([r["cosine"] for r in rows[:-1]]),
              euclidean=np.array([r["euclidean"] for r in rows[:-1]]),
              sqnr_db=np.array([r["sqnr_db"] for r in rows[:-1]]))
-    return rows, final, out_name
+    return rows, final, out_names

@@ -12,7 +12,6 @@ class Pipeline:
     def __init__(self, cfg, checkpoint: str | None = None, calib: str = "coco", *, coco_ann=None, coco_img=None,
                  num: int | None = None, progress: bool = False, verbose: bool = True):
         """`num`: the calibration persons (None: the config's); `verbose`: the export's progress lines."""
-        cfg.require_heatmaps("building bmodels")
         self.cfg, self.checkpoint, self.calib = cfg, checkpoint, calib
         self.coco_ann, self.coco_img, self.num = coco_ann, coco_img, num
         self.progress, self.verbose = progress, verbose

@@ -15,6 +15,7 @@ import numpy as np
 
 from bmpose import compare
 from bmpose.errors import BmposeError
+from bmpose.pose.pipeline import join_outputs
 from bmpose.manifest import (atomic_dir, jsonable, locked, read_manifest, sha256_file, tool_versions, up_to_date,
                              write_manifest)
 from bmpose.tpu_mlir.runner import dot_shim, run_tool
@@ -122,22 +123,24 @@ def ensure_transform(cfg, batch: int, onnx: Path, crops: list[Path], checkpoint:
                 "--mlir", files["mlir"], "--debug"], tmp, "model_transform.log")
             for junk in ("final_opt.onnx", f"{cfg.name}_opt.onnx", f"{cfg.name}_top_f32_all_origin_weight.npz"):
                 (tmp / junk).unlink(missing_ok=True)
-            out_name = _output_name(tmp / files["mlir"])
+            names = output_names(tmp / files["mlir"])
             with np.load(tmp / files["top_outputs"]) as top, np.load(tmp / files["ref_outputs"]) as ref:
-                sim = compare.similarity(top[out_name], ref[out_name])
+                sim = compare.similarity(join_outputs([top[n] for n in names]), join_outputs([ref[n] for n in names]))
             write_manifest(tmp, stage="transform", inputs=inputs, options=options, outputs=list(files.values()),
                            checks={"top_vs_onnx": sim, "seconds": round(seconds, 1)},
-                           extra={"output": out_name})
+                           extra={"output_names": names})
     return out
 
 
-def _output_name(mlir: Path) -> str:
+def output_names(mlir: Path) -> list[str]:
+    """The MLIR's outputs in graph order: one, or SimCC's two (simcc_x, simcc_y), joined end to end by every
+    backend (pose.pipeline.join_outputs)."""
     from bmpose.tpu_mlir.mlirgraph import read_graph
 
-    outs = read_graph(mlir).outputs
-    if len(outs) != 1:
-        raise BmposeError(f"{mlir}: expected one output, found {len(outs)}")
-    return outs[0]
+    outs = list(read_graph(mlir).outputs)
+    if not 1 <= len(outs) <= 2:
+        raise BmposeError(f"{mlir}: expected one output (heatmaps) or two (SimCC's x and y), found {len(outs)}")
+    return outs
 
 
 # ---------------------------------------------------------------- calibration table (batch-1 MLIR)

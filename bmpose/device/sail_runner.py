@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..pose.errors import PoseError
+from ..pose.pipeline import join_outputs
 from .bmodel_file import bmodel_chip
 
 # Handle.get_target() answers from the board name (sophon-sail src/tensor.cpp): BM1684, BM1684X, BM1688, and
@@ -74,11 +75,11 @@ class SailRunner:
             raise PoseError(f"{path}: sophon.sail cannot load it on device {dev_id} ({e})") from None
         self.graph = self.engine.get_graph_names()[0]
         self.input_name = self.engine.get_input_names(self.graph)[0]
-        self.output_name = self.engine.get_output_names(self.graph)[0]
+        self.output_names = list(self.engine.get_output_names(self.graph))
         self.input_shape = tuple(int(d) for d in self.engine.get_input_shape(self.graph, self.input_name))
         self.batch_size = self.input_shape[0]
         self.input_dtype = dtype_name(self.engine.get_input_dtype(self.graph, self.input_name))
-        self.output_dtype = dtype_name(self.engine.get_output_dtype(self.graph, self.output_name))
+        self.output_dtype = dtype_name(self.engine.get_output_dtype(self.graph, self.output_names[0]))
 
     def run(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x)
@@ -88,8 +89,12 @@ class SailRunner:
         if x.dtype.kind not in "fiub":
             raise PoseError(f"{self.path}: input dtype {x.dtype} is not numeric")
         x = np.ascontiguousarray(x, dtype=np.float32)   # what sail's numpy overload casts to anyway (exact for uint8)
-        y = np.asarray(self.engine.process(self.graph, {self.input_name: x})[self.output_name])
+        outputs = self.engine.process(self.graph, {self.input_name: x})
+        # several outputs (SimCC's simcc_x, simcc_y) come back end to end, as every backend returns them
+        return join_outputs([self._dequantised(name, outputs[name]) for name in self.output_names])
+
+    def _dequantised(self, name: str, y) -> np.ndarray:
+        y = np.asarray(y)
         if y.dtype.kind in "iu":   # a raw device tensor: dequantise as sail's output scale says
-            scale = float(self.engine.get_output_scale(self.graph, self.output_name))
-            return y.astype(np.float32) * np.float32(scale)
+            return y.astype(np.float32) * np.float32(float(self.engine.get_output_scale(self.graph, name)))
         return y.astype(np.float32, copy=False)   # process() has dequantised it already

@@ -48,6 +48,14 @@ def is_simcc(codec: dict) -> bool:
     return codec.get("type") == "SimCCLabel"
 
 
+def join_outputs(outputs) -> np.ndarray:
+    """A network's outputs as one float32 array: the one output, or several (SimCC's simcc_x, simcc_y) end to
+    end along the last axis, in graph order; what every backend returns and `simcc_split` takes apart."""
+    outputs = [np.asarray(o) for o in outputs]
+    y = outputs[0] if len(outputs) == 1 else np.concatenate(outputs, axis=-1)
+    return y.astype(np.float32, copy=False)
+
+
 def simcc_split(outputs: np.ndarray, codec: dict) -> tuple[np.ndarray, np.ndarray]:
     """[N, K, Wx + Wy] -> simcc_x [N, K, Wx], simcc_y [N, K, Wy] (Wx = input width x split ratio)."""
     wx = int(round(codec["input_size"][0] * codec["simcc_split_ratio"]))

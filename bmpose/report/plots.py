@@ -92,12 +92,15 @@ def _heatmap_plot(plt, cfg, bmodels: list[dict], chip: str, path: Path) -> bool:
         axes[0].imshow(crop)
         axes[0].set_title("input crop", fontsize=9)
         i = 1
+    simcc = panels[0][1].ndim == 2   # SimCC: [K, Wx + Wy], keypoints by bins, shown as they are
     for ax, (title, hm) in zip(axes[i:], panels):
-        ax.imshow(hm.max(axis=0), cmap="magma", vmin=0, vmax=vmax if "|" not in title else None)
+        ax.imshow(hm if simcc else hm.max(axis=0), cmap="magma", vmin=0 if not simcc else None,
+                  vmax=vmax if "|" not in title else None, aspect="auto" if simcc else None)
         ax.set_title(title, fontsize=9)
     for ax in axes:
         ax.axis("off")
-    fig.suptitle(f"{chip}: max over {panels[0][1].shape[0]} keypoint heatmaps", fontsize=10)
+    fig.suptitle(f"{chip}: " + (f"SimCC x | y vectors of {panels[0][1].shape[0]} keypoints" if simcc else
+                                f"max over {panels[0][1].shape[0]} keypoint heatmaps"), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -89,8 +89,6 @@ def heatmaps_for(cfg, backend, inputs: np.ndarray, flip: bool, progress: bool = 
 
 def predict(cfg, backend, boxes: list[PersonBox], flip: bool = False, progress: bool = True,
             allow_slow: bool = False, keep_heatmaps: bool = False) -> RunReport:
-    if backend.kind != "onnx":   # a SimCC model's two outputs reach bmpose through ONNX Runtime only, so far
-        cfg.require_heatmaps(f"inference on the {backend.kind} backend")
     report = RunReport()
     if backend.slow and len(boxes) * (2 if flip else 1) > SLOW_LIMIT and not allow_slow:
         raise BmposeError(f"{backend.name}: the {backend.kind} simulator is slow (HRNet-W32: 9-15 s per crop) "

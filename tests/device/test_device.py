@@ -255,7 +255,7 @@ def test_a_raw_integer_output_is_dequantised_by_the_output_scale(standin, monkey
     """A path that hands back the device's raw integer tensor is dequantised with get_output_scale()."""
     r = standin(output="int8:0.25")
     q = np.arange(-48, 48, dtype=np.int8).reshape(1, 2, 8, 6)
-    monkeypatch.setattr(r.engine, "process", lambda graph, tensors: {r.output_name: q})
+    monkeypatch.setattr(r.engine, "process", lambda graph, tensors: {r.output_names[0]: q})
     np.testing.assert_array_equal(r.run(np.zeros((1, 3, 8, 6), np.float32)), q.astype(np.float32) * 0.25)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from bmpose.errors import BmposeError
+from bmpose.pose.pipeline import join_outputs
 from bmpose.runtime.backends.base import Backend, check_chip
 from bmpose.tpu_mlir.chiplock import chip_lock
 from bmpose.tpu_mlir.installed import bind_cmodel, bmodel_chip, cmodel_runtime, runtime_module
@@ -41,8 +42,14 @@ class CmodelBackend(Backend):
             raise BmposeError(f"{path}: expected one input, the bmodel has {len(self.net.inputs)}")
         self.input_shape = tuple(self.net.inputs[0].data.shape)
         self.batch_size = self.input_shape[0]
+        self.output_names = tuple(o.name for o in self.net.outputs)
 
     def run(self, x: np.ndarray) -> np.ndarray:
+        # several outputs (SimCC's simcc_x, simcc_y) come back end to end, as every backend returns them
+        return join_outputs(self.run_outputs(x))
+
+    def run_outputs(self, x: np.ndarray) -> list:
+        """Each output, dequantised to float32, in the bmodel's order."""
         lowering = runtime_module("utils.lowering").lowering  # TPU-MLIR's float -> input dtype conversion
 
         x = self.check_input(x)
@@ -50,12 +57,14 @@ class CmodelBackend(Backend):
         inp.data.reshape(-1)[:] = lowering(x, pdtype=inp.dtype, pshape=x.shape, pzero_point=inp.qzero_point,
                                            pscale=inp.qscale).flatten()
         shapes = self.net.forward_dynamic([list(x.shape)])
-        out = self.net.outputs[0]
+        return [self._output(out, shape) for out, shape in zip(self.net.outputs, shapes)]
+
+    @staticmethod
+    def _output(out, shape) -> np.ndarray:
         data = out.data
         if data.dtype in (np.int8, np.uint8) and out.qscale != 0:
             data = (data.astype(np.float32) - out.qzero_point) * np.float32(out.qscale)
         elif out.dtype in ("f16", "u16"):
             data = data.astype(np.float32)
         data = np.array(data, dtype=np.float32)
-        n = int(np.prod(shapes[0]))
-        return data.reshape(-1)[:n].reshape(shapes[0])
+        return data.reshape(-1)[:int(np.prod(shape))].reshape(shape)

@@ -17,6 +17,7 @@ import numpy as np
 
 from bmpose import procs
 from bmpose.errors import BmposeError
+from bmpose.pose.pipeline import join_outputs
 from bmpose.runtime.backends.base import Backend, check_chip
 from bmpose.tpu_mlir.installed import mlir_chip, mlir_weight_file, runtime_module
 
@@ -64,16 +65,21 @@ class MlirBackend(Backend):
         if len(self.module.input_names) != 1:
             raise BmposeError(f"{path}: expected one input, the model has {len(self.module.input_names)}")
         self.input_name = self.module.input_names[0]
-        self.output_name = self.module.output_names[0]
+        self.output_names = tuple(self.module.output_names)
         self.input_shape = _input_shape(self.path)
         self.batch_size = self.input_shape[0]
 
     def run(self, x: np.ndarray) -> np.ndarray:
+        # several outputs (SimCC's simcc_x, simcc_y) come back end to end, as every backend returns them
+        return join_outputs(self.run_outputs(x))
+
+    def run_outputs(self, x: np.ndarray) -> list:
+        """Each output as float32 (dequantised), in the graph's order."""
         x = self.check_input(x)
         self.module.set_tensor(self.input_name, x, x.shape)
         with _in_dir(self.path.resolve().parent):  # pymlir reads the weights lazily, by relative name
             self.module.invoke(True)  # True: dequantised float outputs, as the bmodel runtime returns them
-        return np.array(self.module.get_tensor(self.output_name), dtype=np.float32)
+        return [np.array(self.module.get_tensor(n), dtype=np.float32) for n in self.output_names]
 
     def run_many(self, batches: list[np.ndarray]):
         """pymlir runs INT8 ops on one core (HRNet-W32 INT8: 0.69 s per crop with 1 or 2 OpenMP threads), so a

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from bmpose.errors import BmposeError
+from bmpose.pose.pipeline import join_outputs
 from bmpose.runtime.backends.base import Backend
 
 
@@ -37,6 +38,4 @@ class OnnxBackend(Backend):
     def run(self, x: np.ndarray) -> np.ndarray:
         """The output; several (SimCC's simcc_x, simcc_y) end to end along the last axis, in graph order."""
         x = self.check_input(x)
-        outs = self.session.run(None, {self.input_name: x})
-        y = outs[0] if len(outs) == 1 else np.concatenate(outs, axis=-1)
-        return y.astype(np.float32, copy=False)
+        return join_outputs(self.session.run(None, {self.input_name: x}))

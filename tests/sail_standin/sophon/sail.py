@@ -17,7 +17,8 @@ The I/O follows sail's own code for system-memory tensors (sophon-sail src/engin
 process() takes a dict of numpy arrays of any numeric dtype and converts them to float32 (pybind11's
 array_t<float> casts); for an INT8/UINT8 input it quantises them, round(x * get_input_scale()) clamped to the
 dtype's range ([-127, 127] for INT8), where get_input_scale() is 1/qscale; an INT8/UINT8 output comes back as
-float32, raw * get_output_scale() (= qscale, no zero point). The onnx engine can pretend to be such a bmodel:
+float32, raw * get_output_scale() (= qscale, no zero point). Several outputs (RTMPose's simcc_x, simcc_y)
+come back by name, each with its own dtype and scale. The onnx engine can pretend to be such a bmodel:
 SAIL_STANDIN_INPUT / SAIL_STANDIN_OUTPUT = "int8:QSCALE" or "uint8:QSCALE" (default float32).
 """
 import enum
@@ -81,19 +82,21 @@ class _Onnx:
         import onnxruntime as ort
 
         self.session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
-        self.input, self.output = self.session.get_inputs()[0], self.session.get_outputs()[0]
-        self.input_name, self.output_name = self.input.name, self.output.name
+        self.input = self.session.get_inputs()[0]
+        self.input_name = self.input.name
+        self.output_names = [o.name for o in self.session.get_outputs()]
         self.input_shape = list(self.input.shape)
-        (self.in_dtype, self.in_scale), (self.out_dtype, self.out_scale) = \
-            _io_spec("SAIL_STANDIN_INPUT"), _io_spec("SAIL_STANDIN_OUTPUT")
+        self.in_dtype, self.in_scale = _io_spec("SAIL_STANDIN_INPUT")
+        out = _io_spec("SAIL_STANDIN_OUTPUT")
+        self.out_dtype, self.out_scale = dict.fromkeys(self.output_names, out[0]), dict.fromkeys(self.output_names, out[1])
         self.fed = None   # the array the "device" got last, in the input's own dtype
 
     def forward(self, x):
+        """-> {output name: the raw output tensor, as on the device}."""
         self.fed = x
-        y = self.session.run(None, {self.input_name: x.astype(np.float32) * np.float32(self.in_scale)})[0]
-        if self.out_dtype is Dtype.BM_FLOAT32:
-            return y
-        return _quantise(y, self.out_dtype, 1 / self.out_scale)   # the raw output tensor, as on the device
+        ys = self.session.run(None, {self.input_name: x.astype(np.float32) * np.float32(self.in_scale)})
+        return {n: y if self.out_dtype[n] is Dtype.BM_FLOAT32 else _quantise(y, self.out_dtype[n], 1 / self.out_scale[n])
+                for n, y in zip(self.output_names, ys)}
 
 
 class _Cmodel:
@@ -102,23 +105,23 @@ class _Cmodel:
 
         self.backend = CmodelBackend(bmodel_path)
         net = self.backend.net
-        self.input_name, self.output_name = net.inputs[0].name, net.outputs[0].name
+        self.input_name = net.inputs[0].name
+        self.output_names = [o.name for o in net.outputs]
         self.input_shape = list(self.backend.input_shape)
         names = {"f32": Dtype.BM_FLOAT32, "f16": Dtype.BM_FLOAT16, "i8": Dtype.BM_INT8, "u8": Dtype.BM_UINT8}
         self.in_dtype = names.get(net.inputs[0].dtype, Dtype.BM_FLOAT32)
-        self.out_dtype = names.get(net.outputs[0].dtype, Dtype.BM_FLOAT32)
         self.in_scale = float(net.inputs[0].qscale or 1.0)
-        self.out_scale = float(net.outputs[0].qscale or 1.0)
+        self.out_dtype = {o.name: names.get(o.dtype, Dtype.BM_FLOAT32) for o in net.outputs}
+        self.out_scale = {o.name: float(o.qscale or 1.0) for o in net.outputs}
         self.fed = None
 
     def forward(self, x):
         self.fed = x
-        # the runtime's output dequantised (bmpose's cmodel backend); re-quantised for an integer output, so
+        # the runtime's outputs dequantised (bmpose's cmodel backend); re-quantised for an integer output, so
         # that process() below dequantises it once more, as sail does with the device's raw tensor
-        y = self.backend.run(x.astype(np.float32) * np.float32(self.in_scale) if x.dtype != np.float32 else x)
-        if self.out_dtype in (Dtype.BM_INT8, Dtype.BM_UINT8):
-            return _quantise(y, self.out_dtype, 1 / self.out_scale)
-        return y
+        ys = self.backend.run_outputs(x.astype(np.float32) * np.float32(self.in_scale) if x.dtype != np.float32 else x)
+        return {n: _quantise(y, self.out_dtype[n], 1 / self.out_scale[n])
+                if self.out_dtype[n] in (Dtype.BM_INT8, Dtype.BM_UINT8) else y for n, y in zip(self.output_names, ys)}
 
 
 def _engine_for(bmodel_path, spec):
@@ -142,15 +145,16 @@ class _Mlir:
         from bmpose.runtime.backends.mlir import MlirBackend
 
         self.backend = MlirBackend(path)
-        self.input_name, self.output_name = self.backend.input_name, self.backend.output_name
+        self.input_name, self.output_names = self.backend.input_name, list(self.backend.output_names)
         self.input_shape = list(self.backend.input_shape)
-        self.in_dtype = self.out_dtype = Dtype.BM_FLOAT32
-        self.in_scale = self.out_scale = 1.0
+        self.in_dtype, self.in_scale = Dtype.BM_FLOAT32, 1.0
+        self.out_dtype = dict.fromkeys(self.output_names, Dtype.BM_FLOAT32)
+        self.out_scale = dict.fromkeys(self.output_names, 1.0)
         self.fed = None
 
     def forward(self, x):
         self.fed = x
-        return self.backend.run(np.asarray(x, np.float32))
+        return dict(zip(self.output_names, self.backend.run_outputs(np.asarray(x, np.float32))))
 
 
 class Engine:
@@ -177,7 +181,7 @@ class Engine:
 
     def get_output_names(self, graph_name):
         self._check(graph_name)
-        return [self._impl.output_name]
+        return list(self._impl.output_names)
 
     def get_input_shape(self, graph_name, tensor_name):
         self._check(graph_name)
@@ -187,13 +191,13 @@ class Engine:
         return self._impl.in_dtype
 
     def get_output_dtype(self, graph_name, tensor_name):
-        return self._impl.out_dtype
+        return self._impl.out_dtype[tensor_name]
 
     def get_input_scale(self, graph_name, tensor_name):
         return 1.0 / self._impl.in_scale   # TPU-MLIR stores the inverse for inputs: sail multiplies by it
 
     def get_output_scale(self, graph_name, tensor_name):
-        return self._impl.out_scale
+        return self._impl.out_scale[tensor_name]
 
     def process(self, graph_name, input_tensors, core_list=None):
         self._check(graph_name)
@@ -206,7 +210,7 @@ class Engine:
         x = x.astype(np.float32)                                     # pybind11 array_t<float> casts
         if impl.in_dtype is not Dtype.BM_FLOAT32:
             x = _quantise(x, impl.in_dtype, self.get_input_scale(graph_name, impl.input_name))
-        y = impl.forward(x)
-        if impl.out_dtype in (Dtype.BM_INT8, Dtype.BM_UINT8):      # and dequantises integer outputs
-            y = y.astype(np.float32) * np.float32(impl.out_scale)
-        return {impl.output_name: np.asarray(y, dtype=np.float32)}
+        # every output by name; integer outputs dequantised
+        return {n: np.asarray(y.astype(np.float32) * np.float32(impl.out_scale[n])
+                              if impl.out_dtype[n] in (Dtype.BM_INT8, Dtype.BM_UINT8) else y, dtype=np.float32)
+                for n, y in impl.forward(x).items()}
