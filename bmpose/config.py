@@ -83,11 +83,12 @@ class DeployConfig:
         return ("simcc_x", "simcc_y") if self.codec.get("type") == "SimCCLabel" else ("heatmaps",)
 
     def require_heatmaps(self, what: str) -> None:
-        """What bmpose does only for heatmap models yet: one line for a SimCC model instead of a shape error."""
+        """What bmpose does only for heatmap models (the NNTC bundle): one line for a SimCC model instead of a
+        shape error."""
         if self.outputs != ("heatmaps",):
             raise BmposeError(f"{self.path}: {what} of a {self.codec.get('type')} model (two outputs, "
-                              f"{', '.join(self.outputs)}) is not supported yet: bmpose exports it and runs it on ONNX "
-                              f"Runtime (make onnx, bmpose infer/eval); bmodels and bundles come with issue 24")
+                              f"{', '.join(self.outputs)}) is not supported: build its bmodels with TPU-MLIR "
+                              f"instead (make fp32 / make int8, make deploy)")
 
     @property
     def input_hw(self) -> tuple[int, int]:

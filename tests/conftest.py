@@ -2,13 +2,14 @@
 import dataclasses
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from helpers import DATA, toy_onnx
+from helpers import DATA, ROOT, pyenv_python, toy_onnx
 
 # TPU-MLIR's tools call each other through PATH: the venv's bin must come first, as the Makefile does.
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
@@ -59,3 +60,19 @@ def toy(tmp_path_factory):
         crops.append(root / f"crop{i}.npz")
         np.savez(crops[-1], input=np.random.default_rng(i).standard_normal((1, 3, 8, 8)).astype(np.float32))
     return cfg, steps.ensure_transform(cfg, 1, toy_onnx(root / "toy.onnx"), crops), crops
+
+
+@pytest.fixture(scope="session")
+def bundle_py38(tmp_path_factory):
+    """A Python 3.8 venv with numpy, opencv-python-headless and onnxruntime (for the stand-in) only."""
+    venv = tmp_path_factory.mktemp("py38") / "venv"
+    subprocess.run([str(pyenv_python("3.8")), "-m", "venv", str(venv)], check=True)
+    # the build venv's versions (constraints.txt): another OpenCV decodes JPEGs a little differently (measured
+    # with the newest wheels for 3.8: keypoint scores moved by 2e-3, a keypoint by 0.7 px)
+    pins = [ln.strip() for ln in (ROOT / "constraints.txt").read_text().splitlines()
+            if ln.split("==")[0].strip() in ("numpy", "opencv-python-headless", "onnxruntime")]
+    assert len(pins) == 3, pins
+    pip = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                          *pins], capture_output=True, text=True)
+    assert pip.returncode == 0, pip.stderr[-2000:]
+    return venv / "bin" / "python"

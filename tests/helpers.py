@@ -2,9 +2,11 @@
 bmodels. Fixtures live in conftest.py."""
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
@@ -78,3 +80,13 @@ def bmpose_ok(*args) -> str:
     out = subprocess.run([sys.executable, "-m", "bmpose", *map(str, args)], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
     return out.stdout
+
+
+def pyenv_python(version: str) -> Path:
+    """The newest pyenv Python `version` (the device side's 3.7 and 3.8 exist on these machines)."""
+    root = Path(subprocess.run(["pyenv", "root"], capture_output=True, text=True).stdout.strip() or
+                Path.home() / ".pyenv")
+    found = sorted(root.glob(f"versions/{version}.*/bin/python{version}"))
+    if not found:
+        pytest.skip(f"no Python {version} under {root}/versions")
+    return found[-1]

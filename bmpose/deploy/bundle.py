@@ -71,7 +71,8 @@ def pose_facts(cfg) -> dict:
     meta = dataset_metainfo(cfg)
     if meta is None:
         raise BmposeError(f"{cfg.mmpose_config}: names no dataset metainfo (keypoint names, flip pairs, sigmas)")
-    return {"input_size": list(cfg.input_size), "heatmap_size": list(cfg.heatmap_size), "padding": cfg.padding,
+    return {"input_size": list(cfg.input_size), "heatmap_size": list(cfg.heatmap_size) if cfg.heatmap_size else None,
+            "padding": cfg.padding,
             "mean": list(cfg.mean), "std": list(cfg.std), "bgr_to_rgb": cfg.bgr_to_rgb, "codec": cfg.codec,
             "flip_test": cfg.flip_test, "shift_heatmap": cfg.shift_heatmap, **meta}
 

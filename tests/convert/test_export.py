@@ -234,13 +234,13 @@ def test_w32_checkpoint_with_small_config_is_a_clear_error(small, w32):
         build_model(small, w32_ckpt)
 
 
-def test_rtmpose_exports_both_simcc_outputs_and_refuses_what_is_not_built_yet(tmp_path):
+def test_rtmpose_exports_both_simcc_outputs(tmp_path):
     """RTMPose-t (SimCC head): the ONNX has simcc_x [N,17,384] and simcc_y [N,17,512], each within the parity gate
-    of PyTorch; bmodel builds and inference say in one line that they do not take it yet (issue 24)."""
+    of PyTorch; the NNTC bundle (heatmap models only) says so in one line."""
     import onnx
 
     from bmpose.convert.export import ensure_onnx
-    from bmpose.convert.pipeline import Pipeline
+    from bmpose.convert.nntc import ensure_nntc
 
     cfg = config.load("rtmpose-t_256x192", artifacts=tmp_path)
     assert cfg.outputs == ("simcc_x", "simcc_y") and cfg.heatmap_size is None
@@ -252,6 +252,6 @@ def test_rtmpose_exports_both_simcc_outputs_and_refuses_what_is_not_built_yet(tm
     assert check["passed"] and set(check["per_output"]) == {"simcc_x", "simcc_y"}
     assert all(v["max_abs_diff"] < 1e-4 and v["argmax_agreement"] == 1.0 for v in check["per_output"].values())
     assert 0.1 < abs(check["heatmap_range"][1]) < 5   # the fixture's vectors spread like a trained model's
-    with pytest.raises(BmposeError, match=r"rtmpose-t_256x192\.yaml: building bmodels of a SimCCLabel model .*"
-                                          r"issue 24"):
-        Pipeline(cfg)
+    with pytest.raises(BmposeError, match=r"rtmpose-t_256x192\.yaml: the NNTC bundle of a SimCCLabel model .*"
+                                          r"make fp32 / make int8"):
+        ensure_nntc(cfg, tmp_path / "no.lmdb", run=False)

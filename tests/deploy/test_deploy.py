@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from bmpose import config
-from helpers import ROOT, SAIL_STANDIN
+from helpers import ROOT, SAIL_STANDIN, pyenv_python
 
 pytestmark = pytest.mark.slow
 
@@ -196,38 +196,12 @@ def test_bundle_detects_then_poses_a_video_as_bmpose_infer_does(bundles, clip, t
     _assert_same(tmp_path / "device" / "results.json", tmp_path / "host" / "results.json")
 
 
-def _pyenv_python(version: str) -> Path:
-    """The newest pyenv Python `version` (the device side's 3.7 and 3.8 exist on these machines)."""
-    root = Path(subprocess.run(["pyenv", "root"], capture_output=True, text=True).stdout.strip() or
-                Path.home() / ".pyenv")
-    found = sorted(root.glob(f"versions/{version}.*/bin/python{version}"))
-    if not found:
-        pytest.skip(f"no Python {version} under {root}/versions")
-    return found[-1]
-
-
-@pytest.fixture(scope="module")
-def py38(tmp_path_factory):
-    """A Python 3.8 venv with numpy, opencv-python-headless and onnxruntime (for the stand-in) only."""
-    venv = tmp_path_factory.mktemp("py38") / "venv"
-    subprocess.run([str(_pyenv_python("3.8")), "-m", "venv", str(venv)], check=True)
-    # the build venv's versions (constraints.txt): another OpenCV decodes JPEGs a little differently (measured
-    # with the newest wheels for 3.8: keypoint scores moved by 2e-3, a keypoint by 0.7 px)
-    pins = [ln.strip() for ln in (ROOT / "constraints.txt").read_text().splitlines()
-            if ln.split("==")[0].strip() in ("numpy", "opencv-python-headless", "onnxruntime")]
-    assert len(pins) == 3, pins
-    pip = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                          *pins], capture_output=True, text=True)
-    assert pip.returncode == 0, pip.stderr[-2000:]
-    return venv / "bin" / "python"
-
-
-def test_bundle_under_python38_equals_bmpose_infer_onnx(bundles, py38, tmp_path):
+def test_bundle_under_python38_equals_bmpose_infer_onnx(bundles, bundle_py38, tmp_path):
     bundle = bundles["bm1684"]
     cfg = config.load(MODEL)
     onnx = cfg.artifacts / "onnx" / f"{MODEL}_b1.onnx"
     assert onnx.is_file()
-    run = _run_bundle(bundle, "--no-vis", "--out", tmp_path / "device", python=py38, engine=f"onnx:{onnx}",
+    run = _run_bundle(bundle, "--no-vis", "--out", tmp_path / "device", python=bundle_py38, engine=f"onnx:{onnx}",
                       target="BM1684", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     ref = _bmpose("infer", "--model", MODEL, "--backend", "onnx", onnx, "--images", bundle / "images",
@@ -235,7 +209,7 @@ def test_bundle_under_python38_equals_bmpose_infer_onnx(bundles, py38, tmp_path)
     assert ref.returncode == 0, ref.stderr
     _assert_same(tmp_path / "device" / "results.json", tmp_path / "host" / "results.json")
     # what the bundle imports: numpy, cv2, the stand-in's sophon, nothing of the build stack
-    probe = subprocess.run([str(py38), "-c", "import sys; sys.path.insert(0, sys.argv[1]); import bmpose.device.app, "
+    probe = subprocess.run([str(bundle_py38), "-c", "import sys; sys.path.insert(0, sys.argv[1]); import bmpose.device.app, "
                             "bmpose.device.sail_runner; print(' '.join(sorted(sys.modules)))", str(bundle)],
                            capture_output=True, text=True)
     assert probe.returncode == 0, probe.stderr
@@ -243,7 +217,7 @@ def test_bundle_under_python38_equals_bmpose_infer_onnx(bundles, py38, tmp_path)
     assert "numpy" in loaded and "cv2" in loaded and not loaded & set(FORBIDDEN)
 
 
-def test_bundle_video_under_python38_equals_bmpose_infer_onnx(bundles, py38, clip, tmp_path):
+def test_bundle_video_under_python38_equals_bmpose_infer_onnx(bundles, bundle_py38, clip, tmp_path):
     """The bm1684 bundle's detect -> pose on a video under Python 3.8, ONNX Runtime behind the stand-in for both
     bmodels, against `bmpose infer` with the same two ONNX files."""
     from bmpose.detector_config import load_detector
@@ -253,7 +227,7 @@ def test_bundle_video_under_python38_equals_bmpose_infer_onnx(bundles, py38, cli
     pose = config.load(MODEL).artifacts / "onnx" / f"{MODEL}_b1.onnx"
     yolox = load_detector().onnx
     engine = f"onnx:{pose}{os.pathsep}{Path(meta['detector']['bmodel']).name}={yolox}"
-    run = _run_bundle(bundle, "--input", clip, "--out", tmp_path / "device", python=py38, engine=engine,
+    run = _run_bundle(bundle, "--input", clip, "--out", tmp_path / "device", python=bundle_py38, engine=engine,
                       target="BM1684", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     ref = _bmpose("infer", "--model", MODEL, "--backend", "onnx", pose, "--images", clip,
@@ -263,7 +237,7 @@ def test_bundle_video_under_python38_equals_bmpose_infer_onnx(bundles, py38, cli
 
 
 def test_bundle_byte_compiles_under_python37(bundles):
-    python37 = _pyenv_python("3.7")
+    python37 = pyenv_python("3.7")
     bundle = bundles["bm1684"]
     files = [str(p) for p in bundle.rglob("*.py")]
     out = subprocess.run([str(python37), "-c", "import sys\nfor f in sys.argv[1:]: "
@@ -275,7 +249,7 @@ def test_bundle_byte_compiles_under_python37(bundles):
 @pytest.mark.parametrize("version", ["2.7", "3.6"])
 def test_an_older_python_gets_one_line_naming_the_version_needed(bundles, tmp_path, version):
     """An SE5 on its first image has Python 3.5: bmodel.py says what it needs instead of a SyntaxError."""
-    run = _run_bundle(bundles["bm1684"], "--out", tmp_path / "vis", python=_pyenv_python(version), cwd=tmp_path)
+    run = _run_bundle(bundles["bm1684"], "--out", tmp_path / "vis", python=pyenv_python(version), cwd=tmp_path)
     assert run.returncode == 1 and run.stderr.count("\n") == 1, run.stderr
     assert run.stderr.startswith(f"bmodel.py: error: Python 3.7 or newer is needed, this is Python {version} (")
     assert not (tmp_path / "vis").exists()

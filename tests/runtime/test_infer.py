@@ -138,16 +138,6 @@ def test_rtmpose_simcc_parity_with_mmpose_inference_topdown(rtmpose, gt, flip):
         np.testing.assert_allclose(p.scores, ref.pred_instances.keypoint_scores[0], rtol=0, atol=1e-4)
 
 
-def test_rtmpose_other_backends_refused_in_one_line(rtmpose, gt, tmp_path):
-    cfg, onnx = rtmpose
-
-    class Mlir:
-        kind, slow, name = "mlir", False, "x_tpu.mlir"
-
-    with pytest.raises(BmposeError, match="inference on the mlir backend of a SimCCLabel model .* issue 24"):
-        infer.predict(cfg, Mlir(), gt[:1], progress=False)
-
-
 @pytest.mark.parametrize("model,outputs", [("rtmpose-t_256x192", 1), ("hrnet_small_128x96", 2)])
 def test_a_codec_and_an_onnx_that_disagree_are_refused_in_one_line(tmp_path, model, outputs):
     """A SimCC config with a one-output (heatmap) ONNX, or a heatmap config with a two-output one."""

@@ -1,0 +1,111 @@
+"""RTMPose (SimCC: two outputs, simcc_x [N,K,384] and simcc_y [N,K,512]) through the TPU path (issue 24).
+
+Slow: RTMPose-t with the random-init fixture weights, exported and built to FP32 and INT8 for BM1684X at batch 1
+in a private artifacts dir; both outputs reach the compare files joined end to end, as every backend returns
+them; the cmodel, mlir and sail (stand-in) backends give ONNX Runtime's keypoints, and the device bundle gives
+`bmpose infer`'s. Random weights are no accuracy proof: FP32 must equal ONNX, INT8 only pass its random-weight
+gate (a plumbing check) here.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bmpose import config
+from bmpose.cli import build as build_cli
+from bmpose.layout import list_bmodels
+from bmpose.runtime import predict as infer
+from bmpose.runtime.backends import open_backend
+from bmpose.runtime.boxes import bundled_sample, gt_boxes
+from helpers import SAIL_STANDIN, assert_random_weight_gates_passed, bmpose_ok
+
+MODEL = "rtmpose-t_256x192"
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    art = tmp_path_factory.mktemp("rtmpose_build")
+    for precision in ("fp32", "int8"):
+        assert build_cli.main(["--precision", precision, "--model", MODEL, "--artifacts-dir", str(art),
+                               "--chips", "bm1684x", "--batches", "1", "--no-report"]) == 0
+    cfg = config.load(MODEL, artifacts=art)
+    return cfg, {b["precision"]: b for b in list_bmodels(cfg)}
+
+
+@pytest.mark.slow
+def test_both_simcc_outputs_are_built_and_compared(built):
+    cfg, bms = built
+    assert set(bms) == {"fp32", "int8"} and not list(cfg.artifacts.rglob("*.failed"))
+    assert_random_weight_gates_passed(cfg, list(bms.values()), (1, 17, 384 + 512))
+    assert bms["fp32"]["manifest"]["checks"]["final"]["cosine"] > 0.99999
+    for b in bms.values():
+        names = b["manifest"]["output_names"]
+        assert len(names) == 2 and names[0].startswith("simcc_x") and names[1].startswith("simcc_y")
+        assert b["manifest"]["checks"]["device_time"]["runtime_ms"] > 0
+
+
+@pytest.mark.slow
+def test_every_backend_gives_onnx_keypoints(built, monkeypatch):
+    cfg, bms = built
+    boxes = gt_boxes(*bundled_sample())[:3]
+    onnx = infer.predict(cfg, open_backend(cfg.layout.onnx_file(1), kind="onnx"), boxes, progress=False)
+    fp32 = infer.predict(cfg, open_backend(bms["fp32"]["path"], kind="bmodel"), boxes, progress=False)
+    tpu_mlir = bms["int8"]["dir"] / bms["int8"]["manifest"]["tpu_mlir"]
+    int8 = infer.predict(cfg, open_backend(tpu_mlir, kind="mlir"), boxes, progress=False)
+    ref = np.stack([p.keypoints for p in onnx.predictions])
+    # FP32 on the chip simulator: SimCC's argmax lands on the same bin (0.5 px at split ratio 2)
+    np.testing.assert_allclose(np.stack([p.keypoints for p in fp32.predictions]), ref, rtol=0, atol=1e-3)
+    assert np.stack([p.keypoints for p in int8.predictions]).shape == ref.shape == (3, 17, 2)
+
+    # the device runner on the sail stand-in (the deployed tpu.mlir behind it): both outputs by name, joined
+    monkeypatch.syspath_prepend(str(SAIL_STANDIN))
+    monkeypatch.setenv("SAIL_STANDIN_ENGINE", f"cmodel:{bms['int8']['path'].name}={tpu_mlir}")
+    from bmpose.device.sail_runner import SailRunner
+
+    runner = SailRunner(str(bms["int8"]["path"]), 0, chip="BM1684X")
+    assert len(runner.output_names) == 2
+    x = np.random.default_rng(0).standard_normal((1, 3, 256, 192)).astype(np.float32)
+    np.testing.assert_array_equal(runner.run(x), open_backend(tpu_mlir, kind="mlir").run(x))
+    assert os.environ["SAIL_STANDIN_ENGINE"].startswith("cmodel:")
+
+
+def _keypoints(results_json) -> np.ndarray:
+    rows = json.loads(Path(results_json).read_text())
+    return np.array(sorted((r["image_id"], *r["keypoints"]) for r in rows))
+
+
+@pytest.mark.slow
+def test_the_bundle_runs_rtmpose_as_bmpose_infer_does(built, bundle_py38, tmp_path):
+    """`bmpose deploy` bundles the SimCC model (no special case outside the codec); its bmodel.py gives
+    `bmpose infer`'s keypoints: on the build venv with the INT8 bmodel on the stand-in's chip simulator, and
+    under Python 3.8 (numpy + OpenCV + ONNX Runtime behind the stand-in)."""
+    cfg, bms = built
+    art = ["--artifacts-dir", str(cfg.artifacts)]
+    bmpose_ok("deploy", "--model", MODEL, *art, "--chips", "bm1684x", "--batches", "1", "--detector", "none")
+    with tarfile.open(cfg.artifacts / "deploy" / f"{MODEL}_bm1684x.tar.gz") as tar:
+        tar.extractall(tmp_path)
+    bundle = tmp_path / f"{MODEL}_bm1684x"
+    meta = json.loads((bundle / "deploy.json").read_text())
+    assert meta["codec"]["type"] == "SimCCLabel" and meta["heatmap_size"] is None
+    boxes = f"dets:{bundle / 'images' / 'boxes.json'}"
+    int8 = bms["int8"]["path"]
+    for python, engine, ref in ((sys.executable, "cmodel", ("--backend", "bmodel", int8)),
+                                (bundle_py38, f"onnx:{cfg.layout.onnx_file(1)}",
+                                 ("--backend", "onnx", cfg.layout.onnx_file(1)))):
+        device, host = tmp_path / f"device_{engine[:4]}", tmp_path / f"host_{engine[:4]}"
+        run = subprocess.run([str(python), str(bundle / "bmodel.py"), "--bmodel", str(bundle / "models" / int8.name),
+                              "--no-vis", "--out", str(device)], capture_output=True, text=True, cwd=tmp_path,
+                             env={**os.environ, "PYTHONPATH": str(SAIL_STANDIN), "SAIL_STANDIN_ENGINE": engine})
+        assert run.returncode == 0, run.stderr[-2000:]
+        bmpose_ok("infer", "--model", MODEL, *art, *ref, "--images", bundle / "images", "--boxes", boxes,
+                  "--no-vis", "--out", host)
+        got, want = _keypoints(device / "results.json"), _keypoints(host / "results.json")
+        assert got.shape == want.shape and len(got) >= 3
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-3)
