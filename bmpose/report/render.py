@@ -90,9 +90,10 @@ def _bmodel_rows(data):
 SIM_NOTE = ("sim ms: the compiler's cycle estimate embedded in the bmodel (TPU-MLIR's cycle model, read with "
             "model_tool; BM1684X at 1000 MHz, BM1684 at 550 MHz), not a measurement on a device.")
 GATES_NOTE = ("Gates: deploy = TPU-MLIR model_deploy's own checks (bmodel vs TPU MLIR, every TPU MLIR layer vs the "
-              "top MLIR) and bmpose's FP32 tail deployed as planned; int8_cos, fp32_cos, ... = the bmodel's heatmaps vs "
-              "ONNX Runtime on a real crop, cosine at the config's tolerance. AP: COCO keypoint AP of that very "
-              "artifact (its deployed MLIR), with its difference to ONNX FP32 on the same persons.")
+              "top MLIR) and bmpose's FP32 tail deployed as planned; int8_cos, fp32_cos, ... = the bmodel's output "
+              "(heatmaps, or SimCC's two vectors end to end) vs ONNX Runtime on a real crop, cosine at the config's "
+              "tolerance. AP: COCO keypoint AP of that very artifact (its deployed MLIR), with its difference to "
+              "ONNX FP32 on the same persons.")
 INTRO = ("Similarities: bmodel output vs ONNX Runtime on a real calibration crop; per-layer: deployed TPU MLIR vs "
          "top FP32 MLIR.")
 
@@ -163,7 +164,7 @@ def _md_verdict(table, verdict) -> list[str]:
              mark[r["pass"]], "; ".join(f"{g['name']} {'✓' if g['pass'] else '✗'} {g['note']}" for g in r["gates"]),
              r["cos"], r["ap"] + (f" ({r['ap_source']})" if r["ap"] == "-" else f"; {r['ap_source']}"), r["sim"]]
             for r in _verdict_rows(verdict)]
-    head = ["bmodel", "chip", "precision", "batch", "verdict", "gates", "heatmap cos vs ONNX", "AP (vs ONNX)",
+    head = ["bmodel", "chip", "precision", "batch", "verdict", "gates", "output cos vs ONNX", "AP (vs ONNX)",
             "sim ms/person"]
     out = ["## Verdict", "", f"**{mark[verdict['overall']['pass']]}: {verdict['overall']['text']}**", ""]
     out += [table(head, rows), ""] if rows else []

@@ -30,7 +30,7 @@ def _gate(name, what, passed, value=None, threshold=None, note="") -> dict:
 
 def _heatmap_gate(key, cos, tol) -> dict:
     ok = cos is not None and cos >= tol
-    return _gate(key, "heatmap cosine vs ONNX", ok, cos, tol,
+    return _gate(key, "output cosine vs ONNX (heatmaps or SimCC vectors)", ok, cos, tol,
                  f"{cos:.6f} {'>=' if ok else '<'} {tol}" if cos is not None else "no cosine recorded")
 
 
