@@ -29,7 +29,15 @@ def test_registry_table_and_json(tmp_path, monkeypatch, capsys):
 
 def test_every_benchmark_is_listed():
     assert set(bench.BENCHMARKS) == {"calib", "infer", "host", "device", "simulators", "deploy", "fused",
-                                     "estimate", "scene"}
+                                     "estimate", "scene", "video"}
+
+
+def test_video_benchmark_says_what_it_needs(tmp_path):
+    """Without the BM1684X builds there is no simulated TPU time to stand in for: one row saying so."""
+    from bmpose import config
+
+    rows = bench.bench_video(config.load("hrnet_small_128x96", artifacts=tmp_path), None)
+    assert rows == [{"benchmark": "video", "case": "needs the BM1684X builds: make int8 and make detector"}]
 
 
 def test_host_benchmark_measures_the_bundles_stages():
