@@ -65,8 +65,8 @@ report: setup ## artifacts/<model>/report/index.html, report.md, report.json
 study: setup ## INT8 calibration study (methods x fp32 layers x chips) into the report
 	$(BMPOSE) study $(COMMON)
 
-train-fixture: setup ## re-train the small fixture model on the bundled COCO persons (seeded)
-	$(BMPOSE) train
+train-fixture: setup ## train a fixture on the bundled COCO persons (seeded; MODEL=rtmpose-t_256x192 too)
+	$(BMPOSE) train --model $(MODEL)
 
 bench: setup ## benchmarks: ratios measured in one run (ONLY=estimate CHIPS= PRECISIONS= BATCHES=: compile-only device time)
 	$(BMPOSE) bench $(COMMON) $(foreach o,$(ONLY),--only $(o)) $(call opt,CHIPS,--chips) \

@@ -25,14 +25,34 @@ from bmpose.errors import BmposeError
 from bmpose.manifest import atomic_file, sha256_file
 from bmpose.progress import bar
 
-TRAIN_CONFIG = bmconfig.CONFIG_DIR / "mmpose" / "td-hm_hrnet-small_coco-128x96_fixture-train.py"
+# The models with a trained-fixture recipe: deploy config name -> its mmpose training config.
+RECIPES = {"hrnet_small_128x96": "td-hm_hrnet-small_coco-128x96_fixture-train.py",
+           "rtmpose-t_256x192": "rtmpose-t_coco-256x192_fixture-train.py"}
+DEFAULT_MODEL = "hrnet_small_128x96"
 INSTALL_DIR = bmconfig.CONFIG_DIR / "checkpoints"
-CHECKPOINT = "hrnet_small_128x96_fixture.pth"
 SUMMARY = "training_summary.json"
 CURVE = "training_curve.png"
-# Names in configs/checkpoints/: the checkpoint's own name, so a second fixture never collides.
-INSTALLED = {CHECKPOINT: CHECKPOINT, SUMMARY: "hrnet_small_128x96_fixture.summary.json",
-             CURVE: "hrnet_small_128x96_fixture.curve.png"}
+
+
+def train_config_of(model: str) -> Path:
+    if model not in RECIPES:
+        raise BmposeError(f"--model {model}: no trained-fixture recipe (recipes: {', '.join(RECIPES)})")
+    return bmconfig.CONFIG_DIR / "mmpose" / RECIPES[model]
+
+
+def checkpoint_name(model: str = DEFAULT_MODEL) -> str:
+    return f"{model}_fixture.pth"
+
+
+def installed_names(model: str = DEFAULT_MODEL) -> dict:
+    """Run file -> name in configs/checkpoints/ (the model's own names, so fixtures never collide)."""
+    return {checkpoint_name(model): checkpoint_name(model), SUMMARY: f"{model}_fixture.summary.json",
+            CURVE: f"{model}_fixture.curve.png"}
+
+
+TRAIN_CONFIG = train_config_of(DEFAULT_MODEL)
+CHECKPOINT = checkpoint_name(DEFAULT_MODEL)
+INSTALLED = installed_names(DEFAULT_MODEL)
 # One torch thread: on the shared 2-core machine an iteration took 0.12 s with 1 thread and 0.30 s with 2
 # (the second thread fights the data pipeline and the neighbours); fixed, it also keeps runs reproducible.
 THREADS = 1
@@ -195,14 +215,14 @@ def stripped_state_dict(model) -> dict:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
-def checkpoint_meta(cfg, curve: dict) -> dict:
+def checkpoint_meta(cfg, curve: dict, model: str = DEFAULT_MODEL) -> dict:
     """Plain types only, so the file loads with torch.load(weights_only=True). No dataset_meta: mmpose's
     init_model then takes it from the model config (COCO), with its numpy arrays intact."""
     from importlib import metadata
 
     last = curve["val"][-1] if curve["val"] else {}
     return {
-        "bmpose": "trained fixture: small HRNet fitted to the 51 bundled COCO val2017 persons (not a real model)",
+        "bmpose": f"trained fixture: {model} fitted to the 51 bundled COCO val2017 persons (not a real model)",
         "epoch": cfg.train_cfg.max_epochs, "seed": cfg.randomness.get("seed"),
         "recipe": json.loads(json.dumps(recipe_of(cfg), default=str)),
         "coco_ap_training_persons": last.get("AP"),
@@ -218,7 +238,7 @@ def plot_curve(curve: dict, path: Path, title: str) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     ep = [e["epoch"] for e in curve["epochs"]]
-    ax.semilogy(ep, [e["loss"] for e in curve["epochs"]], color="tab:blue", label="train loss (MSE)")
+    ax.semilogy(ep, [e["loss"] for e in curve["epochs"]], color="tab:blue", label="train loss")
     ax.set_xlabel("epoch")
     ax.set_ylabel("train loss", color="tab:blue")
     ax2 = ax.twinx()
@@ -234,30 +254,31 @@ def plot_curve(curve: dict, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def train(cfg, out_dir: Path, *, quiet: bool = False) -> dict:
+def train(cfg, out_dir: Path, *, quiet: bool = False, model_name: str = DEFAULT_MODEL) -> dict:
     """Train, then write the stripped checkpoint, summary json and curve PNG into out_dir. Returns the summary."""
     from bmpose.weights.model import save_checkpoint
 
     t0 = time.perf_counter()
     model, curve = run_training(cfg, quiet=quiet)
     seconds = time.perf_counter() - t0
-    save_checkpoint(stripped_state_dict(model), out_dir / CHECKPOINT, checkpoint_meta(cfg, curve))
+    ckpt = out_dir / checkpoint_name(model_name)
+    save_checkpoint(stripped_state_dict(model), ckpt, checkpoint_meta(cfg, curve, model_name))
     summary = {
-        "what": "bmpose trained fixture: small HRNet 128x96 fitted to the 51 bundled COCO val2017 persons; "
+        "what": f"bmpose trained fixture: {model_name} fitted to the 51 bundled COCO val2017 persons; "
                 "AP is measured on those same training persons with ground-truth boxes (mmpose CocoMetric)",
         "train_config": str(Path(cfg.filename).relative_to(bmconfig.ROOT))
         if cfg.filename and Path(cfg.filename).is_relative_to(bmconfig.ROOT) else cfg.filename,
         "recipe": json.loads(json.dumps(recipe_of(cfg), default=str)),
         "train_seconds": round(seconds, 1),
         "final": curve["val"][-1] if curve["val"] else None,
-        "checkpoint_sha256": sha256_file(out_dir / CHECKPOINT),
+        "checkpoint_sha256": sha256_file(ckpt),
         **curve,
     }
     with atomic_file(out_dir / SUMMARY) as tmp:
         tmp.write_text(json.dumps(summary, indent=1) + "\n")
     if curve["val"]:
         final = summary["final"]["AP"]
-        plot_curve(curve, out_dir / CURVE, f"small HRNet fixture: 51 COCO persons, {cfg.train_cfg.max_epochs} "
+        plot_curve(curve, out_dir / CURVE, f"{model_name} fixture: 51 COCO persons, {cfg.train_cfg.max_epochs} "
                                            f"epochs, final AP {final:.3f}")
     return summary
 

@@ -1,0 +1,67 @@
+# Training recipe of the RTMPose-t trained fixture (`bmpose train --model rtmpose-t_256x192`): mmpose's
+# rtmpose-t_8xb256-420e_coco-256x192 (architecture, SimCC codec and KLDiscretLoss unchanged) fitted on the 51
+# real COCO val2017 persons bundled in tests/data, on the CPU, from scratch (no download: the CSPNeXt backbone
+# is not pretrained here).
+#
+# A fixture, not a pose model: trained and evaluated on the same 51 persons, so that INT8 effects on RTMCCHead
+# can be measured on weights that have learnt something (random ones have not). Changes to mmpose's recipe,
+# all for 51 persons on 2 CPU cores: plain BN (no SyncBN), no pretrained backbone, batch 8, AdamW without the
+# 1024-batch LR scaling, the fixture's augmentation (flip, half-body, shift/scale/rotation; no HSV or
+# Albumentation blur/dropout, no stage-2 pipeline switch).
+_base_ = ['mmpose::body_2d_keypoint/rtmpose/coco/rtmpose-t_8xb256-420e_coco-256x192.py']
+
+data_root = '{{ fileDirname }}/../../tests/data/'
+codec = dict(type='SimCCLabel', input_size=(192, 256), sigma=(4.9, 5.66), simcc_split_ratio=2.0,
+             normalize=False, use_dark=False)
+
+model = dict(backbone=dict(norm_cfg=dict(type='BN'), init_cfg=None))
+
+max_epochs = 300
+base_lr = 2e-3
+train_cfg = dict(by_epoch=True, max_epochs=max_epochs, val_interval=25)
+optim_wrapper = dict(optimizer=dict(type='AdamW', lr=base_lr, weight_decay=0.))
+param_scheduler = [
+    dict(type='LinearLR', begin=0, end=40, start_factor=0.01, by_epoch=False),  # warm-up, iterations
+    dict(type='CosineAnnealingLR', T_max=max_epochs, eta_min=base_lr * 0.01, begin=0, end=max_epochs,
+         by_epoch=True),
+]
+auto_scale_lr = dict(enable=False, base_batch_size=8)
+custom_hooks = []
+
+train_pipeline = [
+    dict(type='LoadImage'),
+    dict(type='GetBBoxCenterScale'),
+    dict(type='RandomFlip', direction='horizontal'),
+    dict(type='RandomHalfBody'),
+    dict(type='RandomBBoxTransform', scale_factor=(0.75, 1.25), rotate_factor=30.0),
+    dict(type='TopdownAffine', input_size=codec['input_size']),
+    dict(type='GenerateTarget', encoder=codec),
+    dict(type='PackPoseInputs')
+]
+val_pipeline = [
+    dict(type='LoadImage'),
+    dict(type='GetBBoxCenterScale'),
+    dict(type='TopdownAffine', input_size=codec['input_size']),
+    dict(type='PackPoseInputs')
+]
+
+# All bundled persons in one COCO file, as the HRNet fixture's recipe (td-hm_hrnet-small_coco-128x96_fixture-
+# train.py): 51 persons with keypoints, trained and validated on.
+bundled = dict(type='CocoDataset', data_mode='topdown', data_root=data_root,
+               ann_file='person_keypoints_bundled.json', data_prefix=dict(img=''))
+train_dataloader = dict(
+    _delete_=True, batch_size=8, num_workers=0, persistent_workers=False,
+    sampler=dict(type='DefaultSampler', shuffle=True),
+    dataset=dict(**bundled, pipeline=train_pipeline))
+val_dataloader = dict(
+    _delete_=True, batch_size=32, num_workers=0, persistent_workers=False, drop_last=False,
+    sampler=dict(type='DefaultSampler', shuffle=False, round_up=False),
+    dataset=dict(**bundled, pipeline=val_pipeline, test_mode=True))
+test_dataloader = val_dataloader
+val_evaluator = dict(_delete_=True, type='CocoMetric', ann_file=data_root + 'person_keypoints_bundled.json')
+test_evaluator = val_evaluator
+
+default_hooks = dict(
+    logger=dict(type='LoggerHook', interval=20),
+    checkpoint=dict(type='CheckpointHook', interval=-1, save_best=None, save_last=False))
+randomness = dict(seed=0, deterministic=True)
