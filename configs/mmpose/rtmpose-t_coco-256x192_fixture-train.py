@@ -6,8 +6,12 @@
 # A fixture, not a pose model: trained and evaluated on the same 51 persons, so that INT8 effects on RTMCCHead
 # can be measured on weights that have learnt something (random ones have not). Changes to mmpose's recipe,
 # all for 51 persons on 2 CPU cores: plain BN (no SyncBN), no pretrained backbone, batch 8, AdamW without the
-# 1024-batch LR scaling, the fixture's augmentation (flip, half-body, shift/scale/rotation; no HSV or
-# Albumentation blur/dropout, no stage-2 pipeline switch).
+# 1024-batch LR scaling, horizontal flip as the only augmentation (the flip test needs it; no half-body,
+# shift/scale/rotation, HSV or Albumentation blur/dropout, no stage-2 pipeline switch).
+# Measured (2-core EPYC, 1 torch thread, ~4.4 s an epoch): with the HRNet fixture's augmentation (half-body,
+# scale 0.75-1.25, rotation 30) the from-scratch CSPNeXt did not fit in 300 epochs (loss 0.076 -> 0.068, AP
+# 0.000 at epoch 200); without augmentation it fits but the flip test then halves the AP (0.18 at epoch 60,
+# the flipped pass was never trained); flip only: AP 0.0005 / 0.0066 / 0.58 / 0.87 at epochs 25/50/75/100.
 _base_ = ['mmpose::body_2d_keypoint/rtmpose/coco/rtmpose-t_8xb256-420e_coco-256x192.py']
 
 data_root = '{{ fileDirname }}/../../tests/data/'
@@ -16,7 +20,7 @@ codec = dict(type='SimCCLabel', input_size=(192, 256), sigma=(4.9, 5.66), simcc_
 
 model = dict(backbone=dict(norm_cfg=dict(type='BN'), init_cfg=None))
 
-max_epochs = 300
+max_epochs = 100
 base_lr = 2e-3
 train_cfg = dict(by_epoch=True, max_epochs=max_epochs, val_interval=25)
 optim_wrapper = dict(optimizer=dict(type='AdamW', lr=base_lr, weight_decay=0.))
@@ -32,8 +36,6 @@ train_pipeline = [
     dict(type='LoadImage'),
     dict(type='GetBBoxCenterScale'),
     dict(type='RandomFlip', direction='horizontal'),
-    dict(type='RandomHalfBody'),
-    dict(type='RandomBBoxTransform', scale_factor=(0.75, 1.25), rotate_factor=30.0),
     dict(type='TopdownAffine', input_size=codec['input_size']),
     dict(type='GenerateTarget', encoder=codec),
     dict(type='PackPoseInputs')
