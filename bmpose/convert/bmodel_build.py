@@ -101,7 +101,7 @@ def _deploy(cfg, chip, precision, batch, tmp: Path, mlir: Path, files, inputs, o
     seconds = _run_model_deploy(tmp, args, chip, precision, options)
     mode = {"int8": "int8_sym", "fp32": "f32", "fp16": "f16", "bf16": "bf16"}[precision]   # TPU-MLIR's file names
     stem = f"{cfg.name}_{chip}_{mode}"
-    tpu_mlir, tpu_weights, graph = _deployed_mlir(tmp, stem, qtable)
+    tpu_mlir, tpu_weights, graph = _deployed_mlir(tmp, stem, qtable, tmp / files["mlir"])
     fp32_layers = [op.name for op in graph.ops if op.quant == "F32" and op.type != "tpu.Cast"] \
         if precision == "int8" else []
     rows, final, out_names = _compare(tmp, stem, graph, mlir, files, precision)
@@ -175,7 +175,22 @@ def _run_model_deploy(tmp: Path, args: list, chip: str, precision: str, options:
         raise BmposeError(why) from None
 
 
-def _deployed_mlir(tmp: Path, stem: str, qtable: dict):
+def qtable_mismatches(graph, qtable: dict, top_names=()) -> list[str]:
+    """The qtable's F32 layers that the deployed graph runs in another mode ("name (MODE)"), or that neither
+    it nor the top MLIR (`top_names`) has (a name TPU-MLIR would ignore)."""
+    bad = []
+    for name, mode in qtable.items():
+        # TPU-MLIR may lower one op into several named `<name>_<part>` (BM1684: ReduceL2 -> _Square,
+        # _ReduceSum, _Sqrt): the qtable holds when every part runs in the mode asked for. An op of the top MLIR
+        # that lowering folded into a neighbour (BM1684X: the GAU's Transpose into its MatMul) runs as that one.
+        parts = [name] if name in graph.names else [n for n in graph.names if n.startswith(name + "_")]
+        if not parts and name not in top_names:
+            bad.append(name)
+        bad += [f"{n} ({graph.op(n).quant})" for n in parts if mode == "F32" and graph.op(n).quant != "F32"]
+    return bad
+
+
+def _deployed_mlir(tmp: Path, stem: str, qtable: dict, top_mlir: Path):
     """The deployed tpu.mlir, its weight file and graph; the qtable must show in it (TPU-MLIR ignores unknown
     names and may change modes silently)."""
     from bmpose.tpu_mlir.mlirgraph import read_graph
@@ -185,11 +200,9 @@ def _deployed_mlir(tmp: Path, stem: str, qtable: dict):
         raise BmposeError(f"{tmp}: model_deploy wrote no {tpu_mlir.name} (see model_deploy.log)")
     m = re.search(r'module\.weight_file = "([^"]+)"', tpu_mlir.read_text())
     graph = read_graph(tpu_mlir)
-    wrong = [f"{n} ({graph.op(n).quant})" for n, mode_ in qtable.items()
-             if n in graph.names and mode_ == "F32" and graph.op(n).quant != "F32"]
-    missing = [n for n in qtable if n not in graph.names]
-    if wrong or missing:
-        raise BmposeError(f"{tpu_mlir}: qtable layers not F32 as deployed: {', '.join(wrong + missing)}")
+    bad = qtable_mismatches(graph, qtable, read_graph(top_mlir).names if qtable else ())
+    if bad:
+        raise BmposeError(f"{tpu_mlir}: qtable layers not F32 as deployed: {', '.join(bad)}")
     return tpu_mlir, m.group(1) if m else "", graph
 
 

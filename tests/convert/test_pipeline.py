@@ -52,3 +52,21 @@ def test_a_bmodel_is_built_from_its_batchs_mlir(monkeypatch, tmp_path):
     (args, kw), = got
     assert args == ("bm1684x", "fp32", 4) and kw["mlir"] == tmp_path / "m4" and kw["options"] == {"o": 1}
     assert kw["out"] == tmp_path / "x" and kw["auto_tail"] is True and kw["cali_table"] is None
+
+
+def test_a_qtable_layer_split_by_tpu_mlir_holds_when_every_part_is_f32():
+    """TPU-MLIR lowers some ops into parts named `<name>_<part>` (BM1684: ScaleNorm's ReduceL2 -> _Square,
+    _ReduceSum, _Sqrt) and folds others into a neighbour (BM1684X: a Transpose into its MatMul); the
+    deployed-qtable check follows the parts, lets a folded op of the top MLIR go, and still refuses a name
+    that neither graph has (TPU-MLIR would ignore it)."""
+    from types import SimpleNamespace
+
+    from bmpose.convert.bmodel_build import qtable_mismatches
+
+    quant = {"a": "F32", "r_Square": "F32", "r_ReduceSum": "F32", "r_Sqrt": "F32", "s_Square": "INT8",
+             "s_Sqrt": "F32", "rr": "INT8"}
+    graph = SimpleNamespace(names=list(quant), op=lambda n: SimpleNamespace(quant=quant[n]))
+    assert qtable_mismatches(graph, {"a": "F32", "r": "F32"}) == []
+    assert qtable_mismatches(graph, {"s": "F32"}) == ["s_Square (INT8)"]
+    assert qtable_mismatches(graph, {"rr": "F32", "gone": "F32"}) == ["rr (INT8)", "gone"]
+    assert qtable_mismatches(graph, {"gone": "F32"}, top_names=["gone", "a"]) == []

@@ -1,10 +1,10 @@
 """RTMPose (SimCC: two outputs, simcc_x [N,K,384] and simcc_y [N,K,512]) through the TPU path (issue 24).
 
-Slow: RTMPose-t with the random-init fixture weights, exported and built to FP32 and INT8 for BM1684X at batch 1
-in a private artifacts dir; both outputs reach the compare files joined end to end, as every backend returns
-them; the cmodel, mlir and sail (stand-in) backends give ONNX Runtime's keypoints, and the device bundle gives
-`bmpose infer`'s. Random weights are no accuracy proof: FP32 must equal ONNX, INT8 only pass its random-weight
-gate (a plumbing check) here.
+Slow: RTMPose-t with its trained fixture weights (fitted to the 51 bundled persons), exported and built to FP32
+and INT8 for BM1684X at batch 1 in a private artifacts dir; both outputs reach the compare files joined end to
+end, as every backend returns them; both bmodels pass the config's trained gates (fp32_cos, int8_cos); the
+cmodel, mlir and sail (stand-in) backends give ONNX Runtime's keypoints (INT8: within a few pixels), and the
+device bundle gives `bmpose infer`'s.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from bmpose.layout import list_bmodels
 from bmpose.runtime import predict as infer
 from bmpose.runtime.backends import open_backend
 from bmpose.runtime.boxes import bundled_sample, gt_boxes
-from helpers import SAIL_STANDIN, assert_random_weight_gates_passed, bmpose_ok
+from helpers import SAIL_STANDIN, bmpose_ok
 
 MODEL = "rtmpose-t_256x192"
 
@@ -44,9 +44,13 @@ def built(tmp_path_factory):
 def test_both_simcc_outputs_are_built_and_compared(built):
     cfg, bms = built
     assert set(bms) == {"fp32", "int8"} and not list(cfg.artifacts.rglob("*.failed"))
-    assert_random_weight_gates_passed(cfg, list(bms.values()), (1, 17, 384 + 512))
-    assert bms["fp32"]["manifest"]["checks"]["final"]["cosine"] > 0.99999
+    assert cfg.checkpoint != "fixture"  # the trained fixture: the trained gates apply
     for b in bms.values():
+        checks = b["manifest"]["checks"]
+        key = f"{b['precision']}_cos"
+        assert checks["final"]["cosine"] >= checks["tolerance"][key] == cfg.tolerances[key]
+        with np.load(b["dir"] / "compare.npz") as z:
+            assert z["bmodel"].shape == (1, 17, 384 + 512)
         names = b["manifest"]["output_names"]
         assert len(names) == 2 and names[0].startswith("simcc_x") and names[1].startswith("simcc_y")
         assert b["manifest"]["checks"]["device_time"]["runtime_ms"] > 0
@@ -71,7 +75,12 @@ def test_every_backend_gives_onnx_keypoints(built, monkeypatch):
     ref = np.stack([p.keypoints for p in onnx.predictions])
     # FP32 on the chip simulator: SimCC's argmax lands on the same bin (0.5 px at split ratio 2)
     np.testing.assert_allclose(fp32, ref, rtol=0, atol=1e-3)
-    assert np.stack([p.keypoints for p in int8.predictions]).shape == ref.shape == (3, 17, 2)
+    got = np.stack([p.keypoints for p in int8.predictions])
+    assert got.shape == ref.shape == (3, 17, 2)
+    # INT8 (trained fixture, kl, FP32 tail): most keypoints land on ONNX's bin, a few jump to another peak.
+    # Measured on these 3 persons: median 0 px, 90% within 10 px (BM1684X; 84% on BM1684); gates 1 px / 75%.
+    dist = np.linalg.norm(got - ref, axis=-1)
+    assert np.median(dist) <= 1.0 and (dist < 10).mean() >= 0.75, dist.round(1)
 
     # the device runner on the sail stand-in (the deployed tpu.mlir behind it): both outputs by name, joined
     monkeypatch.syspath_prepend(str(SAIL_STANDIN))

@@ -57,20 +57,23 @@ def test_same_seed_same_weights(tmp_path):
     assert not all(np.array_equal(a[k].numpy(), c[k].numpy()) for k in a)  # the seed matters
 
 
-def test_deploy_config_points_at_the_committed_checkpoint():
-    cfg = bmconfig.load("hrnet_small_128x96")
-    assert cfg.checkpoint == str((train.INSTALL_DIR / train.CHECKPOINT).resolve())
-    summary = json.loads((train.INSTALL_DIR / train.INSTALLED[train.SUMMARY]).read_text())
+@pytest.mark.parametrize("model", sorted(train.RECIPES))
+def test_deploy_config_points_at_the_committed_checkpoint(model):
+    cfg = bmconfig.load(model)
+    names = train.installed_names(model)
+    assert cfg.checkpoint == str((train.INSTALL_DIR / train.checkpoint_name(model)).resolve())
+    summary = json.loads((train.INSTALL_DIR / names[train.SUMMARY]).read_text())
     assert summary["checkpoint_sha256"] == train.sha256_file(cfg.checkpoint)
-    assert (train.INSTALL_DIR / train.INSTALLED[train.CURVE]).is_file()
+    assert (train.INSTALL_DIR / names[train.CURVE]).is_file()
 
 
-@pytest.mark.slow  # ~30 s: 51 persons with flip test through mmpose's inference_topdown
-def test_committed_checkpoint_fits_its_training_persons():
+@pytest.mark.slow  # ~30 s (HRNet) / ~60 s (RTMPose-t): 51 persons with flip test through mmpose's inference_topdown
+@pytest.mark.parametrize("model", sorted(train.RECIPES))
+def test_committed_checkpoint_fits_its_training_persons(model):
     """mmpose's inference_topdown with ground-truth boxes + COCO keypoint AP (xtcocotools), independent of
     the CocoMetric run inside training; it must agree with the AP the training log recorded."""
-    cfg = bmconfig.load("hrnet_small_128x96")
+    cfg = bmconfig.load(model)
     stats = train.score_checkpoint(cfg, cfg.checkpoint)
-    summary = json.loads((train.INSTALL_DIR / train.INSTALLED[train.SUMMARY]).read_text())
+    summary = json.loads((train.INSTALL_DIR / train.installed_names(model)[train.SUMMARY]).read_text())
     assert stats["AP"] > 0.5, stats
     assert stats["AP"] == pytest.approx(summary["final"]["AP"], abs=0.02)

@@ -122,7 +122,7 @@ def rtmpose(tmp_path_factory):
 
 @pytest.mark.parametrize("flip", [False, True])
 def test_rtmpose_simcc_parity_with_mmpose_inference_topdown(rtmpose, gt, flip):
-    """RTMPose-t (SimCC, random-init fixture) through ONNX Runtime and the core's SimCC decode and flip: the
+    """RTMPose-t (SimCC, the trained fixture) through ONNX Runtime and the core's SimCC decode and flip: the
     keypoints of mmpose's own API (issue 24)."""
     from bmpose.weights.checkpoint import build_model
     from mmpose.apis import inference_topdown
