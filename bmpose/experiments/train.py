@@ -293,6 +293,7 @@ def score_checkpoint(cfg, checkpoint=None, ann_file: Path = BUNDLED_PERSONS) -> 
 
     from bmpose.weights.checkpoint import build_model
     from bmpose.evaluate.coco import coco_keypoint_ap
+    from bmpose.evaluate.sets import eval_boxes
     from bmpose.runtime.results import dataset_sigmas, metric_options, to_coco_results
     from bmpose.weights.mmpose_shim import import_mmpose
 
@@ -300,26 +301,20 @@ def score_checkpoint(cfg, checkpoint=None, ann_file: Path = BUNDLED_PERSONS) -> 
     from mmpose.apis import inference_topdown
 
     model = build_model(cfg, checkpoint)
-    gt = json.loads(Path(ann_file).read_text())
-    persons: dict[int, list] = {}
-    for ann in gt["annotations"]:
-        if ann["num_keypoints"] > 0 and not ann.get("iscrowd"):
-            persons.setdefault(ann["image_id"], []).append(ann)
+    # mmpose's dataset boxes (clipped to the image, as CocoMetric's training run crops them), grouped by image
+    by_image: dict[Path, list] = {}
+    for box in eval_boxes(Path(ann_file), Path(ann_file).parent):
+        by_image.setdefault(box.file, []).append(box)
     instances = []
-    with bar(len(gt["images"]), "fixture AP", "img") as b:
-        for img in gt["images"]:
+    with bar(len(by_image), "fixture AP", "img") as b:
+        for image, boxes in by_image.items():
             b.update(1)
-            anns = persons.get(img["id"])
-            if not anns:
-                continue
-            boxes = np.array([a["bbox"] for a in anns], dtype=np.float32)
-            boxes[:, 2:] += boxes[:, :2]  # xywh -> xyxy
-            image = str(Path(ann_file).parent / img["file_name"])
-            for ann, sample in zip(anns, inference_topdown(model, image, boxes, bbox_format="xyxy")):
+            xyxy = np.stack([box.xyxy for box in boxes])
+            for box, sample in zip(boxes, inference_topdown(model, str(image), xyxy, bbox_format="xyxy")):
                 pred = sample.pred_instances
-                instances.append({"image_id": img["id"], "keypoints": pred.keypoints[0],
+                instances.append({"image_id": box.image_id, "keypoints": pred.keypoints[0],
                                   "keypoint_scores": pred.keypoint_scores[0], "bbox_score": 1.0,
-                                  "area": float(np.prod(sample.gt_instances.bbox_scales[0])), "bbox": ann["bbox"]})
+                                  "area": float(np.prod(sample.gt_instances.bbox_scales[0])), "bbox": box.bbox})
     sigmas = dataset_sigmas(cfg)
     return coco_keypoint_ap(ann_file, to_coco_results(instances, sigmas, **metric_options(cfg)), sigmas=sigmas)
 
