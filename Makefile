@@ -73,7 +73,7 @@ bench: setup ## benchmarks: ratios measured in one run (ONLY=estimate CHIPS= PRE
 	  $(call opt,PRECISIONS,--precisions) $(call opt,BATCHES,--batches)
 
 test: setup ## the full test suite (what CI runs)
-	$(VENV)/bin/python -m pytest -q -ra
+	$(VENV)/bin/python -m pytest -q -ra --durations=25
 
 test-quick: setup ## the fast tests only (skips `slow`)
 	$(VENV)/bin/python -m pytest -q -m "not slow"

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import DATA, ROOT, pyenv_python, toy_onnx
+from helpers import DATA, ROOT, SMALL, cached_venv, toy_onnx
 
 # TPU-MLIR's tools call each other through PATH: the venv's bin must come first, as the Makefile does.
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
@@ -63,16 +63,81 @@ def toy(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def bundle_py38(tmp_path_factory):
-    """A Python 3.8 venv with numpy, opencv-python-headless and onnxruntime (for the stand-in) only."""
-    venv = tmp_path_factory.mktemp("py38") / "venv"
-    subprocess.run([str(pyenv_python("3.8")), "-m", "venv", str(venv)], check=True)
+def bundle_py38():
+    """A Python 3.8 venv with numpy, opencv-python-headless and onnxruntime (for the stand-in) only, made once
+    per machine (helpers.cached_venv)."""
     # the build venv's versions (constraints.txt): another OpenCV decodes JPEGs a little differently (measured
     # with the newest wheels for 3.8: keypoint scores moved by 2e-3, a keypoint by 0.7 px)
     pins = [ln.strip() for ln in (ROOT / "constraints.txt").read_text().splitlines()
             if ln.split("==")[0].strip() in ("numpy", "opencv-python-headless", "onnxruntime")]
     assert len(pins) == 3, pins
-    pip = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                          *pins], capture_output=True, text=True)
-    assert pip.returncode == 0, pip.stderr[-2000:]
-    return venv / "bin" / "python"
+    return cached_venv("3.8", pins)
+
+
+# ------------------------------------------------- builds the whole run shares: each artifact is built once per run
+
+@pytest.fixture(scope="session")
+def shared_root(tmp_path_factory) -> Path:
+    """The artifacts root of the builds every test may read (basetemp/shared). The manifests make each build
+    happen once, whichever test asks first; a test that changes a build works on a copy (helpers.copy_stages)."""
+    return tmp_path_factory.mktemp("shared", numbered=False)
+
+
+@pytest.fixture(scope="session")
+def small(shared_root):
+    """The small HRNet as `make fp32` + `make int8` build it (its trained fixture, the default calibration on the
+    bundled train2017 persons): ONNX b1 + b4, calibration set, FP32 + INT8 x BM1684/BM1684X x batch 1/4 with
+    compare files, and the report. -> its config."""
+    from bmpose import config
+    from bmpose.cli import build as build_cli
+
+    for precision in ("fp32", "int8"):
+        assert build_cli.main(["--precision", precision, "--model", SMALL, "--artifacts-dir", str(shared_root)]) == 0
+    return config.load(SMALL, artifacts=shared_root)
+
+
+@pytest.fixture(scope="session")
+def detector(shared_root):
+    """`bmpose detector` as a user runs it: the config's precision per chip (BM1684X FP16, BM1684 FP32), its
+    boxes scored against ONNX Runtime's. -> (detector config, the finished process: tests assert its exit)."""
+    from bmpose.detector_config import load_detector
+
+    run = subprocess.run([sys.executable, "-m", "bmpose", "detector", "--artifacts-dir", str(shared_root)],
+                         capture_output=True, text=True)
+    return load_detector(artifacts=shared_root), run
+
+
+@pytest.fixture(scope="session")
+def rtmpose_onnx(shared_root):
+    """RTMPose-t (its trained fixture) exported to ONNX batch 1 in the shared root. -> its config."""
+    from bmpose import config
+    from bmpose.convert.export import ensure_onnx
+
+    cfg = config.load("rtmpose-t_256x192", artifacts=shared_root)
+    ensure_onnx(cfg, batches=(1,), verbose=False)
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def rtmpose(rtmpose_onnx):
+    """RTMPose-t FP32 + INT8 for BM1684X at batch 1. -> (config, {precision: bmodel entry})."""
+    from bmpose.cli import build as build_cli
+    from bmpose.layout import list_bmodels
+
+    cfg = rtmpose_onnx
+    for precision in ("fp32", "int8"):
+        assert build_cli.main(["--precision", precision, "--model", cfg.name, "--artifacts-dir", str(cfg.root),
+                               "--chips", "bm1684x", "--batches", "1", "--no-report"]) == 0
+    return cfg, {b["precision"]: b for b in list_bmodels(cfg)}
+
+
+@pytest.fixture(scope="session")
+def w32_onnx(shared_root):
+    """HRNet-W32 256x192 (the vendor sample's network, deterministic random-init weights: no trained W32 can be
+    downloaded here) exported to ONNX batch 1 and 4 in the shared root, parity-checked. -> its config."""
+    from bmpose import config
+    from bmpose.convert.export import ensure_onnx
+
+    cfg = config.load("hrnet_w32_256x192", artifacts=shared_root)
+    ensure_onnx(cfg, batches=(1, 4), verbose=False)
+    return cfg

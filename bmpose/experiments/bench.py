@@ -4,7 +4,9 @@
 stage costs per person), `host` (the device bundle's pre/post-processing per person), `device` (simulated
 device time per bmodel beside the host's ms per person), `simulators` (cmodel vs pymlir seconds per crop),
 `deploy` (bmpose's deploy vs the raw model_deploy.py on the same inputs), `fused` (normalisation inside the
-bmodel, an option measured), `estimate` (compile-only device time of variants not built). Each is
+bmodel, an option measured), `estimate` (compile-only device time of variants not built), `scene` (detect ->
+pose host time per frame beside the vendor's steps), `video` (a video through the frame loop, decode ahead and
+encode behind as levers). Each is
 `fn(cfg, args) -> rows`, a row being {"case": ..., then any numbers}.
 
 Long: a registry of independent benchmarks, each a function that stands alone; they share only `timed` and

@@ -2,7 +2,8 @@
 (SIGTERM to bmpose alone) in the middle of a real `bmpose build` of the small model, while TPU-MLIR's
 model_deploy.py runs. Either way: one `interrupted` line and exit 130, no traceback and no "failed", no report
 refresh, no tool process left, no half artifact (the stage's temporary dir gone, no `.failed`, nothing under
-the final name), and the next run reuses every stage that was complete."""
+the final name), and the next run reuses every stage that was complete (the stages before the deploy are
+copies of the run's shared build, so only the deploy is redone here)."""
 from __future__ import annotations
 
 import json
@@ -14,6 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from helpers import copy_stages
 
 MODEL = "hrnet_small_128x96"
 BMPOSE = str(Path(sys.executable).parent / "bmpose")
@@ -53,8 +56,12 @@ def test_an_interrupted_parent_stops_the_childs_whole_process_group(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def artifacts(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("interrupt") / "artifacts"
+def artifacts(small, tmp_path_factory) -> Path:
+    """A root holding copies of the stages before model_deploy (export, calibration set, transform) from the
+    run's shared build (conftest's `small`): the builds interrupted here redo only their deploy."""
+    root = tmp_path_factory.mktemp("interrupt") / "artifacts"
+    copy_stages(small.root, root, MODEL, DONE_STAGES)
+    return root
 
 
 def _env(artifacts: Path) -> dict:
@@ -117,7 +124,7 @@ def _interrupt_during_deploy(artifacts: Path, chip: str, send) -> tuple[int, str
         proc = subprocess.Popen(_build_args(chip), env=_env(artifacts), stdout=fo, stderr=fe,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
         try:
-            deadline = time.monotonic() + 600   # export, calibration set and transform come first
+            deadline = time.monotonic() + 600   # the copied stages are checked first
             while not any("model_deploy.py" in c for c in _descendants(proc.pid).values()):
                 assert proc.poll() is None, f"build ended before model_deploy ran: {err.read_text()}"
                 assert time.monotonic() < deadline, "model_deploy.py never started"

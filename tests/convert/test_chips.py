@@ -1,7 +1,7 @@
 """BM1688 and CV186X: not in the bundled configs' chips, built with `--chips` (`make int8 CHIPS=bm1688`).
 
 The slow tests share one build of the small model in a private artifacts dir: BM1688 fp32, int8 and fp16 and
-CV186X fp16, batch 1 (about 2 min).
+CV186X fp16, batch 1, deployed from copies of the run's shared transform and calibration table.
 """
 from __future__ import annotations
 
@@ -12,9 +12,8 @@ from bmpose.cli import build as build_cli
 from bmpose.chips import CHIPS, CHIP_PRECISIONS
 from bmpose.layout import list_bmodels
 from bmpose.compare import read_csv
-from helpers import SAIL_STANDIN, simulate_like_the_build
+from helpers import SAIL_STANDIN, SMALL, copy_stages, simulate_like_the_build
 
-SMALL = "hrnet_small_128x96"
 BUILT = [("bm1688", "fp32"), ("bm1688", "fp16"), ("bm1688", "int8"), ("cv186x", "fp16")]
 
 
@@ -27,8 +26,11 @@ def test_bm1688_and_cv186x_are_chips_with_every_precision():
 
 
 @pytest.fixture(scope="module")
-def chips(tmp_path_factory):
+def chips(small, tmp_path_factory):
+    """Seeded with the run's shared export, calibration and transform (conftest's `small`): only the deploys
+    for the two chips run here."""
     root = tmp_path_factory.mktemp("chips_artifacts")
+    copy_stages(small.root, root, SMALL, ("onnx", "calib", "cali_inputs", "mlir/b1", "cali_table/kl_n100"))
     for chip in ("bm1688", "cv186x"):
         for precision in sorted({p for c, p in BUILT if c == chip}):
             assert build_cli.main(["--precision", precision, "--model", SMALL, "--artifacts-dir", str(root),

@@ -201,11 +201,17 @@ def test_openmmlab_style_checkpoint_needs_and_gets_full_unpickling_only_when_nam
 
 
 def test_data_parallel_prefix_is_stripped(small, tmp_path):
+    """A checkpoint saved from DataParallel/DDP ("module." before every key) loads into the same weights."""
     ckpt = torch.load(make_fixture(small), weights_only=True)
-    ckpt["state_dict"] = {f"module.{k}": v for k, v in ckpt["state_dict"].items()}
+    want = dict(ckpt["state_dict"])
+    ckpt["state_dict"] = {f"module.{k}": v for k, v in want.items()}
     path = tmp_path / "ddp.pth"
     torch.save(ckpt, path)
-    build_model(small, path)
+    got = build_model(small, path).state_dict()
+    loaded = {k: v for k, v in got.items() if k in want}
+    assert len(loaded) == len(want) > 100   # every weight found under its own name ...
+    for k, v in want.items():
+        assert torch.equal(loaded[k], v), k   # ... and equal to the checkpoint's
 
 
 def test_url_checkpoint_is_downloaded_once_into_torch_hub_cache(small, tmp_path, monkeypatch):
@@ -223,8 +229,9 @@ def test_url_checkpoint_is_downloaded_once_into_torch_hub_cache(small, tmp_path,
 # --- the full-size model (slow: ~1.5 min on 2 cores) ------------------------------------------------------------
 
 @pytest.mark.slow
-def test_w32_export_parity_batch_1_and_4(w32):
-    _assert_parity(w32, ensure_onnx(w32, batches=(1, 4)), (1, 4))
+def test_w32_export_parity_batch_1_and_4(w32_onnx):
+    """The run's shared W32 export (conftest's `w32_onnx`, also built to bmodels in test_build.py)."""
+    _assert_parity(w32_onnx, ensure_onnx(w32_onnx, batches=(1, 4)), (1, 4))
 
 
 @pytest.mark.slow
@@ -234,17 +241,16 @@ def test_w32_checkpoint_with_small_config_is_a_clear_error(small, w32):
         build_model(small, w32_ckpt)
 
 
-def test_rtmpose_exports_both_simcc_outputs(tmp_path):
+def test_rtmpose_exports_both_simcc_outputs(rtmpose_onnx, tmp_path):
     """RTMPose-t (SimCC head): the ONNX has simcc_x [N,17,384] and simcc_y [N,17,512], each within the parity gate
     of PyTorch; the NNTC bundle (heatmap models only) says so in one line."""
     import onnx
 
-    from bmpose.convert.export import ensure_onnx
     from bmpose.convert.nntc import ensure_nntc
 
-    cfg = config.load("rtmpose-t_256x192", artifacts=tmp_path)
+    cfg = rtmpose_onnx
     assert cfg.outputs == ("simcc_x", "simcc_y") and cfg.heatmap_size is None
-    path = ensure_onnx(cfg, batches=(1,), verbose=False)[1]
+    path = cfg.layout.onnx_file(1)
     g = onnx.load(str(path)).graph
     shapes = {o.name: [d.dim_value for d in o.type.tensor_type.shape.dim] for o in g.output}
     assert shapes == {"simcc_x": [1, 17, 384], "simcc_y": [1, 17, 512]}

@@ -10,9 +10,8 @@ training persons (tests/data/person_keypoints_bundled.json, ground-truth boxes, 
 
 The mlir backend stands for the bmodel: tests/runtime/test_backends.py proves it equal to the bmodel on the cmodel
 for INT8 (both chips, <= 1e-5); test_fp32_mlir_equals_cmodel here does the same for the FP32 bmodels on one
-real crop (the cmodel binds one chip per process, so each chip runs in a child). One session-scoped
-`bmpose build` (FP32 + INT8, batch 1, both chips) into artifacts/hrnet_small_128x96 is shared by every test;
-when those default builds are up to date it is a no-op.
+real crop (the cmodel binds one chip per process, so each chip runs in a child). The run's shared build of the
+small model (conftest's `small`: FP32 + INT8, both chips, the defaults) serves every test.
 """
 import json
 import subprocess
@@ -49,14 +48,11 @@ TORCH_MAX_DIFF = 1e-4      # ONNX Runtime vs PyTorch (mmpose inference_topdown)
 
 
 @pytest.fixture(scope="session")
-def fidelity():
-    """Default builds (reused when up to date), the 51 persons, and an AP cache shared by the tests."""
+def fidelity(small):
+    """The default builds (the run's shared `small` set), the 51 persons, and an AP cache shared by the tests."""
     from bmpose.layout import list_bmodels
-    from bmpose.cli.build import main as build
 
-    cfg = config.load(MODEL)
-    for precision in ("fp32", "int8"):
-        assert build(["--precision", precision, "--model", MODEL, "--batches", "1", "--no-report"]) == 0
+    cfg = small
     bmodels = {(b["chip"], b["precision"]): b for b in list_bmodels(cfg) if b["batch"] == 1}
     ann, img = sets.eval_set()
     boxes = sets.eval_boxes(ann, img)

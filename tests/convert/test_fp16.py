@@ -22,9 +22,8 @@ from bmpose.convert import bmodel_build
 from bmpose.compare import read_csv, similarity
 from bmpose.tpu_mlir.mlirgraph import read_graph
 from bmpose.errors import BmposeError
-from helpers import simulate_like_the_build
+from helpers import SMALL, copy_stages, simulate_like_the_build
 
-SMALL = "hrnet_small_128x96"
 HALF = ("fp16", "bf16")
 
 
@@ -82,8 +81,11 @@ def test_half_gates_come_from_the_config(model):
 # ------------------------------------------------------------------------------------------ small HRNet (slow)
 
 @pytest.fixture(scope="module")
-def half(tmp_path_factory):
+def half(small, tmp_path_factory):
+    """FP16 + BF16 for BM1684X, batch 1, in a root seeded with the run's shared export, calibration crops and
+    transform (conftest's `small`): only model_deploy runs here."""
     root = tmp_path_factory.mktemp("half_artifacts")
+    copy_stages(small.root, root, SMALL, ("onnx", "calib", "cali_inputs", "mlir/b1"))
     for precision in HALF:
         assert build_cli.main(["--precision", precision, "--model", SMALL, "--artifacts-dir", str(root),
                                "--chips", "bm1684x", "--batches", "1", "--no-report"]) == 0

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import glob
-import hashlib
 import io
 import json
 import os
@@ -29,7 +27,8 @@ from bmpose import cli, config
 from bmpose.calib import store, ufw
 from bmpose.convert import nntc
 from bmpose.errors import BmposeError
-from bmpose.manifest import locked, read_manifest
+from bmpose.manifest import read_manifest
+from helpers import cached_venv
 
 HERE = Path(__file__).resolve().parents[1]
 STANDINS = HERE / "nntc_standins"
@@ -120,40 +119,11 @@ def test_ufw_decoder_accepts_other_valid_encodings():
 
 # ----------------------------------------------------------------------------------------- vendor's ufwio
 
-def _pyenv38():
-    roots = []
-    with contextlib.suppress(OSError, subprocess.CalledProcessError):
-        roots.append(subprocess.run(["pyenv", "root"], capture_output=True, text=True, check=True).stdout.strip())
-    roots.append(os.path.expanduser("~/.pyenv"))
-    for root in roots:
-        found = sorted(glob.glob(os.path.join(root, "versions", "3.8.*", "bin", "python")))
-        if found:
-            return found[-1]
-    return None
-
-
 @pytest.fixture(scope="session")
-def py38(request, tmp_path_factory):
-    """Python of a 3.8 venv with the vendor's ufwio, built once (measured 15 s cold, 13 s with pip's cache
-    warm) and reused while the pins and the base interpreter stay the same."""
-    base = _pyenv38()
-    if base is None:
-        pytest.skip("no pyenv Python 3.8 ($(pyenv root)/versions/3.8.*): ufwio 0.0.2 needs Python < 3.10, so "
-                    "the vendor-compatibility checks cannot run")
-    key = hashlib.sha256("\n".join([base, *VENDOR_PINS]).encode()).hexdigest()[:12]
-    cache = request.config.cache
-    root = Path(cache.mkdir("bmpose-ufwio")) if cache is not None else tmp_path_factory.getbasetemp().parent
-    venv = root / f"py38-{key}"
-    python, done = venv / "bin" / "python", venv / ".complete"
-    with locked(venv):
-        if not done.is_file():
-            shutil.rmtree(venv, ignore_errors=True)
-            subprocess.run([base, "-m", "venv", str(venv)], check=True)
-            r = subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                                *VENDOR_PINS], capture_output=True, text=True)
-            assert r.returncode == 0, f"pip install {' '.join(VENDOR_PINS)} failed:\n{r.stderr[-3000:]}"
-            done.write_text("\n".join(VENDOR_PINS) + "\n")
-    return str(python)
+def py38():
+    """Python of a 3.8 venv with the vendor's ufwio (it needs Python < 3.10), made once per machine
+    (helpers.cached_venv; measured 15 s cold)."""
+    return str(cached_venv("3.8", VENDOR_PINS))
 
 
 def _probe(py38, *args):

@@ -1,8 +1,9 @@
-"""Same inputs, same bytes: two clean INT8 builds (default model, BM1684, batch 1; each from nothing in its own
-artifacts root, in its own process) agree on the content hash of every artifact their manifests record:
-ONNX, calibration LMDB, contact sheet, top MLIR, calibration table, qtable, deployed tpu.mlir, bmodel, compare
-files. The hashes leave out TPU-MLIR's build-time stamps (bmpose.manifest.STAMPS); the raw bmodels are shown
-to differ in nothing else."""
+"""Same inputs, same bytes: a clean INT8 build (default model, BM1684, batch 1, from nothing in its own
+artifacts root, in a process of its own) agrees with the run's shared build of the same model (conftest's
+`small`, made in the test process beside the other chips and batches) on the content hash of every artifact its
+manifests record: ONNX, calibration LMDB, contact sheet, top MLIR, calibration table, qtable, deployed tpu.mlir,
+bmodel, compare files. The hashes leave out TPU-MLIR's build-time stamps (bmpose.manifest.STAMPS); the raw
+bmodels are shown to differ in nothing else."""
 from __future__ import annotations
 
 import json
@@ -41,10 +42,10 @@ def _outputs(art: Path) -> dict[str, dict]:
     return out
 
 
-def test_two_clean_builds_have_identical_content_hashes(tmp_path):
-    a, b = _build(tmp_path / "a"), _build(tmp_path / "b")
+def test_a_clean_build_has_the_shared_builds_content_hashes(small, tmp_path):
+    a, b = _build(tmp_path / "a"), small.artifacts
     out_a, out_b = _outputs(a), _outputs(b)
-    assert set(out_a) == set(out_b)
+    assert set(out_a) <= set(out_b)   # the shared build has more: the other chip, batch 4, FP32, the report
     for d, pattern in REQUIRED.items():
         kinds = [f for f in out_a[d] if re.search(pattern, f)]
         assert kinds, f"{d}: no {pattern} among its outputs {sorted(out_a[d])}"

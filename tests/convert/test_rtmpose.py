@@ -1,7 +1,7 @@
 """RTMPose (SimCC: two outputs, simcc_x [N,K,384] and simcc_y [N,K,512]) through the TPU path (issue 24).
 
 Slow: RTMPose-t with its trained fixture weights (fitted to the 51 bundled persons), exported and built to FP32
-and INT8 for BM1684X at batch 1 in a private artifacts dir; both outputs reach the compare files joined end to
+and INT8 for BM1684X at batch 1 once per run (conftest's `rtmpose`); both outputs reach the compare files joined end to
 end, as every backend returns them; both bmodels pass the config's trained gates (fp32_cos, int8_cos); the
 cmodel, mlir and sail (stand-in) backends give ONNX Runtime's keypoints (INT8: within a few pixels), and the
 device bundle gives `bmpose infer`'s.
@@ -20,8 +20,6 @@ import numpy as np
 import pytest
 
 from bmpose import config
-from bmpose.cli import build as build_cli
-from bmpose.layout import list_bmodels
 from bmpose.runtime import predict as infer
 from bmpose.runtime.backends import open_backend
 from bmpose.runtime.boxes import bundled_sample, gt_boxes
@@ -31,13 +29,9 @@ MODEL = "rtmpose-t_256x192"
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    art = tmp_path_factory.mktemp("rtmpose_build")
-    for precision in ("fp32", "int8"):
-        assert build_cli.main(["--precision", precision, "--model", MODEL, "--artifacts-dir", str(art),
-                               "--chips", "bm1684x", "--batches", "1", "--no-report"]) == 0
-    cfg = config.load(MODEL, artifacts=art)
-    return cfg, {b["precision"]: b for b in list_bmodels(cfg)}
+def built(rtmpose):
+    """The run's shared RTMPose-t builds (conftest's `rtmpose`)."""
+    return rtmpose
 
 
 @pytest.mark.slow

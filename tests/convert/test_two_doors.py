@@ -14,16 +14,17 @@ import yaml
 from bmpose import config
 from bmpose.layout import list_bmodels
 from bmpose.manifest import read_manifest, sha256_file
-from helpers import bmpose_ok
+from helpers import SMALL, bmpose_ok, copy_stages
 
 pytestmark = pytest.mark.slow
-SMALL = "hrnet_small_128x96"
 BUILD = ["--precision", "int8", "--chips", "bm1684x", "--batches", "1", "--num", "8", "--no-report"]
 
 
 @pytest.fixture(scope="module")
-def doors(tmp_path_factory):
+def doors(small, tmp_path_factory):
+    """The mmpose door starts from the run's shared export of the small model (conftest's `small`)."""
     root = tmp_path_factory.mktemp("two_doors")
+    copy_stages(small.root, root / "mmpose_door", SMALL, ("onnx",))
     mm = config.load(SMALL, artifacts=root / "mmpose_door")
     bmpose_ok("build", "--model", SMALL, "--artifacts-dir", mm.root, *BUILD)
     shutil.copyfile(mm.layout.onnx_file(1), root / "small.onnx")

@@ -6,7 +6,7 @@ The sail stand-in (tests/sail_standin) proves the bundle's own code paths: argum
 deploy.json, the crop/normalise/decode/OKS-NMS core, batching and padding, the sail calls with the documented
 signatures, the bmodel's I/O shapes and dtypes (cmodel engine). Only a device can show sail's own behaviour,
 device memory and real timings. One `bmpose deploy` of the small model (both chips, INT8 + FP32, batch 1 + 4)
-into artifacts/hrnet_small_128x96 serves every test; it reuses the builds test_fidelity makes.
+of the run's shared builds (conftest's `small` and `detector`) serves every test.
 """
 import json
 import os
@@ -35,11 +35,12 @@ def _bmpose(*args, env=None, **kw):
 
 
 @pytest.fixture(scope="module")
-def bundles(tmp_path_factory):
-    """{chip: unpacked bundle folder} from a real `bmpose deploy` (its archives unpacked elsewhere)."""
-    out = _bmpose("deploy", "--model", MODEL)
+def bundles(small, detector, tmp_path_factory):
+    """{chip: unpacked bundle folder} from a real `bmpose deploy` of the run's shared builds (the small model's
+    and the detector's: conftest.py), its archives unpacked elsewhere."""
+    out = _bmpose("deploy", "--model", MODEL, "--artifacts-dir", small.root)
     assert out.returncode == 0, out.stderr
-    cfg = config.load(MODEL)
+    cfg = small
     where = tmp_path_factory.mktemp("unpacked")
     found = {}
     for chip in ("bm1684", "bm1684x"):
@@ -103,10 +104,10 @@ def test_bundle_holds_the_chips_bmodels_the_core_and_resolved_facts(bundles):
         assert "yolox_nano_416" in (bundle / "README.md").read_text()
 
 
-def test_second_deploy_reuses_and_archive_is_reproducible(bundles, tmp_path):
+def test_second_deploy_reuses_and_archive_is_reproducible(small, bundles, tmp_path):
     from bmpose.deploy.bundle import write_archive
 
-    out = _bmpose("deploy", "--model", MODEL)
+    out = _bmpose("deploy", "--model", MODEL, "--artifacts-dir", small.root)
     assert out.returncode == 0 and out.stdout.count("; up to date, ") == 2, out.stdout   # both bundles reused
     bundle = bundles["bm1684x"]
     write_archive(bundle, bundle.name, tmp_path / "a.tar.gz")
@@ -116,7 +117,7 @@ def test_second_deploy_reuses_and_archive_is_reproducible(bundles, tmp_path):
 
 
 @pytest.mark.parametrize("batch", [1, 4])
-def test_bundle_equals_bmpose_infer_on_the_cmodel(bundles, tmp_path, batch):
+def test_bundle_equals_bmpose_infer_on_the_cmodel(small, bundles, tmp_path, batch):
     bundle = bundles["bm1684x"]
     bmodel = bundle / "models" / f"{MODEL}_bm1684x_int8_b{batch}.bmodel"
     run = _run_bundle(bundle, "--bmodel", bmodel, "--out", tmp_path / "device", cwd=tmp_path)
@@ -124,7 +125,7 @@ def test_bundle_equals_bmpose_infer_on_the_cmodel(bundles, tmp_path, batch):
     assert f"batch {batch}" in run.stdout and "pose inference" in run.stdout and "per person" in run.stdout
     pictures = sorted(p.name for p in (tmp_path / "device").glob("*.jpg"))
     assert pictures == sorted(p.name for p in (bundle / "images").glob("*.jpg"))
-    ref = _bmpose("infer", "--model", MODEL, "--backend", "bmodel", bmodel, "--images", bundle / "images",
+    ref = _bmpose("infer", "--model", MODEL, "--artifacts-dir", small.root, "--backend", "bmodel", bmodel, "--images", bundle / "images",
                   "--boxes", f"dets:{bundle / 'images' / 'boxes.json'}", "--allow-slow", "--no-vis",
                   "--out", tmp_path / "host", env={**os.environ, "BMPOSE_NO_SAIL": "1"})
     assert ref.returncode == 0, ref.stderr
@@ -132,12 +133,12 @@ def test_bundle_equals_bmpose_infer_on_the_cmodel(bundles, tmp_path, batch):
     _assert_same(tmp_path / "device" / "results.json", tmp_path / "host" / "results.json")
 
 
-def test_bmpose_infer_backend_sail_runs_the_bundles_runner(bundles, tmp_path):
+def test_bmpose_infer_backend_sail_runs_the_bundles_runner(small, bundles, tmp_path):
     """`bmpose infer --backend sail` (the stand-in on PYTHONPATH, cmodel engine) equals the bundle's run."""
     bundle = bundles["bm1684x"]
     bmodel = bundle / "models" / f"{MODEL}_bm1684x_int8_b4.bmodel"
     env = {**os.environ, "PYTHONPATH": f"{STANDIN}{os.pathsep}{ROOT}", "SAIL_STANDIN_ENGINE": "cmodel"}
-    host = _bmpose("infer", "--model", MODEL, "--backend", "sail", bmodel, "--images", bundle / "images",
+    host = _bmpose("infer", "--model", MODEL, "--artifacts-dir", small.root, "--backend", "sail", bmodel, "--images", bundle / "images",
                    "--boxes", f"dets:{bundle / 'images' / 'boxes.json'}", "--allow-slow", "--no-vis",
                    "--out", tmp_path / "host", env=env)
     assert host.returncode == 0, host.stderr
@@ -170,7 +171,7 @@ def _frame_count(path: Path) -> int:
     return n
 
 
-def test_bundle_detects_then_poses_a_video_as_bmpose_infer_does(bundles, clip, tmp_path):
+def test_bundle_detects_then_poses_a_video_as_bmpose_infer_does(small, bundles, clip, tmp_path):
     """Detector -> pose bmodel on every frame behind the stand-in (the pose bmodel on the cmodel, the detector
     through its deployed tpu.mlir: the simulator holds one bmodel per process), against `bmpose infer` with the
     same pose bmodel on the cmodel backend and the same detector build (its tpu.mlir, the default without sail)."""
@@ -180,14 +181,14 @@ def test_bundle_detects_then_poses_a_video_as_bmpose_infer_does(bundles, clip, t
     meta = json.loads((bundle / "deploy.json").read_text())
     pose = bundle / "models" / f"{MODEL}_bm1684x_int8_b4.bmodel"
     build = f"bm1684x_{meta['detector']['precision']}"
-    tpu_mlir = load_detector_spec(f"detector:yolox_nano_416@{build}").model_path("mlir")
+    tpu_mlir = load_detector_spec(f"detector:yolox_nano_416@{build}", artifacts=small.root).model_path("mlir")
     engine = f"cmodel:{Path(meta['detector']['bmodel']).name}={tpu_mlir}"
     run = _run_bundle(bundle, "--bmodel", pose, "--input", clip, "--out", tmp_path / "device", engine=engine,
                       cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert "3 frames" in run.stdout and "detector inference" in run.stdout and "per frame" in run.stdout
     assert _frame_count(tmp_path / "device" / "annotated.mp4") == 3
-    ref = _bmpose("infer", "--model", MODEL, "--backend", "bmodel", pose, "--images", clip,
+    ref = _bmpose("infer", "--model", MODEL, "--artifacts-dir", small.root, "--backend", "bmodel", pose, "--images", clip,
                   "--boxes", f"detector:yolox_nano_416@{build}",
                   "--allow-slow", "--out", tmp_path / "host", env={**os.environ, "BMPOSE_NO_SAIL": "1"})
     assert ref.returncode == 0, ref.stderr
@@ -196,15 +197,15 @@ def test_bundle_detects_then_poses_a_video_as_bmpose_infer_does(bundles, clip, t
     _assert_same(tmp_path / "device" / "results.json", tmp_path / "host" / "results.json")
 
 
-def test_bundle_under_python38_equals_bmpose_infer_onnx(bundles, bundle_py38, tmp_path):
+def test_bundle_under_python38_equals_bmpose_infer_onnx(small, bundles, bundle_py38, tmp_path):
     bundle = bundles["bm1684"]
-    cfg = config.load(MODEL)
+    cfg = small
     onnx = cfg.artifacts / "onnx" / f"{MODEL}_b1.onnx"
     assert onnx.is_file()
     run = _run_bundle(bundle, "--no-vis", "--out", tmp_path / "device", python=bundle_py38, engine=f"onnx:{onnx}",
                       target="BM1684", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
-    ref = _bmpose("infer", "--model", MODEL, "--backend", "onnx", onnx, "--images", bundle / "images",
+    ref = _bmpose("infer", "--model", MODEL, "--artifacts-dir", small.root, "--backend", "onnx", onnx, "--images", bundle / "images",
                   "--boxes", f"dets:{bundle / 'images' / 'boxes.json'}", "--no-vis", "--out", tmp_path / "host")
     assert ref.returncode == 0, ref.stderr
     _assert_same(tmp_path / "device" / "results.json", tmp_path / "host" / "results.json")
@@ -217,20 +218,20 @@ def test_bundle_under_python38_equals_bmpose_infer_onnx(bundles, bundle_py38, tm
     assert "numpy" in loaded and "cv2" in loaded and not loaded & set(FORBIDDEN)
 
 
-def test_bundle_video_under_python38_equals_bmpose_infer_onnx(bundles, bundle_py38, clip, tmp_path):
+def test_bundle_video_under_python38_equals_bmpose_infer_onnx(small, bundles, bundle_py38, clip, tmp_path):
     """The bm1684 bundle's detect -> pose on a video under Python 3.8, ONNX Runtime behind the stand-in for both
     bmodels, against `bmpose infer` with the same two ONNX files."""
     from bmpose.detector_config import load_detector
 
     bundle = bundles["bm1684"]
     meta = json.loads((bundle / "deploy.json").read_text())
-    pose = config.load(MODEL).artifacts / "onnx" / f"{MODEL}_b1.onnx"
-    yolox = load_detector().onnx
+    pose = small.artifacts / "onnx" / f"{MODEL}_b1.onnx"
+    yolox = load_detector(artifacts=small.root).onnx
     engine = f"onnx:{pose}{os.pathsep}{Path(meta['detector']['bmodel']).name}={yolox}"
     run = _run_bundle(bundle, "--input", clip, "--out", tmp_path / "device", python=bundle_py38, engine=engine,
                       target="BM1684", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
-    ref = _bmpose("infer", "--model", MODEL, "--backend", "onnx", pose, "--images", clip,
+    ref = _bmpose("infer", "--model", MODEL, "--artifacts-dir", small.root, "--backend", "onnx", pose, "--images", clip,
                   "--boxes", "detector:yolox_nano_416", "--no-vis", "--out", tmp_path / "host")
     assert ref.returncode == 0, ref.stderr
     _assert_same(tmp_path / "device" / "results.json", tmp_path / "host" / "results.json")
@@ -265,8 +266,8 @@ def test_the_bm1684_bundle_names_the_runtime_its_bmodels_need(bundles):
                                                                                      "sdk": "libsophon"}
 
 
-def test_device_side_errors_are_one_line(bundles, tmp_path):
-    cfg = config.load(MODEL)
+def test_device_side_errors_are_one_line(small, bundles, tmp_path):
+    cfg = small
     onnx = f"onnx:{cfg.artifacts / 'onnx' / f'{MODEL}_b1.onnx'}"
     bundle = bundles["bm1684x"]
     other = bundles["bm1684"] / "models" / f"{MODEL}_bm1684_int8_b1.bmodel"

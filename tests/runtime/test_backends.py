@@ -1,26 +1,18 @@
 """Backends on real bmodels of the small model: the mlir backend (pymlir on the deployed tpu.mlir) equals the
-bmodel on the cmodel, per chip, on fixture crops; wrong-chip artifacts are refused. Builds INT8 b1 bmodels
-for both chips (`bmpose build`), so it is slow."""
+bmodel on the cmodel, per chip, on fixture crops; wrong-chip artifacts are refused. Reads the run's shared
+INT8 b1 bmodels of both chips, so it is slow."""
 import numpy as np
 import pytest
 
-from bmpose import config
 from bmpose.errors import BmposeError
 
 pytestmark = pytest.mark.slow
-SMALL = "hrnet_small_128x96"
 
 
 @pytest.fixture(scope="module")
-def cfg(tmp_path_factory):
-    """INT8 batch-1 bmodels of the small model (its trained checkpoint) for both chips, in a private
-    artifacts dir."""
-    from bmpose.cli.build import main as build
-
-    root = tmp_path_factory.mktemp("backend_artifacts")
-    assert build(["--precision", "int8", "--model", SMALL, "--artifacts-dir", str(root), "--chips", "bm1684",
-                  "bm1684x", "--batches", "1", "--no-report"]) == 0
-    return config.load(SMALL, artifacts=root)
+def cfg(small):
+    """The run's shared build of the small model (conftest's `small`): its INT8 batch-1 bmodels for both chips."""
+    return small
 
 
 @pytest.mark.parametrize("chip", ["bm1684", "bm1684x"])
@@ -33,7 +25,7 @@ def test_mlir_equals_cmodel(cfg, chip):
     from bmpose.weights.fixture import realistic_inputs
     from bmpose.experiments.bench import cmodel_seconds_per_crop
 
-    b = next(b for b in list_bmodels(cfg) if b["chip"] == chip and b["precision"] == "int8")
+    b = next(b for b in list_bmodels(cfg) if b["chip"] == chip and b["precision"] == "int8" and b["batch"] == 1)
     x = realistic_inputs(cfg, 2, 7)
     ml = open_backend(b["tpu_mlir"], chip, kind="mlir")
     with multiprocessing.get_context("spawn").Pool(1) as cmodel_process:
@@ -77,7 +69,7 @@ def test_mlir_worker_pool_gives_the_same_heatmaps(cfg):
     from bmpose.weights.fixture import realistic_inputs
     from bmpose.runtime.predict import run_batches
 
-    b = next(b for b in list_bmodels(cfg) if b["chip"] == "bm1684")
+    b = next(b for b in list_bmodels(cfg) if b["chip"] == "bm1684" and b["precision"] == "int8" and b["batch"] == 1)
     x = realistic_inputs(cfg, 6, 3)
     alone = run_batches(open_backend(b["tpu_mlir"], "bm1684", kind="mlir"), x, progress=False)
     pooled_backend = mlir.MlirBackend(b["tpu_mlir"], "bm1684", workers=2)

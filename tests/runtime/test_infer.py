@@ -113,11 +113,9 @@ def test_unknown_artifact(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def rtmpose(tmp_path_factory):
-    from bmpose.convert.export import ensure_onnx
-
-    cfg = config.load("rtmpose-t_256x192", artifacts=tmp_path_factory.mktemp("rtmpose"))
-    return cfg, ensure_onnx(cfg, batches=(1,), verbose=False)[1]
+def rtmpose(rtmpose_onnx):
+    """The run's shared RTMPose-t export (conftest's `rtmpose_onnx`)."""
+    return rtmpose_onnx, rtmpose_onnx.layout.onnx_file(1)
 
 
 @pytest.mark.parametrize("flip", [False, True])
