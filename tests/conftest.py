@@ -20,6 +20,15 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def default_artifacts(tmp_path_factory) -> Path:
+    """The default artifacts root ($BMPOSE_ARTIFACTS, inherited by every bmpose a test starts) is a folder of the
+    run's basetemp: no test reads or writes the repository's artifacts/, where a developer's own builds live."""
+    root = tmp_path_factory.mktemp("default_artifacts", numbered=False)
+    os.environ["BMPOSE_ARTIFACTS"] = str(root)
+    return root
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     return DATA
