@@ -41,6 +41,9 @@ DEFAULT_TOLERANCES = {
     "bf16_cos_random": 0.90,
 }
 DEFAULT_CALIBRATION = {"method": "kl", "num": 100, "seed": 0}
+# what a deploy yaml may say besides its network (mmpose_config:, or onnx: with onnx_config.ONNX_KEYS)
+DEPLOY_KEYS = frozenset({"name", "checkpoint", "chips", "batches", "tolerances", "calibration", "qtable"})
+MAX_BATCH = 256
 
 
 def artifacts_root() -> Path:
@@ -145,6 +148,20 @@ def list_models() -> list[str]:
     return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
 
 
+def check_keys(path: Path, mapping: dict, known, where: str = "") -> None:
+    """One line for the first key a reader does not know, with the nearest known one: a typo (flip_tset:,
+    checkpiont:) must not silently change what is built."""
+    import difflib
+
+    known = sorted(str(k) for k in known)
+    for key in mapping:
+        if str(key) not in known:
+            near = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            raise BmposeError(f"{path}: unknown key {key!r}{f' in {where}' if where else ''}{hint} "
+                              f"(known: {', '.join(known)})")
+
+
 def read_yaml(path: Path, keys: str) -> dict:
     """A config yaml as a mapping; one line naming the file when it is not valid YAML or not a mapping."""
     try:
@@ -167,12 +184,15 @@ def load(model: str | os.PathLike | None = None, artifacts: str | os.PathLike | 
         raise BmposeError(f"{path}: no such deploy config (known models: {', '.join(list_models())})")
     raw = read_yaml(path, "mmpose_config: or onnx:, chips:, ...")
     root = Path(artifacts).expanduser().absolute() if artifacts else artifacts_root()
+    _check_common(raw, path)
     if "onnx" in raw:
-        from bmpose.onnx_config import onnx_facts
+        from bmpose.onnx_config import ONNX_KEYS, onnx_facts
 
+        check_keys(path, raw, DEPLOY_KEYS | ONNX_KEYS)
         mm_path, facts = None, onnx_facts(raw, path)
         checkpoint = str(facts["onnx"])   # the weights are in the file
     elif "mmpose_config" in raw:
+        check_keys(path, raw, DEPLOY_KEYS | {"mmpose_config"})
         mm_path = resolve_mmpose_config(raw["mmpose_config"], path.parent)
         facts = mmpose_facts(mm_path, cache=root / ".cache")
         checkpoint = _checkpoint_ref(str(raw.get("checkpoint", "fixture")), path.parent)
@@ -201,6 +221,21 @@ def load(model: str | os.PathLike | None = None, artifacts: str | os.PathLike | 
         root=root,
         **{k: facts[k] for k in ("onnx", "dataset", "evaluator", "bbox_score_thr") if k in facts},
     )
+
+
+def _check_common(raw: dict, path: Path) -> None:
+    """The keys every deploy yaml shares: nested keys known, chips known, batches positive."""
+    from bmpose.chips import CHIPS
+
+    check_keys(path, raw.get("tolerances") or {}, DEFAULT_TOLERANCES, "tolerances")
+    check_keys(path, raw.get("calibration") or {}, DEFAULT_CALIBRATION, "calibration")
+    chips = raw.get("chips", [])
+    bad = [c for c in chips if c not in CHIPS] if isinstance(chips, list) else [chips]
+    if bad:
+        raise BmposeError(f"{path}: chips: {bad[0]!r} is not a chip bmpose builds for ({', '.join(CHIPS)})")
+    batches = raw.get("batches", [1])
+    if not (isinstance(batches, list) and batches and all(type(b) is int and 1 <= b <= MAX_BATCH for b in batches)):
+        raise BmposeError(f"{path}: batches must be a list of batch sizes from 1 to {MAX_BATCH}, got {batches!r}")
 
 
 def _checkpoint_ref(ref: str, base: Path) -> str:

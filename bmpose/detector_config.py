@@ -27,7 +27,7 @@ from functools import cached_property
 from pathlib import Path
 
 from bmpose.chips import CHIPS, PRECISIONS
-from bmpose.config import CONFIG_DIR, artifacts_root, read_yaml
+from bmpose.config import CONFIG_DIR, artifacts_root, check_keys, read_yaml
 from bmpose.errors import BmposeError
 from bmpose.pose.detect import DECODERS
 
@@ -162,6 +162,10 @@ def _number(raw: dict, key: str, default: float, path: Path, lo: float = 0.0, hi
     return float(v)
 
 
+DETECTOR_KEYS = ("name", "onnx", "input_size", "decoder", "letterbox", "preprocess", "classes", "strides", "precisions",
+                 "tolerances", "calibration", "score_thr", "nms_iou", "eval_score_thr", "int8_float_stem")
+
+
 def load_detector_spec(spec: str, artifacts=None) -> DetectorConfig:
     """`detector:NAME` (a name or a yaml path; empty: the bundled default), as --boxes gives it;
     `detector:NAME@<chip>_<precision>` runs that bmodel of it (built by `bmpose detector`)."""
@@ -182,6 +186,10 @@ def load_detector(ref: str | os.PathLike | None = None, artifacts: str | os.Path
     if not path.is_file():
         raise BmposeError(f"{path}: no such detector config (bundled: {', '.join(list_detectors())})")
     raw = read_yaml(path, "onnx:, input_size:, decoder:, ...")
+    check_keys(path, raw, DETECTOR_KEYS)
+    check_keys(path, raw.get("letterbox") or {}, ("align", "pad_value"), "letterbox")
+    check_keys(path, raw.get("preprocess") or {}, ("bgr_to_rgb", "scale", "mean", "std"), "preprocess")
+    check_keys(path, raw.get("calibration") or {}, ("method", "num"), "calibration")
     if "onnx" not in raw:
         raise BmposeError(f"{path}: missing key 'onnx' (the detector's ONNX file)")
     onnx = Path(str(raw["onnx"])).expanduser()

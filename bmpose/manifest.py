@@ -148,7 +148,20 @@ def up_to_date(out_dir: str | os.PathLike, inputs: Mapping, options: Mapping) ->
         and m.get("options") == jsonable(dict(options))
         and m.get("tools") == tool_versions()
     )
-    return same and all((Path(out_dir) / o).exists() for o in m.get("outputs", {}))
+    return same and outputs_intact(out_dir, m)
+
+
+def outputs_intact(out_dir: str | os.PathLike, m: Mapping) -> bool:
+    """Every output the manifest records is there with the bytes it recorded: a truncated or edited bmodel or
+    ONNX is not "up to date" (it is rebuilt, and never shipped). The content hashes are cached per (path, size,
+    mtime) within a process, so a no-op run hashes each file once."""
+    for name, digest in m.get("outputs", {}).items():
+        try:
+            if sha256_file(Path(out_dir) / name) != digest:
+                return False
+        except FileNotFoundError:
+            return False
+    return True
 
 
 def write_manifest(out_dir: str | os.PathLike, *, stage: str, inputs: Mapping, options: Mapping,

@@ -25,13 +25,23 @@ from bmpose.errors import BmposeError
 CODECS = ("MSRAHeatmap", "UDPHeatmap")
 CODEC_EXAMPLE = "{type: MSRAHeatmap, input_size: [192, 256], heatmap_size: [48, 64], sigma: 2}"
 INLINE_DATASET_KEYS = ("keypoint_names", "flip_pairs", "skeleton", "sigmas")
+ONNX_KEYS = frozenset({"onnx", "codec", "data_preprocessor", "dataset", "test_cfg", "val_evaluator", "bbox_score_thr"})
+# mmpose's own argument names (MSRAHeatmap / UDPHeatmap __init__), so a codec copied from a config passes
+CODEC_KEYS = frozenset({"type", "input_size", "heatmap_size", "sigma", "unbiased", "blur_kernel_size",
+                        "heatmap_type", "radius_factor"})
 
 
 def onnx_facts(raw: dict, path: Path) -> dict:
     """What bmpose reads from an `onnx:` yaml, checked; one-line errors naming the yaml."""
+    from bmpose.config import check_keys
+
     test = raw.get("test_cfg") or {}
     if not isinstance(test, dict):
         raise BmposeError(f"{path}: test_cfg must be a mapping (flip_test, shift_heatmap)")
+    check_keys(path, test, ("flip_test", "shift_heatmap", "flip_mode"), "test_cfg")
+    check_keys(path, raw.get("data_preprocessor") or {}, ("type", "mean", "std", "bgr_to_rgb"), "data_preprocessor")
+    if isinstance(raw.get("codec"), dict):
+        check_keys(path, raw["codec"], CODEC_KEYS, "codec")
     pre = _preprocessor(raw.get("data_preprocessor"), path)
     return {"onnx": _onnx_file(raw["onnx"], path), "codec": _codec(raw.get("codec"), path), **pre,
             "flip_test": bool(test.get("flip_test", False)), "shift_heatmap": bool(test.get("shift_heatmap", False)),

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import shutil
 
+import pytest
+
 from bmpose import config
+from bmpose.errors import BmposeError
 
 
 def test_facts_cache_equals_a_fresh_read_and_follows_edits(tmp_path, monkeypatch):
@@ -63,3 +66,56 @@ def test_the_artifacts_root_is_the_configs_own(tmp_path, monkeypatch):
     assert cfg.root == tmp_path / "given" and cfg.artifacts == tmp_path / "given" / "hrnet_small_128x96"
     monkeypatch.delenv("BMPOSE_ARTIFACTS")
     assert config.load("hrnet_small_128x96").root == config.ROOT / "artifacts"
+
+
+def _yaml_beside_the_small_config(tmp_path, edit):
+    """configs/hrnet_small_128x96.yaml with `edit` applied, as a yaml of its own (its paths made absolute)."""
+    import yaml
+
+    doc = yaml.safe_load((config.CONFIG_DIR / "hrnet_small_128x96.yaml").read_text())
+    doc["mmpose_config"] = str(config.CONFIG_DIR / doc["mmpose_config"])
+    doc["checkpoint"] = str(config.CONFIG_DIR / doc["checkpoint"])
+    edit(doc)
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d.__setitem__("checkpiont", d.pop("checkpoint")),
+     "unknown key 'checkpiont'; did you mean 'checkpoint'?"),
+    (lambda d: d.__setitem__("chipz", d.pop("chips")), "unknown key 'chipz'; did you mean 'chips'?"),
+    (lambda d: d["tolerances"].__setitem__("int8_coss", 0.9), "unknown key 'int8_coss' in tolerances; did you mean"),
+    (lambda d: d["calibration"].__setitem__("nun", 5), "unknown key 'nun' in calibration; did you mean 'num'?"),
+    (lambda d: d.__setitem__("batches", [0]), "batches must be a list of batch sizes from 1 to 256, got [0]"),
+    (lambda d: d.__setitem__("batches", [-4]), "batches must be a list of batch sizes from 1 to 256, got [-4]"),
+    (lambda d: d.__setitem__("chips", ["bm1686"]), "chips: 'bm1686' is not a chip"),
+])
+def test_a_typo_or_bad_value_in_a_deploy_yaml_is_one_line_naming_file_and_key(tmp_path, edit, message):
+    """Before: `checkpiont:` silently built from random weights, `chipz:` and `batches: [0]` passed or crashed."""
+    path = _yaml_beside_the_small_config(tmp_path, edit)
+    with pytest.raises(BmposeError) as e:
+        config.load(path, artifacts=tmp_path / "artifacts")
+    assert str(e.value).startswith(f"{path}: ") and message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_an_onnx_yaml_with_a_misspelt_test_cfg_or_codec_key_is_refused(tmp_path):
+    """`flip_tset:` silently turned the flip test off; a codec's unknown argument passed."""
+    import yaml
+
+    (tmp_path / "net.onnx").write_bytes(b"an onnx file")
+    doc = {"onnx": "net.onnx", "codec": {"type": "MSRAHeatmap", "input_size": [96, 128], "heatmap_size": [24, 32]},
+           "data_preprocessor": {"mean": [1, 2, 3], "std": [1, 1, 1], "bgr_to_rgb": True},
+           "test_cfg": {"flip_tset": True}}
+    path = tmp_path / "net.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(BmposeError, match=r"unknown key 'flip_tset' in test_cfg; did you mean 'flip_test'\?"):
+        config.load(path, artifacts=tmp_path)
+    doc["test_cfg"] = {"flip_test": True}
+    doc["codec"]["bogus_arg"] = 1
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(BmposeError, match=r"unknown key 'bogus_arg' in codec"):
+        config.load(path, artifacts=tmp_path)
+    del doc["codec"]["bogus_arg"]
+    path.write_text(yaml.safe_dump(doc))
+    assert config.load(path, artifacts=tmp_path).flip_test is True

@@ -25,6 +25,10 @@ def test_bundled_yolox_nano():
     ("onnx: m.onnx\ninput_size: [416, 416]\ndecoder: yolov8\nletterbox: {align: left}\n", "letterbox align 'left'"),
     ("onnx: m.onnx\ninput_size: [416, 416]\ndecoder: yolov8\npreprocess: {mean: [1, 2]}\n", "mean must be three"),
     ("onnx: [", "not valid YAML"),
+    ("onnx: m.onnx\ninput_size: [416, 416]\ndecoder: yolox\nscore_thresh: 0.5\n",
+     "unknown key 'score_thresh'; did you mean 'score_thr'?"),
+    ("onnx: m.onnx\ninput_size: [416, 416]\ndecoder: yolox\npreprocess: {bgr2rgb: true}\n",
+     "unknown key 'bgr2rgb' in preprocess; did you mean 'bgr_to_rgb'?"),
 ])
 def test_bad_yaml_one_line(tmp_path, text, match):
     shutil.copy(load_detector().onnx, tmp_path / "m.onnx")

@@ -58,6 +58,24 @@ def test_changed_options_or_missing_output_or_tools_rebuild(stage, monkeypatch):
     assert not up_to_date(out, {"src": src}, {"batch": 1})
 
 
+@pytest.mark.parametrize("damage", ["truncate", "same_size_edit"])
+def test_an_output_that_is_not_the_recorded_bytes_is_not_up_to_date(stage, damage):
+    """A truncated bmodel or ONNX (e.g. `truncate -s 1000000`, a copy cut short) is rebuilt, not shipped: the
+    output's content hash is checked against the manifest, by up_to_date and by the cheap deep check alike."""
+    from bmpose.convert.steps import deep_fresh
+
+    src, out, build = stage
+    build()
+    assert up_to_date(out, {"src": src}, {"batch": 1}) and deep_fresh(out)
+    f = out / "result.bin"
+    if damage == "truncate":
+        os.truncate(f, 3)
+    else:
+        f.write_text(f.read_text().lower())
+    assert not up_to_date(out, {"src": src}, {"batch": 1})
+    assert not deep_fresh(out)
+
+
 def test_missing_input_is_not_up_to_date(stage):
     src, out, build = stage
     build()

@@ -103,7 +103,11 @@ def open_detector(cfg, spec: str):
 
 
 def main(argv=None) -> int:
+    from bmpose.device.inputs import check_out_dir
+
     args = parse_args(argv if argv is not None else sys.argv[1:])
+    dets = args.boxes[5:] if (args.boxes or "").startswith("dets:") else None
+    check_out_dir(args.out, args.images, args.coco_ann, args.coco_img, dets)
     cfg = load_model(args)
     if args.images and is_video(args.images):
         return infer_video(cfg, args)

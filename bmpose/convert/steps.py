@@ -16,8 +16,8 @@ import numpy as np
 from bmpose import compare
 from bmpose.errors import BmposeError
 from bmpose.pose.pipeline import join_outputs
-from bmpose.manifest import (atomic_dir, jsonable, locked, read_manifest, sha256_file, tool_versions, up_to_date,
-                             write_manifest)
+from bmpose.manifest import (atomic_dir, jsonable, locked, outputs_intact, read_manifest, sha256_file, tool_versions,
+                             up_to_date, write_manifest)
 from bmpose.tpu_mlir.runner import dot_shim, run_tool
 
 CALI_METHODS = ("kl", "mse", "max", "percentile9999", "aciq_laplace", "aciq_gauss")
@@ -60,7 +60,7 @@ def deep_fresh(out_dir: Path, options: dict | None = None, _seen: set | None = N
         return False
     if options is not None and m.get("options") != jsonable(options):
         return False
-    if not all((out_dir / o).exists() for o in m.get("outputs", {})):
+    if not outputs_intact(out_dir, m):
         return False
     for rec in m.get("inputs", {}).values():
         p = Path(rec["path"])

@@ -25,8 +25,8 @@ from ..pose.detect import detect_frame
 from ..pose.errors import PoseError
 from ..pose.image_io import read_image
 from ..pose.results import to_coco_results
-from .inputs import (Ahead, FrameWriter, capture_frames, image_id_of, is_video, list_images, load_detections,
-                     open_capture, open_writer, video_facts)
+from .inputs import (Ahead, FrameWriter, capture_frames, check_out_dir, image_id_of, is_video, list_images,
+                     load_detections, open_capture, open_writer, video_facts)
 
 # sophon-demo's per-stage table, with the detector's stages beside the pose model's
 STAGES = (("decode", "decode"), ("det_pre", "detector preprocess"), ("det_infer", "detector inference"),
@@ -288,6 +288,8 @@ def main(argv=None, bundle_dir=None) -> int:
     try:
         meta = load_bundle(bundle_dir)
         args = parse_args(sys.argv[1:] if argv is None else argv, meta, bundle_dir)
+        check_out_dir(args.out, args.input, args.boxes if args.boxes not in ("detector", "image") else None,
+                      args.bmodel, getattr(args, "det_bmodel", None), bundle_dir / "bmodel.py")
         spec = pose_spec(meta)
         from .sail_runner import SailRunner
 

@@ -73,6 +73,36 @@ def load_detections(path, files: list, score_thr: float = 0.0, category_id: int 
     return out
 
 
+def check_out_dir(out, *inputs) -> Path:
+    """The --out folder is replaced whole when a run ends: refuse, before any work, every folder whose
+    replacement would take the user's data with it (the host's `bmpose infer` and the bundle's bmodel.py share
+    this). -> the folder, resolved."""
+    path = Path(out).expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise PoseError(f"{out}: --out names an existing file; it takes a folder (replaced whole by each run)")
+    if path == Path.cwd().resolve() or path.parent == path or path == _home():
+        raise PoseError(f"{out}: --out would replace this whole folder; name a folder of its own (default "
+                        f"vis_results)")
+    for given in inputs:
+        if given is None or "://" in str(given) or str(given).isdigit():   # a stream or a camera index
+            continue
+        src = Path(given).expanduser().resolve()
+        if src == path or path in src.parents:
+            raise PoseError(f"{out}: --out holds the input {given}, which replacing it would delete; name "
+                            f"another folder")
+    if path.is_dir() and any(path.iterdir()) and not (path / "results.json").is_file():
+        raise PoseError(f"{out}: --out is a folder with other files (not an earlier output: no results.json); "
+                        f"it is replaced whole, so name a new or empty folder")
+    return path
+
+
+def _home():
+    try:
+        return Path.home().resolve()
+    except (KeyError, RuntimeError):   # no HOME and no passwd entry (a service on the box)
+        return None
+
+
 def finite_number(v) -> bool:
     """A finite JSON number (Python's json reads NaN and Infinity; a huge int does not fit a float). The host's
     COCO loader (bmpose.cocodata) uses this one too."""

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bmpose.device.inputs import finite_number
 from bmpose.errors import BmposeError
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
@@ -62,6 +63,26 @@ def check_results(results: list, gt_coco, source: str) -> None:
         if num_kpts and len(r["keypoints"]) != 3 * num_kpts:
             raise BmposeError(f"{source}: result {i} has {len(r['keypoints'])} keypoint values, expected "
                               f"{3 * num_kpts}")
+        # COCOeval takes NaN without a word and scores it (a NaN coordinate raised AP 0.79 -> 0.90): refuse it
+        if not (isinstance(r["keypoints"], list) and all(finite_number(v) for v in r["keypoints"])):
+            raise BmposeError(f"{source}: result {i} (image {r['image_id']}): keypoints must be finite numbers")
+        if not finite_number(r["score"]):
+            raise BmposeError(f"{source}: result {i} (image {r['image_id']}): score must be a finite number, got "
+                              f"{r['score']!r}")
+
+
+def check_scorable(gt_coco, gt, image_ids=None) -> None:
+    """AP over no person is undefined (COCOeval says -1, which reads as a number): say so, and name a person
+    annotation that lacks the area OKS needs instead of a KeyError."""
+    ids = None if image_ids is None else {int(i) for i in image_ids}
+    persons = [a for a in gt_coco.dataset["annotations"] if ids is None or a.get("image_id") in ids]
+    for a in persons:
+        if "area" not in a and not a.get("iscrowd"):
+            raise BmposeError(f"{gt}: annotation {a.get('id')} (image {a.get('image_id')}) has no 'area' (COCO's "
+                              f"OKS divides by each person's area)")
+    if not any(not a.get("iscrowd") and a.get("num_keypoints", 0) > 0 for a in persons):
+        raise BmposeError(f"{gt}: no scorable persons (every person is crowd or has no labelled keypoint): "
+                          f"keypoint AP is undefined")
 
 
 def coco_keypoint_ap(gt: str | Path, results: str | Path | list, sigmas=None, use_area: bool = True,
@@ -75,6 +96,7 @@ def coco_keypoint_ap(gt: str | Path, results: str | Path | list, sigmas=None, us
     if not isinstance(results, list):
         results = _load_json(results, "results file")
     check_results(results, gt_coco, source)
+    check_scorable(gt_coco, gt, image_ids)
     sigmas = None if sigmas is None else np.asarray(sigmas, dtype=np.float64)  # None: COCO's own sigmas
     out = io.StringIO()
     with contextlib.redirect_stdout(out if not verbose else sys.stdout):

@@ -1,9 +1,10 @@
 """Other mmpose top-down heatmap architectures than HRNet, and the diagnosis line of a failed INT8 build.
 
 Slow: SimpleBaseline ResNet-50 and SE-ResNet-50 (configs/res50_128x96.yaml, seresnet50_128x96.yaml) with the
-random-init fixture weights, exported and built to FP32 and INT8 (calibrated on 8 crops) for BM1684X at batch 1,
-each in a private artifacts dir: no TPU-MLIR tool may fail, and each bmodel passes bmpose's own gate. Fast: the diagnosis of an
-INT8 build that fails TPU-MLIR's per-layer check or bmpose's gate, on the toy graph (conftest.py).
+random-init fixture weights, exported and built to FP32 and INT8 (calibrated on 8 crops) for BM1684X at
+batch 1, each in a private artifacts dir: no TPU-MLIR tool may fail, and each bmodel passes bmpose's own gate.
+Fast: the diagnosis of an INT8 build that fails TPU-MLIR's per-layer check or bmpose's gate, on the toy graph
+(conftest.py).
 """
 from __future__ import annotations
 

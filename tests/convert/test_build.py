@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import html.parser
 import json
+import os
 import re
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from bmpose.cli import build as build_cli
 from bmpose.tpu_mlir.mlirgraph import read_graph
 from bmpose.convert.qtable import auto_tail, build_qtable
 from bmpose.errors import BmposeError
-from bmpose.manifest import read_manifest
+from bmpose.manifest import read_manifest, sha256_file
 from helpers import SMALL, assert_random_weight_gates_passed, copy_stages
 
 W32 = "hrnet_w32_256x192"
@@ -269,6 +270,25 @@ def test_small_qtable_change_redeploys_only(small, tmp_path):
     m = read_manifest(d)
     assert name in m["fp32_layers"] and m["qtable_origin"][str(extra)] == [name]
     assert read_graph(d / m["tpu_mlir"]).op(name).quant == "F32"
+
+
+@pytest.mark.slow
+def test_a_truncated_bmodel_or_onnx_is_rebuilt_not_reused(small, tmp_path, capsys):
+    """`truncate -s 1000000` on a built bmodel (and on its ONNX) in a copy of the shared build: the next
+    `make int8` exports and deploys them again, to the recorded bytes, instead of calling them up to date."""
+    stages = ("onnx", "calib", "cali_inputs", "mlir/b1", "cali_table/kl_n100", "bm1684x_int8_b1")
+    cfg = config.load(SMALL, artifacts=copy_stages(small.root, tmp_path, SMALL, stages).parent)
+    bmodel = cfg.layout.bmodel("bm1684x", "int8", 1) / cfg.layout.bmodel_name("bm1684x", "int8", 1)
+    onnx = cfg.layout.onnx_file(1)
+    want = {f: (f.stat().st_size, read_manifest(f.parent)["outputs"][f.name]) for f in (bmodel, onnx)}
+    for f in want:
+        os.truncate(f, min(1_000_000, f.stat().st_size // 2))
+    assert build_cli.main(["--precision", "int8", "--model", SMALL, "--artifacts-dir", str(cfg.root), "--chips",
+                           "bm1684x", "--batches", "1", "--no-report"]) == 0
+    out = capsys.readouterr().out
+    assert "onnx is up to date" not in out and f"{bmodel.name}: built" in out, out
+    for f, (size, digest) in want.items():
+        assert f.stat().st_size == size and sha256_file(f) == digest == read_manifest(f.parent)["outputs"][f.name]
 
 
 # ------------------------------------------------------------------------------------------ HRNet-W32 (slow)

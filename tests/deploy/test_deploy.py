@@ -10,6 +10,7 @@ of the run's shared builds (conftest's `small` and `detector`) serves every test
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -125,7 +126,8 @@ def test_bundle_equals_bmpose_infer_on_the_cmodel(small, bundles, tmp_path, batc
     assert f"batch {batch}" in run.stdout and "pose inference" in run.stdout and "per person" in run.stdout
     pictures = sorted(p.name for p in (tmp_path / "device").glob("*.jpg"))
     assert pictures == sorted(p.name for p in (bundle / "images").glob("*.jpg"))
-    ref = _bmpose("infer", "--model", MODEL, "--artifacts-dir", small.root, "--backend", "bmodel", bmodel, "--images", bundle / "images",
+    ref = _bmpose("infer", "--model", MODEL, "--artifacts-dir", small.root,
+                  "--backend", "bmodel", bmodel, "--images", bundle / "images",
                   "--boxes", f"dets:{bundle / 'images' / 'boxes.json'}", "--allow-slow", "--no-vis",
                   "--out", tmp_path / "host", env={**os.environ, "BMPOSE_NO_SAIL": "1"})
     assert ref.returncode == 0, ref.stderr
@@ -138,7 +140,8 @@ def test_bmpose_infer_backend_sail_runs_the_bundles_runner(small, bundles, tmp_p
     bundle = bundles["bm1684x"]
     bmodel = bundle / "models" / f"{MODEL}_bm1684x_int8_b4.bmodel"
     env = {**os.environ, "PYTHONPATH": f"{STANDIN}{os.pathsep}{ROOT}", "SAIL_STANDIN_ENGINE": "cmodel"}
-    host = _bmpose("infer", "--model", MODEL, "--artifacts-dir", small.root, "--backend", "sail", bmodel, "--images", bundle / "images",
+    host = _bmpose("infer", "--model", MODEL, "--artifacts-dir", small.root,
+                   "--backend", "sail", bmodel, "--images", bundle / "images",
                    "--boxes", f"dets:{bundle / 'images' / 'boxes.json'}", "--allow-slow", "--no-vis",
                    "--out", tmp_path / "host", env=env)
     assert host.returncode == 0, host.stderr
@@ -188,7 +191,8 @@ def test_bundle_detects_then_poses_a_video_as_bmpose_infer_does(small, bundles, 
     assert run.returncode == 0, run.stderr
     assert "3 frames" in run.stdout and "detector inference" in run.stdout and "per frame" in run.stdout
     assert _frame_count(tmp_path / "device" / "annotated.mp4") == 3
-    ref = _bmpose("infer", "--model", MODEL, "--artifacts-dir", small.root, "--backend", "bmodel", pose, "--images", clip,
+    ref = _bmpose("infer", "--model", MODEL, "--artifacts-dir", small.root,
+                  "--backend", "bmodel", pose, "--images", clip,
                   "--boxes", f"detector:yolox_nano_416@{build}",
                   "--allow-slow", "--out", tmp_path / "host", env={**os.environ, "BMPOSE_NO_SAIL": "1"})
     assert ref.returncode == 0, ref.stderr
@@ -205,7 +209,8 @@ def test_bundle_under_python38_equals_bmpose_infer_onnx(small, bundles, bundle_p
     run = _run_bundle(bundle, "--no-vis", "--out", tmp_path / "device", python=bundle_py38, engine=f"onnx:{onnx}",
                       target="BM1684", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
-    ref = _bmpose("infer", "--model", MODEL, "--artifacts-dir", small.root, "--backend", "onnx", onnx, "--images", bundle / "images",
+    ref = _bmpose("infer", "--model", MODEL, "--artifacts-dir", small.root,
+                  "--backend", "onnx", onnx, "--images", bundle / "images",
                   "--boxes", f"dets:{bundle / 'images' / 'boxes.json'}", "--no-vis", "--out", tmp_path / "host")
     assert ref.returncode == 0, ref.stderr
     _assert_same(tmp_path / "device" / "results.json", tmp_path / "host" / "results.json")
@@ -296,6 +301,13 @@ def test_device_side_errors_are_one_line(small, bundles, tmp_path):
         lines = run.stderr.strip().splitlines()
         assert lines[-1].startswith("bmodel.py: error: ") and message in lines[-1], (args, run.stderr)
         assert "Traceback" not in run.stderr and not out.exists()
+    # --out naming the input folder would replace the user's pictures: refused, the folder byte-identical
+    photos = tmp_path / "photos"
+    shutil.copytree(bundle / "images", photos)
+    before = {p.name: p.read_bytes() for p in photos.iterdir()}
+    run = _run_bundle(bundle, "--input", photos, "--out", photos, engine=onnx, cwd=tmp_path)
+    assert run.returncode == 1 and run.stderr.count("\n") == 1 and "--out holds the input" in run.stderr
+    assert {p.name: p.read_bytes() for p in photos.iterdir()} == before
     # a bmodel for the chip, on a device of the other chip
     run = _run_bundle(bundle, "--out", tmp_path / "vis", engine=onnx, target="BM1684", cwd=tmp_path)
     assert run.returncode == 1 and "but device 0 is a bm1684" in run.stderr

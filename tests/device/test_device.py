@@ -3,6 +3,7 @@ import json
 import struct
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -273,3 +274,43 @@ def test_integer_inputs_are_accepted(standin):
     y = r.run(x)
     assert r.engine._impl.fed.dtype == np.int8
     np.testing.assert_allclose(y, _reference(np.round(x / 0.5) * 0.5), rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------ --out: replaced whole, so never the user's data
+
+def _tree(root: Path) -> dict:
+    return {str(p.relative_to(root)): p.read_bytes() if p.is_file() else None for p in sorted(root.rglob("*"))}
+
+
+@pytest.mark.parametrize("case", ["same", "parent", "file", "cwd", "foreign"])
+def test_an_out_folder_that_holds_user_data_is_refused_and_left_alone(tmp_path, monkeypatch, case):
+    from bmpose.device.inputs import check_out_dir
+
+    photos = tmp_path / "photos"
+    (photos / "sub").mkdir(parents=True)
+    (photos / "a.jpg").write_bytes(b"jpeg bytes")
+    (photos / "sub" / "keep.txt").write_text("mine")
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(photos if case == "cwd" else tmp_path / "work")
+    out, message = {"same": (photos, "holds the input"), "parent": (tmp_path, "holds the input"),
+                    "file": (photos / "a.jpg", "names an existing file"),
+                    "cwd": (Path("."), "would replace this whole folder"),
+                    "foreign": (photos / "sub", "not an earlier output")}[case]
+    before = _tree(tmp_path)
+    with pytest.raises(PoseError, match=message) as e:
+        check_out_dir(out, photos)
+    assert str(out) in str(e.value) and "\n" not in str(e.value)
+    assert _tree(tmp_path) == before
+
+
+def test_a_new_empty_or_earlier_out_folder_is_taken(tmp_path):
+    from bmpose.device.inputs import check_out_dir
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    assert check_out_dir(photos / "vis", photos) == (photos / "vis").resolve()   # inside the input: fine
+    (tmp_path / "empty").mkdir()
+    assert check_out_dir(tmp_path / "empty", photos) == (tmp_path / "empty").resolve()
+    (tmp_path / "earlier").mkdir()
+    (tmp_path / "earlier" / "results.json").write_text("[]")
+    assert check_out_dir(tmp_path / "earlier", photos, "rtsp://camera/1", "0") == (tmp_path / "earlier").resolve()

@@ -103,6 +103,43 @@ def test_bad_results_file(mmpose_coco, tmp_path, content, match):
         evaluate.coco_keypoint_ap(mmpose_coco / "test_coco.json", bad)
 
 
+@pytest.mark.parametrize("field, value, match", [
+    ("keypoints", float("nan"), "keypoints must be finite numbers"),   # scored AP 0.90 against 0.79 before
+    ("keypoints", float("inf"), "keypoints must be finite numbers"),
+    ("score", float("nan"), "score must be a finite number"),
+    ("score", "0.9", "score must be a finite number, got '0.9'"),         # a TypeError before
+])
+def test_a_non_finite_or_string_value_in_results_is_refused(mmpose_coco, tmp_path, field, value, match):
+    res = _gt_as_results(mmpose_coco / "test_coco.json")
+    if field == "keypoints":
+        res[1]["keypoints"][4] = value
+    else:
+        res[1]["score"] = value
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(res))   # json writes NaN / Infinity, and reads them back
+    with pytest.raises(BmposeError, match=f"bad.json: result 1 .*{match}") as e:
+        evaluate.coco_keypoint_ap(mmpose_coco / "test_coco.json", bad)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda a: a.update(iscrowd=1), "no scorable persons"),
+    (lambda a: a.update(num_keypoints=0), "no scorable persons"),
+    (lambda a: a.pop("area"), "has no 'area'"),
+])
+def test_annotations_without_a_scorable_person_are_refused_not_scored_minus_one(mmpose_coco, tmp_path, change,
+                                                                                match):
+    gt = json.loads((mmpose_coco / "test_coco.json").read_text())
+    results = _gt_as_results(mmpose_coco / "test_coco.json")
+    for a in gt["annotations"]:
+        change(a)
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps(gt))
+    with pytest.raises(BmposeError, match=match) as e:
+        evaluate.coco_keypoint_ap(path, results)
+    assert str(e.value).startswith(str(path)) and "\n" not in str(e.value)
+
+
 def test_missing_gt(tmp_path, mmpose_coco):
     with pytest.raises(BmposeError, match="annotation file not found"):
         evaluate.coco_keypoint_ap(tmp_path / "nope.json", mmpose_coco / "example_coco_preds.json")

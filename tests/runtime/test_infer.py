@@ -155,3 +155,17 @@ def test_a_codec_and_an_onnx_that_disagree_are_refused_in_one_line(tmp_path, mod
     with pytest.raises(BmposeError, match=rf"m.onnx: {outputs} output\(s\) .* codec needs {3 - outputs}") as e:
         open_model(config.load(model), ["onnx", str(path)], 1)
     assert "\n" not in str(e.value)
+
+
+def test_out_equal_to_the_image_folder_is_refused_and_the_folder_left_byte_identical(tmp_path, coco_mini, capsys):
+    """`bmpose infer --images D --out D` would replace D, the user's pictures with it: one line, exit 1."""
+    from bmpose import cli
+
+    folder = tmp_path / "photos"
+    shutil.copytree(coco_mini[1], folder)
+    (folder / "notes.txt").write_text("mine")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert cli.main(["infer", "--images", str(folder), "--out", str(folder)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("bmpose infer: error: ") and "--out holds the input" in err[0]
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
