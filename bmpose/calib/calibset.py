@@ -38,7 +38,9 @@ def ensure_calib(cfg, spec: str = "coco", *, coco_ann=None, coco_img=None, num: 
         ann_default, img_default = default_coco()
         ann = Path(coco_ann or ann_default)
         img = Path(coco_img or (img_default if coco_ann is None else Path(ann).parent))
-        jobs, info, source_json, files = _coco_jobs(ann, img, num, seed, min_keypoints, min_box)
+        default_size = coco_ann is None and num == int(calcfg.get("num", 100))
+        jobs, info, source_json, files = _coco_jobs(ann, img, num, seed, min_keypoints, min_box,
+                                                    warn_short=not default_size)
         selection = {"num": num, "seed": seed, "min_keypoints": min_keypoints, "min_box": min_box,
                      "balanced": "round-robin over images"}
     else:

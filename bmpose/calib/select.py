@@ -42,14 +42,16 @@ def parse_spec(spec: str) -> tuple[str, Path | None]:
     raise BmposeError(f"--calib {spec!r}: expected coco, dir:PATH or lmdb:PATH")
 
 
-def _coco_jobs(ann, img, num, seed, min_keypoints, min_box):
-    """Selected persons grouped by image (one decode per image): (jobs, selection info, source files)."""
+def _coco_jobs(ann, img, num, seed, min_keypoints, min_box, warn_short: bool = True):
+    """Selected persons grouped by image (one decode per image): (jobs, selection info, source files).
+    `warn_short`: say when fewer than `num` persons are eligible (not for the bundled set at the config's
+    own num, an upper bound every default build would otherwise warn about)."""
     coco = load_coco_keypoints(ann, img)
     eligible = eligible_persons(coco, min_keypoints, min_box)
     if not eligible:
         raise BmposeError(f"{coco.path}: no eligible persons (not crowd, >= {min_keypoints} labelled keypoints, "
                           f"box side >= {min_box:g} px) among {len(coco.annotations)} annotations")
-    if num > len(eligible):
+    if num > len(eligible) and warn_short:
         warnings.warn(f"{coco.path}: --num {num} but only {len(eligible)} eligible persons: using all "
                       f"{len(eligible)}", CalibWarning, stacklevel=3)
     chosen = select_persons(eligible, num, seed)

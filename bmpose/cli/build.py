@@ -89,7 +89,9 @@ class Plan:
                                   f"name one with --chips")
         self.batches = tuple(dict.fromkeys(args.batches or cfg.batches))
         self.method = args.method or cfg.calibration.get("method", "kl")
-        self.num = int(args.num or cfg.calibration.get("num", 100))
+        self.num = int(args.num if args.num is not None else cfg.calibration.get("num", 100))
+        if self.num <= 0:
+            raise BmposeError(f"--num {self.num}: must be positive (calibration persons)")
         self.qtables = ([cfg.qtable] if cfg.qtable else []) + [q.resolve() for q in args.qtable]
         for q in self.qtables:
             if not Path(q).is_file():

@@ -21,6 +21,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from ..pose import draw, pipeline
+from ..pose.crop import box_problem
 from ..pose.detect import detect_frame
 from ..pose.errors import PoseError
 from ..pose.image_io import read_image
@@ -202,9 +203,13 @@ def run(args, meta: dict, runner, spec, out_dir: Path, detector=None) -> dict:
 def _boxes_for(args, image, file, boxes, detector, clock):
     if detector is not None:
         return detector(image, clock)
-    if boxes is not None:
-        return boxes[file]
     h, w = image.shape[:2]
+    if boxes is not None:
+        for bbox, _ in boxes[file]:
+            problem = box_problem(bbox, w, h)
+            if problem:
+                raise PoseError(f"{args.boxes}: {file.name}: box {bbox} {problem}")
+        return boxes[file]
     return [([0.0, 0.0, float(w), float(h)], 1.0)]
 
 

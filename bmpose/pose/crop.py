@@ -22,6 +22,23 @@ class PersonCrop:
     bbox: np.ndarray     # float32 (4,), the box as given (xywh, or xyxy when crop_person(..., xyxy=True))
 
 
+MAX_BOX_TIMES_IMAGE = 100   # a box side beyond this many image sides is a broken box, not a person: its crop's
+                            # scale underflows and the keypoints come back NaN (seen with w, h = 1e12)
+
+
+def box_problem(bbox_xywh, width: int, height: int):
+    """Why a person box cannot be cropped from a width x height image, or None: the host's box checks and the
+    device bundle's share this one rule."""
+    x, y, w, h = (float(v) for v in bbox_xywh)
+    if not (w > 0 and h > 0):
+        return "has zero size"
+    if x >= width or y >= height or x + w <= 0 or y + h <= 0:
+        return f"lies outside its image ({width}x{height})"
+    if max(w, h) > MAX_BOX_TIMES_IMAGE * max(width, height):
+        return f"is over {MAX_BOX_TIMES_IMAGE} times the size of its image ({width}x{height})"
+    return None
+
+
 def center_scale(bbox_xywh, aspect_ratio: float, padding: float = 1.25, *,
                  xyxy: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Box -> (center, scale) float32, padded and widened/heightened to `aspect_ratio` (= w / h).

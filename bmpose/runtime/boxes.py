@@ -84,9 +84,8 @@ def det_score_thr(cfg) -> float:
 
 
 def check_box(box: PersonBox, width: int, height: int) -> None:
-    x, y, w, h = box.bbox
-    if not (w > 0 and h > 0):
-        raise BmposeError(f"{box.source}: box {list(box.bbox)} has zero size")
-    if x >= width or y >= height or x + w <= 0 or y + h <= 0:
-        raise BmposeError(f"{box.source}: box {list(box.bbox)} lies outside its image ({width}x{height}, "
-                          f"{box.file})")
+    from bmpose.pose.crop import box_problem
+
+    problem = box_problem(box.bbox, width, height)
+    if problem:
+        raise BmposeError(f"{box.source}: box {list(box.bbox)} {problem} ({box.file})")

@@ -51,6 +51,14 @@ def test_int8_gate_is_looser_only_for_random_weights():
     assert gate("fp32", "fixture") == {"fp32_cos": 0.99999}   # FP32 has no excuse
 
 
+@pytest.mark.parametrize("num", ["0", "-3"])
+def test_a_calibration_count_below_one_is_refused_before_any_work(num, tmp_path):
+    """`--num 0` used to fall back to the config's 100 and call the build up to date; `--num -3` was refused."""
+    with pytest.raises(BmposeError, match=f"--num {num}: must be positive"):
+        build_cli.main(["--precision", "int8", "--model", SMALL, "--artifacts-dir", str(tmp_path), "--num", num])
+    assert not (tmp_path / SMALL).exists()
+
+
 def test_auto_tail_is_head_conv_and_last_fuse(toy):
     cfg, mlir, _ = toy
     graph = read_graph(mlir / f"{cfg.name}.mlir")

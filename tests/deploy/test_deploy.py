@@ -282,12 +282,17 @@ def test_device_side_errors_are_one_line(small, bundles, tmp_path):
     dets.write_text(json.dumps([{"image_id": 999, "bbox": [1, 2, 30, 40], "score": 0.9}]))
     bad_box = tmp_path / "bad_box.json"
     bad_box.write_text(json.dumps([{"image_id": 139, "bbox": [1, 2, -3, "x"], "score": 0.9}]))
+    far, huge = tmp_path / "far.json", tmp_path / "huge.json"   # both ran before: keypoints near (4964, 4975), NaN
+    far.write_text(json.dumps([{"image_id": 139, "bbox": [5000, 5000, 40, 50], "score": 0.9}]))
+    huge.write_text(json.dumps([{"image_id": 139, "bbox": [0, 0, 1e12, 1e12], "score": 0.9}]))
     cases = [
         (("--bmodel", other), "built for bm1684"),
         (("--input", tmp_path / "missing.jpg"), "missing.jpg: no such image file or folder"),
         (("--input", corrupt), "corrupt.jpg: not a decodable image"),
         (("--boxes", dets), "image_id 999 is not one of the 4 images"),
         (("--boxes", bad_box), "entry 0 (image 139): bbox must be 4 finite numbers"),
+        (("--boxes", far), "box [5000, 5000, 40, 50] lies outside its image"),
+        (("--boxes", huge), "is over 100 times the size of its image"),
         (("--bmodel", tmp_path / "corrupt.jpg"), "not a bmodel"),
         (("--input", tmp_path / "missing.mp4"), "missing.mp4: no such video file"),
         (("--input", corrupt.with_suffix(".mp4")), "corrupt.mp4: OpenCV cannot open this video"),

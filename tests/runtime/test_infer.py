@@ -93,7 +93,9 @@ def test_dets_for_unknown_image(tmp_path, cfg, coco_mini):
         boxes.det_boxes(dets, coco_mini[0], coco_mini[1], 0.0)
 
 
-@pytest.mark.parametrize("bbox,match", [((10, 10, 0, 50), "zero size"), ((5000, 10, 40, 50), "outside")])
+@pytest.mark.parametrize("bbox,match", [((10, 10, 0, 50), "zero size"), ((5000, 10, 40, 50), "outside"),
+                                        ((0, 0, 1e12, 1e12), "over 100 times the size"),
+                                        ((0, 0, 1e300, 1e300), "over 100 times the size")])
 def test_bad_box(cfg, coco_mini, onnx_files, bbox, match):
     f = sorted(coco_mini[1].glob("*.jpg"))[0]
     box = boxes.PersonBox(1, f, bbox, 1.0, None, "test.json: box 0")
