@@ -7,6 +7,7 @@ import json
 import os
 import platform
 
+from bmpose.device.inputs import positive_int
 from bmpose.chips import PRECISIONS
 from bmpose.experiments import bench
 from bmpose.cli.args import add_model, load_model
@@ -23,7 +24,8 @@ def main(argv=None) -> int:
     p.add_argument("--chips", nargs="+", default=None, help="estimate: chips (default: the config's)")
     p.add_argument("--precisions", nargs="+", default=None, choices=PRECISIONS,
                    help="estimate: precisions (default: every one the chip has)")
-    p.add_argument("--batches", nargs="+", type=int, default=None, help="estimate: batch sizes (default: the config's)")
+    p.add_argument("--batches", nargs="+", type=positive_int, default=None,
+                   help="estimate: batch sizes (default: the config's)")
     a = p.parse_args(argv)
     cfg = load_model(a)
     names = a.only or list(bench.BENCHMARKS)

@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from bmpose.device.inputs import positive_int
 from bmpose.errors import BmposeError
 from bmpose.chips import CHIPS, PRECISIONS, check_chip_precision, chip_supports, no_precision
 from bmpose.convert import bmodel_build, steps
@@ -31,7 +32,7 @@ def parse_args(argv):
     add_model(ap)
     ap.add_argument("--checkpoint", help="checkpoint path/URL or 'fixture' (default: the config's)")
     ap.add_argument("--chips", nargs="+", help=f"chips (default: the config's; known: {' '.join(CHIPS)})")
-    ap.add_argument("--batches", nargs="+", type=int, help="batch sizes (default: the config's)")
+    ap.add_argument("--batches", nargs="+", type=positive_int, help="batch sizes (default: the config's)")
     add_calibration(ap)
     ap.add_argument("--method", help="calibration method: " + ", ".join(steps.CALI_METHODS)
                     + " (default: the config's, kl)")

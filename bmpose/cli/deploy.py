@@ -10,7 +10,8 @@ import argparse
 import json
 import time
 
-from bmpose.chips import CHIPS
+from bmpose.device.inputs import positive_int
+from bmpose.chips import CHIPS, PRECISIONS
 from bmpose.layout import list_bmodels
 from bmpose.cli.args import add_calibration, add_model, artifacts_argv, load_model
 
@@ -20,9 +21,10 @@ def parse_args(argv):
     add_model(ap)
     ap.add_argument("--checkpoint", help="checkpoint path/URL or 'fixture' (default: the config's)")
     ap.add_argument("--chips", nargs="+", choices=CHIPS, help="chips (default: the config's)")
-    ap.add_argument("--precisions", nargs="+", default=["int8", "fp32"], help="precisions to build and bundle "
+    ap.add_argument("--precisions", nargs="+", default=["int8", "fp32"], choices=PRECISIONS,
+                    help="precisions to build and bundle "
                     "(default: int8 fp32; other precisions already built for the chip are bundled too)")
-    ap.add_argument("--batches", nargs="+", type=int, help="batch sizes (default: the config's)")
+    ap.add_argument("--batches", nargs="+", type=positive_int, help="batch sizes (default: the config's)")
     ap.add_argument("--detector", default="yolox_nano_416",
                     help="person detector config name or yaml to bundle, or none (default: yolox_nano_416)")
     add_calibration(ap)

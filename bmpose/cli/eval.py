@@ -8,6 +8,7 @@ import sys
 
 from bmpose.errors import BmposeError
 from bmpose.evaluate.coco import coco_keypoint_ap, format_stats
+from bmpose.device.inputs import positive_int
 from bmpose.runtime.results import dataset_sigmas
 from bmpose.cli.args import add_model, load_model
 
@@ -29,7 +30,7 @@ def parse_args(argv):
                                                  "labelled <artifact>__NAME, beside the gt rows, with its own box AP)")
     p.add_argument("--artifacts", nargs="*", default=None,
                    help="labels to evaluate (onnx_fp32, or a bmodel build dir name); default: all that exist")
-    p.add_argument("--subset", type=int, default=None,
+    p.add_argument("--subset", type=positive_int, default=None,
                    help="persons for bmodels run on the cmodel (default: 4, named in the result)")
     p.add_argument("--bmodel-runtime", choices=("mlir", "cmodel"), default="mlir",
                    help="how bmodels are evaluated without a device: their deployed tpu.mlir through pymlir on "

@@ -14,14 +14,13 @@ import warnings
 from pathlib import Path
 
 from bmpose.cocodata import load_coco_keypoints
-from bmpose.device.inputs import list_images
+from bmpose.device.inputs import is_video, list_images, positive_int
 from bmpose.errors import BmposeError
 from bmpose.manifest import atomic_dir, write_manifest
 from bmpose.runtime.boxes import (PersonBox, bundled_sample, det_boxes, det_score_thr, gt_boxes, image_boxes,
                                   image_dets_boxes)
 from bmpose.runtime.detector import detector_boxes
 from bmpose.runtime.predict import SLOW_LIMIT, coco_results, draw_results, open_model, predict
-from bmpose.device.inputs import is_video
 from bmpose.cli.args import add_model, load_model
 
 
@@ -45,7 +44,7 @@ def parse_args(argv):
     p.add_argument("--chip", default=None, help="refuse a bmodel/tpu.mlir built for another chip")
     p.add_argument("--batch", type=int, choices=(1, 4), default=1, help="ONNX batch size (bmodels: their own)")
     p.add_argument("--flip", action="store_true", help="flip test (the config's shift_heatmap)")
-    p.add_argument("--limit", type=int, default=None, help="first N persons only")
+    p.add_argument("--limit", type=positive_int, default=None, help="first N persons (a video: frames) only")
     p.add_argument("--allow-slow", action="store_true", help="let the cmodel run more than %d crops" % SLOW_LIMIT)
     p.add_argument("--out", default="vis_results", help="pictures + results.json folder (replaced)")
     p.add_argument("--kpt-thr", type=float, default=0.3, help="keypoints drawn above this score")

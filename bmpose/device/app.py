@@ -27,7 +27,7 @@ from ..pose.errors import PoseError
 from ..pose.image_io import read_image
 from ..pose.results import to_coco_results
 from .inputs import (Ahead, FrameWriter, capture_frames, check_out_dir, image_id_of, is_video, list_images,
-                     load_detections, open_capture, open_writer, video_facts)
+                     load_detections, open_capture, open_writer, positive_int, video_facts)
 
 # sophon-demo's per-stage table, with the detector's stages beside the pose model's
 STAGES = (("decode", "decode"), ("det_pre", "detector preprocess"), ("det_infer", "detector inference"),
@@ -85,7 +85,7 @@ def parse_args(argv, meta: dict, bundle_dir: Path):
                         help=f"detector bmodel (default: {det['bmodel']})")
         ap.add_argument("--det-score-thr", type=float, default=det["score_thr"],
                         help=f"person score threshold (default: {det['score_thr']})")
-    ap.add_argument("--limit", type=int, default=None, help="stop after this many frames of a video")
+    ap.add_argument("--limit", type=positive_int, default=None, help="stop after this many frames of a video")
     ap.add_argument("--decode-ahead", type=int, default=2, metavar="N",
                     help="images or video frames decoded in advance by a thread of their own (0: in turn)")
     ap.add_argument("--dev-id", type=int, default=0, help="TPU device id (bm-smi lists them)")

@@ -96,6 +96,19 @@ def check_out_dir(out, *inputs) -> Path:
     return path
 
 
+def positive_int(text: str) -> int:
+    """argparse type of a count (--limit, --subset): 0 or a negative number would silently mean all or nothing."""
+    import argparse
+
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n}: must be 1 or more")
+    return n
+
+
 def _home():
     try:
         return Path.home().resolve()
@@ -114,7 +127,8 @@ def finite_number(v) -> bool:
         return False
 
 
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+# .mjpeg: a stream of JPEG frames (a camera's raw dump), not one picture
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".mjpeg", ".mjpg")
 
 
 def is_video(spec) -> bool:

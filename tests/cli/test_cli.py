@@ -190,3 +190,18 @@ def test_infer_bar_and_log_lines(private_env, tmp_path, terminal):
         assert any(f.startswith("infer:") for f in frames)
     else:
         assert not frames and "\r" not in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["infer", "--limit", "-1"], "--limit: -1: must be 1 or more"),      # read as "no frames could be read"
+    (["infer", "--limit", "0"], "--limit: 0: must be 1 or more"),        # ran everything (the box: nothing)
+    (["eval", "--subset", "0"], "--subset: 0: must be 1 or more"),       # ran 12 persons
+    (["build", "--batches", "0"], "--batches: 0: must be 1 or more"),
+    (["deploy", "--precisions", "fp64"], "--precisions: invalid choice: 'fp64'"),   # printed build's usage
+])
+def test_a_count_or_choice_that_means_nothing_is_refused_by_its_own_command(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and f"bmpose {argv[0]}" in err and "Traceback" not in err

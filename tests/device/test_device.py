@@ -314,3 +314,14 @@ def test_a_new_empty_or_earlier_out_folder_is_taken(tmp_path):
     (tmp_path / "earlier").mkdir()
     (tmp_path / "earlier" / "results.json").write_text("[]")
     assert check_out_dir(tmp_path / "earlier", photos, "rtsp://camera/1", "0") == (tmp_path / "earlier").resolve()
+
+
+def test_an_mjpeg_stream_is_a_video_of_all_its_frames(tmp_path, coco_mini):
+    """A camera's raw .mjpeg dump (JPEG frames back to back) was read as one picture, its first frame."""
+    from bmpose.device.inputs import capture_frames, is_video, open_capture
+
+    frames = sorted(coco_mini[1].glob("*.jpg"))[:3]
+    clip = tmp_path / "camera.mjpeg"
+    clip.write_bytes(b"".join(f.read_bytes() for f in frames))
+    assert is_video(clip)
+    assert sum(1 for _ in capture_frames(open_capture(clip))) == 3
