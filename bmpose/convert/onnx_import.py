@@ -4,7 +4,8 @@ and manifest, so everything after it (calibration, TPU-MLIR builds, eval, infer,
 What the import does, in order:
   1. read and check (onnx.checker), after the one repair old files need: BatchNormalization's `spatial`
      (removed in opset 9; exporters of that time still wrote spatial=1, which is what BatchNormalization does
-     now: dropped; spatial=0 changes the maths: refused);
+     now: dropped; MXNet wrote spatial=0 beside per-channel [C] statistics, an ordinary BatchNormalization:
+     read per channel; spatial=0 with per-element statistics changes the maths: refused);
   2. raise or lower the opset to what the build wants with the onnx package's own converter (Upsample ->
      Resize, ...); a file already at that opset keeps its bytes;
   3. one input and one output, renamed `input` / `heatmaps` (the names every later stage uses);
@@ -30,7 +31,11 @@ PARITY_SEED = 1234
 
 
 def read_checked(path: Path):
-    """(the model, repaired?): BatchNormalization's spatial=1 dropped, then onnx.checker; one-line errors."""
+    """(the model, the repairs made): BatchNormalization's `spatial` attribute removed, then onnx.checker;
+    one-line errors. spatial=1 is what BatchNormalization does since opset 9. spatial=0 with statistics of
+    shape [C] is how MXNet/GluonCV exporters wrote an ordinary per-channel BatchNormalization: read per
+    channel (the parity checks below run against that reading). spatial=0 with per-element statistics
+    (C x H x W) really is another operation, which no opset >= 9 can express: refused."""
     import onnx
 
     try:
@@ -38,21 +43,27 @@ def read_checked(path: Path):
     except Exception as e:  # protobuf's DecodeError and friends
         why = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise BmposeError(f"{path}: not an ONNX file ({why})") from None
-    repaired = False
+    inits = {i.name: list(i.dims) for i in model.graph.initializer}
+    repairs = []
     for node in model.graph.node:
-        if node.op_type == "BatchNormalization":
-            spatial = [a for a in node.attribute if a.name == "spatial"]
-            if spatial and onnx.helper.get_attribute_value(spatial[0]) != 1:
-                raise BmposeError(f"{path}: BatchNormalization {node.name or node.output[0]} has spatial=0 (per-"
-                                  f"element statistics), which no opset >= 9 can express")
-            for a in spatial:
-                node.attribute.remove(a)
-                repaired = True
+        if node.op_type != "BatchNormalization":
+            continue
+        name = node.name or node.output[0]
+        for a in [a for a in node.attribute if a.name == "spatial"]:
+            if onnx.helper.get_attribute_value(a) == 1:
+                repairs.append(f"{name}: spatial=1 dropped (what BatchNormalization does since opset 9)")
+            else:
+                shapes = [inits.get(i) for i in node.input[1:5]]
+                if not all(s is not None and len(s) == 1 for s in shapes):
+                    raise BmposeError(f"{path}: BatchNormalization {name} has spatial=0 with per-element "
+                                      f"statistics (shapes {shapes}), which no opset >= 9 can express")
+                repairs.append(f"{name}: spatial=0 with per-channel statistics {shapes[0]} read per channel")
+            node.attribute.remove(a)
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as e:
         raise BmposeError(f"{path}: onnx.checker rejects it ({str(e).strip().splitlines()[0]})") from None
-    return model, repaired
+    return model, repairs
 
 
 def opset_of(model) -> int:

@@ -1,5 +1,6 @@
-"""The ONNX door end to end (slow): two small heatmap networks that exist only as ONNX files, an opset-9 batch-1
-one with BatchNormalization's old `spatial` (RGB input) and an opset-13 dynamic-batch one fed BGR, each through
+"""The ONNX door end to end (slow): two small heatmap networks that exist only as ONNX files, an opset-8 batch-1
+one as MXNet/GluonCV export it (BatchNormalization spatial=0 beside per-channel statistics, Upsample-7, IR 3;
+RGB input) and an opset-13 dynamic-batch one fed BGR, each through
 an `onnx:` yaml to INT8 bmodels for both chips, then `bmpose eval`, `infer` and `deploy`, and the bundle run on
 the sail stand-in. Random weights: the figures prove the pipeline, not accuracy."""
 from __future__ import annotations
@@ -30,7 +31,7 @@ def nets(tmp_path_factory):
     for kind in ("rgb", "bgr"):
         d = tmp_path_factory.mktemp(kind)
         if kind == "rgb":
-            heatmap_net(d / "net.onnx", opset=9, batch=1, spatial=True)
+            heatmap_net(d / "net.onnx", opset=8, batch=1, spatial=0)
         else:
             heatmap_net(d / "net.onnx", opset=13, batch=None, spatial=False)
         yml = write_yaml(d, chips=list(CHIPS), batches=[1], data_preprocessor=PRE if kind == "rgb" else BGR,
@@ -44,6 +45,8 @@ def test_both_networks_build_int8_for_both_chips_within_their_gate(nets):
     for cfg in nets.values():
         bms = list_bmodels(cfg)
         assert [(b["chip"], b["precision"], b["batch"]) for b in bms] == [(c, "int8", 1) for c in CHIPS]
+        onnx_checks = json.loads((cfg.layout.onnx() / "manifest.json").read_text())["checks"]
+        assert all(c["passed"] for c in onnx_checks.values())   # ONNX Runtime parity with the original, recorded
         for b in bms:
             checks = b["manifest"]["checks"]
             assert checks["final"]["cosine"] >= checks["tolerance"]["int8_cos"] == cfg.tolerances["int8_cos"]

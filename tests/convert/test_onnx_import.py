@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 from bmpose import config
 from bmpose.convert.export import ensure_onnx
 from bmpose.errors import BmposeError
-from bmpose.manifest import sha256_bytes
+from bmpose.manifest import read_manifest, sha256_bytes
 
 CODEC = {"type": "MSRAHeatmap", "input_size": [48, 64], "heatmap_size": [12, 16], "sigma": 2}
 PRE = {"mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375], "bgr_to_rgb": True}
@@ -33,13 +33,16 @@ def heatmap_net(path, opset=9, batch=1, spatial=True, names=("image", "output"),
              numpy_helper.from_array(np.linspace(-0.2, 0.2, 8).astype(np.float32), "b"),
              numpy_helper.from_array(np.linspace(-0.1, 0.1, 8).astype(np.float32), "mu"),
              numpy_helper.from_array(np.linspace(0.8, 1.2, 8).astype(np.float32), "var")]
-    bn = {"spatial": 1} if spatial else {}
+    bn = {"spatial": int(spatial)} if spatial is not False else {}   # 0: MXNet's way (with [C] statistics)
     nodes = [helper.make_node("Conv", [names[0], "w1"], ["c1"], pads=[1, 1, 1, 1], strides=[2, 2], name="conv1"),
              helper.make_node("BatchNormalization", ["c1", "g", "b", "mu", "var"], ["n1"], name="bn1", **bn),
              helper.make_node("Relu", ["n1"], ["r1"], name="relu1"),
              helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1], strides=[2, 2], name="conv2"),
              helper.make_node("Relu", ["c2"], ["r2"], name="relu2")]
-    if opset < 10:
+    if opset < 9:   # Upsample-7: the scales are an attribute
+        nodes.append(helper.make_node("Upsample", ["r2"], ["u"], mode="nearest", scales=[1.0, 1.0, 2.0, 2.0],
+                                      name="up"))
+    elif opset < 10:
         inits.append(numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales"))
         nodes.append(helper.make_node("Upsample", ["r2", "scales"], ["u"], mode="nearest", name="up"))
     else:
@@ -53,7 +56,10 @@ def heatmap_net(path, opset=9, batch=1, spatial=True, names=("image", "output"),
                               [helper.make_tensor_value_info(names[1], TensorProto.FLOAT, [b, keypoints, 16, 12])],
                               inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 4 if opset < 10 else 7
+    model.ir_version = 3 if opset < 9 else 4 if opset < 10 else 7
+    if model.ir_version < 4:   # IR 3 (MXNet's exports): every initializer is listed as a graph input too
+        model.graph.input.extend([helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+                                  for t in model.graph.initializer])
     path.write_bytes(model.SerializeToString())   # onnx.save would refuse nothing, but say it plainly
     return path
 
@@ -130,14 +136,45 @@ def test_a_file_onnx_checker_rejects(tmp_path):
         ensure_onnx(load(tmp_path), batches=(1,), verbose=False)
 
 
-def test_spatial_0_is_refused(tmp_path):
-    path = heatmap_net(tmp_path / "net.onnx")
+def test_spatial_0_with_per_element_statistics_is_refused(tmp_path):
+    """spatial=0 with statistics of shape C x H x W is another operation, which no opset >= 9 can express."""
+    path = heatmap_net(tmp_path / "net.onnx", spatial=0)
     m = onnx.load(str(path))
-    bn = next(n for n in m.graph.node if n.op_type == "BatchNormalization")
-    next(a for a in bn.attribute if a.name == "spatial").i = 0
+    for t in m.graph.initializer:
+        if t.name in ("g", "b", "mu", "var"):
+            t.CopyFrom(numpy_helper.from_array(np.ones((8, 32, 24), np.float32), t.name))
     path.write_bytes(m.SerializeToString())
-    with pytest.raises(BmposeError, match="spatial=0"):
+    with pytest.raises(BmposeError, match=r"bn1 has spatial=0 with per-element statistics \(shapes \[\[8, 32, 24\]"):
         ensure_onnx(load(tmp_path), batches=(1,), verbose=False)
+
+
+def test_an_mxnet_style_opset8_file_with_spatial_0_is_read_per_channel(tmp_path):
+    """MXNet/GluonCV wrote spatial=0 beside per-channel [C] statistics (and Upsample-7's attribute scales):
+    accepted, the repair recorded, every written file within the parity tolerance of the per-channel reading,
+    which is BatchNormalization's own per-channel maths (checked against numpy on bn1)."""
+    import onnxruntime as ort
+
+    from bmpose.convert.onnx_import import read_checked
+
+    path = heatmap_net(tmp_path / "net.onnx", opset=8, spatial=0)
+    files = ensure_onnx(load(tmp_path), batches=(1, 4), verbose=False)
+    checks = read_manifest(files[1].parent)["checks"]
+    assert set(checks) == {"net_b1.onnx", "net_b4.onnx"}
+    for c in checks.values():
+        assert c["passed"] and c["source_opset"] == 8 and c["max_abs_diff"] < 1e-5
+        assert c["repaired_batchnorm"] == ["bn1: spatial=0 with per-channel statistics [8] read per channel"]
+    assert onnx.load(str(files[1])).opset_import[0].version == 13
+    # the per-channel reading is BatchNormalization's maths: bn1's output against numpy's, from conv1's output
+    model, _ = read_checked(path)
+    del model.graph.node[2:]   # conv1 -> bn1
+    del model.graph.output[:]
+    model.graph.output.extend([helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("c1", "n1")])
+    x = np.random.default_rng(3).standard_normal((1, 3, 64, 48)).astype(np.float32)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    c1, n1 = sess.run(None, {"image": x})
+    g, b, mu, var = (np.linspace(lo, hi, 8, dtype=np.float32).reshape(1, 8, 1, 1) for lo, hi in
+                     ((0.5, 1.5), (-0.2, 0.2), (-0.1, 0.1), (0.8, 1.2)))
+    np.testing.assert_allclose(n1, g * (c1 - mu) / np.sqrt(var + 1e-5) + b, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("over,message", [
