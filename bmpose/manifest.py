@@ -7,6 +7,7 @@ success. A failed build is kept as `<out_dir>.failed/` (logs included) and never
 from __future__ import annotations
 
 import contextlib
+import errno
 import datetime as _dt
 import hashlib
 import json
@@ -246,7 +247,9 @@ def atomic_dir(out_dir: str | os.PathLike, keep_failed: bool = True) -> Iterator
     try:
         yield tmp
     except BaseException as e:
-        if keep_failed and not isinstance(e, KeyboardInterrupt):
+        # a full disk: a kept copy of the half stage would keep it full; an interrupt: half a stage is no failure
+        full = isinstance(e, OSError) and e.errno == errno.ENOSPC
+        if keep_failed and not isinstance(e, KeyboardInterrupt) and not full:
             shutil.rmtree(failed, ignore_errors=True)
             os.replace(tmp, failed)
         else:

@@ -174,3 +174,17 @@ def test_the_unset_kernel_mode_word_is_blanked_whatever_its_sign():
 
     blank = [_EMPTY_KERNEL_MODE.sub(r"\g<1>0", printed(m)) for m in (53, 650051760, -52382799)]
     assert blank[0] == blank[1] == blank[2] and "mode: 0\n" in blank[0]
+
+
+def test_a_full_disk_leaves_no_failed_copy_behind(tmp_path):
+    """A stage that fills the disk is not kept as `<dir>.failed/` (which would keep the disk full); another
+    failure is kept, for its logs."""
+    import errno
+
+    out = tmp_path / "stage"
+    with pytest.raises(OSError):
+        with atomic_dir(out) as tmp:
+            (tmp / "half.bin").write_bytes(b"x" * 100)
+            raise OSError(errno.ENOSPC, "No space left on device", str(tmp / "half.bin"))
+    assert not out.exists() and not out.with_name("stage.failed").exists()
+    assert [p.name for p in tmp_path.iterdir()] == []

@@ -76,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     except BmposeError as e:
         print(f"bmpose {name}: error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:   # a read-only folder, a full disk, a permission: the file and the system's reason
+        where = e.filename if e.filename is not None else "bmpose"
+        print(f"bmpose {name}: error: {where}: {e.strerror or e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         if not os.environ.get("BMPOSE_NESTED"):   # a bmpose started by bmpose leaves the line to its parent
             print(f"bmpose {name}: interrupted", file=sys.stderr)

@@ -205,3 +205,15 @@ def test_a_count_or_choice_that_means_nothing_is_refused_by_its_own_command(argv
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert message in err and f"bmpose {argv[0]}" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("code, reason", [(30, "Read-only file system"), (28, "No space left on device")])
+def test_a_read_only_or_full_disk_is_one_line_naming_the_file(monkeypatch, capsys, code, reason):
+    """Was a traceback (OSError ... .report.lock, [Errno 28] in the tool runner)."""
+    def body():
+        raise OSError(code, reason, "/some/artifacts/hrnet_small_128x96/.report.lock")
+
+    _stub_command(monkeypatch, body)
+    assert cli.main(["calib"]) == 1
+    err = capsys.readouterr().err
+    assert err == f"bmpose calib: error: /some/artifacts/hrnet_small_128x96/.report.lock: {reason}\n"
