@@ -43,4 +43,5 @@ def seen(calibration: dict | None, files) -> list[Path] | None:
     if not calibration or calibration.get("images") is None:
         return None
     hashes = set(calibration["images"].values())
-    return [Path(f) for f in files if sha256_file(f) in hashes]
+    # a missing image calibrated nothing here and is scored by nothing: inference names it (skipped) itself
+    return [Path(f) for f in files if Path(f).is_file() and sha256_file(f) in hashes]

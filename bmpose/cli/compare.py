@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import zipfile
 from pathlib import Path
 
 from bmpose.compare import compare_npz, write_csv
@@ -18,6 +19,8 @@ def main(argv: list[str]) -> int:
     for p in (args.target, args.reference):
         if not p.is_file():
             raise BmposeError(f"{p}: no such npz file")
+        if not zipfile.is_zipfile(p):   # numpy's own error is a ValueError about pickles
+            raise BmposeError(f"{p}: not an npz file (numpy's .npz is a zip archive of arrays)")
     rows = compare_npz(args.target, args.reference)
     if not rows:
         raise BmposeError(f"{args.target}: no tensor names in common with {args.reference}")

@@ -45,6 +45,8 @@ def test_seen_compares_content_not_names(cfg, train_set, coco_train, tmp_path):
     other = sorted(set(p.name for p in coco_train[1].glob("*.jpg")) - set(train_set["images"]))[0]
     assert provenance.seen(train_set, [renamed, coco_train[1] / other]) == [renamed]
     assert provenance.seen(None, [renamed]) is None   # a build without the record: cannot tell
+    # an annotation file whose images are not beside it: those images were not seen (was a FileNotFoundError)
+    assert provenance.seen(train_set, [tmp_path / "absent.jpg", renamed]) == [renamed]
 
 
 def test_dir_set_and_an_lmdb_without_manifest(cfg, coco_mini, tmp_path):

@@ -217,3 +217,15 @@ def test_a_read_only_or_full_disk_is_one_line_naming_the_file(monkeypatch, capsy
     assert cli.main(["calib"]) == 1
     err = capsys.readouterr().err
     assert err == f"bmpose calib: error: /some/artifacts/hrnet_small_128x96/.report.lock: {reason}\n"
+
+
+def test_compare_on_a_file_that_is_not_an_npz_is_one_line(tmp_path, capsys):
+    """Was numpy's ValueError (a pickle question) as a traceback."""
+    import numpy as np
+
+    garbage, good = tmp_path / "garbage.npz", tmp_path / "good.npz"
+    garbage.write_bytes(b"\x00\x01 not a zip archive at all" * 10)
+    np.savez(good, a=np.ones(3, np.float32))
+    assert cli.main(["compare", str(garbage), str(good)]) == 1
+    assert capsys.readouterr().err == f"bmpose compare: error: {garbage}: not an npz file (numpy's .npz is a zip " \
+                                      f"archive of arrays)\n"
