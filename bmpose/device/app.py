@@ -167,6 +167,9 @@ def pose_persons(image, dets, runner, spec, flip: bool, clock: Clock):
     t = clock.add("preprocess", t)
     hm = pipeline.run_model(runner.run, x, runner.batch_size)
     t = clock.add("inference", t)
+    if hm.shape[1] != len(spec.keypoint_names):   # another model's bmodel: draw and flip would index past it
+        raise PoseError(f"{runner.path}: gives {hm.shape[1]} keypoints, this bundle's model has "
+                        f"{len(spec.keypoint_names)} (deploy.json): a bmodel of another model")
     if flip:
         hm = pipeline.merge_flipped(hm, spec.flip_indices, spec.shift_heatmap, spec.codec)
     kpts, scores = pipeline.keypoints(hm, crops, spec)
