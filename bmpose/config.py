@@ -186,9 +186,12 @@ def load(model: str | os.PathLike | None = None, artifacts: str | os.PathLike | 
     root = Path(artifacts).expanduser().absolute() if artifacts else artifacts_root()
     _check_common(raw, path)
     if "onnx" in raw:
-        from bmpose.onnx_config import ONNX_KEYS, onnx_facts
+        from bmpose.onnx_config import NESTED_KEYS, ONNX_KEYS, onnx_facts
 
         check_keys(path, raw, DEPLOY_KEYS | ONNX_KEYS)
+        for key, known in NESTED_KEYS.items():
+            if isinstance(raw.get(key), dict):
+                check_keys(path, raw[key], known, key)
         mm_path, facts = None, onnx_facts(raw, path)
         checkpoint = str(facts["onnx"])   # the weights are in the file
     elif "mmpose_config" in raw:

@@ -29,19 +29,16 @@ ONNX_KEYS = frozenset({"onnx", "codec", "data_preprocessor", "dataset", "test_cf
 # mmpose's own argument names (MSRAHeatmap / UDPHeatmap __init__), so a codec copied from a config passes
 CODEC_KEYS = frozenset({"type", "input_size", "heatmap_size", "sigma", "unbiased", "blur_kernel_size",
                         "heatmap_type", "radius_factor"})
+# the known keys of each nested mapping (config.load checks them all, with the nearest key for a typo)
+NESTED_KEYS = {"codec": CODEC_KEYS, "test_cfg": ("flip_test", "shift_heatmap", "flip_mode"),
+               "data_preprocessor": ("type", "mean", "std", "bgr_to_rgb")}
 
 
 def onnx_facts(raw: dict, path: Path) -> dict:
     """What bmpose reads from an `onnx:` yaml, checked; one-line errors naming the yaml."""
-    from bmpose.config import check_keys
-
     test = raw.get("test_cfg") or {}
     if not isinstance(test, dict):
         raise BmposeError(f"{path}: test_cfg must be a mapping (flip_test, shift_heatmap)")
-    check_keys(path, test, ("flip_test", "shift_heatmap", "flip_mode"), "test_cfg")
-    check_keys(path, raw.get("data_preprocessor") or {}, ("type", "mean", "std", "bgr_to_rgb"), "data_preprocessor")
-    if isinstance(raw.get("codec"), dict):
-        check_keys(path, raw["codec"], CODEC_KEYS, "codec")
     pre = _preprocessor(raw.get("data_preprocessor"), path)
     return {"onnx": _onnx_file(raw["onnx"], path), "codec": _codec(raw.get("codec"), path), **pre,
             "flip_test": bool(test.get("flip_test", False)), "shift_heatmap": bool(test.get("shift_heatmap", False)),
