@@ -171,7 +171,7 @@ def _run(args, env, terminal: bool) -> str:
 @pytest.mark.parametrize("terminal", [False, True], ids=["captured", "terminal"])
 def test_calib_bar_and_log_lines(private_env, terminal):
     seed = str(int(terminal))   # a new selection for each run: a set that is up to date draws no bar
-    out = _run(["calib", "--model", "hrnet_small_128x96", "--num", "100", "--seed", seed, "--workers", "1"],
+    out = _run(["calib", "--model", "hrnet_small_128x96", "--num", "500", "--seed", seed, "--workers", "1"],
                private_env, terminal)
     frames = _check_no_shared_lines(out, LOGS)
     assert any(s.startswith("bmpose calib: warning: ") for s in _segments(out))
