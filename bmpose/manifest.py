@@ -35,7 +35,10 @@ STAMPS = {
               "(uninitialised memory in TPU-MLIR 1.30.2: 12656 in one build, 650051760 in the next, "
               "-52382799 in a third); the "
               "bmodel is hashed as `model_tool --print` of its header plus its binary payload, raw",
+    "LMDB folder": "its lock.mdb, the readers' table that any reader opening it with locking (the vendor's ufwio) "
+                   "writes; data.mdb is the content",
 }
+_NOT_CONTENT = {"lock.mdb"}
 _TABLE_STAMP = re.compile(rb"^# gene[tr]ated time:[^\n]*\n", re.M)
 _PRINT_TIME = re.compile(r'^\s*time: "[^"]*",?\n', re.M)
 _EMPTY_KERNEL_MODE = re.compile(r'(kernel_module: \{\s*file_name: "",\s*binary: \{\s*start: 0,\s*size: 0\s*\},'
@@ -83,7 +86,7 @@ def sha256_file(path: str | os.PathLike, _cache: dict = {}) -> str:
         return _cache[key]
     h = hashlib.sha256()
     if p.is_dir():
-        for f in sorted(q for q in p.rglob("*") if q.is_file()):
+        for f in sorted(q for q in p.rglob("*") if q.is_file() and q.name not in _NOT_CONTENT):
             h.update(str(f.relative_to(p)).encode() + b"\0")
             h.update(sha256_file(f).encode())
     elif p.name.endswith(".bmodel"):

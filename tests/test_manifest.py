@@ -188,3 +188,18 @@ def test_a_full_disk_leaves_no_failed_copy_behind(tmp_path):
             raise OSError(errno.ENOSPC, "No space left on device", str(tmp / "half.bin"))
     assert not out.exists() and not out.with_name("stage.failed").exists()
     assert [p.name for p in tmp_path.iterdir()] == []
+
+
+def test_an_lmdb_opened_with_locking_is_still_the_same_content(tmp_path):
+    """The vendor's ufwio opens an LMDB with locking, which writes lock.mdb beside data.mdb: a reader's table,
+    not content, so the folder's hash (and the stage that recorded it) stays the same."""
+    db = tmp_path / "x.lmdb"
+    db.mkdir()
+    (db / "data.mdb").write_bytes(b"records")
+    before = manifest.sha256_file(db)
+    (db / "lock.mdb").write_bytes(b"reader table")
+    os.utime(db, ns=(1, 1))
+    assert manifest.sha256_file(db) == before
+    (db / "data.mdb").write_bytes(b"other records")
+    os.utime(db, ns=(2, 2))   # the hash cache is keyed on the folder's own size and time
+    assert manifest.sha256_file(db) != before
