@@ -1,8 +1,11 @@
 """Other mmpose top-down heatmap architectures than HRNet, and the diagnosis line of a failed INT8 build.
 
-Slow: SimpleBaseline ResNet-50 and SE-ResNet-50 (configs/res50_128x96.yaml, seresnet50_128x96.yaml) with the
-random-init fixture weights, exported and built to FP32 and INT8 (calibrated on 8 crops) for BM1684X at
-batch 1, each in a private artifacts dir: no TPU-MLIR tool may fail, and each bmodel passes bmpose's own gate.
+Slow: SE-ResNet-50 (configs/seresnet50_128x96.yaml) with the random-init fixture weights, exported and built
+to FP32 and INT8 (calibrated on 8 crops) for BM1684X at batch 1 in a private artifacts dir: no TPU-MLIR tool may
+fail, and each bmodel passes bmpose's own gate. SimpleBaseline ResNet-50 (res50_128x96.yaml) is exported and
+checked against PyTorch only: its config is the one SE-ResNet-50's inherits with another backbone type, and every
+op it has (the bottleneck's conv/BN/ReLU/add, the deconvolution head) is in SE-ResNet-50's graph too, which adds
+the squeeze-excitation pooling, sigmoid and multiply; building both took 66 s more of CI for no op not built.
 Fast: the diagnosis of an INT8 build that fails TPU-MLIR's per-layer check or bmpose's gate, on the toy graph
 (conftest.py).
 """
@@ -24,7 +27,7 @@ from bmpose.errors import BmposeError
 from bmpose.manifest import read_manifest
 from helpers import assert_random_weight_gates_passed
 
-ARCHS = ("res50_128x96", "seresnet50_128x96")
+ARCHS = ("seresnet50_128x96",)   # built; res50_128x96 is exported only (module doc)
 
 
 def _int8_options(cfg, checkpoint):
@@ -114,6 +117,17 @@ def test_a_bmodel_that_differs_from_its_tpu_mlir_is_not_blamed_on_calibration(tm
 
 
 # ------------------------------------------------------------------------------------------ architectures (slow)
+
+@pytest.mark.slow
+def test_resnet50_exports_with_parity(tmp_path):
+    from bmpose.convert.export import ensure_onnx
+
+    cfg = config.load("res50_128x96", artifacts=tmp_path)
+    assert cfg.checkpoint == "fixture" and cfg.input_size == (96, 128)
+    ensure_onnx(cfg, batches=(1,), verbose=False)
+    check = read_manifest(cfg.artifacts / "onnx")["checks"]["res50_128x96_b1.onnx"]
+    assert check["passed"] and check["max_abs_diff"] <= cfg.tolerances["onnx_max_abs"]
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ARCHS)
