@@ -291,7 +291,7 @@ def test_device_side_errors_are_one_line(small, bundles, tmp_path):
         (("--input", corrupt), "corrupt.jpg: not a decodable image"),
         (("--boxes", dets), "image_id 999 is not one of the 4 images"),
         (("--boxes", bad_box), "entry 0 (image 139): bbox must be 4 finite numbers"),
-        (("--boxes", far), "box [5000, 5000, 40, 50] lies outside its image"),
+        (("--boxes", far), "box [5000.0, 5000.0, 40.0, 50.0] lies outside its image"),
         (("--boxes", huge), "is over 100 times the size of its image"),
         (("--bmodel", tmp_path / "corrupt.jpg"), "not a bmodel"),
         (("--input", tmp_path / "missing.mp4"), "missing.mp4: no such video file"),
