@@ -226,7 +226,16 @@ def locked(out_dir: str | os.PathLike) -> Iterator[None]:
 
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with open(out_dir.with_name(f".{out_dir.name}.lock"), "w") as fh:
+    try:
+        fh = open(out_dir.with_name(f".{out_dir.name}.lock"), "w")
+    except OSError as e:
+        if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        # a read-only artifacts tree: no build can happen in it, so there is nothing to serialise, and a stage
+        # that is up to date still serves (was: OSError on the lock file even when everything was up to date)
+        yield
+        return
+    with fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield

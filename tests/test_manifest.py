@@ -203,3 +203,27 @@ def test_an_lmdb_opened_with_locking_is_still_the_same_content(tmp_path):
     (db / "data.mdb").write_bytes(b"other records")
     os.utime(db, ns=(2, 2))   # the hash cache is keyed on the folder's own size and time
     assert manifest.sha256_file(db) != before
+
+
+def test_a_read_only_tree_still_serves_what_is_up_to_date(stage, monkeypatch):
+    """A read-only artifacts folder (a shared, mounted build): the lock file cannot be made, yet an up-to-date
+    stage is reused; a stage that must be built fails on its first write, an OSError (one line in the CLI)."""
+    import builtins
+    import errno
+
+    src, out, build = stage
+    build()
+
+    def read_only(path, mode="r", *a, **kw):
+        if "w" in mode and str(path).endswith(".lock"):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return builtins.open(path, mode, *a, **kw)
+
+    monkeypatch.setattr(manifest, "open", read_only, raising=False)
+    with locked(out):
+        assert up_to_date(out, {"src": src}, {"batch": 1})
+    monkeypatch.setattr(manifest, "open", lambda *a, **kw: (_ for _ in ()).throw(OSError(errno.EIO, "I/O error")),
+                        raising=False)
+    with pytest.raises(OSError, match="I/O error"):   # any other failure is not taken for a read-only tree
+        with locked(out):
+            pass
