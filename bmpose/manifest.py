@@ -70,6 +70,10 @@ def _bmodel_digest(p: Path, h) -> None:
             fh.seek(0)
             return _feed(h, fh)
         out = model_tool("--print", p)
+        if out.returncode != 0 and not os.access(p, os.W_OK):   # model_tool opens it read-write: a read-only
+            with tempfile.TemporaryDirectory() as tmp:          # tree (a mounted build) is read from a copy
+                shutil.copyfile(p, Path(tmp) / p.name)
+                out = model_tool("--print", Path(tmp) / p.name)
         text = _EMPTY_KERNEL_MODE.sub(r"\g<1>0", _PRINT_TIME.sub("", out.stdout))
         h.update(f"model_tool --print rc={out.returncode}\n{text}".encode())
         fh.seek(header_size + fb_size)
