@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 
 from bmpose.cocodata import load_coco_keypoints
-from bmpose.device.inputs import is_video, list_images, positive_int
+from bmpose.device.inputs import check_out_dir, is_video, list_images, positive_int
 from bmpose.errors import BmposeError
 from bmpose.manifest import atomic_dir, write_manifest
 from bmpose.runtime.boxes import (PersonBox, bundled_sample, det_boxes, det_score_thr, gt_boxes, image_boxes,
@@ -102,8 +102,6 @@ def open_detector(cfg, spec: str):
 
 
 def main(argv=None) -> int:
-    from bmpose.device.inputs import check_out_dir
-
     args = parse_args(argv if argv is not None else sys.argv[1:])
     dets = args.boxes[5:] if (args.boxes or "").startswith("dets:") else None
     check_out_dir(args.out, args.images, args.coco_ann, args.coco_img, dets)

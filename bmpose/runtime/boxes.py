@@ -10,6 +10,7 @@ import numpy as np
 from bmpose import config as config_mod
 from bmpose.device.inputs import image_id_of
 from bmpose.errors import BmposeError
+from bmpose.pose.crop import box_problem
 from bmpose.pose.image_io import read_image
 
 
@@ -84,8 +85,6 @@ def det_score_thr(cfg) -> float:
 
 
 def check_box(box: PersonBox, width: int, height: int) -> None:
-    from bmpose.pose.crop import box_problem
-
     problem = box_problem(box.bbox, width, height)
     if problem:
         raise BmposeError(f"{box.source}: box {list(box.bbox)} {problem} ({box.file})")
