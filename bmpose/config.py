@@ -79,17 +79,22 @@ class DeployConfig:
     dataset: str | dict | None = None
     evaluator: dict = field(default_factory=dict)
     bbox_score_thr: float = 0.0
+    output: str | None = None           # of an ONNX file with several outputs, the one bmpose reads
+    extra_outputs: dict = field(default_factory=dict)   # the others ({name: what it is}), cut off at import
+    shift_coords: bool = True           # a regression head's flip test (mmpose's RegressionHead test_cfg)
 
     @property
     def outputs(self) -> tuple[str, ...]:
-        """The network's output names: one heatmap tensor, or SimCC's two vectors (RTMPose's RTMCCHead)."""
-        return ("simcc_x", "simcc_y") if self.codec.get("type") == "SimCCLabel" else ("heatmaps",)
+        """The network's output names: one heatmap tensor, SimCC's two vectors (RTMPose's RTMCCHead), or a
+        regression head's coordinates."""
+        kind = self.codec.get("type")
+        return {"SimCCLabel": ("simcc_x", "simcc_y"), "RegressionLabel": ("keypoints",)}.get(kind, ("heatmaps",))
 
     def require_heatmaps(self, what: str) -> None:
         """What bmpose does only for heatmap models (the NNTC bundle): one line for a SimCC model instead of a
         shape error."""
         if self.outputs != ("heatmaps",):
-            raise BmposeError(f"{self.path}: {what} of a {self.codec.get('type')} model (two outputs, "
+            raise BmposeError(f"{self.path}: {what} of a {self.codec.get('type')} model (output "
                               f"{', '.join(self.outputs)}) is not supported: build its bmodels with TPU-MLIR "
                               f"instead (make fp32 / make int8, make deploy)")
 
@@ -121,7 +126,7 @@ class DeployConfig:
             "std": list(self.std),
             "bgr_to_rgb": self.bgr_to_rgb, "codec": self.codec, "flip_test": self.flip_test,
             "shift_heatmap": self.shift_heatmap, "padding": self.padding,
-            **({"onnx": str(self.onnx), "dataset": self.dataset} if self.onnx else {}),
+            **({"onnx": str(self.onnx), "dataset": self.dataset, "output": self.output} if self.onnx else {}),
         }
 
 
@@ -222,7 +227,8 @@ def load(model: str | os.PathLike | None = None, artifacts: str | os.PathLike | 
         calibration={**DEFAULT_CALIBRATION, **(raw.get("calibration") or {})},
         qtable=(path.parent / qtable).resolve() if qtable else None,
         root=root,
-        **{k: facts[k] for k in ("onnx", "dataset", "evaluator", "bbox_score_thr") if k in facts},
+        **{k: facts[k] for k in ("onnx", "dataset", "evaluator", "bbox_score_thr", "output", "extra_outputs",
+                                 "shift_coords") if k in facts},
     )
 
 

@@ -5,13 +5,22 @@ that trained the model:
 
   onnx: hrnet_w32.onnx                   # relative to this yaml, or absolute
   codec: {type: MSRAHeatmap, input_size: [192, 256], heatmap_size: [48, 64], sigma: 2}   # or UDPHeatmap;
-                                         # DARK: unbiased: true
+                                         # DARK: unbiased: true; or RegressionLabel (coordinates out, below)
   data_preprocessor: {mean: [123.675, 116.28, 103.53], std: [58.395, 57.12, 57.375], bgr_to_rgb: true}
   dataset: coco                          # a metainfo file of mmpose's (configs/_base_/datasets/<name>.py),
                                          # or inline: {keypoint_names, flip_pairs, skeleton, sigmas}
   test_cfg: {flip_test: true, shift_heatmap: false}    # mmpose's head defaults: both false
   val_evaluator: {nms_thr: 0.9}          # CocoMetric overrides (optional)
   bbox_score_thr: 0.0                    # detection boxes below this are dropped (mmpose's filter_cfg)
+  output: Identity                       # a file with several outputs: the one bmpose reads ...
+  extra_outputs: {Identity_1: pose flag} # ... and what each other one is; the import cuts them off
+
+A RegressionLabel codec (mmpose's name for a head that outputs coordinates) reads an output of
+[N, L * values_per_keypoint] or [N, L, values_per_keypoint] with L >= num_keypoints landmarks (the first
+num_keypoints are the keypoint set's): x, y first, in `coordinates: normalized` (mmpose's, 0-1 of the input) or
+`pixels` (of the input); `visibility_index: i` makes sigmoid(value i) each keypoint's score (else 1).
+An inline dataset may add `coco_keypoints:` (17 indices into its keypoints, in COCO's order): what COCO
+evaluation and the COCO results json read.
 
 mean/std are on the 0-255 scale, in the network's channel order (RGB when bgr_to_rgb), as in mmpose.
 """
@@ -22,16 +31,21 @@ from pathlib import Path
 
 from bmpose.errors import BmposeError
 
-CODECS = ("MSRAHeatmap", "UDPHeatmap")
+CODECS = ("MSRAHeatmap", "UDPHeatmap", "RegressionLabel")
 CODEC_EXAMPLE = "{type: MSRAHeatmap, input_size: [192, 256], heatmap_size: [48, 64], sigma: 2}"
 INLINE_DATASET_KEYS = ("keypoint_names", "flip_pairs", "skeleton", "sigmas")
-ONNX_KEYS = frozenset({"onnx", "codec", "data_preprocessor", "dataset", "test_cfg", "val_evaluator", "bbox_score_thr"})
-# mmpose's own argument names (MSRAHeatmap / UDPHeatmap __init__), so a codec copied from a config passes
+ONNX_KEYS = frozenset({"onnx", "codec", "data_preprocessor", "dataset", "test_cfg", "val_evaluator", "bbox_score_thr",
+                       "output", "extra_outputs"})
+# mmpose's own argument names (MSRAHeatmap / UDPHeatmap / RegressionLabel __init__), so a codec copied from a
+# config passes; the last four are bmpose's, for regression outputs that are not mmpose's [N, K, 2] in 0-1
 CODEC_KEYS = frozenset({"type", "input_size", "heatmap_size", "sigma", "unbiased", "blur_kernel_size",
-                        "heatmap_type", "radius_factor"})
+                        "heatmap_type", "radius_factor",
+                        "num_keypoints", "values_per_keypoint", "coordinates", "visibility_index"})
+COCO_KEYPOINTS = 17
 # the known keys of each nested mapping (config.load checks them all, with the nearest key for a typo)
-NESTED_KEYS = {"codec": CODEC_KEYS, "test_cfg": ("flip_test", "shift_heatmap", "flip_mode"),
-               "data_preprocessor": ("type", "mean", "std", "bgr_to_rgb")}
+NESTED_KEYS = {"codec": CODEC_KEYS, "test_cfg": ("flip_test", "shift_heatmap", "flip_mode", "shift_coords"),
+               "data_preprocessor": ("type", "mean", "std", "bgr_to_rgb"),
+               "dataset": (*INLINE_DATASET_KEYS, "coco_keypoints")}
 
 
 def onnx_facts(raw: dict, path: Path) -> dict:
@@ -40,9 +54,11 @@ def onnx_facts(raw: dict, path: Path) -> dict:
     if not isinstance(test, dict):
         raise BmposeError(f"{path}: test_cfg must be a mapping (flip_test, shift_heatmap)")
     pre = _preprocessor(raw.get("data_preprocessor"), path)
-    return {"onnx": _onnx_file(raw["onnx"], path), "codec": _codec(raw.get("codec"), path), **pre,
+    dataset = _dataset(raw.get("dataset", "coco"), path)
+    return {"onnx": _onnx_file(raw["onnx"], path), "codec": _codec(raw.get("codec"), path, dataset), **pre,
             "flip_test": bool(test.get("flip_test", False)), "shift_heatmap": bool(test.get("shift_heatmap", False)),
-            "dataset": _dataset(raw.get("dataset", "coco"), path),
+            "shift_coords": bool(test.get("shift_coords", True)),
+            "dataset": dataset, **_outputs(raw, path),
             "evaluator": dict(raw.get("val_evaluator") or {}), "bbox_score_thr": float(raw.get("bbox_score_thr", 0))}
 
 
@@ -61,7 +77,34 @@ def _pair(value, what: str, path: Path) -> list[int]:
     return [int(v) for v in value]
 
 
-def _codec(codec, path: Path) -> dict:
+def _outputs(raw: dict, path: Path) -> dict:
+    """`output:` (the one output bmpose reads) and `extra_outputs:` ({name: what it is}), both optional."""
+    out, extra = raw.get("output"), raw.get("extra_outputs") or {}
+    if out is not None and not isinstance(out, str):
+        raise BmposeError(f"{path}: output must be the name of one of the ONNX file's outputs, got {out!r}")
+    if not isinstance(extra, dict):
+        raise BmposeError(f"{path}: extra_outputs must map each other output's name to what it is")
+    return {"output": out, "extra_outputs": {str(k): str(v) for k, v in extra.items()}}
+
+
+def _regression(codec: dict, out: dict, path: Path, dataset) -> dict:
+    """RegressionLabel: keypoints from the inline dataset when not given; the layout of the output checked."""
+    k = codec.get("num_keypoints", len(dataset["keypoint_names"]) if isinstance(dataset, dict) else COCO_KEYPOINTS)
+    v = codec.get("values_per_keypoint", 2)
+    vis = codec.get("visibility_index")
+    if not (isinstance(k, int) and k > 0 and isinstance(v, int) and v >= 2):
+        raise BmposeError(f"{path}: codec num_keypoints must be a positive integer and values_per_keypoint one "
+                          f">= 2 (x, y, ...), got {k!r} and {v!r}")
+    if codec.get("coordinates", "normalized") not in ("normalized", "pixels"):
+        raise BmposeError(f"{path}: codec coordinates must be normalized (0-1, mmpose's) or pixels (of the input), "
+                          f"got {codec.get('coordinates')!r}")
+    if vis is not None and not (isinstance(vis, int) and 2 <= vis < v):
+        raise BmposeError(f"{path}: codec visibility_index must index one of the values after x, y (2 to {v - 1}), "
+                          f"got {vis!r}")
+    return {**out, "num_keypoints": k, "values_per_keypoint": v, "coordinates": codec.get("coordinates", "normalized")}
+
+
+def _codec(codec, path: Path, dataset=None) -> dict:
     if codec is None:
         raise BmposeError(f"{path}: missing key 'codec' (an mmpose codec dict, e.g. {CODEC_EXAMPLE})")
     if not isinstance(codec, dict):
@@ -71,6 +114,8 @@ def _codec(codec, path: Path) -> dict:
                           f"({', '.join(CODECS)})")
     out = dict(codec)
     out["input_size"] = _pair(codec.get("input_size"), "input_size", path)
+    if codec["type"] == "RegressionLabel":
+        return _regression(codec, out, path, dataset)
     out["heatmap_size"] = _pair(codec.get("heatmap_size"), "heatmap_size", path)
     sigma = codec.get("sigma", 2)
     if not isinstance(sigma, (int, float)) or not sigma > 0:
@@ -107,5 +152,10 @@ def _dataset(ds, path: Path):
         k = len(ds["keypoint_names"])
         if len(ds["sigmas"]) != k:
             raise BmposeError(f"{path}: dataset: {len(ds['sigmas'])} sigmas for {k} keypoints")
-        return {key: ds[key] for key in INLINE_DATASET_KEYS}
+        coco = ds.get("coco_keypoints")
+        if coco is not None and not (isinstance(coco, list) and len(coco) == COCO_KEYPOINTS
+                                     and all(isinstance(i, int) and 0 <= i < k for i in coco)):
+            raise BmposeError(f"{path}: dataset coco_keypoints must be {COCO_KEYPOINTS} indices into its {k} "
+                              f"keypoints, in COCO's order (nose, left_eye, ...)")
+        return {key: ds[key] for key in (*INLINE_DATASET_KEYS, "coco_keypoints") if key in ds}
     raise BmposeError(f"{path}: dataset must be a name of mmpose's (coco, mpii, ...) or an inline keypoint set")

@@ -20,7 +20,7 @@ from bmpose.manifest import atomic_dir, write_manifest
 from bmpose.runtime.boxes import (PersonBox, bundled_sample, det_boxes, det_score_thr, gt_boxes, image_boxes,
                                   image_dets_boxes)
 from bmpose.runtime.detector import detector_boxes
-from bmpose.runtime.predict import SLOW_LIMIT, coco_results, draw_results, open_model, predict
+from bmpose.runtime.predict import SLOW_LIMIT, coco_results, draw_results, look, open_model, predict
 from bmpose.cli.args import add_model, load_model
 
 
@@ -121,7 +121,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     with atomic_dir(out, keep_failed=False) as tmp:
         (tmp / "results.json").write_text(json.dumps(results))
-        pictures = [] if args.no_vis else draw_results(report.predictions, tmp, args.kpt_thr)
+        pictures = [] if args.no_vis else draw_results(report.predictions, tmp, args.kpt_thr, look(cfg))
         write_manifest(tmp, stage="infer", inputs={**inputs, "model": backend.path},
                        options={"backend": backend.kind, "chip": backend.chip, "batch": backend.batch_size,
                                 "flip": args.flip, "boxes": args.boxes or ("image" if args.images else "gt"),

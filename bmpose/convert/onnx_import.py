@@ -8,11 +8,14 @@ What the import does, in order:
      read per channel; spatial=0 with per-element statistics changes the maths: refused);
   2. raise or lower the opset to what the build wants with the onnx package's own converter (Upsample ->
      Resize, ...); a file already at that opset keeps its bytes;
-  3. one input and one output, renamed `input` / `heatmaps` (the names every later stage uses);
+  3. one input and one output, renamed `input` / `heatmaps` (the names every later stage uses; `keypoints` for
+     a regression model); a file with several outputs is cut to the one the yaml's `output:` names, after
+     checking that `extra_outputs:` says what each other one is;
   4. one file per batch: the batch dimension set (a fixed batch-1 file or a dynamic one), stale shapes of the
      inner tensors dropped and inferred again;
   5. the shapes checked against the config: input [b, 3, h, w] from the codec's input size, output
-     [b, K, hh, hw] from its heatmap size and the dataset's K keypoints;
+     [b, K, hh, hw] from its heatmap size and the dataset's K keypoints (a regression model: [b, L x V] or
+     [b, L, V], at least K landmarks of the codec's V values);
   6. ONNX Runtime parity of every written file against the original file on the same crops (one at a time
      when the original has a fixed batch of 1), recorded in the manifest.
 """
@@ -70,8 +73,49 @@ def opset_of(model) -> int:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
-def normalised(model, opset: int, path: Path):
-    """At `opset`, with the graph's one input and one output named INPUT and OUTPUT."""
+def chosen_output(model, cfg, path: Path) -> str:
+    """The output bmpose reads: the only one, or the yaml's `output:` when the file has several (each other one
+    must be named in `extra_outputs:`, so nothing is dropped that the user did not say)."""
+    names = [o.name for o in model.graph.output]
+    want = getattr(cfg, "output", None)
+    if want is None:
+        if len(names) != 1:
+            raise BmposeError(f"{path}: {len(names)} outputs ({', '.join(names)}); say which one is the keypoint "
+                              f"output in {cfg.path.name} (output: NAME) and what the others are (extra_outputs:)")
+        return names[0]
+    if want not in names:
+        raise BmposeError(f"{cfg.path}: output {want!r} is not one of {path.name}'s outputs ({', '.join(names)})")
+    unsaid = [n for n in names if n != want and n not in cfg.extra_outputs]
+    if unsaid:
+        raise BmposeError(f"{cfg.path}: extra_outputs does not say what {', '.join(unsaid)} of {path.name} "
+                          f"{'is' if len(unsaid) == 1 else 'are'} (the import cuts them off)")
+    return want
+
+
+def cut_to(model, output: str, path: Path):
+    """The graph from its one input to `output` alone (dead branches gone: a BlazePose bmodel carries no
+    segmentation decoder)."""
+    import onnx
+    from onnx.utils import Extractor
+
+    if [o.name for o in model.graph.output] == [output]:
+        return model
+    inits = {i.name for i in model.graph.initializer}
+    inputs = [i.name for i in model.graph.input if i.name not in inits]
+    try:
+        cut = Extractor(onnx.shape_inference.infer_shapes(model)).extract_model(inputs, [output])
+    except Exception as e:   # onnx raises several types for a graph it cannot walk
+        raise BmposeError(f"{path}: cannot cut the graph to output {output!r} ({str(e).strip().splitlines()[0]})") \
+            from None
+    for key in ("ir_version", "producer_name", "producer_version"):
+        setattr(cut, key, getattr(model, key))
+    del cut.opset_import[:]
+    cut.opset_import.extend(model.opset_import)
+    return cut
+
+
+def normalised(model, opset: int, path: Path, output: str = OUTPUT):
+    """At `opset`, with the graph's one input and one output named INPUT and `output`."""
     import onnx
     from onnx import version_converter
 
@@ -87,7 +131,7 @@ def normalised(model, opset: int, path: Path):
             raise BmposeError(f"{path}: the onnx converter cannot take it from opset {opset_of(model)} to "
                               f"{opset} ({str(e).strip().splitlines()[0]})") from None
     _rename(model, model.graph.input[[i.name for i in model.graph.input].index(ins[0].name)].name, INPUT)
-    _rename(model, model.graph.output[0].name, OUTPUT)
+    _rename(model, model.graph.output[0].name, output)
     onnx.checker.check_model(model)
     return model
 
@@ -129,33 +173,43 @@ def io_shapes(model) -> tuple[list, list]:
 
 def check_shapes(model, cfg, keypoints: int, path: Path) -> None:
     """The file's input and output against the config's codec and dataset (batch dimension aside)."""
-    (w, h), (hw, hh) = cfg.input_size, cfg.heatmap_size
+    w, h = cfg.input_size
     inp, out = io_shapes(model)
     if inp[1:] != [3, h, w]:
         raise BmposeError(f"{path}: input 3x{h}x{w} expected for codec input_size [{w}, {h}]; the ONNX takes "
                           f"{'x'.join(map(str, inp))}")
+    if cfg.codec["type"] == "RegressionLabel":
+        v = int(cfg.codec["values_per_keypoint"])
+        size = int(np.prod([d or 0 for d in out[1:]]))
+        if not (len(out) in (2, 3) and size and size % v == 0 and size // v >= keypoints
+                and (len(out) == 2 or out[2] == v)):
+            raise BmposeError(f"{path}: a RegressionLabel output [batch, L x {v}] or [batch, L, {v}] with L >= "
+                              f"{keypoints} landmarks expected; the ONNX outputs {'x'.join(map(str, out))}")
+        return
+    hw, hh = cfg.heatmap_size
     if out[1:] != [keypoints, hh, hw]:
         raise BmposeError(f"{path}: heatmaps {keypoints}x{hh}x{hw} expected for input {w}x{h} and "
                           f"{cfg.codec['type']} heatmap_size [{hw}, {hh}]; the ONNX outputs "
                           f"{'x'.join(map(str, out[1:]))}")
 
 
-def _run(model_or_path, x: np.ndarray) -> np.ndarray:
-    """ONNX Runtime on a path or serialized bytes."""
+def _run(model_or_path, x: np.ndarray, output: str | None = None) -> np.ndarray:
+    """ONNX Runtime on a path or serialized bytes: `output` (default: the first)."""
     import onnxruntime as ort
 
     sess = ort.InferenceSession(model_or_path if isinstance(model_or_path, bytes) else str(model_or_path),
                                 providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
     fixed = sess.get_inputs()[0].shape[0]
+    outs = [output or sess.get_outputs()[0].name]
     if isinstance(fixed, int) and fixed != x.shape[0]:   # the original's own batch: one slice at a time
-        return np.concatenate([sess.run(None, {name: x[i:i + fixed]})[0] for i in range(0, len(x), fixed)])
-    return sess.run(None, {name: x})[0]
+        return np.concatenate([sess.run(outs, {name: x[i:i + fixed]})[0] for i in range(0, len(x), fixed)])
+    return sess.run(outs, {name: x})[0]
 
 
-def parity(original, written: Path, x: np.ndarray) -> dict:
-    """`original`: a path, or the serialized original (repaired) model."""
-    ref, got = _run(original, x), _run(written, x)
+def parity(original, written: Path, x: np.ndarray, output: str | None = None) -> dict:
+    """`original`: a path, or the serialized original (repaired) model; `output`: its output compared."""
+    ref, got = _run(original, x, output), _run(written, x)
     diff = np.abs(ref.astype(np.float64) - got)
     return {"batch_run": int(x.shape[0]), "max_abs_diff": float(diff.max()), "heatmap_range": [
         float(ref.min()), float(ref.max())]}
@@ -195,10 +249,11 @@ def ensure_imported(cfg, batches=(1, 4), dynamic: bool = False, force: bool = Fa
         keypoints = len((dataset_metainfo(cfg) or {}).get("sigmas") or [])
         model, repaired = read_checked(src)
         src_opset, src_batch = opset_of(model), io_shapes(model)[0][0]
-        as_is = not repaired and src_opset == opset and (model.graph.input[0].name, model.graph.output[0].name) \
-            == (INPUT, OUTPUT)
+        chosen = chosen_output(model, cfg, src)
+        as_is = not repaired and src_opset == opset and [i.name for i in model.graph.input] == [INPUT] \
+            and [o.name for o in model.graph.output] == [cfg.outputs[0]]
         original = model.SerializeToString()   # the reference of the parity checks (repaired, at its opset)
-        model = normalised(model, opset, src)
+        model = normalised(cut_to(model, chosen, src), opset, src, cfg.outputs[0])
         checks, files = {}, []
         with atomic_dir(out_dir, keep_failed=False) as tmp:
             for b in want + ([None] if dyn else []):
@@ -211,7 +266,7 @@ def ensure_imported(cfg, batches=(1, 4), dynamic: bool = False, force: bool = Fa
                 onnx.checker.check_model(written)
                 check_shapes(written, cfg, keypoints, src)
                 n = b or 3
-                check = {**parity(original, path, realistic_inputs(cfg, n, PARITY_SEED)), "tolerance": tol,
+                check = {**parity(original, path, realistic_inputs(cfg, n, PARITY_SEED), chosen), "tolerance": tol,
                          "source_opset": src_opset, "source_batch": src_batch, "repaired_batchnorm": repaired}
                 check["passed"] = check["max_abs_diff"] <= tol
                 if not check["passed"]:

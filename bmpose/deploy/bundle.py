@@ -74,7 +74,7 @@ def pose_facts(cfg) -> dict:
     return {"input_size": list(cfg.input_size), "heatmap_size": list(cfg.heatmap_size) if cfg.heatmap_size else None,
             "padding": cfg.padding,
             "mean": list(cfg.mean), "std": list(cfg.std), "bgr_to_rgb": cfg.bgr_to_rgb, "codec": cfg.codec,
-            "flip_test": cfg.flip_test, "shift_heatmap": cfg.shift_heatmap, **meta}
+            "flip_test": cfg.flip_test, "shift_heatmap": cfg.shift_heatmap, "shift_coords": cfg.shift_coords, **meta}
 
 
 def sample_boxes(images: list[Path]) -> list[dict]:

@@ -167,11 +167,13 @@ def pose_persons(image, dets, runner, spec, flip: bool, clock: Clock):
     t = clock.add("preprocess", t)
     hm = pipeline.run_model(runner.run, x, runner.batch_size)
     t = clock.add("inference", t)
-    if hm.shape[1] != len(spec.keypoint_names):   # another model's bmodel: draw and flip would index past it
-        raise PoseError(f"{runner.path}: gives {hm.shape[1]} keypoints, this bundle's model has "
+    got = pipeline.keypoint_count(hm, spec.codec)
+    if got != len(spec.keypoint_names):   # another model's bmodel: draw and flip would index past it
+        raise PoseError(f"{runner.path}: gives {got} keypoints, this bundle's model has "
                         f"{len(spec.keypoint_names)} (deploy.json): a bmodel of another model")
     if flip:
-        hm = pipeline.merge_flipped(hm, spec.flip_indices, spec.shift_heatmap, spec.codec)
+        hm = pipeline.merge_flipped(hm, spec.flip_indices, spec.shift_heatmap, spec.codec,
+                                    getattr(spec, "shift_coords", True))
     kpts, scores = pipeline.keypoints(hm, crops, spec)
     clock.add("postprocess", t)
     clock.persons += len(dets)
@@ -184,8 +186,9 @@ def _instance(image_id, person) -> dict:
             "area": float(np.prod(crop.scale)), "bbox": bbox}
 
 
-def _draw(image, persons, kpt_thr):
-    return draw.draw_persons(image, ((k, s, bbox, score) for bbox, score, _, k, s in persons), kpt_thr)
+def _draw(image, persons, kpt_thr, spec):
+    look = draw.style(spec.keypoint_names, spec.skeleton_links)
+    return draw.draw_persons(image, ((k, s, bbox, score) for bbox, score, _, k, s in persons), kpt_thr, look)
 
 
 def run(args, meta: dict, runner, spec, out_dir: Path, detector=None) -> dict:
@@ -249,7 +252,7 @@ def _run_images(args, meta, runner, spec, out_dir, detector, done):
             image_id = image_id_of(file, index)
             done["instances"] += [_instance(image_id, p) for p in persons]
             if persons and not args.no_vis:
-                draw.write_jpg(out_dir / (file.stem + ".jpg"), _draw(image, persons, args.kpt_thr))
+                draw.write_jpg(out_dir / (file.stem + ".jpg"), _draw(image, persons, args.kpt_thr, spec))
                 done["pictures"].append(file.stem + ".jpg")
             clock.wall = time.perf_counter() - t0
     if len(done["skipped"]) == len(files):
@@ -274,7 +277,7 @@ def _run_video(args, runner, spec, out_dir, detector, done):
                                        args.flip, clock)
                 done["instances"] += [_instance(clock.frames, p) for p in persons]
                 if writer is not None:
-                    writer.write(_draw(frame, persons, args.kpt_thr))
+                    writer.write(_draw(frame, persons, args.kpt_thr, spec))
                 clock.frames += 1
                 clock.wall = time.perf_counter() - t0
     except KeyboardInterrupt:

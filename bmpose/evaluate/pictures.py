@@ -81,7 +81,7 @@ def _draw(cfg, b: dict, out: Path) -> int:
     backend = MlirBackend(b["tpu_mlir"], b["chip"], workers=1)
     run = predict.predict(cfg, backend, persons, flip=cfg.flip_test, progress=False)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-        name = predict.draw_results(run.predictions, Path(tmp))[0]
+        name = predict.draw_results(run.predictions, Path(tmp), style=predict.look(cfg))[0]
         shutil.move(str(Path(tmp) / name), out)
     return len(run.predictions)
 

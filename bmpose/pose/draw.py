@@ -1,7 +1,8 @@
 """Pose pictures: person box, skeleton links and keypoint circles in mmpose's COCO colours (cv2 only).
 
 Keypoints below `kpt_thr` (mmpose's visualiser default 0.3) and links touching them are not drawn; line
-widths scale with the image so small and large pictures both read.
+widths scale with the image so small and large pictures both read. Another keypoint set (BlazePose's 33) is
+drawn with its own links (`style`), coloured as mmpose colours COCO's: left green, right orange, the rest blue.
 """
 from __future__ import annotations
 
@@ -14,6 +15,22 @@ from . import skeleton
 from .errors import PoseError
 
 BOX_BGR = (0, 255, 0)
+_BLUE, _GREEN, _ORANGE = (51, 153, 255), (0, 255, 0), (255, 128, 0)
+COCO_STYLE = (skeleton.SKELETON_LINKS, skeleton.LINK_COLORS_RGB, skeleton.KEYPOINT_COLORS_RGB)
+
+
+def style(keypoint_names=None, skeleton_links=None) -> tuple:
+    """(links, link colours, keypoint colours) for a keypoint set; COCO's own colours for COCO's 17."""
+    if keypoint_names is None or tuple(keypoint_names) == skeleton.KEYPOINT_NAMES:
+        return COCO_STYLE
+
+    def side(name: str):
+        return _GREEN if name.startswith("left") else _ORANGE if name.startswith("right") else _BLUE
+
+    names = [str(n) for n in keypoint_names]
+    links = [(int(a), int(b)) for a, b in skeleton_links]
+    link_colours = [side(names[a]) if side(names[a]) == side(names[b]) else _BLUE for a, b in links]
+    return links, link_colours, [side(n) for n in names]
 
 
 def _bgr(rgb) -> tuple[int, int, int]:
@@ -21,8 +38,9 @@ def _bgr(rgb) -> tuple[int, int, int]:
 
 
 def draw_pose(image_bgr: np.ndarray, keypoints: np.ndarray, scores: np.ndarray, bbox_xywh=None,
-              kpt_thr: float = 0.3, label: str | None = None) -> np.ndarray:
-    """Draw one person on `image_bgr` in place (and return it). keypoints (K, 2) in image pixels."""
+              kpt_thr: float = 0.3, label: str | None = None, look: tuple = COCO_STYLE) -> np.ndarray:
+    """Draw one person on `image_bgr` in place (and return it). keypoints (K, 2) in image pixels; `look` from
+    `style` (COCO's by default)."""
     h, w = image_bgr.shape[:2]
     thick = max(1, round(max(h, w) / 300))
     radius = max(2, thick + 1)
@@ -34,21 +52,22 @@ def draw_pose(image_bgr: np.ndarray, keypoints: np.ndarray, scores: np.ndarray, 
                         0.4 * thick, BOX_BGR, thick, cv2.LINE_AA)
     pts = np.round(np.asarray(keypoints, dtype=np.float64)).astype(int)
     visible = np.asarray(scores) >= kpt_thr
-    for (a, b), colour in zip(skeleton.SKELETON_LINKS, skeleton.LINK_COLORS_RGB):
+    links, link_colours, keypoint_colours = look
+    for (a, b), colour in zip(links, link_colours):
         if visible[a] and visible[b]:
             cv2.line(image_bgr, tuple(map(int, pts[a])), tuple(map(int, pts[b])), _bgr(colour), thick, cv2.LINE_AA)
-    for k, colour in enumerate(skeleton.KEYPOINT_COLORS_RGB):
+    for k, colour in enumerate(keypoint_colours):
         if visible[k]:
             cv2.circle(image_bgr, tuple(map(int, pts[k])), radius, _bgr(colour), -1, cv2.LINE_AA)
     return image_bgr
 
 
-def draw_persons(image_bgr: np.ndarray, persons, kpt_thr: float = 0.3) -> np.ndarray:
+def draw_persons(image_bgr: np.ndarray, persons, kpt_thr: float = 0.3, look: tuple = COCO_STYLE) -> np.ndarray:
     """Draw every (keypoints, scores, bbox_xywh, box_score) of one image; detector scores below 1 label the
     box (ground-truth and whole-image boxes carry 1 and no label)."""
     for keypoints, scores, bbox, box_score in persons:
         draw_pose(image_bgr, keypoints, scores, bbox, kpt_thr=kpt_thr,
-                  label=f"{box_score:.2f}" if box_score < 1 else None)
+                  label=f"{box_score:.2f}" if box_score < 1 else None, look=look)
     return image_bgr
 
 

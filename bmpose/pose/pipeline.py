@@ -2,7 +2,7 @@
 crops -> normalised batches of the model's size -> heatmaps (optionally with the flip test) -> keypoints in
 image pixels. The model is any `run(batch) -> heatmaps` callable; nothing here knows which backend it is.
 A SimCC model (RTMPose) runs the same loop: its backends return the two vectors end to end, [N, K, Wx + Wy]
-(`simcc_split` takes them apart).
+(`simcc_split` takes them apart); a regression model (BlazePose) its coordinates, [N, L * V] (`regression`).
 
 `spec` is anything with the model's facts as attributes: input_size (w, h), padding, mean, std, bgr_to_rgb,
 codec, shift_heatmap (bmpose's DeployConfig on the build machine, the bundle's deploy.json on the device).
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import decode, simcc
+from . import decode, regression, simcc
 from .crop import crop_people, inputs_to_image
 from .normalize import normalize
 
@@ -62,14 +62,26 @@ def simcc_split(outputs: np.ndarray, codec: dict) -> tuple[np.ndarray, np.ndarra
     return outputs[..., :wx], outputs[..., wx:]
 
 
-def merge_flipped(heatmaps: np.ndarray, flip_indices, shift_heatmap: bool, codec: dict | None = None) -> np.ndarray:
-    """Outputs of `with_flipped` inputs -> the flip-test outputs of the original crops (heatmaps, or SimCC's
-    vectors end to end when `codec` says SimCC)."""
+def merge_flipped(heatmaps: np.ndarray, flip_indices, shift_heatmap: bool, codec: dict | None = None,
+                  shift_coords: bool = True) -> np.ndarray:
+    """Outputs of `with_flipped` inputs -> the flip-test outputs of the original crops (heatmaps, SimCC's
+    vectors end to end, or a regression model's coordinates, as `codec` says)."""
     hm = heatmaps.reshape(len(heatmaps) // 2, 2, *heatmaps.shape[1:])
+    if codec is not None and codec.get("type") == "RegressionLabel":
+        return regression.merge_flip_regression(hm[:, 0], hm[:, 1], codec, flip_indices, shift_coords)
     if codec is not None and is_simcc(codec):
         (x, y), (fx, fy) = simcc_split(hm[:, 0], codec), simcc_split(hm[:, 1], codec)
         return np.concatenate(simcc.merge_flip_simcc(x, y, fx, fy, flip_indices), axis=-1)
     return decode.merge_flip(hm[:, 0], hm[:, 1], flip_indices, shift_heatmap)
+
+
+def keypoint_count(outputs: np.ndarray, codec: dict) -> int:
+    """How many keypoints a network's outputs hold (heatmaps and SimCC: axis 1; a regression model: its
+    codec's keypoints when the output has that many landmarks, else the landmarks it has)."""
+    if codec.get("type") == "RegressionLabel":
+        landmarks = outputs[0].size // int(codec.get("values_per_keypoint", 2)) if len(outputs) else 0
+        return min(landmarks, int(codec["num_keypoints"]))
+    return int(outputs.shape[1])
 
 
 def run_model(run, inputs: np.ndarray, batch_size: int, on_batch=None) -> np.ndarray:
@@ -87,7 +99,9 @@ def run_model(run, inputs: np.ndarray, batch_size: int, on_batch=None) -> np.nda
 def keypoints(heatmaps: np.ndarray, crops, spec) -> tuple[np.ndarray, np.ndarray]:
     """Heatmaps (N, K, h, w) (or SimCC vectors end to end) of `crops` -> keypoints (N, K, 2) in image pixels,
     scores (N, K)."""
-    if is_simcc(spec.codec):
+    if spec.codec.get("type") == "RegressionLabel":
+        kpts, scores = regression.decode_regression(heatmaps, spec.codec)
+    elif is_simcc(spec.codec):
         kpts, scores = simcc.decode_simcc(*simcc_split(heatmaps, spec.codec), spec.codec["simcc_split_ratio"])
     else:
         kpts, scores = decode.decode(heatmaps, spec.codec)

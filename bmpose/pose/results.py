@@ -56,19 +56,26 @@ def instance_score(keypoint_scores: np.ndarray, bbox_score: float, score_mode: s
 
 def to_coco_results(instances: list, sigmas=None, score_mode: str = "bbox_keypoint",
                     keypoint_score_thr: float = 0.2, nms_mode: str = "oks_nms", nms_thr: float = 0.9,
-                    **_ignored) -> list:
+                    coco_keypoints=None, **_ignored) -> list:
     """Per-person predictions -> COCO keypoint results, as CocoMetric.compute_metrics makes them.
 
     Each instance: image_id, keypoints (K, 2) in image pixels, keypoint_scores (K,), bbox_score (1.0 for
     ground-truth boxes), area (the padded, aspect-fixed box scale product: mmpose's `bbox_scales`), and
     optionally bbox (x, y, w, h) and category_id. Results keep the order of first appearance of each image.
+    `coco_keypoints` (17 indices, a keypoint set that is not COCO's, e.g. BlazePose's 33): results hold those
+    keypoints, in COCO's order, rescored and OKS-NMS'd with COCO's sigmas, so COCO evaluation reads them.
     """
     if nms_mode not in ("oks_nms", "none"):
         raise PoseError(f"nms_mode {nms_mode!r} is not supported (oks_nms, none)")
+    pick = None if coco_keypoints is None else list(coco_keypoints)
+    if pick is not None:
+        sigmas = COCO_SIGMAS
     by_image = {}
     for inst in instances:
         kpts = np.asarray(inst["keypoints"], dtype=np.float64)
         scores = np.asarray(inst["keypoint_scores"], dtype=np.float64)
+        if pick is not None:
+            kpts, scores = kpts[pick], scores[pick]
         by_image.setdefault(inst["image_id"], []).append({
             "image_id": inst["image_id"], "category_id": int(inst.get("category_id", 1)),
             "keypoints": np.concatenate([kpts, scores[:, None]], axis=1),

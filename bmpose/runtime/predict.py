@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from bmpose.errors import BmposeError
-from bmpose.pose import crop, draw, pipeline, skeleton
+from bmpose.pose import crop, draw, pipeline
 from bmpose.pose.image_io import read_image
 from bmpose.progress import bar
 from bmpose.runtime.boxes import PersonBox, check_box
@@ -83,8 +83,11 @@ def heatmaps_for(cfg, backend, inputs: np.ndarray, flip: bool, progress: bool = 
     """Heatmaps of the crops; with flip, each crop's mirror runs right after it in the same batches."""
     if not flip:
         return run_batches(backend, inputs, progress)
+    from bmpose.runtime.results import keypoint_set
+
     hm = run_batches(backend, pipeline.with_flipped(inputs), progress)
-    return pipeline.merge_flipped(hm, skeleton.FLIP_INDICES, cfg.shift_heatmap, cfg.codec)
+    return pipeline.merge_flipped(hm, keypoint_set(cfg)["flip_indices"], cfg.shift_heatmap, cfg.codec,
+                                  cfg.shift_coords)
 
 
 def predict(cfg, backend, boxes: list[PersonBox], flip: bool = False, progress: bool = True,
@@ -117,14 +120,23 @@ def coco_results(cfg, predictions: list[Prediction], sigmas=None, options: dict 
     return to_coco_results(instances, sigmas, **(options or {}))
 
 
-def draw_results(predictions: list[Prediction], out_dir: Path, kpt_thr: float = 0.3) -> list[str]:
+def look(cfg) -> tuple:
+    """How the model's keypoint set is drawn (draw.style): its own links and left/right colours."""
+    from bmpose.runtime.results import keypoint_set
+
+    meta = keypoint_set(cfg)
+    return draw.style(meta["keypoint_names"], meta["skeleton_links"])
+
+
+def draw_results(predictions: list[Prediction], out_dir: Path, kpt_thr: float = 0.3,
+                 style: tuple = draw.COCO_STYLE) -> list[str]:
     by_file: dict[Path, list[Prediction]] = {}
     for p in predictions:
         by_file.setdefault(p.box.file, []).append(p)
     written = []
     for file, preds in by_file.items():
         image = draw.draw_persons(read_image(file), ((p.keypoints, p.scores, p.box.bbox, p.box.score)
-                                                     for p in preds), kpt_thr)
+                                                     for p in preds), kpt_thr, style)
         name = Path(file).stem + ".jpg"
         draw.write_jpg(out_dir / name, image)
         written.append(name)

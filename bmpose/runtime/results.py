@@ -63,11 +63,36 @@ def _inline_metainfo(ds: dict) -> dict:
     for a, b in ds["flip_pairs"]:
         flip[int(a)], flip[int(b)] = int(b), int(a)
     return {"keypoint_names": names, "flip_indices": flip,
-            "skeleton_links": [[int(a), int(b)] for a, b in ds["skeleton"]], "sigmas": [float(s) for s in ds["sigmas"]]}
+            "skeleton_links": [[int(a), int(b)] for a, b in ds["skeleton"]], "sigmas": [float(s) for s in ds["sigmas"]],
+            **({"coco_keypoints": [int(i) for i in ds["coco_keypoints"]]} if ds.get("coco_keypoints") else {})}
+
+
+_META = {}
+
+
+def keypoint_set(cfg) -> dict:
+    """dataset_metainfo, once per config (it reads the mmpose config), COCO's when the config names none."""
+    from bmpose.pose import skeleton
+
+    key = (str(cfg.path), str(cfg.mmpose_config), repr(cfg.dataset))
+    if key not in _META:
+        _META[key] = dataset_metainfo(cfg) or {
+            "keypoint_names": list(skeleton.KEYPOINT_NAMES), "flip_indices": list(skeleton.FLIP_INDICES),
+            "skeleton_links": [list(link) for link in skeleton.SKELETON_LINKS], "sigmas": skeleton.SIGMAS.tolist()}
+    return _META[key]
+
+
+def coco_keypoints(cfg) -> list | None:
+    """The 17 indices of a keypoint set that is not COCO's but declares its COCO keypoints (BlazePose's 33), else
+    None: COCO evaluation and results read those, with COCO's sigmas."""
+    return cfg.dataset.get("coco_keypoints") if isinstance(cfg.dataset, dict) else None
 
 
 def dataset_sigmas(cfg) -> np.ndarray | None:
-    """The OKS sigmas of the dataset the model's mmpose config evaluates on (its metainfo file)."""
+    """The OKS sigmas of the dataset the model's mmpose config evaluates on (its metainfo file); COCO's for a
+    keypoint set evaluated through its declared COCO keypoints."""
+    if coco_keypoints(cfg):
+        return pose_results.COCO_SIGMAS.copy()
     meta = dataset_metainfo(cfg)
     return None if meta is None else np.asarray(meta["sigmas"], dtype=np.float64)
 
@@ -78,7 +103,8 @@ def metric_options(cfg) -> dict:
 
     ev = cfg.evaluator if cfg.mmpose_config is None else (Config.fromfile(str(cfg.mmpose_config))
                                                           .get("val_evaluator", {}) or {})
-    return {k: ev.get(k, v) for k, v in METRIC_DEFAULTS.items()}
+    coco = coco_keypoints(cfg)
+    return {**{k: ev.get(k, v) for k, v in METRIC_DEFAULTS.items()}, **({"coco_keypoints": coco} if coco else {})}
 
 
 def to_coco_results(instances: list[dict], sigmas, **options) -> list[dict]:

@@ -14,7 +14,7 @@ from bmpose.errors import BmposeError
 from bmpose.pose import draw, pipeline
 from bmpose.progress import bar
 from bmpose.runtime.boxes import PersonBox
-from bmpose.runtime.predict import Prediction, heatmaps_for
+from bmpose.runtime.predict import Prediction, heatmaps_for, look
 
 def pose_frame(cfg, backend, frame: np.ndarray, boxes: list[PersonBox], flip: bool) -> list[Prediction]:
     """The persons of one in-memory frame: the same crop, batches and decode as bmpose.runtime.predict."""
@@ -42,6 +42,7 @@ def run_video(cfg, backend, detector, spec: str, out_video: Path, *, flip: bool 
     done = {"predictions": [], "frames": 0, "interrupted": False, "fps": fps, "size": list(size),
             "decode_seconds": 0.0}
     t0 = time.perf_counter()
+    style = look(cfg)
     try:
         with bar(total, "video", "frame", show=progress) as b, Ahead(capture_frames(cap, limit), decode_ahead) as frames:
             for frame, seconds in frames:
@@ -51,7 +52,7 @@ def run_video(cfg, backend, detector, spec: str, out_video: Path, *, flip: bool 
                          for (x1, y1, x2, y2), s in zip(d.boxes.tolist(), d.scores.tolist())]
                 preds = pose_frame(cfg, backend, frame, boxes, flip)
                 writer.write(draw.draw_persons(frame, ((p.keypoints, p.scores, p.box.bbox, p.box.score)
-                                                       for p in preds), kpt_thr))
+                                                       for p in preds), kpt_thr, style))
                 done["predictions"] += preds
                 done["frames"] = i + 1
                 done["decode_seconds"] += seconds
