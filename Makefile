@@ -14,7 +14,7 @@ CALIB_ARGS = --calib $(CALIB) $(call opt,COCO_ANN,--coco-ann) $(call opt,COCO_IM
 # TOL="int8_cos=0.98 fp32_cos=0.9999" overrides the config's gates (recorded in the manifests).
 BUILD_ARGS = $(call opt,CHIPS,--chips) $(call opt,BATCHES,--batches) $(foreach t,$(TOL),--tolerance $(t))
 
-.PHONY: setup fixture onnx calib fp32 fp16 bf16 int8 detector deploy nntc infer eval report study train-fixture bench test test-quick clean help
+.PHONY: blazepose-onnx setup fixture onnx calib fp32 fp16 bf16 int8 detector deploy nntc infer eval report study train-fixture bench test test-quick clean help
 help:
 	@sed -n '1,3p' Makefile; echo; grep -E '^[a-z0-9-]+:.*##' Makefile | sed 's/:.*##/\t/'
 
@@ -64,6 +64,9 @@ report: setup ## artifacts/<model>/report/index.html, report.md, report.json
 
 study: setup ## INT8 calibration study (methods x fp32 layers x chips) into the report
 	$(BMPOSE) study $(COMMON)
+
+blazepose-onnx: ## configs/blazepose/pose_landmark_lite.onnx again from the npm package (tf2onnx in a throwaway venv)
+	bash scripts/blazepose/make_onnx.sh lite
 
 train-fixture: setup ## train a fixture on the bundled COCO persons (seeded; MODEL=rtmpose-t_256x192 too)
 	$(BMPOSE) train --model $(MODEL)

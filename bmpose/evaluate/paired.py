@@ -91,10 +91,14 @@ def paired_drop(reference: np.ndarray, test: np.ndarray, boot: int = BOOTSTRAP, 
 
 def score_backend(cfg, backend, boxes, owner, truth, sigmas, flip: bool) -> np.ndarray:
     """Per-person mean OKS of one backend on the jittered set."""
+    import dataclasses
+
     from bmpose.runtime.predict import predict
+    from bmpose.runtime.results import coco_view
 
     run = predict(cfg, backend, boxes, flip, progress=False, allow_slow=True)
-    return person_oks(boxes, run.predictions, owner, truth, sigmas)
+    preds = [dataclasses.replace(p, keypoints=coco_view(cfg, p.keypoints)) for p in run.predictions]
+    return person_oks(boxes, preds, owner, truth, sigmas)
 
 
 def cached_person_oks(cache: Path, artifact: Path, crops: int, score) -> np.ndarray:

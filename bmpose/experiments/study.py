@@ -34,7 +34,7 @@ from bmpose.manifest import atomic_file, hash_inputs, read_manifest, tool_versio
 
 METHODS = ("kl", "mse", "max", "percentile9999")
 LAYERS = ("none", "auto", "search")
-STUDY_VERSION = 1
+STUDY_VERSION = 2   # 2: keypoints kept per variant (agreement with float)
 
 
 @dataclasses.dataclass
@@ -128,7 +128,7 @@ def evaluate_variant(cfg, v: Variant, boxes, ann: Path, flip: bool, force: bool)
     """COCO AP and heatmaps of one artifact (cached in study/eval/<label>.json with its inputs' hashes)."""
     from bmpose.evaluate import coco as evaluate
     from bmpose.runtime import predict as infer
-    from bmpose.runtime.results import dataset_sigmas, metric_options
+    from bmpose.runtime.results import coco_view, dataset_sigmas, metric_options
     from bmpose.runtime.backends import open_backend
 
     inputs = {"annotations": ann, "artifact": v.artifact}
@@ -138,14 +138,18 @@ def evaluate_variant(cfg, v: Variant, boxes, ann: Path, flip: bool, force: bool)
     opts = {"flip": flip, "persons": len(boxes), "config": cfg.summary(), "version": STUDY_VERSION}
     want = {k: r["sha256"] for k, r in hash_inputs(inputs).items()}
     dest = cfg.layout.study() / "eval" / f"{v.label}.json"
-    hm_file = dest.with_suffix(".npy")
+    hm_file, kp_file = dest.with_suffix(".npy"), dest.with_suffix(".keypoints.npy")
     old = json.loads(dest.read_text()) if dest.is_file() else None
     if (not force and old and old["inputs"] == want and old["options"] == json.loads(json.dumps(opts, default=str))
-            and old["tools"] == tool_versions() and hm_file.is_file()):
-        return {**old, "heatmaps": np.load(hm_file)}
+            and old["tools"] == tool_versions() and hm_file.is_file() and kp_file.is_file()):
+        return {**old, "heatmaps": np.load(hm_file), "keypoints": np.load(kp_file)}
     backend = open_backend(v.artifact, v.chip, kind="onnx" if v.chip is None else "mlir")
     run = infer.predict(cfg, backend, boxes, flip, progress=True, allow_slow=True, keep_heatmaps=True)
     results = infer.coco_results(cfg, run.predictions, dataset_sigmas(cfg), metric_options(cfg))
+    # COCO's view of each person's keypoints, and the box area, for the agreement with float (make_rows)
+    keypoints = np.stack([np.c_[coco_view(cfg, p.keypoints), np.full(len(coco_view(cfg, p.keypoints)),
+                                                                     p.box.bbox[2] * p.box.bbox[3])]
+                          for p in run.predictions]).astype(np.float32)
     stats = evaluate.coco_keypoint_ap(ann, results, sigmas=dataset_sigmas(cfg))
     row = {"label": v.label, **stats, "persons": len(run.predictions), "seconds": round(run.seconds, 2),
            "inputs": want, "options": json.loads(json.dumps(opts, default=str)), "tools": tool_versions()}
@@ -153,9 +157,12 @@ def evaluate_variant(cfg, v: Variant, boxes, ann: Path, flip: bool, force: bool)
     with atomic_file(hm_file) as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, run.heatmaps.astype(np.float32))
+    with atomic_file(kp_file) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, keypoints)
     with atomic_file(dest) as tmp:
         tmp.write_text(json.dumps(row, indent=2) + "\n")
-    return {**row, "heatmaps": run.heatmaps}
+    return {**row, "heatmaps": run.heatmaps, "keypoints": keypoints}
 
 
 def heatmap_cosines(hm: np.ndarray, ref: np.ndarray) -> np.ndarray:
@@ -167,12 +174,17 @@ def heatmap_cosines(hm: np.ndarray, ref: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------- output
 
 def make_rows(cfg, variants: list[Variant], evals: dict, onnx_ap: float) -> list[dict]:
-    ref = evals["onnx_fp32"]["heatmaps"]
+    from bmpose.evaluate import agreement
+    from bmpose.runtime.results import dataset_sigmas
+
+    ref, ref_kp = evals["onnx_fp32"]["heatmaps"], evals["onnx_fp32"]["keypoints"]
     rows = []
     for v in variants:
         e = evals.get(v.label)
         m = read_manifest(v.build_dir) if v.build_dir else None
         cos = heatmap_cosines(e["heatmaps"], ref) if e else None
+        agree = agreement.summary(agreement.oks_vs_float(e["keypoints"], ref_kp, ref_kp[:, 0, 2],
+                                                         dataset_sigmas(cfg))) if e else {}
         rows.append({
             "chip": v.chip or "-", "precision": v.precision.upper(), "method": v.method or "-",
             "fp32_layers": v.layers or "-",
@@ -181,6 +193,7 @@ def make_rows(cfg, variants: list[Variant], evals: dict, onnx_ap: float) -> list
             "AP50": e["AP50"] if e else None, "AP75": e["AP75"] if e else None,
             "hm_cos_mean": float(cos.mean()) if cos is not None else None,
             "hm_cos_min": float(cos.min()) if cos is not None else None,
+            "oks_vs_float": agree.get("oks_vs_float"), "agree90": agree.get("agree90"),
             "device_ms": device_ms(m),
             "build_s": m.get("build_seconds") if m else None,
             "eval_s": e["seconds"] if e else None,
@@ -251,7 +264,8 @@ def _add_paired_oks(cfg, variants, rows, flip: bool) -> None:
 
 
 def to_markdown(study: dict) -> str:
-    cols = ["chip", "precision", "method", "fp32_layers", "n_fp32", "AP", "dAP", "oks_drop", "oks_ci95",
+    cols = ["chip", "precision", "method", "fp32_layers", "n_fp32", "AP", "dAP", "oks_vs_float", "agree90",
+            "oks_drop", "oks_ci95",
             "vs_best", "hm_cos_mean", "hm_cos_min", "device_ms", "build_s", "eval_s", "error"]
 
     def fmt(v):
@@ -318,10 +332,12 @@ def run_study(cfg, args) -> dict:
 def _setup(cfg, persons: int, ann: Path, flip: bool, onnx_ap: float, search_methods) -> str:
     """How the study was made, in one paragraph (study.json's `setup`)."""
     return (f"INT8 batch-1 bmodels, calibration on {cfg.calibration.get('num')} requested crops of the "
-            f"bundled coco_val_mini; evaluated through the mlir backend (deployed *_tpu.mlir on pymlir) on "
+            f"default calibration set (coco_train_mini, COCO train2017: never evaluated on); evaluated through the mlir backend (deployed *_tpu.mlir on pymlir) on "
             f"{persons} persons of {ann.name} with ground-truth boxes{', flip test' if flip else ''}; "
             f"dAP = AP - ONNX FP32 AP ({onnx_ap:.4f}) on the same crops; hm_cos = heatmap cosine vs ONNX per "
-            f"crop (mean, worst); oks_drop = per-person OKS drop vs ONNX on 8 jittered crops per person with "
+            f"crop (mean, worst); oks_vs_float = mean OKS of the keypoints against ONNX FP32's on the same crops "
+            f"(COCO keypoints and sigmas, box area), agree90 = share of persons at OKS >= 0.9 against float "
+            f"(bmpose.evaluate.agreement: no labels needed); oks_drop = per-person OKS drop vs ONNX on 8 jittered crops per person with "
             f"its 95% paired interval (the fidelity gate's statistic), vs_best: ~best = within the noise of "
             f"the chip's best INT8 variant; device_ms = simulated device ms per person (the compiler's cycle "
             f"estimate embedded in the bmodel, bmpose.tpu_mlir.devtime). fp32_layers: none = all INT8, auto = "

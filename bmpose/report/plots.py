@@ -61,7 +61,8 @@ def _study_plots(plt, cfg, data: dict, out: Path) -> list[str]:
             files.append(name)
     name = _speed_plot(plt, study.get("rows", []), out / "study_speed.png")
     if name:
-        study["speed_plot"] = {"title": "study: AP drop against simulated device time per person", "file": name}
+        study["speed_plot"] = {"title": "study: fidelity (agreement with float) against simulated device time per "
+                                        "person", "file": name}
         files.append(name)
     return files
 
@@ -79,6 +80,8 @@ def _heatmap_plot(plt, cfg, bmodels: list[dict], chip: str, path: Path) -> bool:
         if prec in by:
             with np.load(Path(by[prec]["dir"]) / "compare.npz") as z:
                 panels.append((f"{prec.upper()} bmodel", z["bmodel"][0]))
+    if cfg.codec.get("type") == "RegressionLabel":
+        return _keypoint_plot(plt, cfg, panels, _test_crop(cfg, Path(first["dir"])), chip, path)
     vmax = max(float(p[1].max()) for p in panels)
     got = dict(panels)
     if "FP32 bmodel" in got and "INT8 bmodel" in got:
@@ -107,10 +110,33 @@ def _heatmap_plot(plt, cfg, bmodels: list[dict], chip: str, path: Path) -> bool:
     return True
 
 
+def _keypoint_plot(plt, cfg, panels: list, crop, chip: str, path: Path) -> bool:
+    """A regression model has no heatmaps: its keypoints from ONNX and each precision, on the input crop."""
+    from bmpose.pose.regression import decode_regression
+
+    fig, ax = plt.subplots(figsize=(4.2, 4.2))
+    if crop is not None:
+        ax.imshow(crop)
+    for (title, out), marker in zip(panels, ("o", "x", "+", "^", "s")):
+        xy, _ = decode_regression(np.asarray(out).reshape(1, -1), cfg.codec)
+        ax.scatter(xy[0, :, 0], xy[0, :, 1], marker=marker, s=28, label=title,
+                   facecolors="none" if marker == "o" else None, edgecolors="w" if marker == "o" else None)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.axis("off")
+    ax.set_title(f"{chip}: {cfg.codec['num_keypoints']} keypoints, ONNX vs each precision's bmodel", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
+
+
 def _speed_plot(plt, rows: list[dict], path: Path) -> str | None:
-    """Every study variant with a simulated time: AP drop vs ONNX (y) against device ms per person (x), a
-    panel per chip, points labelled by method: what the FP32 layers cost in time."""
-    rows = [r for r in rows if r.get("device_ms") and r.get("dAP") is not None]
+    """Every study variant with a simulated time: its agreement with float (mean OKS against ONNX FP32's
+    keypoints; AP drop vs ONNX in studies made before that was kept) against device ms per person, a panel per
+    chip, points labelled by method: what the FP32 layers cost in time."""
+    fidelity = all(r.get("oks_vs_float") is not None for r in rows if r.get("dAP") is not None)
+    key, label = ("oks_vs_float", "mean OKS vs ONNX FP32 keypoints") if fidelity else ("dAP", "AP drop vs ONNX FP32")
+    rows = [r for r in rows if r.get("device_ms") and r.get(key) is not None]
     chips = sorted({r["chip"] for r in rows})
     if not chips:
         return None
@@ -119,13 +145,15 @@ def _speed_plot(plt, rows: list[dict], path: Path) -> str | None:
     for ax, chip in zip(axes[0], chips):
         for r in (r for r in rows if r["chip"] == chip):
             fp32 = r["precision"] == "FP32"
-            ax.scatter(r["device_ms"], -r["dAP"], marker="s" if fp32 else "o",
+            y = r[key] if fidelity else -r[key]
+            ax.scatter(r["device_ms"], y, marker="s" if fp32 else "o",
                        color="grey" if fp32 else colours.get(r["fp32_layers"], "black"))
-            ax.annotate("FP32" if fp32 else r["method"], (r["device_ms"], -r["dAP"]), fontsize=7,
+            ax.annotate("FP32" if fp32 else r["method"], (r["device_ms"], y), fontsize=7,
                         xytext=(3, 3), textcoords="offset points")
-        ax.set_yscale("symlog", linthresh=0.01)
+        if not fidelity:
+            ax.set_yscale("symlog", linthresh=0.01)
         ax.set_xlabel("simulated device ms per person")
-        ax.set_ylabel("AP drop vs ONNX FP32")
+        ax.set_ylabel(label)
         ax.set_title(chip, fontsize=10)
         ax.grid(True, alpha=0.3)
     handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=f"INT8, FP32 layers: {k}")

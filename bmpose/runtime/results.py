@@ -88,6 +88,12 @@ def coco_keypoints(cfg) -> list | None:
     return cfg.dataset.get("coco_keypoints") if isinstance(cfg.dataset, dict) else None
 
 
+def coco_view(cfg, keypoints: np.ndarray) -> np.ndarray:
+    """Keypoints (..., K, D) as COCO evaluation reads them: the declared COCO 17 of another keypoint set."""
+    pick = coco_keypoints(cfg)
+    return np.asarray(keypoints)[..., pick, :] if pick else np.asarray(keypoints)
+
+
 def dataset_sigmas(cfg) -> np.ndarray | None:
     """The OKS sigmas of the dataset the model's mmpose config evaluates on (its metainfo file); COCO's for a
     keypoint set evaluated through its declared COCO keypoints."""

@@ -97,11 +97,16 @@ def canonical(model):
         indeg[k] = len(deps)
         for d in deps:
             consumers[d].add(k)
-    rename, used = {}, defaultdict(int)
+    rename, taken = {}, set()
 
     def fresh(base: str) -> str:
-        used[base] += 1
-        return base if used[base] == 1 else f"{base}#{used[base]}"
+        # clashes numbered _2, _3, ... (not `#`, which starts a comment in qtable files, bmpose's and TPU-MLIR's)
+        name, n = base, 1
+        while name in taken:
+            n += 1
+            name = f"{base}_{n}"
+        taken.add(name)
+        return name
 
     def key(k: int):
         n = nodes[k]
