@@ -17,6 +17,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     for name in args.model or config_mod.list_models():
         cfg = load_model(args, name)
+        if cfg.onnx is not None:   # a trained ONNX file (BlazePose): its weights are in it
+            print(f"fixture: {cfg.name}: an ONNX model, its weights are in {cfg.onnx.name}; no fixture to make")
+            continue
         path = cfg.layout.fixture_checkpoint()
         before = path.stat().st_mtime_ns if path.exists() else None
         make_fixture(cfg, force=args.force)

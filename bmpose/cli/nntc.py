@@ -22,6 +22,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     t0 = time.perf_counter()
     cfg = load_model(a)
+    cfg.require_heatmaps("the NNTC bundle")   # what the model is decides first, then the method
     method = a.method or cfg.calibration.get("method", "kl")
     th_method_name(method)   # refuse a method NNTC lacks before any crop or export work
     # a CalibWarning (fewer persons than --num) prints as bmpose's one line through bmpose.cli

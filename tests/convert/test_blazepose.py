@@ -93,6 +93,18 @@ def test_regression_codec_keys_are_checked(tmp_path):
         config.load(_yaml(tmp_path, dataset=bad), artifacts=tmp_path)
 
 
+def test_commands_that_need_an_mmpose_model_say_so(tmp_path, capsys):
+    """`bmpose fixture` (every bundled config by default) passes over the ONNX model with a note; the NNTC
+    bundle (heatmap models only) refuses it in one line naming the codec, before looking at the method."""
+    from bmpose.cli import fixture, nntc
+
+    assert fixture.main(["--model", MODEL, "--artifacts-dir", str(tmp_path)]) == 0
+    assert "an ONNX model, its weights are in pose_landmark_lite.onnx" in capsys.readouterr().out
+    with pytest.raises(BmposeError, match=r"the NNTC bundle of a RegressionLabel model \(output keypoints\)"):
+        nntc.main(["--model", MODEL, "--artifacts-dir", str(tmp_path)])
+    assert not list(tmp_path.rglob("*.pth"))
+
+
 @pytest.fixture(scope="module")
 def onnx_cfg(shared_root):
     from bmpose.convert.onnx_import import ensure_imported
