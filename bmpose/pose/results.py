@@ -63,7 +63,8 @@ def to_coco_results(instances: list, sigmas=None, score_mode: str = "bbox_keypoi
     ground-truth boxes), area (the padded, aspect-fixed box scale product: mmpose's `bbox_scales`), and
     optionally bbox (x, y, w, h) and category_id. Results keep the order of first appearance of each image.
     `coco_keypoints` (17 indices, a keypoint set that is not COCO's, e.g. BlazePose's 33): results hold those
-    keypoints, in COCO's order, rescored and OKS-NMS'd with COCO's sigmas, so COCO evaluation reads them.
+    keypoints, in COCO's order, rescored and OKS-NMS'd with COCO's sigmas, so COCO evaluation reads them; the
+    model's own keypoints stay beside them as `model_keypoints` (flat x, y, score, which COCO evaluation ignores).
     """
     if nms_mode not in ("oks_nms", "none"):
         raise PoseError(f"nms_mode {nms_mode!r} is not supported (oks_nms, none)")
@@ -74,13 +75,16 @@ def to_coco_results(instances: list, sigmas=None, score_mode: str = "bbox_keypoi
     for inst in instances:
         kpts = np.asarray(inst["keypoints"], dtype=np.float64)
         scores = np.asarray(inst["keypoint_scores"], dtype=np.float64)
+        own = None
         if pick is not None:
+            own = np.concatenate([kpts, scores[:, None]], axis=1)
             kpts, scores = kpts[pick], scores[pick]
         by_image.setdefault(inst["image_id"], []).append({
             "image_id": inst["image_id"], "category_id": int(inst.get("category_id", 1)),
             "keypoints": np.concatenate([kpts, scores[:, None]], axis=1),
             "score": instance_score(scores, inst.get("bbox_score", 1.0), score_mode, keypoint_score_thr),
-            "area": float(inst["area"]), "bbox": inst.get("bbox"), "bbox_score": float(inst.get("bbox_score", 1.0))})
+            "area": float(inst["area"]), "bbox": inst.get("bbox"), "bbox_score": float(inst.get("bbox_score", 1.0)),
+            "own": own})
     out = []
     for image_id, insts in by_image.items():
         if nms_mode == "oks_nms":
@@ -88,6 +92,8 @@ def to_coco_results(instances: list, sigmas=None, score_mode: str = "bbox_keypoi
         for inst in insts:
             res = {"image_id": image_id, "category_id": inst["category_id"],
                    "keypoints": [float(v) for v in inst["keypoints"].reshape(-1)], "score": float(inst["score"])}
+            if inst["own"] is not None:
+                res["model_keypoints"] = [float(v) for v in inst["own"].reshape(-1)]
             if inst["bbox"] is not None:   # the person box and its detector's score, beside the rescored score
                 res["bbox"] = [float(v) for v in inst["bbox"]]
                 res["bbox_score"] = inst["bbox_score"]

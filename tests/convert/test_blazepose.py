@@ -116,7 +116,7 @@ def onnx_cfg(shared_root):
 
 def test_coco_ap_through_its_coco_keypoints(onnx_cfg):
     """The bundled 51 persons with ground-truth boxes on ONNX Runtime: results carry COCO's 17 keypoints, scored
-    with COCO's sigmas. Measured AP 0.2096 (a plain box crop; docs/blazepose.md): gate 0.18, margin 0.03."""
+    with COCO's sigmas, and the model's 33 as `model_keypoints`. Measured AP 0.2096 (a plain box crop; docs/blazepose.md): gate 0.18, margin 0.03."""
     from bmpose.evaluate.coco import coco_keypoint_ap
     from bmpose.evaluate.sets import eval_boxes, eval_set
     from bmpose.runtime import predict as infer
@@ -128,6 +128,9 @@ def test_coco_ap_through_its_coco_keypoints(onnx_cfg):
     assert run.predictions[0].keypoints.shape == (33, 2)
     results = infer.coco_results(cfg, run.predictions, dataset_sigmas(cfg), metric_options(cfg))
     assert {len(r["keypoints"]) for r in results} == {17 * 3}
+    assert {len(r["model_keypoints"]) for r in results} == {33 * 3}   # the model's own set stays beside them
+    r = results[0]
+    assert r["keypoints"][:3] == r["model_keypoints"][:3]   # COCO's nose is BlazePose's 0
     assert coco_keypoint_ap(ann, results, sigmas=dataset_sigmas(cfg))["AP"] >= 0.18
 
 
