@@ -90,3 +90,18 @@ def test_report_plots_ap_drop_against_device_time(tmp_path):
     index = report.ensure_report(cfg)
     assert (index.parent / "study_speed.png").is_file()
     assert 'src="study_speed.png"' in index.read_text()
+
+
+def test_report_plots_agreement_with_float_when_the_study_has_it(tmp_path):
+    """A study with keypoint agreement (oks_vs_float) is drawn as fidelity against simulated ms, not AP drop."""
+    cfg = config.load("hrnet_small_128x96", artifacts=tmp_path)
+    d = cfg.artifacts / "study"
+    d.mkdir(parents=True)
+    rows = [{"chip": "bm1684x", "precision": "FP32", "method": "-", "fp32_layers": "-", "dAP": 0.0,
+             "oks_vs_float": 1.0, "device_ms": 0.49},
+            {"chip": "bm1684x", "precision": "INT8", "method": "mse", "fp32_layers": "auto", "dAP": -0.06,
+             "oks_vs_float": 0.82, "device_ms": 0.16}]
+    (d / "study.json").write_text(json.dumps({"rows": rows, "layer_plots": []}))
+    index = report.ensure_report(cfg)
+    assert (index.parent / "study_speed.png").is_file()
+    assert "fidelity (agreement with float) against simulated device time" in index.read_text()
