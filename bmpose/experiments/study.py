@@ -1,6 +1,7 @@
 """`bmpose study --model M` (`make study`): which INT8 calibration settings cost the least COCO AP.
 
-For each chip x calibration method (kl, mse, max, percentile9999) x FP32 layers:
+For each chip: the float builds (FP32, and FP16/BF16 where the chip has them), then each calibration method
+(kl, mse, max, percentile9999) x FP32 layers:
   none    every layer INT8 (no qtable at all)
   auto    the automatic FP32 tail (bmpose.convert.qtable.auto_tail; what `bmpose build` does), + the config's qtable
   search  the tail + the layers TPU-MLIR's search_qtable finds for that chip (`--search`)
@@ -53,6 +54,7 @@ class Variant:
 
 def build_variants(cfg, args, chips, methods, search_methods) -> tuple[list[Variant], dict]:
     """Every bmodel of the study (built or reused) through bmpose.convert's stages; -> (variants, search facts)."""
+    from bmpose.chips import chip_supports
     from bmpose.convert import bmodel_build, steps
     from bmpose.convert.pipeline import Pipeline
 
@@ -70,10 +72,15 @@ def build_variants(cfg, args, chips, methods, search_methods) -> tuple[list[Vari
     variants = [Variant("onnx_fp32", None, "fp32", artifact=onnx[4])]
     tables, search = {}, {}
     for chip in chips:
-        v = Variant(f"{chip}_fp32", chip, "fp32")
-        variants.append(_deploy(pipe, v, out / f"{chip}_fp32_b1",
-                                bmodel_build.deploy_options(cfg, chip, "fp32", 1, method=None, user_qtables=[],
-                                                            search=False, checkpoint=args.checkpoint, calib=None)))
+        # the float builds are candidates too: FP32, and half precision where the chip has it (the fidelity and
+        # time an INT8 variant has to beat)
+        for precision in ("fp32", "fp16", "bf16"):
+            if not chip_supports(chip, precision):
+                continue
+            v = Variant(f"{chip}_{precision}", chip, precision)
+            opts = bmodel_build.deploy_options(cfg, chip, precision, 1, method=None, user_qtables=[], search=False,
+                                               checkpoint=args.checkpoint, calib=None)
+            variants.append(_deploy(pipe, v, out / f"{chip}_{precision}_b1", opts))
         for method in methods:
             if method not in tables:
                 t0 = time.monotonic()

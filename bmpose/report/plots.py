@@ -141,14 +141,15 @@ def _speed_plot(plt, rows: list[dict], path: Path) -> str | None:
     if not chips:
         return None
     colours = {"none": "tab:red", "auto": "tab:blue", "search": "tab:green"}
+    floats = {"FP32": "grey", "FP16": "tab:purple", "BF16": "tab:brown"}
     fig, axes = plt.subplots(1, len(chips), figsize=(5.2 * len(chips), 3.8), squeeze=False)
     for ax, chip in zip(axes[0], chips):
         for r in (r for r in rows if r["chip"] == chip):
-            fp32 = r["precision"] == "FP32"
+            float_ = r["precision"] != "INT8"
             y = r[key] if fidelity else -r[key]
-            ax.scatter(r["device_ms"], y, marker="s" if fp32 else "o",
-                       color="grey" if fp32 else colours.get(r["fp32_layers"], "black"))
-            ax.annotate("FP32" if fp32 else r["method"], (r["device_ms"], y), fontsize=7,
+            ax.scatter(r["device_ms"], y, marker="s" if float_ else "o",
+                       color=floats.get(r["precision"], "grey") if float_ else colours.get(r["fp32_layers"], "black"))
+            ax.annotate(r["precision"] if float_ else r["method"], (r["device_ms"], y), fontsize=7,
                         xytext=(3, 3), textcoords="offset points")
         if not fidelity:
             ax.set_yscale("symlog", linthresh=0.01)
@@ -157,8 +158,9 @@ def _speed_plot(plt, rows: list[dict], path: Path) -> str | None:
         ax.set_title(chip, fontsize=10)
         ax.grid(True, alpha=0.3)
     handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=f"INT8, FP32 layers: {k}")
-               for k, c in colours.items()] + [plt.Line2D([], [], marker="s", ls="", color="grey", label="FP32")]
-    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False)
+               for k, c in colours.items()] + [plt.Line2D([], [], marker="s", ls="", color=c, label=k)
+                                               for k, c in floats.items()]
+    fig.legend(handles=handles, loc="lower center", ncol=6, fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=90)
     plt.close(fig)
