@@ -90,7 +90,7 @@ def collect_boxes(cfg, args) -> tuple[list[PersonBox], list, dict]:
     if args.limit:
         boxes = boxes[:args.limit]
     if not boxes:
-        raise BmposeError("no person boxes to run (check --images / --boxes / --coco-ann)")
+        raise BmposeError(_why_no_boxes(skipped, boxes_spec))
     return boxes, skipped, inputs
 
 
@@ -174,3 +174,14 @@ def infer_video(cfg, args) -> int:
         print(f"infer: interrupted after {f} frames; those are kept in {out}/", file=sys.stderr)
         return 130
     return 0
+
+
+def _why_no_boxes(skipped: list, boxes_spec: str) -> str:
+    """The one line when nothing is left to run: the unreadable image itself when that is why (the first, and how
+    many more), else what to check."""
+    if skipped:
+        more = f" (and {len(skipped) - 1} more image(s) skipped)" if len(skipped) > 1 else ""
+        return f"{skipped[0][1]}{more}: no person boxes to run"
+    if boxes_spec.startswith("detector:"):
+        return "the detector found no person in the images (try a lower --det-score-thr): no person boxes to run"
+    return "no person boxes to run (check --images / --boxes / --coco-ann)"

@@ -229,3 +229,12 @@ def test_compare_on_a_file_that_is_not_an_npz_is_one_line(tmp_path, capsys):
     assert cli.main(["compare", str(garbage), str(good)]) == 1
     assert capsys.readouterr().err == f"bmpose compare: error: {garbage}: not an npz file (numpy's .npz is a zip " \
                                       f"archive of arrays)\n"
+
+
+def test_an_unreadable_image_alone_is_named_not_no_boxes(tmp_path, capsys):
+    """Was "no person boxes to run (check --images ...)", naming neither the file nor its problem."""
+    bad = tmp_path / "photo.jpg"
+    bad.write_bytes(b"not a jpeg")
+    assert cli.main(["infer", "--images", str(bad), "--out", str(tmp_path / "out")]) == 1
+    assert capsys.readouterr().err == f"bmpose infer: error: {bad}: not a decodable image: no person boxes to run\n"
+    assert not (tmp_path / "out").exists()
