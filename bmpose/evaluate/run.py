@@ -60,11 +60,8 @@ def run_eval(args, cfg) -> int:
     ctx = {"ann": ann, "boxes": boxes, "onnx": onnx, "flip": bool(args.flip), "sigmas": dataset_sigmas(cfg),
            "options": metric_options(cfg), "onnx_cache": {}}
     out_dir = cfg.layout.eval()
-    if args.boxes.startswith("detector:"):   # beside the ground-truth-box rows, not over them
-        from bmpose.detector_config import load_detector_spec
-
-        tag = "__" + load_detector_spec(args.boxes).tag
-        artifacts = [{**a, "label": a["label"] + tag} for a in artifacts]
+    tag = _label_tag(args, ann)
+    artifacts = [{**a, "label": a["label"] + tag} for a in artifacts]
     rows = [_eval_one(cfg, args, a, ctx, out_dir / f"{a['label']}.json") for a in artifacts]
     if rows:
         write_manifest(out_dir, stage="eval", inputs={"annotations": ann},
@@ -77,6 +74,20 @@ def run_eval(args, cfg) -> int:
               f"{r['AP'] - r['onnx_AP_same_persons']:+8.4f}  {r['persons']}{' (subset)' if r.get('image_ids') else ''}"
               f"{'  scored on its own calibration images' if (r.get('calibration') or {}).get('seen') else ''}")
     return 0
+
+
+def _label_tag(args, ann: Path) -> str:
+    """What tells a row's evaluation apart from the default one (the bundled set with its annotated boxes), so
+    it lands beside those rows, not over them: `@<annotation file>` for another set, `__<detector>` for a
+    detector's boxes, `__dets_<file>` for a detection file's."""
+    from bmpose.detector_config import load_detector_spec
+
+    tag = "" if ann.resolve() == boxes_mod.bundled_sample()[0].resolve() else f"@{ann.stem}"
+    if args.boxes.startswith("detector:"):
+        tag += "__" + load_detector_spec(args.boxes).tag
+    elif args.boxes.startswith("dets:"):
+        tag += "__dets_" + Path(args.boxes[5:]).stem
+    return tag
 
 
 def _boxes(args, cfg):

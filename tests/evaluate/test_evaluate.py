@@ -161,3 +161,20 @@ def test_eval_with_the_bundled_detector(tmp_path, coco_mini, capsys):
     assert 0.3 < det_row["AP"] < gt_row["AP"]   # boxes found, but not the annotators' own
     assert boxes["AP"] > 0.4 and boxes["recall_iou50"]["recall"] > 0.9 and boxes["eval_score_thr"] == 0.01
     assert "box AP" in capsys.readouterr().out
+
+
+def test_rows_of_another_set_or_box_source_land_beside_the_default_rows(tmp_path):
+    """`bmpose eval --coco-ann OTHER` (or a detection file's boxes) wrote eval/onnx_fp32.json over the bundled
+    set's row, and the report then showed the other set's AP under the default label."""
+    import argparse
+
+    from bmpose.evaluate.run import _label_tag
+    from bmpose.runtime.boxes import bundled_sample
+
+    default = bundled_sample()[0]
+    other = tmp_path / "person_keypoints_val2017.json"
+    tag = lambda boxes, ann: _label_tag(argparse.Namespace(boxes=boxes), ann)  # noqa: E731
+    assert tag("gt", default) == ""
+    assert tag("gt", other) == "@person_keypoints_val2017"
+    assert tag("dets:/d/COCO_val2017_detections.json", other) == "@person_keypoints_val2017__dets_COCO_val2017_detections"
+    assert tag("detector:yolox_nano_416", default) == "__yolox_nano_416"

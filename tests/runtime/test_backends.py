@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from bmpose.errors import BmposeError
+from bmpose.layout import list_bmodels
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +22,6 @@ def test_mlir_equals_cmodel(cfg, chip):
     import multiprocessing
 
     from bmpose.runtime.backends import open_backend
-    from bmpose.layout import list_bmodels
     from bmpose.weights.fixture import realistic_inputs
     from bmpose.experiments.bench import cmodel_seconds_per_crop
 
@@ -40,7 +40,6 @@ def test_mlir_equals_cmodel(cfg, chip):
 
 def test_wrong_chip_refused(cfg):
     from bmpose.runtime.backends import open_backend
-    from bmpose.layout import list_bmodels
 
     b = next(b for b in list_bmodels(cfg) if b["chip"] == "bm1684x")
     with pytest.raises(BmposeError, match="built for bm1684x, not for the requested chip bm1684"):
@@ -53,7 +52,6 @@ def test_mlir_missing_weights(cfg, tmp_path):
     import shutil
 
     from bmpose.runtime.backends import open_backend
-    from bmpose.layout import list_bmodels
 
     b = list_bmodels(cfg)[0]
     copy = tmp_path / b["tpu_mlir"].name
@@ -65,7 +63,6 @@ def test_mlir_missing_weights(cfg, tmp_path):
 def test_mlir_worker_pool_gives_the_same_heatmaps(cfg):
     """A long mlir run is spread over spawned worker processes: the outputs must not change by a bit."""
     from bmpose.runtime.backends import open_backend, mlir
-    from bmpose.layout import list_bmodels
     from bmpose.weights.fixture import realistic_inputs
     from bmpose.runtime.predict import run_batches
 
@@ -77,3 +74,20 @@ def test_mlir_worker_pool_gives_the_same_heatmaps(cfg):
     pooled = run_batches(pooled_backend, x, progress=False)
     assert pooled_backend.last_workers == 2    # the pool really ran ...
     assert np.array_equal(pooled, alone)       # ... and changed nothing
+
+
+def test_the_simulators_own_prints_stay_off_the_console(cfg, tmp_path):
+    """The cmodel's C code printed "Cannot open libusercpu.so, disable user cpu layer.", "[0] do_allreduce: 0."
+    and, at exit, "BMLIB Send Quit Message" around `bmpose infer`'s own lines; now only bmpose's lines remain."""
+    import subprocess
+    import sys
+
+    b = next(b for b in list_bmodels(cfg) if b["chip"] == "bm1684x" and b["precision"] == "int8" and b["batch"] == 1)
+    run = subprocess.run([sys.executable, "-m", "bmpose", "infer", "--model", cfg.name, "--artifacts-dir",
+                          str(cfg.root), "--backend", "bmodel", str(b["path"]), "--limit", "1", "--no-vis",
+                          "--out", str(tmp_path / "out")], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    said = run.stdout + run.stderr
+    for chatter in ("libusercpu", "do_allreduce", "BMLIB", "cmodel_deinit", "bmcpu init"):
+        assert chatter not in said, said
+    assert "infer: 1 persons" in run.stdout

@@ -17,6 +17,7 @@ from bmpose.pose.pipeline import join_outputs
 from bmpose.runtime.backends.base import Backend, check_chip
 from bmpose.tpu_mlir.chiplock import chip_lock
 from bmpose.tpu_mlir.installed import bind_cmodel, bmodel_chip, cmodel_runtime, runtime_module
+from bmpose.tpu_mlir.quiet import quiet_at_exit, quiet_c_output
 
 
 class CmodelBackend(Backend):
@@ -33,10 +34,14 @@ class CmodelBackend(Backend):
         # from then on the loaded library stays ours whatever the link says.
         with chip_lock(actual), lock:
             try:
-                self.model = rt.Model(str(path), 0, "")
+                with quiet_c_output() as printed:
+                    self.model = rt.Model(str(path), 0, "")
             except Exception as e:
-                raise BmposeError(f"{path}: the bmodel runtime cannot load it ({e})") from None
+                said = " ".join(printed[-1].split()[-30:]) if printed else ""
+                raise BmposeError(f"{path}: the bmodel runtime cannot load it ({e})"
+                                  + (f"; it said: {said}" if said else "")) from None
             bind_cmodel(actual)
+        quiet_at_exit()
         self.net = self.model.Net(self.model.networks[0])
         if len(self.net.inputs) != 1:
             raise BmposeError(f"{path}: expected one input, the bmodel has {len(self.net.inputs)}")
@@ -56,7 +61,8 @@ class CmodelBackend(Backend):
         inp = self.net.inputs[0]
         inp.data.reshape(-1)[:] = lowering(x, pdtype=inp.dtype, pshape=x.shape, pzero_point=inp.qzero_point,
                                            pscale=inp.qscale).flatten()
-        shapes = self.net.forward_dynamic([list(x.shape)])
+        with quiet_c_output():
+            shapes = self.net.forward_dynamic([list(x.shape)])
         return [self._output(out, shape) for out, shape in zip(self.net.outputs, shapes)]
 
     @staticmethod
