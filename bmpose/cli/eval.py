@@ -20,7 +20,8 @@ def parse_args(argv):
         "in artifacts/<model>/eval/<label>.json."))
     p.add_argument("--gt", help="COCO person-keypoints annotation json (with --results)")
     p.add_argument("--results", help="COCO keypoint results json to score")
-    p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    p.add_argument("--json", action="store_true", help="print the metrics as one JSON object (with --model: "
+                   "{label: metrics} of every row, the progress on stderr)")
     add_model(p)
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--coco-ann", default=None,
@@ -55,7 +56,16 @@ def main(argv=None) -> int:
         return 0
     from bmpose.evaluate.run import run_eval
 
-    return run_eval(args, load_model(args))
+    if not args.json:
+        return run_eval(args, load_model(args))
+    # --json: stdout carries one JSON object ({label: metrics}); the progress lines and the table go to stderr
+    import contextlib
+
+    with contextlib.redirect_stdout(sys.stderr):
+        rows = {}
+        code = run_eval(args, load_model(args), rows)
+    print(json.dumps(rows))
+    return code
 
 
 if __name__ == "__main__":

@@ -49,7 +49,9 @@ def score(cfg, backend, boxes, ann, flip, sigmas, options, subset: bool) -> dict
             "image_ids": ids}
 
 
-def run_eval(args, cfg) -> int:
+def run_eval(args, cfg, collect: dict | None = None) -> int:
+    """Every artifact's row on the evaluation set; `collect` (optional) gets {label: the COCO metrics, persons,
+    ONNX's AP on the same persons}."""
     from bmpose.convert.export import ensure_onnx
 
     ann, img, boxes = _boxes(args, cfg)
@@ -68,6 +70,11 @@ def run_eval(args, cfg) -> int:
                        options={"flip": ctx["flip"], "boxes": args.boxes, "bmodel_runtime": args.bmodel_runtime},
                        outputs=sorted(p.name for p in out_dir.glob("*.json") if p.name != "manifest.json"),
                        checks={r["label"]: r["AP"] for r in rows})
+    if collect is not None:
+        from bmpose.evaluate.coco import STAT_NAMES
+
+        collect.update({r["label"]: {**{k: r[k] for k in STAT_NAMES}, "persons": r["persons"],
+                                     "onnx_AP_same_persons": r["onnx_AP_same_persons"]} for r in rows})
     print(f"\n{'label':<28} {'AP':>7} {'AP50':>7} {'AP75':>7} {'AR':>7} {'dAP':>8}  persons")
     for r in rows:
         print(f"{r['label']:<28} {r['AP']:7.4f} {r['AP50']:7.4f} {r['AP75']:7.4f} {r['AR']:7.4f} "

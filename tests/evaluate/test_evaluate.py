@@ -161,6 +161,10 @@ def test_eval_with_the_bundled_detector(tmp_path, coco_mini, capsys):
     assert 0.3 < det_row["AP"] < gt_row["AP"]   # boxes found, but not the annotators' own
     assert boxes["AP"] > 0.4 and boxes["recall_iou50"]["recall"] > 0.9 and boxes["eval_score_thr"] == 0.01
     assert "box AP" in capsys.readouterr().out
+    # --json: one JSON object on stdout (it printed the table and ignored the flag), progress on stderr
+    assert eval_cli.main(common + ["--json"]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["onnx_fp32"]["AP"] == gt_row["AP"] and "up to date" in out.err
 
 
 def test_rows_of_another_set_or_box_source_land_beside_the_default_rows(tmp_path):
