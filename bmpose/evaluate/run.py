@@ -144,11 +144,13 @@ def _artifacts(cfg, args, onnx: Path) -> list[dict]:
                           "chip": b["chip"], "precision": b["precision"], "batch": b["batch"], "bmodel": b["path"],
                           "calibration": b["manifest"].get("calibration")})
     if args.artifacts:
-        unknown = set(args.artifacts) - {a["label"] for a in artifacts}
+        # a build is named by its folder whichever runtime scores it (`_cmodel` rows answer to both names)
+        names = {a["label"]: {a["label"], a["label"].removesuffix("_cmodel")} for a in artifacts}
+        unknown = set(args.artifacts) - set().union(*names.values())
         if unknown:
             raise BmposeError(f"--artifacts {', '.join(sorted(unknown))}: not built (have: "
                               f"{', '.join(a['label'] for a in artifacts)})")
-        artifacts = [a for a in artifacts if a["label"] in args.artifacts]
+        artifacts = [a for a in artifacts if names[a["label"]] & set(args.artifacts)]
     return artifacts
 
 

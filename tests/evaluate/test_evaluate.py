@@ -182,3 +182,22 @@ def test_rows_of_another_set_or_box_source_land_beside_the_default_rows(tmp_path
     assert tag("gt", other) == "@person_keypoints_val2017"
     assert tag("dets:/d/COCO_val2017_detections.json", other) == "@person_keypoints_val2017__dets_COCO_val2017_detections"
     assert tag("detector:yolox_nano_416", default) == "__yolox_nano_416"
+
+
+def test_a_build_answers_to_its_folder_name_on_the_cmodel_too(monkeypatch, tmp_path):
+    """`--bmodel-runtime cmodel --artifacts bm1684x_int8_b1` said "not built": the cmodel rows are labelled
+    `<folder>_cmodel`; both names pick the build now, and an unknown one is still refused."""
+    import argparse
+
+    from bmpose import layout
+    from bmpose.evaluate.run import _artifacts
+
+    d = tmp_path / "bm1684x_int8_b1"
+    fake = [{"dir": d, "tpu_mlir": d / "x_tpu.mlir", "path": d / "x.bmodel", "chip": "bm1684x",
+             "precision": "int8", "batch": 1, "manifest": {}}]
+    monkeypatch.setattr(layout, "list_bmodels", lambda cfg: fake)
+    for name in ("bm1684x_int8_b1", "bm1684x_int8_b1_cmodel"):
+        args = argparse.Namespace(bmodel_runtime="cmodel", artifacts=[name])
+        assert [a["label"] for a in _artifacts(None, args, tmp_path / "m.onnx")] == ["bm1684x_int8_b1_cmodel"]
+    with pytest.raises(BmposeError, match="--artifacts bm1684_int8_b1: not built"):
+        _artifacts(None, argparse.Namespace(bmodel_runtime="cmodel", artifacts=["bm1684_int8_b1"]), tmp_path)
