@@ -17,6 +17,7 @@ import re
 import shutil
 import sys
 import tempfile
+import time
 from importlib import metadata
 from pathlib import Path
 from typing import Iterator, Mapping
@@ -222,6 +223,14 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
             os.unlink(tmp)
 
 
+LOCK_WAIT = [0.0]   # seconds this process has waited on other processes' build locks (build times leave it out)
+
+
+def waited_since(mark: float) -> float:
+    """Lock wait since `mark` (a LOCK_WAIT[0] read earlier)."""
+    return LOCK_WAIT[0] - mark
+
+
 @contextlib.contextmanager
 def locked(out_dir: str | os.PathLike) -> Iterator[None]:
     """Hold an exclusive lock for building out_dir (a `.<name>.lock` file beside it): several processes
@@ -240,7 +249,13 @@ def locked(out_dir: str | os.PathLike) -> Iterator[None]:
         yield
         return
     with fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:   # another process builds it: say so, and count the wait apart from build time
+            print(f"waiting for another process that builds {out_dir} ...", file=sys.stderr, flush=True)
+            t0 = time.monotonic()
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            LOCK_WAIT[0] += time.monotonic() - t0
         try:
             yield
         finally:

@@ -227,3 +227,34 @@ def test_a_read_only_tree_still_serves_what_is_up_to_date(stage, monkeypatch):
     with pytest.raises(OSError, match="I/O error"):   # any other failure is not taken for a read-only tree
         with locked(out):
             pass
+
+
+def test_a_wait_for_another_build_is_said_and_counted_apart(tmp_path, capsys):
+    """A second build of the same stage waited on the lock silently and reported the wait as its build time."""
+    import threading
+    import time
+
+    from bmpose import manifest
+
+    out = tmp_path / "stage"
+    inside, release = threading.Event(), threading.Event()
+
+    def other_build():
+        with manifest.locked(out):
+            inside.set()
+            release.wait(5)
+
+    t = threading.Thread(target=other_build)
+    t.start()
+    inside.wait(5)
+    threading.Timer(0.5, release.set).start()
+    before = manifest.LOCK_WAIT[0]
+    with manifest.locked(out):
+        pass
+    t.join()
+    assert manifest.waited_since(before) >= 0.4
+    assert f"waiting for another process that builds {out}" in capsys.readouterr().err
+    before = manifest.LOCK_WAIT[0]
+    with manifest.locked(out):   # free: no wait, no line
+        pass
+    assert manifest.waited_since(before) == 0 and capsys.readouterr().err == ""

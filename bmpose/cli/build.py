@@ -123,15 +123,14 @@ def run(plan: Plan) -> list[dict]:
     pipe.onnx(*need)
     mlir = {}
     for b in need:
-        t0 = time.monotonic()
+        t0 = clock()
         mlir[b] = pipe.mlir(b)
-        print(f"build: transform b{b}: {mlir[b]} ({time.monotonic() - t0:.1f} s)")
+        print(f"build: transform b{b}: {mlir[b]} ({took(t0)})")
     table = None
     if plan.precision == "int8":
-        t0 = time.monotonic()
+        t0 = clock()
         table = pipe.cali_table(plan.method)
-        print(f"build: calibration ({plan.method}, {min(plan.num, len(crops))} crops): {table} "
-              f"({time.monotonic() - t0:.1f} s)")
+        print(f"build: calibration ({plan.method}, {min(plan.num, len(crops))} crops): {table} ({took(t0)})")
     results = []
     for chip in plan.chips:
         searched = None
@@ -140,7 +139,7 @@ def run(plan: Plan) -> list[dict]:
             print(f"build: search_qtable {chip}: {searched}")
         for b in plan.batches:
             name = cfg.layout.bmodel_name(chip, plan.precision, b)
-            t0 = time.monotonic()
+            t0 = clock()
             try:
                 d, built = pipe.bmodel(chip, plan.precision, b, plan.options(chip, b), cali_table=table,
                                        user_qtables=plan.qtables, searched=searched)
@@ -152,11 +151,26 @@ def run(plan: Plan) -> list[dict]:
 
             m = read_manifest(d)
             fin = m["checks"]["final"]
-            print(f"build: {name}: {'built' if built else 'up to date'} ({time.monotonic() - t0:.1f} s), "
+            print(f"build: {name}: {'built' if built else 'up to date'} ({took(t0)}), "
                   f"{'+'.join(cfg.outputs)} vs ONNX cos {fin['cosine']:.6f} euclid {fin['euclidean']:.4f} "
                   f"SQNR {fin['sqnr_db']:.1f} dB, {m['size_bytes'] / 1e6:.1f} MB")
             results.append({"name": name, "ok": True, "dir": d, "built": built})
     return results
+
+
+def clock() -> tuple[float, float]:
+    """(now, this process's lock wait so far): a stage's time without the wait for another build of it."""
+    from bmpose.manifest import LOCK_WAIT
+
+    return time.monotonic(), LOCK_WAIT[0]
+
+
+def took(start: tuple[float, float]) -> str:
+    from bmpose.manifest import waited_since
+
+    waited = waited_since(start[1])
+    text = f"{time.monotonic() - start[0] - waited:.1f} s"
+    return text + (f", after {waited:.1f} s waiting for another process's build" if waited >= 0.1 else "")
 
 
 def main(argv: list[str]) -> int:
