@@ -201,7 +201,10 @@ def load(model: str | os.PathLike | None = None, artifacts: str | os.PathLike | 
         checkpoint = str(facts["onnx"])   # the weights are in the file
     elif "mmpose_config" in raw:
         check_keys(path, raw, DEPLOY_KEYS | {"mmpose_config"})
-        mm_path = resolve_mmpose_config(raw["mmpose_config"], path.parent)
+        try:
+            mm_path = resolve_mmpose_config(raw["mmpose_config"], path.parent)
+        except BmposeError as e:
+            raise BmposeError(f"{path}: {e}") from None
         facts = mmpose_facts(mm_path, cache=root / ".cache")
         checkpoint = _checkpoint_ref(str(raw.get("checkpoint", "fixture")), path.parent)
     else:
@@ -232,12 +235,37 @@ def load(model: str | os.PathLike | None = None, artifacts: str | os.PathLike | 
     )
 
 
+# calibration methods run_calibration.py takes (bmpose.convert.steps.CALI_METHODS, without importing the stages)
+CALI_METHODS = ("kl", "mse", "max", "percentile9999", "aciq_laplace", "aciq_gauss")
+
+
 def _check_common(raw: dict, path: Path) -> None:
-    """The keys every deploy yaml shares: nested keys known, chips known, batches positive."""
+    """The keys every deploy yaml shares: nested keys known and of the right kind, chips known, batches positive."""
+    import math
+
     from bmpose.chips import CHIPS
 
+    for key in ("name", "checkpoint", "qtable", "mmpose_config", "onnx"):
+        if key in raw and not isinstance(raw[key], str):
+            raise BmposeError(f"{path}: {key} must be a string (a name, path or URL), got {raw[key]!r}")
+    for key in ("tolerances", "calibration"):
+        if raw.get(key) is not None and not isinstance(raw[key], dict):
+            raise BmposeError(f"{path}: {key} must be a mapping ({key}: {{...}}), got {raw[key]!r}")
     check_keys(path, raw.get("tolerances") or {}, DEFAULT_TOLERANCES, "tolerances")
     check_keys(path, raw.get("calibration") or {}, DEFAULT_CALIBRATION, "calibration")
+    for key, v in (raw.get("tolerances") or {}).items():
+        ok = type(v) in (int, float) and math.isfinite(v) and (0 <= v <= 1 if key.endswith("_cos") else v > 0)
+        if not ok:
+            raise BmposeError(f"{path}: tolerances {key} must be a number "
+                              f"{'from 0 to 1 (a cosine)' if key.endswith('_cos') else 'above 0'}, got {v!r}")
+    cal = raw.get("calibration") or {}
+    if "method" in cal and cal["method"] not in CALI_METHODS:
+        raise BmposeError(f"{path}: calibration method {cal['method']!r} is not one TPU-MLIR has "
+                          f"({', '.join(CALI_METHODS)})")
+    for key in ("num", "seed"):
+        if key in cal and not (type(cal[key]) is int and cal[key] >= (1 if key == "num" else 0)):
+            raise BmposeError(f"{path}: calibration {key} must be a whole number "
+                              f"{'of crops, 1 or more' if key == 'num' else '(0 or more)'}, got {cal[key]!r}")
     chips = raw.get("chips", [])
     bad = [c for c in chips if c not in CHIPS] if isinstance(chips, list) else [chips]
     if bad:

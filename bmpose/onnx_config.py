@@ -45,7 +45,11 @@ COCO_KEYPOINTS = 17
 # the known keys of each nested mapping (config.load checks them all, with the nearest key for a typo)
 NESTED_KEYS = {"codec": CODEC_KEYS, "test_cfg": ("flip_test", "shift_heatmap", "flip_mode", "shift_coords"),
                "data_preprocessor": ("type", "mean", "std", "bgr_to_rgb"),
-               "dataset": (*INLINE_DATASET_KEYS, "coco_keypoints")}
+               "dataset": (*INLINE_DATASET_KEYS, "coco_keypoints"),
+               # CocoMetric's options bmpose reads (runtime.results.METRIC_DEFAULTS) and its other arguments
+               "val_evaluator": ("type", "score_mode", "keypoint_score_thr", "nms_mode", "nms_thr", "use_area",
+                                 "ann_file", "iou_type", "format_only", "outfile_prefix", "pred_converter",
+                                 "gt_converter")}
 
 
 def onnx_facts(raw: dict, path: Path) -> dict:
@@ -59,7 +63,29 @@ def onnx_facts(raw: dict, path: Path) -> dict:
             "flip_test": bool(test.get("flip_test", False)), "shift_heatmap": bool(test.get("shift_heatmap", False)),
             "shift_coords": bool(test.get("shift_coords", True)),
             "dataset": dataset, **_outputs(raw, path),
-            "evaluator": dict(raw.get("val_evaluator") or {}), "bbox_score_thr": float(raw.get("bbox_score_thr", 0))}
+            "evaluator": _evaluator(raw.get("val_evaluator"), path), "bbox_score_thr": _score(raw, path)}
+
+
+def _score(raw: dict, path: Path) -> float:
+    v = raw.get("bbox_score_thr", 0)
+    if not (type(v) in (int, float) and 0 <= v <= 1):
+        raise BmposeError(f"{path}: bbox_score_thr must be a detection score from 0 to 1, got {v!r}")
+    return float(v)
+
+
+def _evaluator(ev, path: Path) -> dict:
+    """val_evaluator: CocoMetric's overrides, its numbers numbers (the known keys are checked by config.load)."""
+    if ev is None:
+        return {}
+    if not isinstance(ev, dict):
+        raise BmposeError(f"{path}: val_evaluator must be a mapping of CocoMetric options, got {ev!r}")
+    for key in ("keypoint_score_thr", "nms_thr"):
+        if key in ev and not (type(ev[key]) in (int, float) and 0 <= ev[key] <= 1):
+            raise BmposeError(f"{path}: val_evaluator {key} must be a number from 0 to 1, got {ev[key]!r}")
+    for key, kinds in (("score_mode", ("bbox", "keypoint", "bbox_keypoint")), ("nms_mode", ("oks_nms", "none"))):
+        if key in ev and ev[key] not in kinds:
+            raise BmposeError(f"{path}: val_evaluator {key} must be one of {', '.join(kinds)}, got {ev[key]!r}")
+    return dict(ev)
 
 
 def _onnx_file(ref, path: Path) -> Path:
@@ -141,6 +167,23 @@ def _preprocessor(pre, path: Path) -> dict:
             "bgr_to_rgb": bool(pre.get("bgr_to_rgb", False))}
 
 
+def _keypoint_set(ds: dict, path: Path) -> None:
+    """An inline keypoint set's parts, each the right kind (lists of names, index pairs, positive sigmas)."""
+    import math
+
+    names, sigmas = ds["keypoint_names"], ds["sigmas"]
+    if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
+        raise BmposeError(f"{path}: dataset keypoint_names must be a list of names, got {names!r}")
+    if not (isinstance(sigmas, list) and all(type(x) in (int, float) and math.isfinite(x) and x > 0 for x in sigmas)):
+        raise BmposeError(f"{path}: dataset sigmas must be a list of positive numbers, got {sigmas!r}")
+    for key in ("flip_pairs", "skeleton"):
+        pairs = ds[key]
+        if not (isinstance(pairs, list) and all(isinstance(p, list) and len(p) == 2 and all(
+                type(i) is int and 0 <= i < len(names) for i in p) for p in pairs)):
+            raise BmposeError(f"{path}: dataset {key} must be a list of [a, b] keypoint indices (0 to "
+                              f"{len(names) - 1}), got {pairs!r}"[:300])
+
+
 def _dataset(ds, path: Path):
     if isinstance(ds, str) and ds.replace("_", "").isalnum():
         return ds
@@ -149,6 +192,7 @@ def _dataset(ds, path: Path):
         if missing:
             raise BmposeError(f"{path}: dataset: missing {', '.join(missing)} (inline keypoint sets give "
                               f"{', '.join(INLINE_DATASET_KEYS)})")
+        _keypoint_set(ds, path)
         k = len(ds["keypoint_names"])
         if len(ds["sigmas"]) != k:
             raise BmposeError(f"{path}: dataset: {len(ds['sigmas'])} sigmas for {k} keypoints")
