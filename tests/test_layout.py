@@ -132,7 +132,7 @@ def test_no_package_called_build_and_long_modules_say_why():
 # or drive what lies below them; the core and the device side sit at the bottom.
 FLOORS = (
     ("pose", "device", "errors"),
-    ("config", "onnx_config", "detector_config", "manifest", "procs", "progress", "cocodata", "chips", "layout",
+    ("config", "config_checks", "onnx_config", "detector_config", "manifest", "procs", "progress", "cocodata", "chips", "layout",
      "compare", "tpu_mlir"),
     ("weights", "calib"),
     ("runtime",),
