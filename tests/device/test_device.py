@@ -325,3 +325,27 @@ def test_an_mjpeg_stream_is_a_video_of_all_its_frames(tmp_path, coco_mini):
     clip.write_bytes(b"".join(f.read_bytes() for f in frames))
     assert is_video(clip)
     assert sum(1 for _ in capture_frames(open_capture(clip))) == 3
+
+
+@pytest.mark.parametrize("codec, out_shape, names", [
+    ({"type": "MSRAHeatmap", "input_size": [48, 64], "heatmap_size": [12, 16]}, (1, 21, 16, 12), 17),
+    ({"type": "RegressionLabel", "input_size": [64, 64], "num_keypoints": 33, "values_per_keypoint": 5,
+      "coordinates": "pixels"}, (1, 20 * 5), 33),
+])
+def test_a_bmodel_of_another_keypoint_set_is_one_line(codec, out_shape, names):
+    """A bmodel whose keypoints are not deploy.json's: draw.py indexed past them (IndexError); now one line
+    naming the bmodel, for heatmap and regression outputs alike."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from bmpose.device import app
+    from bmpose.pose.errors import PoseError
+
+    w, h = codec["input_size"]
+    spec = SimpleNamespace(input_size=(w, h), padding=1.25, mean=(0, 0, 0), std=(1, 1, 1), bgr_to_rgb=True,
+                           codec=codec, keypoint_names=[f"k{i}" for i in range(names)])
+    runner = SimpleNamespace(path="other.bmodel", batch_size=1, run=lambda x: np.zeros(out_shape, np.float32))
+    image = np.zeros((120, 160, 3), np.uint8)
+    with pytest.raises(PoseError, match=rf"^other.bmodel: gives \d+ keypoints, this bundle's model has {names}"):
+        app.pose_persons(image, [([10, 10, 40, 80], 1.0)], runner, spec, False, app.Clock())
