@@ -214,11 +214,13 @@ def load_detector(ref: str | os.PathLike | None = None, artifacts: str | os.Path
     if not isinstance(precisions, dict) or not all(c in CHIPS and p in PRECISIONS for c, p in precisions.items()):
         raise BmposeError(f"{path}: precisions must map chips ({', '.join(CHIPS)}) to one of {', '.join(PRECISIONS)}, "
                           f"got {precisions!r}")
-    tolerances = {**DEFAULT_TOLERANCES, **(raw.get("tolerances") or {})}
-    per_chip = {f"{k}_{c}" for k in PER_CHIP_TOLERANCES for c in CHIPS}
-    bad = [k for k in tolerances if k not in DEFAULT_TOLERANCES and k not in per_chip]
-    if bad:
-        raise BmposeError(f"{path}: tolerances: unknown key {bad[0]!r} (known: {', '.join(DEFAULT_TOLERANCES)})")
+    given = raw.get("tolerances") or {}
+    if not isinstance(given, dict):
+        raise BmposeError(f"{path}: tolerances must be a mapping (tolerances: {{...}}), got {given!r}")
+    # the same check as a pose yaml's: a typo gets the nearest known key (per-chip keys: <key>_<chip>)
+    check_keys(path, given, {*DEFAULT_TOLERANCES, *(f"{k}_{c}" for k in PER_CHIP_TOLERANCES for c in CHIPS)},
+               "tolerances")
+    tolerances = {**DEFAULT_TOLERANCES, **given}
     return DetectorConfig(
         name=raw.get("name", path.stem), path=path.resolve(), onnx=onnx, input_size=(size[0], size[1]),
         center=box.get("align", "topleft") == "center", pad_value=int(box.get("pad_value", 114)),

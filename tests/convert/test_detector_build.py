@@ -41,7 +41,10 @@ def test_a_build_is_named_after_the_at_sign(tmp_path):
 @pytest.mark.parametrize("text,match", [
     ("precisions: {bm1684: fp8}\n", "precisions must map chips"),
     ("precisions: {sc5: fp32}\n", "precisions must map chips"),
-    ("tolerances: {fp16: 0.9}\n", "tolerances: unknown key 'fp16'"),
+    ("tolerances: {fp16: 0.9}\n", "unknown key 'fp16' in tolerances"),
+    ("tolerances: {int8_max_ap_drp: 0.1}\n", "unknown key 'int8_max_ap_drp' in tolerances; did you mean "
+                                             "'int8_max_ap_drop'"),
+    ("tolerances: 7\n", "tolerances must be a mapping"),
 ])
 def test_bad_build_keys_are_one_line(tmp_path, text, match):
     import shutil
