@@ -15,7 +15,6 @@ from . import skeleton
 from .errors import PoseError
 
 BOX_BGR = (0, 255, 0)
-_BLUE, _GREEN, _ORANGE = (51, 153, 255), (0, 255, 0), (255, 128, 0)
 COCO_STYLE = (skeleton.SKELETON_LINKS, skeleton.LINK_COLORS_RGB, skeleton.KEYPOINT_COLORS_RGB)
 
 
@@ -25,11 +24,12 @@ def style(keypoint_names=None, skeleton_links=None) -> tuple:
         return COCO_STYLE
 
     def side(name: str):
-        return _GREEN if name.startswith("left") else _ORANGE if name.startswith("right") else _BLUE
+        return skeleton.GREEN if name.startswith("left") else skeleton.ORANGE if name.startswith("right") \
+            else skeleton.BLUE
 
     names = [str(n) for n in keypoint_names]
     links = [(int(a), int(b)) for a, b in skeleton_links]
-    link_colours = [side(names[a]) if side(names[a]) == side(names[b]) else _BLUE for a, b in links]
+    link_colours = [side(names[a]) if side(names[a]) == side(names[b]) else skeleton.BLUE for a, b in links]
     return links, link_colours, [side(n) for n in names]
 
 

@@ -20,7 +20,7 @@ SIGMAS = np.array([0.026, 0.025, 0.025, 0.035, 0.035, 0.079, 0.079, 0.072, 0.072
                    0.062, 0.062, 0.107, 0.107, 0.087, 0.087, 0.089, 0.089], dtype=np.float32)
 
 # mmpose's colours are RGB; a face/centre blue, left green, right orange
-_BLUE, _GREEN, _ORANGE = (51, 153, 255), (0, 255, 0), (255, 128, 0)
-KEYPOINT_COLORS_RGB = np.array([_BLUE] * 5 + [_GREEN, _ORANGE] * 6, dtype=np.uint8)
-LINK_COLORS_RGB = np.array([_GREEN, _GREEN, _ORANGE, _ORANGE] + [_BLUE] * 4
-                           + [_GREEN, _ORANGE, _GREEN, _ORANGE] + [_BLUE] * 7, dtype=np.uint8)
+BLUE, GREEN, ORANGE = (51, 153, 255), (0, 255, 0), (255, 128, 0)   # draw.style colours other sets so too
+KEYPOINT_COLORS_RGB = np.array([BLUE] * 5 + [GREEN, ORANGE] * 6, dtype=np.uint8)
+LINK_COLORS_RGB = np.array([GREEN, GREEN, ORANGE, ORANGE] + [BLUE] * 4
+                           + [GREEN, ORANGE, GREEN, ORANGE] + [BLUE] * 7, dtype=np.uint8)
