@@ -10,11 +10,14 @@ AGREE = 0.9   # a person whose keypoints agree with float this well is "the same
 
 
 def oks_vs_float(keypoints: np.ndarray, reference: np.ndarray, areas: np.ndarray, sigmas) -> np.ndarray:
-    """(N, K, 2+) keypoints against the float model's (N, K, 2+) on the same crops -> OKS per person (N,)."""
-    d2 = ((np.asarray(keypoints, np.float64)[..., :2] - np.asarray(reference, np.float64)[..., :2]) ** 2).sum(-1)
-    k2 = (2 * np.asarray(sigmas, np.float64)) ** 2
-    e = d2 / (k2 * (np.asarray(areas, np.float64)[:, None] + np.spacing(1)) * 2)
-    return np.exp(-e).mean(-1)
+    """(N, K, 2+) keypoints against the float model's (N, K, 2+) on the same crops -> OKS per person (N,): the
+    paired statistic's OKS (bmpose.evaluate.paired.oks), every reference keypoint counted as labelled."""
+    from bmpose.evaluate.paired import oks
+
+    ref = np.asarray(reference, np.float64)[..., :2]
+    labelled = np.ones(ref.shape[:-1] + (1,))
+    return np.array([oks(np.asarray(k, np.float64)[:, :2], np.concatenate([r, v], -1), float(a), sigmas)
+                     for k, r, v, a in zip(keypoints, ref, labelled, areas)])
 
 
 def summary(oks: np.ndarray) -> dict:
