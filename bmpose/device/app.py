@@ -51,6 +51,7 @@ def load_bundle(bundle_dir: Path) -> dict:
 def pose_spec(meta: dict) -> SimpleNamespace:
     p = dict(meta["pose"])
     p["input_size"] = tuple(p["input_size"])
+    p["look"] = draw.style(p["keypoint_names"], p["skeleton_links"])   # once, not per frame
     return SimpleNamespace(**p)
 
 
@@ -187,8 +188,7 @@ def _instance(image_id, person) -> dict:
 
 
 def _draw(image, persons, kpt_thr, spec):
-    look = draw.style(spec.keypoint_names, spec.skeleton_links)
-    return draw.draw_persons(image, ((k, s, bbox, score) for bbox, score, _, k, s in persons), kpt_thr, look)
+    return draw.draw_persons(image, ((k, s, bbox, score) for bbox, score, _, k, s in persons), kpt_thr, spec.look)
 
 
 def run(args, meta: dict, runner, spec, out_dir: Path, detector=None) -> dict:
