@@ -12,8 +12,6 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from bmpose.config_checks import MAX_BATCH, check_common, check_keys, read_yaml  # noqa: F401  (others read them here)
 from bmpose.errors import BmposeError
 
@@ -44,7 +42,6 @@ DEFAULT_TOLERANCES = {
 DEFAULT_CALIBRATION = {"method": "kl", "num": 100, "seed": 0}
 # what a deploy yaml may say besides its network (mmpose_config:, or onnx: with onnx_config.ONNX_KEYS)
 DEPLOY_KEYS = frozenset({"name", "checkpoint", "chips", "batches", "tolerances", "calibration", "qtable"})
-
 
 
 def artifacts_root() -> Path:

@@ -35,7 +35,7 @@ from bmpose.manifest import atomic_file, hash_inputs, read_manifest, tool_versio
 
 METHODS = ("kl", "mse", "max", "percentile9999")
 LAYERS = ("none", "auto", "search")
-STUDY_VERSION = 2   # 2: keypoints kept per variant (agreement with float)
+STUDY_VERSION = 3   # 2: keypoints kept per variant (agreement with float); 3: person areas in the row
 
 
 @dataclasses.dataclass
@@ -153,12 +153,12 @@ def evaluate_variant(cfg, v: Variant, boxes, ann: Path, flip: bool, force: bool)
     backend = open_backend(v.artifact, v.chip, kind="onnx" if v.chip is None else "mlir")
     run = infer.predict(cfg, backend, boxes, flip, progress=True, allow_slow=True, keep_heatmaps=True)
     results = infer.coco_results(cfg, run.predictions, dataset_sigmas(cfg), metric_options(cfg))
-    # COCO's view of each person's keypoints, and the box area, for the agreement with float (make_rows)
-    keypoints = np.stack([np.c_[coco_view(cfg, p.keypoints), np.full(len(coco_view(cfg, p.keypoints)),
-                                                                     p.box.bbox[2] * p.box.bbox[3])]
-                          for p in run.predictions]).astype(np.float32)
+    # COCO's view of each person's keypoints for the agreement with float (make_rows), which takes the box area
+    # of each person as its object area (the row's `areas`)
+    keypoints = np.stack([coco_view(cfg, p.keypoints) for p in run.predictions]).astype(np.float32)
     stats = evaluate.coco_keypoint_ap(ann, results, sigmas=dataset_sigmas(cfg))
     row = {"label": v.label, **stats, "persons": len(run.predictions), "seconds": round(run.seconds, 2),
+           "areas": [float(p.box.bbox[2] * p.box.bbox[3]) for p in run.predictions],
            "inputs": want, "options": json.loads(json.dumps(opts, default=str)), "tools": tool_versions()}
     dest.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(hm_file) as tmp:
@@ -190,7 +190,7 @@ def make_rows(cfg, variants: list[Variant], evals: dict, onnx_ap: float) -> list
         e = evals.get(v.label)
         m = read_manifest(v.build_dir) if v.build_dir else None
         cos = heatmap_cosines(e["heatmaps"], ref) if e else None
-        agree = agreement.summary(agreement.oks_vs_float(e["keypoints"], ref_kp, ref_kp[:, 0, 2],
+        agree = agreement.summary(agreement.oks_vs_float(e["keypoints"], ref_kp, evals["onnx_fp32"]["areas"],
                                                          dataset_sigmas(cfg))) if e else {}
         rows.append({
             "chip": v.chip or "-", "precision": v.precision.upper(), "method": v.method or "-",
@@ -339,12 +339,14 @@ def run_study(cfg, args) -> dict:
 def _setup(cfg, persons: int, ann: Path, flip: bool, onnx_ap: float, search_methods) -> str:
     """How the study was made, in one paragraph (study.json's `setup`)."""
     return (f"INT8 batch-1 bmodels, calibration on {cfg.calibration.get('num')} requested crops of the "
-            f"default calibration set (coco_train_mini, COCO train2017: never evaluated on); evaluated through the mlir backend (deployed *_tpu.mlir on pymlir) on "
+            f"default calibration set (coco_train_mini, COCO train2017: never evaluated on); evaluated through the "
+            f"mlir backend (deployed *_tpu.mlir on pymlir) on "
             f"{persons} persons of {ann.name} with ground-truth boxes{', flip test' if flip else ''}; "
             f"dAP = AP - ONNX FP32 AP ({onnx_ap:.4f}) on the same crops; hm_cos = heatmap cosine vs ONNX per "
             f"crop (mean, worst); oks_vs_float = mean OKS of the keypoints against ONNX FP32's on the same crops "
             f"(COCO keypoints and sigmas, box area), agree90 = share of persons at OKS >= 0.9 against float "
-            f"(bmpose.evaluate.agreement: no labels needed); oks_drop = per-person OKS drop vs ONNX on 8 jittered crops per person with "
+            f"(bmpose.evaluate.agreement: no labels needed); oks_drop = per-person OKS drop vs ONNX on 8 jittered "
+            f"crops per person with "
             f"its 95% paired interval (the fidelity gate's statistic), vs_best: ~best = within the noise of "
             f"the chip's best INT8 variant; device_ms = simulated device ms per person (the compiler's cycle "
             f"estimate embedded in the bmodel, bmpose.tpu_mlir.devtime). fp32_layers: none = all INT8, auto = "
