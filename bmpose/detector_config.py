@@ -42,7 +42,11 @@ DEFAULT_PRECISIONS = {"bm1684x": "fp16", "bm1684": "fp32"}
 DEFAULT_TOLERANCES = {"fp32_cos": 0.9999, "fp16_cos": 0.999, "bf16_cos": 0.99, "int8_cos": 0.80,
                       "max_recall_drop": 0.02, "max_ap_drop": 0.01, "int8_max_recall_drop": 0.05,
                       "int8_max_ap_drop": 0.08}
-PER_CHIP_TOLERANCES = ("int8_max_recall_drop", "int8_max_ap_drop")
+PER_CHIP_TOLERANCES = ("int8_max_recall_drop", "int8_max_ap_drop", "max_recall_drop", "max_ap_drop")
+# `auto` (bmpose.convert.auto): the fastest build whose boxes agree with ONNX's to `target` (COCO box AP of the
+# build's boxes against ONNX's persons at score_thr, on frames never calibrated on), within `budget` builds
+AUTO = "auto"
+DEFAULT_AUTO = {"target": 0.95, "budget": 8}
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,7 @@ class DetectorConfig:
     tolerances: dict = field(default_factory=lambda: dict(DEFAULT_TOLERANCES))
     calibration: dict = field(default_factory=lambda: {"method": "kl", "num": 100})
     int8_float_stem: int = 0   # INT8 builds keep the first N ops of the top MLIR in FP32
+    auto: dict = field(default_factory=lambda: dict(DEFAULT_AUTO))
     root: Path = field(default_factory=artifacts_root)
     build: str | None = None   # "<chip>_<precision>": run its bmodel (bmpose detector) instead of the ONNX
     checkpoint = None   # a detector is its ONNX file (hashed as the transform's input)
@@ -95,12 +100,22 @@ class DetectorConfig:
         from bmpose.manifest import read_manifest
 
         chip, precision = self.chip, self.precision
-        d = self.layout.bmodel(chip, precision, 1)
-        m = read_manifest(d)
+        d = self.auto_choice(chip) if precision == AUTO else self.layout.bmodel(chip, precision, 1)
+        m = read_manifest(d) if d else None
         if m is None or m.get("status") != "ok":
             raise BmposeError(f"{d}: detector {self.name} has no {precision} bmodel for {chip}; build it: bmpose "
                               f"detector --detector {self.name} --chips {chip} --precision {precision}")
-        return d / (m["tpu_mlir"] if kind == "mlir" else self.layout.bmodel_name(chip, precision, 1))
+        return d / (m["tpu_mlir"] if kind == "mlir" else
+                    self.layout.bmodel_name(chip, m["options"]["precision"], 1))
+
+    def auto_choice(self, chip: str) -> Path | None:
+        """The build `--precision auto` chose for `chip` (its folder), None before a search has chosen one."""
+        import json
+
+        choice = self.layout.auto(chip) / "choice.json"
+        if not choice.is_file():
+            return None
+        return Path(json.loads(choice.read_text())["winner_dir"] or "/nonexistent")
 
     @property
     def layout(self):
@@ -120,12 +135,13 @@ class DetectorConfig:
         return onnx.load(str(self.onnx), load_external_data=False).graph.input[0].name
 
     def box_gate(self, precision: str, chip: str | None = None) -> dict:
-        """The most a bmodel of `precision` (for `chip`) may lose against ONNX: person-box recall and box AP."""
+        """The most a bmodel of `precision` (for `chip`) may lose against ONNX: person-box recall and box AP
+        (`auto` is held to the float builds' margins: it is chosen to keep the boxes)."""
         pre = "int8_" if precision == "int8" else ""
         t = self.tolerances
 
         def limit(key):
-            return t.get(f"{pre}{key}_{chip}", t[pre + key]) if pre and chip else t[pre + key]
+            return t.get(f"{pre}{key}_{chip}", t[pre + key]) if chip else t[pre + key]
 
         return {"max_recall_drop": limit("max_recall_drop"), "max_ap_drop": limit("max_ap_drop")}
 
@@ -163,7 +179,7 @@ def _number(raw: dict, key: str, default: float, path: Path, lo: float = 0.0, hi
 
 
 DETECTOR_KEYS = ("name", "onnx", "input_size", "decoder", "letterbox", "preprocess", "classes", "strides", "precisions",
-                 "tolerances", "calibration", "score_thr", "nms_iou", "eval_score_thr", "int8_float_stem")
+                 "tolerances", "calibration", "score_thr", "nms_iou", "eval_score_thr", "int8_float_stem", "auto")
 
 
 def load_detector_spec(spec: str, artifacts=None) -> DetectorConfig:
@@ -173,7 +189,7 @@ def load_detector_spec(spec: str, artifacts=None) -> DetectorConfig:
     dcfg = load_detector(ref or None, artifacts)
     if at:
         chip, _, precision = build.partition("_")
-        if chip not in CHIPS or precision not in PRECISIONS:
+        if chip not in CHIPS or precision not in (*PRECISIONS, AUTO):
             raise BmposeError(f"--boxes {spec}: after @ name a build as <chip>_<precision>, e.g. bm1684x_fp16 "
                               f"(chips: {', '.join(CHIPS)}; precisions: {', '.join(PRECISIONS)})")
         dcfg = replace(dcfg, build=build)
@@ -211,9 +227,15 @@ def load_detector(ref: str | os.PathLike | None = None, artifacts: str | os.Path
         raise BmposeError(f"{path}: classes must be a list of class indices (person: 0 for COCO), got {classes!r}")
     root = Path(artifacts).expanduser().absolute() if artifacts else artifacts_root()
     precisions = raw.get("precisions") or DEFAULT_PRECISIONS
-    if not isinstance(precisions, dict) or not all(c in CHIPS and p in PRECISIONS for c, p in precisions.items()):
+    if not isinstance(precisions, dict) or not all(c in CHIPS and p in (*PRECISIONS, AUTO)
+                                                   for c, p in precisions.items()):
         raise BmposeError(f"{path}: precisions must map chips ({', '.join(CHIPS)}) to one of {', '.join(PRECISIONS)}, "
-                          f"got {precisions!r}")
+                          f"{AUTO}, got {precisions!r}")
+    check_keys(path, raw.get("auto") or {}, tuple(DEFAULT_AUTO), "auto")
+    auto = {**DEFAULT_AUTO, **(raw.get("auto") or {})}
+    _number(auto, "target", 0.95, path)
+    if not isinstance(auto["budget"], int) or not 2 <= auto["budget"] <= 64:
+        raise BmposeError(f"{path}: auto budget must be a whole number of builds in [2, 64], got {auto['budget']!r}")
     given = raw.get("tolerances") or {}
     if not isinstance(given, dict):
         raise BmposeError(f"{path}: tolerances must be a mapping (tolerances: {{...}}), got {given!r}")
@@ -230,4 +252,4 @@ def load_detector(ref: str | os.PathLike | None = None, artifacts: str | os.Path
         score_thr=_number(raw, "score_thr", 0.3, path), nms_iou=_number(raw, "nms_iou", 0.65, path),
         eval_score_thr=_number(raw, "eval_score_thr", 0.01, path), precisions=dict(precisions),
         tolerances=tolerances, calibration={"method": "kl", "num": 100, **(raw.get("calibration") or {})},
-        int8_float_stem=int(_number(raw, "int8_float_stem", 0, path, 0, 10000)), root=root)
+        int8_float_stem=int(_number(raw, "int8_float_stem", 0, path, 0, 10000)), auto=auto, root=root)

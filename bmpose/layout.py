@@ -68,6 +68,10 @@ class Layout:
     def eval(self) -> Path:
         return self.root / "eval"
 
+    def auto(self, chip: str) -> Path:
+        """`--precision auto`'s trials for a chip and its choice.json (bmpose.convert.auto)."""
+        return self.root / "auto" / chip
+
     def study(self) -> Path:
         return self.root / "study"
 

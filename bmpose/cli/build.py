@@ -2,6 +2,7 @@
 
   bmpose build --precision int8 --model hrnet_small_128x96 --calib coco --method kl --qtable extra.txt --search
   bmpose build --precision fp16 --chips bm1684x
+  bmpose build --precision auto --chips bm1684x    # the fastest batch-1 build that keeps the keypoints (a search)
 
 BM1684 has no fp16/bf16: named in --chips, it is refused before anything runs; from the config's chips it is
 left out, with a note.
@@ -9,6 +10,12 @@ left out, with a note.
 Each stage is skipped when its manifest says it is up to date. Before anything heavy is imported, a cheap
 check (manifests and file hashes only, no torch/mmpose) decides whether there is anything to do at all, so a
 no-op `make int8` returns in about a second.
+
+`--precision auto` (bmpose.choose.pose) searches per chip, at batch 1, from the cheapest simulated time:
+the float builds, INT8, then INT8 with its most sensitive layers (TPU-MLIR's ranking) in F16 (F32 on BM1684),
+and keeps the fastest whose keypoints agree with ONNX FP32's to the tolerance auto_target (mean OKS against
+float on the bundled val persons, never calibrated on). artifacts/<model>/auto/<chip>/choice.json and the
+printed table say what was tried and why the winner won.
 """
 from __future__ import annotations
 
@@ -28,7 +35,7 @@ from bmpose.cli.args import add_calibration, add_model, load_model
 def parse_args(argv):
     ap = argparse.ArgumentParser(prog="bmpose build", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--precision", required=True, choices=PRECISIONS)
+    ap.add_argument("--precision", required=True, choices=(*PRECISIONS, "auto"))
     add_model(ap)
     ap.add_argument("--checkpoint", help="checkpoint path/URL or 'fixture' (default: the config's)")
     ap.add_argument("--chips", nargs="+", help=f"chips (default: the config's; known: {' '.join(CHIPS)})")
@@ -44,6 +51,10 @@ def parse_args(argv):
                     help="override a tolerance of the config, e.g. int8_cos=0.98 (int8_cos_random gates INT8 "
                          "builds of the random-init fixture checkpoint); recorded in the manifests")
     ap.add_argument("--no-report", action="store_true", help="do not refresh artifacts/<model>/report")
+    ap.add_argument("--auto-budget", type=int, default=None, metavar="N",
+                    help="auto: most builds per chip, float builds included (default: 8)")
+    ap.add_argument("--auto-best", action="store_true", help="auto: when no build meets the target, keep the best "
+                    "one built (marked) instead of failing")
     args = ap.parse_args(argv)
     for c in args.chips or ():
         if c not in CHIPS:
@@ -51,6 +62,8 @@ def parse_args(argv):
     for b in args.batches or ():
         if b < 1:
             ap.error(f"--batches {b}: must be >= 1")
+    if args.auto_budget is not None and args.auto_budget < 2:
+        ap.error(f"--auto-budget {args.auto_budget}: at least 2 builds")
     return args
 
 
@@ -78,7 +91,9 @@ class Plan:
         self.cfg = cfg
         self.precision = args.precision
         self.skipped: list[str] = []
-        if args.chips:
+        if self.precision == "auto":   # every chip has some build to choose
+            self.chips = tuple(args.chips or cfg.chips)
+        elif args.chips:
             for chip in args.chips:
                 check_chip_precision(chip, self.precision)
             self.chips = tuple(args.chips)
@@ -106,6 +121,8 @@ class Plan:
                                            checkpoint=self.args.checkpoint, calib=self.calib)
 
     def all_fresh(self) -> bool:
+        if self.precision == "auto":   # the choice's own manifest decides (pose_auto.choose)
+            return False
         return all(steps.deep_fresh(self.cfg.layout.bmodel(c, self.precision, b), self.options(c, b))
                    for c, b in self.targets)
 
@@ -158,6 +175,26 @@ def run(plan: Plan) -> list[dict]:
     return results
 
 
+def run_auto(plan: Plan) -> list[dict]:
+    """--precision auto: each chip's choice (searched, or reused while its inputs are unchanged), as a table."""
+    from bmpose.choose import pose as pose_auto
+    from bmpose.convert import auto
+    from bmpose.convert.pipeline import Pipeline
+    from bmpose.evaluate.sets import eval_set
+
+    cfg, args = plan.cfg, plan.args
+    pipe = Pipeline(cfg, args.checkpoint, args.calib, coco_ann=args.coco_ann, coco_img=args.coco_img, num=plan.num,
+                    progress=sys.stderr.isatty())
+    fidelity = pose_auto.PoseFidelity(cfg, pipe.onnx(1)[1], *eval_set())
+    results = []
+    for chip in plan.chips:
+        choice = pose_auto.choose(pipe, plan, chip, fidelity, cfg.tolerances["auto_target"],
+                                  args.auto_budget or auto.DEFAULT_BUDGET, args.auto_best)
+        print("\n".join(pose_auto.lines(choice)) + "\n")
+        results.append({"name": f"{chip} auto", "ok": True, "dir": choice["winner_dir"]})
+    return results
+
+
 def clock() -> tuple[float, float]:
     """(now, this process's lock wait so far): a stage's time without the wait for another build of it."""
     from bmpose.manifest import LOCK_WAIT
@@ -183,6 +220,8 @@ def main(argv: list[str]) -> int:
         print(f"build: {len(plan.targets)} {plan.precision} bmodel(s) of {plan.cfg.name} up to date "
               f"({time.monotonic() - t0:.2f} s)")
         results = [{"ok": True}]
+    elif plan.precision == "auto":
+        results = run_auto(plan)
     else:
         results = run(plan)
     if not args.no_report:

@@ -2,6 +2,7 @@
 
   bmpose detector                                   # the config's precision per chip (yolox_nano_416: BM1684X FP16, BM1684 FP32)
   bmpose detector --chips bm1684x --precision int8  # one build
+  bmpose detector --precision auto                  # the fastest build whose boxes agree with ONNX's (a search)
   bmpose detector --detector my_yolov8.yaml --frames /data/frames
 
 Each bmodel is built by the pose models' stages (calibration frames letterboxed by the function inference uses,
@@ -11,6 +12,11 @@ files, simulated device time) under artifacts/<detector>/. Then its person boxes
 AP, held to the config's margins (tolerances max_recall_drop / max_ap_drop; int8_* for INT8). Results:
 artifacts/<detector>/eval/boxes.json and report/report.md; exit 1 when a build misses its gate.
 Run a build's boxes elsewhere with `--boxes detector:NAME@<chip>_<precision>` (bmpose infer / eval).
+
+`--precision auto` (bmpose.convert.auto) builds the float precisions of the chip, then INT8, then INT8 with its
+most sensitive layers in float (F16 where the chip has it), and keeps the fastest whose boxes agree with ONNX's
+to the config's auto target (COCO box AP against ONNX's persons, on the bundled val frames, never calibrated
+on); artifacts/<detector>/auto/<chip>/choice.json and the report hold what was tried and why the winner won.
 """
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ from pathlib import Path
 
 from bmpose.chips import CHIPS, PRECISIONS, check_chip_precision
 from bmpose.cli.args import add_artifacts_dir
+from bmpose.detector_config import AUTO
 from bmpose.errors import BmposeError
 
 
@@ -31,8 +38,13 @@ def parse_args(argv):
     ap.add_argument("--detector", default=None, help="detector config name or yaml (default: yolox_nano_416)")
     add_artifacts_dir(ap)
     ap.add_argument("--chips", nargs="+", choices=CHIPS, help="chips (default: those in the config's precisions)")
-    ap.add_argument("--precision", choices=PRECISIONS, help="one precision for every chip (default: the config's "
-                                                            "per chip)")
+    ap.add_argument("--precision", choices=(*PRECISIONS, AUTO),
+                    help="one precision for every chip, or auto (default: the config's per chip)")
+    ap.add_argument("--auto-target", type=float, metavar="X", help="auto: box AP against ONNX's persons to keep "
+                    "(default: the config's auto target)")
+    ap.add_argument("--auto-budget", type=int, metavar="N", help="auto: most builds per chip (default: the config's)")
+    ap.add_argument("--auto-best", action="store_true", help="auto: when no build meets the target, keep the best "
+                    "one built (marked) instead of failing")
     ap.add_argument("--frames", type=Path, help="folder of whole frames to calibrate on (default: the bundled "
                                                 "COCO train2017 images, tests/data/coco_train_mini/images)")
     ap.add_argument("--num", type=int, help="calibration frames (default: the config's calibration.num)")
@@ -42,7 +54,12 @@ def parse_args(argv):
     ap.add_argument("--runtime", choices=("mlir", "cmodel"), default="mlir",
                     help="how a bmodel's boxes are computed without a device: its deployed tpu.mlir on pymlir "
                          "(default; what TPU-MLIR checks the bmodel against) or the bmodel on the chip simulator")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    if args.auto_target is not None and not 0 < args.auto_target <= 1:
+        ap.error(f"--auto-target {args.auto_target}: a box AP against ONNX's persons, in (0, 1]")
+    if args.auto_budget is not None and args.auto_budget < 2:
+        ap.error(f"--auto-budget {args.auto_budget}: at least 2 builds")
+    return args
 
 
 def targets(dcfg, chips, precision) -> list[tuple[str, str]]:
@@ -52,7 +69,8 @@ def targets(dcfg, chips, precision) -> list[tuple[str, str]]:
         p = precision or dcfg.precisions.get(chip)
         if p is None:
             raise BmposeError(f"{dcfg.path}: no precision for {chip} in its precisions; name one with --precision")
-        check_chip_precision(chip, p)
+        if p != AUTO:
+            check_chip_precision(chip, p)
         out.append((chip, p))
     return out
 
@@ -60,6 +78,7 @@ def targets(dcfg, chips, precision) -> list[tuple[str, str]]:
 def main(argv=None) -> int:
     from dataclasses import replace
 
+    from bmpose.choose.detector import auto_build
     from bmpose.convert.detector_build import DetectorBuild
     from bmpose.detector_config import load_detector
     from bmpose.layout import list_bmodels
@@ -69,10 +88,11 @@ def main(argv=None) -> int:
     dcfg = load_detector(args.detector, args.artifacts_dir)
     plan = targets(dcfg, args.chips, args.precision)
     build = DetectorBuild(dcfg, args.frames, args.num)
+    overrides = {"target": args.auto_target, "budget": args.auto_budget, "best": args.auto_best}
     for chip, precision in plan:
         t0 = time.perf_counter()
         print(f"detector: {dcfg.name} {chip} {precision}: building ...", flush=True)
-        out, built = build.bmodel(chip, precision)
+        out, built = (auto_build(build, chip, overrides) if precision == AUTO else build.bmodel(chip, precision))
         checks = json.loads((out / "manifest.json").read_text())["checks"]
         ms = (checks.get("device_time") or {}).get("runtime_ms")
         print(f"detector: {dcfg.name} {chip} {precision}: {'built' if built else 'up to date'} "
@@ -88,8 +108,12 @@ def main(argv=None) -> int:
     for chip, precision in plan + [t for t in others if t not in plan]:
         rows.append(score(replace(dcfg, build=f"{chip}_{precision}"), ann, img, args.runtime, rows[0]))
     failed = [r for r in rows[1:1 + len(plan)] if not r["gate"]["passed"]]
-    write_results(dcfg, rows)
+    choices = auto_choices(dcfg)
+    write_results(dcfg, rows, choices)
     print_table(rows)
+    for chip, choice in choices.items():
+        if (chip, AUTO) in plan:
+            print("\n" + "\n".join(auto_lines(choice)))
     for r in failed:
         g = r["gate"]
         print(f"detector: {r['label']}: FAILED its box gate: recall -{g['recall_drop']:.3f} (max "
@@ -125,7 +149,20 @@ def score(dcfg, ann: Path, img: Path, runtime: str | None, onnx_row: dict | None
     return row
 
 
-def write_results(dcfg, rows: list[dict]) -> None:
+def auto_choices(dcfg) -> dict:
+    """{chip: choice.json} of every chip `--precision auto` has chosen for."""
+    return {d.name: json.loads((d / "choice.json").read_text())
+            for d in sorted((dcfg.artifacts / "auto").glob("*")) if (d / "choice.json").is_file()}
+
+
+def auto_lines(choice: dict) -> list[str]:
+    from bmpose.convert.auto import markdown
+
+    return markdown(choice, "box AP vs ONNX's persons (bundled val frames)",
+                    [("found_vs_float", "ONNX persons kept", "{:.3f}"), ("box_ap", "box AP (labels)", "{:.4f}")])
+
+
+def write_results(dcfg, rows: list[dict], choices: dict | None = None) -> None:
     from bmpose.manifest import atomic_file
 
     with atomic_file(dcfg.layout.eval() / "boxes.json") as tmp:
@@ -143,6 +180,8 @@ def write_results(dcfg, rows: list[dict]) -> None:
         verdict = c["gate"] if g is None or g["passed"] else f"FAIL (AP -{g['ap_drop']:.4f}, max {g['max_ap_drop']})"
         lines.append(f"| {r['label']} | {r['backend']} | {c['ap']} | {c['ap50']} | {c['recall']} | {c['at_thr']} | "
                      f"{c['cos']} | {c['ms']} | {verdict} |")
+    for choice in (choices or {}).values():
+        lines += [""] + auto_lines(choice)
     with atomic_file(dcfg.layout.report() / "report.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n")
 

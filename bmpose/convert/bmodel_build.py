@@ -99,7 +99,8 @@ def _deploy(cfg, chip, precision, batch, tmp: Path, mlir: Path, files, inputs, o
     args, qtable, origin = _deploy_args(tmp, mlir, files, chip, precision, name, options, cali_table,
                                         user_qtables, searched, auto_tail)
     seconds = _run_model_deploy(tmp, args, chip, precision, options)
-    mode = {"int8": "int8_sym", "fp32": "f32", "fp16": "f16", "bf16": "bf16"}[precision]   # TPU-MLIR's file names
+    mode = {"int8": "int8_sym" if options.get("symmetric", True) else "int8_asym", "fp32": "f32", "fp16": "f16",
+            "bf16": "bf16"}[precision]   # TPU-MLIR's file names
     stem = f"{cfg.name}_{chip}_{mode}"
     tpu_mlir, tpu_weights, graph = _deployed_mlir(tmp, stem, qtable, tmp / files["mlir"])
     fp32_layers = [op.name for op in graph.ops if op.quant == "F32" and op.type != "tpu.Cast"] \
@@ -152,6 +153,8 @@ def _deploy_args(tmp: Path, mlir: Path, files, chip, precision, name, options, c
         # (middle layers of a random-weight model are noisy: cos 0.85, euclid 0.4 on HRNet-W32); its check of
         # the bmodel against the TPU MLIR stays strict, and the real gate is ours, below: heatmaps vs ONNX.
         # options["tpu_layer_tolerance"] lowers the floor (the study's all-INT8 heads: heatmap conv at cos 0.82).
+        if not options.get("symmetric", True):   # zero points per tensor (BM1684X and newer)
+            args.append("--asymmetric")
         args += ["--quantize", "INT8", "--calibration_table", Path(cali_table).resolve(),
                  "--quantize_table", "qtable", "--tolerance", options.get("tpu_layer_tolerance", "0.7,0.0")]
     else:   # float: TPU-MLIR's per-layer check vs the top MLIR (see TPU_LAYER_TOL)
@@ -176,7 +179,7 @@ def _run_model_deploy(tmp: Path, args: list, chip: str, precision: str, options:
 
 
 def qtable_mismatches(graph, qtable: dict, top_names=()) -> list[str]:
-    """The qtable's F32 layers that the deployed graph runs in another mode ("name (MODE)"), or that neither
+    """The qtable's float layers that the deployed graph runs in another mode ("name (MODE)"), or that neither
     it nor the top MLIR (`top_names`) has (a name TPU-MLIR would ignore)."""
     bad = []
     for name, mode in qtable.items():
@@ -186,7 +189,9 @@ def qtable_mismatches(graph, qtable: dict, top_names=()) -> list[str]:
         parts = [name] if name in graph.names else [n for n in graph.names if n.startswith(name + "_")]
         if not parts and name not in top_names:
             bad.append(name)
-        bad += [f"{n} ({graph.op(n).quant})" for n in parts if mode == "F32" and graph.op(n).quant != "F32"]
+        # a layer asked F16/BF16 may run F32 (TPU-MLIR keeps some output-side ops F32): never less precise
+        bad += [f"{n} ({graph.op(n).quant})" for n in parts
+                if mode != "INT8" and graph.op(n).quant not in (mode, "F32")]
     return bad
 
 
@@ -202,7 +207,7 @@ def _deployed_mlir(tmp: Path, stem: str, qtable: dict, top_mlir: Path):
     graph = read_graph(tpu_mlir)
     bad = qtable_mismatches(graph, qtable, read_graph(top_mlir).names if qtable else ())
     if bad:
-        raise BmposeError(f"{tpu_mlir}: qtable layers not F32 as deployed: {', '.join(bad)}")
+        raise BmposeError(f"{tpu_mlir}: qtable layers not in their float mode as deployed: {', '.join(bad)}")
     return tpu_mlir, m.group(1) if m else "", graph
 
 

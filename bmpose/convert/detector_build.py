@@ -115,6 +115,7 @@ class DetectorBuild:
     def bmodel(self, chip: str, precision: str) -> tuple[Path, bool]:
         from bmpose.convert import bmodel_build, steps
 
+
         table, qtables = None, []
         if precision == "int8":
             table = steps.ensure_cali_table(self.cfg, self.mlir(), self.frames(), self.cfg.calibration["method"],

@@ -183,13 +183,26 @@ def ensure_cali_table(cfg, mlir1: Path, crops: list[Path], method: str, num: int
     return out / table
 
 
-def ensure_search(cfg, mlir1: Path, crops: list[Path], cali_table: Path, chip: str, num: int) -> Path:
-    """TPU-MLIR's sensitive-layer search (run_calibration --search search_qtable) for one chip -> qtable."""
-    out = cali_table.parent / f"search_{chip}"
+def ensure_search(cfg, mlir1: Path, crops: list[Path], cali_table: Path, chip: str, num: int,
+                  expected_cos: float | None = None, fp_type: str | None = None,
+                  inference_num: int | None = None) -> Path:
+    """TPU-MLIR's sensitive-layer search (run_calibration --search search_qtable) for one chip -> qtable; its
+    log ranks every searched layer (sensitivity_ranking). `expected_cos` (default: the config's int8_cos) above
+    what the model can reach makes it rank every layer instead of stopping at an all-INT8 model that meets it;
+    `fp_type` (F16, F32) is the float the search tries layers in; `inference_num` the inputs each trial runs
+    (TPU-MLIR's default 30: 7.5 s per layer for YOLOX-nano here, 246 layers)."""
+    expected_cos = cfg.tolerances["int8_cos"] if expected_cos is None else expected_cos
+    out = cali_table.parent / (f"search_{chip}" if expected_cos == cfg.tolerances["int8_cos"]
+                               and not fp_type and not inference_num
+                               else f"search_{chip}_{expected_cos}_{fp_type or 'auto'}_{inference_num or 30}")
     files = transform_files(cfg)
     data_dir = crops[0].parent
     inputs = {"top_mlir": mlir1 / files["mlir"], "cali_table": cali_table, "cali_inputs": data_dir}
-    options = {"chip": chip, "num": min(num, len(crops)), "expected_cos": cfg.tolerances["int8_cos"]}
+    options = {"chip": chip, "num": min(num, len(crops)), "expected_cos": expected_cos}
+    if fp_type:
+        options["fp_type"] = fp_type
+    if inference_num:
+        options["inference_num"] = inference_num
     qtable = f"{cfg.name}_{chip}_search_qtable"
     with locked(out):
         if not up_to_date(out, inputs, options):
@@ -200,6 +213,8 @@ def ensure_search(cfg, mlir1: Path, crops: list[Path], cali_table: Path, chip: s
                 seconds = run_tool("run_calibration.py", [
                     files["mlir"], "--data_list", data_list, "--input_num", options["num"],
                     "--search", "search_qtable", "--chip", chip, "--expected_cos", options["expected_cos"],
+                    *(["--fp_type", fp_type] if fp_type else []),
+                    *(["--inference_num", inference_num] if inference_num else []),
                     "--quantize_table", qtable, "-o", cali_table.name], tmp, "search_qtable.log",
                     extra_path=[shim_dir])
                 shutil.rmtree(shim_dir)
@@ -211,6 +226,16 @@ def ensure_search(cfg, mlir1: Path, crops: list[Path], cali_table: Path, chip: s
                                        "layers": len([l for l in (tmp / qtable).read_text().splitlines()
                                                       if l.strip() and not l.startswith("#")])})
     return out / qtable
+
+
+def sensitivity_ranking(search_dir: Path) -> list[str]:
+    """The layers search_qtable measured, most sensitive first: each quantised alone, every other layer float,
+    ranked by the loss of the output cosine ("the layer X is N sensitive layer, loss is L" in its log)."""
+    import re
+
+    log = Path(search_dir) / "search_qtable.log"
+    found = re.findall(r"the layer (\S+) is (\d+) sensitive layer, loss is", log.read_text(errors="replace"))
+    return [name for name, _ in sorted(found, key=lambda x: int(x[1]))]
 
 
 # ---------------------------------------------------------------- deploy: top MLIR -> bmodel (+ compare, gate)

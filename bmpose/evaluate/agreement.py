@@ -4,7 +4,11 @@ object area), per person. Its mean and the share of persons above OKS 0.9 say ho
 build keeps, on any frames, labelled or not (measure on frames never used for calibration)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+
+from bmpose import manifest
 
 AGREE = 0.9   # a person whose keypoints agree with float this well is "the same pose" at a glance
 
@@ -25,3 +29,37 @@ def summary(oks: np.ndarray) -> dict:
     oks = np.asarray(oks, np.float64)
     return {"oks_vs_float": float(oks.mean()) if oks.size else None,
             "agree90": float((oks >= AGREE).mean()) if oks.size else None}
+
+
+class PoseFidelity:
+    """Mean OKS of a build's keypoints against ONNX FP32's on the same crops (COCO view, the person box's area),
+    with the labelled AP beside it."""
+
+    def __init__(self, cfg, onnx: Path, ann: Path, img: Path):
+        from bmpose.evaluate.sets import eval_boxes
+        from bmpose.runtime.results import dataset_sigmas
+
+        self.cfg, self.ann = cfg, ann
+        self.boxes = eval_boxes(ann, img)
+        self.sigmas = dataset_sigmas(cfg)
+        self.flip = bool(cfg.flip_test)
+        self.areas = np.array([b.bbox[2] * b.bbox[3] for b in self.boxes], np.float64)
+        self.reference, _ = self.keypoints(onnx, None)
+
+    def keypoints(self, artifact: Path, chip: str | None) -> tuple[np.ndarray, float]:
+        from bmpose.evaluate import coco as evaluate
+        from bmpose.runtime import predict as infer
+        from bmpose.runtime.backends import open_backend
+        from bmpose.runtime.results import coco_view, metric_options
+
+        backend = open_backend(artifact, chip, kind="onnx" if chip is None else "mlir")
+        run = infer.predict(self.cfg, backend, self.boxes, self.flip, progress=False, allow_slow=True)
+        results = infer.coco_results(self.cfg, run.predictions, self.sigmas, metric_options(self.cfg))
+        ap = evaluate.coco_keypoint_ap(self.ann, results, sigmas=self.sigmas)["AP"]
+        return np.stack([coco_view(self.cfg, p.keypoints) for p in run.predictions]), ap
+
+    def __call__(self, build_dir: Path) -> tuple[float, dict]:
+        m = manifest.read_manifest(build_dir)
+        kp, ap = self.keypoints(build_dir / m["tpu_mlir"], m["options"]["chip"])
+        s = summary(oks_vs_float(kp, self.reference, self.areas, self.sigmas))
+        return s["oks_vs_float"], {**s, "AP": ap}

@@ -31,11 +31,12 @@ def _load_json(path: str | Path, what: str):
         raise BmposeError(f"{path}: {what} is not valid JSON ({e})") from None
 
 
-def load_gt(gt: str | Path):
-    """xtcocotools COCO object of a person-keypoints annotation file (its chatter silenced)."""
+def load_gt(gt: str | Path | dict):
+    """xtcocotools COCO object of a person-keypoints annotation file, or of its content already loaded (a
+    pseudo ground truth made in memory), its chatter silenced."""
     from xtcocotools.coco import COCO
 
-    data = _load_json(gt, "annotation file")
+    data = gt if isinstance(gt, dict) else _load_json(gt, "annotation file")
     if not isinstance(data, dict) or not {"images", "annotations", "categories"} <= set(data):
         raise BmposeError(f"{gt}: not a COCO annotation file (needs images, annotations, categories)")
     coco = COCO()

@@ -1,0 +1,102 @@
+"""`bmpose detector --precision auto` (bmpose.convert.auto): per chip, the fastest detector build whose boxes agree
+with ONNX's to the config's auto target (COCO box AP against ONNX's persons at the picture threshold, on the
+bundled val frames: never among the train2017 calibration frames). Trials go to artifacts/<detector>/auto/<chip>/
+(floats: the normal build folders); choice.json there says what was tried and why the winner won."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bmpose import manifest
+from bmpose.convert.detector_build import DetectorBuild, default_frames
+from bmpose.evaluate.box_agreement import DetectorFidelity
+
+
+def auto_search(build: DetectorBuild, chip: str, target: float, budget: int, fidelity: DetectorFidelity):
+    """`--precision auto` for one chip (bmpose.convert.auto): -> (Search, winner trial or None)."""
+    from bmpose.convert import auto, bmodel_build, steps
+    from bmpose.manifest import read_manifest
+
+    cfg = build.cfg
+    root = cfg.layout.auto(chip)
+
+    def make(c: auto.Candidate) -> tuple[Path, float]:
+        if c.precision != "int8":
+            d, _ = build.bmodel(chip, c.precision)
+        else:
+            qtables = auto.candidate_qtables(c, root)
+            table = steps.ensure_cali_table(cfg, build.mlir(), build.frames(), cfg.calibration["method"],
+                                            len(build.frames()))
+            opts = {**build.options(chip, "int8"), "qtables": [str(q) for q in qtables], "auto": c.label}
+            d, _ = bmodel_build.ensure_bmodel(cfg, chip, "int8", 1, mlir=build.mlir(), options=opts,
+                                              cali_table=table, user_qtables=qtables, out=root / f"{c.label}_b1")
+        return d, read_manifest(d)["checks"]["device_time"]["runtime_ms"]
+
+    def ranking(_int8_dir: Path) -> list[str]:
+        table = steps.ensure_cali_table(cfg, build.mlir(), build.frames(), cfg.calibration["method"],
+                                        len(build.frames()))
+        searched = steps.ensure_search(cfg, build.mlir(), build.frames(), table, chip, len(build.frames()),
+                                       expected_cos=0.99999, fp_type=auto.float_mode(chip),
+                                       inference_num=auto.SENSITIVITY_INPUTS)
+        return auto.not_already_float(steps.sensitivity_ranking(searched.parent), build.mlir(), cfg, [])
+
+    search = auto.Search(chip, make, fidelity, ranking, target, budget,
+                         log=lambda s: print(s, flush=True))
+    return search, search.run()
+
+
+_FIDELITY: dict = {}
+
+
+def fidelity(cfg, frames_ann: Path, labelled: Path) -> DetectorFidelity:
+    """One measure per detector and sets in a process (ONNX's reference boxes computed once)."""
+    key = (cfg.name, str(cfg.onnx), str(frames_ann), str(labelled))
+    if key not in _FIDELITY:
+        _FIDELITY[key] = DetectorFidelity(cfg, frames_ann, labelled)
+    return _FIDELITY[key]
+
+
+def fidelity_sets() -> tuple[Path, Path]:
+    """(frames the agreement is measured on: every bundled val image, 26; the labelled set scored beside it:
+    coco_val_mini). Both COCO val2017: never among the train2017 calibration frames."""
+    from bmpose.evaluate.sets import eval_set
+    from bmpose.runtime.boxes import bundled_sample
+
+    return eval_set()[0], bundled_sample()[0]
+
+
+def auto_build(build: DetectorBuild, chip: str, overrides: dict | None = None) -> tuple[Path, bool]:
+    """Search (or reuse) the auto choice for `chip`; artifacts/<detector>/auto/<chip>/choice.json says what was
+    tried and why the winner won. -> (the winner's build folder, whether anything was built or measured now)."""
+    from bmpose.convert.auto import unreachable
+
+    cfg = build.cfg
+    opts = {**cfg.auto, "best": False, **{k: v for k, v in (overrides or {}).items() if v is not None}}
+    frames_ann, labelled = fidelity_sets()
+    out = cfg.layout.auto(chip)
+    choice = out / "choice.json"
+    inputs = {"onnx": cfg.onnx, "frames_ann": frames_ann, "labelled_ann": labelled,
+              "calibration_frames": build.frames()[0].parent}
+    options = {"target": opts["target"], "budget": opts["budget"], "best": opts["best"],
+               "calibration": {"method": cfg.calibration["method"], "num": len(build.frames())}}
+    with manifest.locked(out):
+        if choice.is_file():
+            winner_dir = Path(json.loads(choice.read_text())["winner_dir"])
+            if manifest.up_to_date(out, {**inputs, "winner": winner_dir / "manifest.json"}, options):
+                return winner_dir, False
+    search, winner = auto_search(build, chip, opts["target"], opts["budget"], fidelity(cfg, frames_ann, labelled))
+    summary = search.summary(winner)
+    if winner is None:
+        if not opts["best"] or search.best_reached() is None:
+            raise unreachable(search)
+        winner = search.best_reached()
+        summary.update(winner=winner.candidate.label, marked="below target: the best one built (--auto-best)",
+                       float_layers=list(winner.candidate.float_layers), float_mode=winner.candidate.float_mode)
+    summary["winner_dir"] = str(winner.build_dir)
+    with manifest.locked(out):
+        with manifest.atomic_file(choice) as tmp:
+            tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        manifest.write_manifest(out, stage="auto_choice", inputs={**inputs, "winner": winner.build_dir / "manifest.json"},
+                                options=options, outputs=["choice.json"],
+                                checks={"winner": summary["winner"], "why": summary["why"]})
+    return winner.build_dir, True

@@ -1,0 +1,93 @@
+"""`bmpose build --precision auto` for a pose model (bmpose.convert.auto): per chip, the fastest batch-1 build
+whose keypoints agree with ONNX FP32's to the tolerance auto_target (mean OKS against float, bmpose.evaluate.agreement,
+on the bundled val persons with ground-truth boxes: never among the train2017 calibration persons).
+
+The INT8 ladder's float layers come from TPU-MLIR's own sensitivity search (search_qtable with every layer
+ranked: each quantised alone, the rest float; steps.sensitivity_ranking), in F16 where the chip has it. Builds
+go to artifacts/<model>/auto/<chip>/<variant>_b1 (floats: the normal build folders); the choice, with every
+trial and why the winner won, to artifacts/<model>/auto/<chip>/choice.json beside a manifest.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bmpose import manifest
+from bmpose.convert import auto
+from bmpose.evaluate.agreement import PoseFidelity
+
+
+def candidate_bmodel(pipe, plan, chip: str, c: auto.Candidate, root: Path) -> tuple[Path, float]:
+    """Build (or reuse) one candidate at batch 1 -> (its folder, simulated ms per person)."""
+    from bmpose.convert import bmodel_build
+
+    cfg = pipe.cfg
+    if c.precision != "int8":
+        # the options `bmpose build --precision fp16` records: the same build folder, reused both ways
+        opts = bmodel_build.deploy_options(cfg, chip, c.precision, 1, method=plan.method, user_qtables=plan.qtables,
+                                           search=plan.args.search, checkpoint=plan.args.checkpoint, calib=plan.calib)
+        d, _ = pipe.bmodel(chip, c.precision, 1, opts)
+    else:
+        qtables = list(plan.qtables) + auto.candidate_qtables(c, root)
+        opts = bmodel_build.deploy_options(cfg, chip, "int8", 1, method=plan.method, user_qtables=qtables,
+                                           search=False, checkpoint=plan.args.checkpoint, calib=plan.calib)
+        opts["auto"] = c.label
+        # a trial is judged by its agreement with float, not refused by the heatmap gate
+        opts["tolerance"] = {k: 0.0 for k in opts["tolerance"]}
+        d, _ = pipe.bmodel(chip, "int8", 1, opts, cali_table=pipe.cali_table(plan.method), user_qtables=qtables,
+                           out=root / f"{c.label}_b1")
+    return d, manifest.read_manifest(d)["checks"]["device_time"]["ms_per_person"]
+
+
+def search_chip(pipe, plan, chip: str, fidelity: PoseFidelity, target: float, budget: int):
+    """One chip's search -> (Search, winner or None)."""
+    from bmpose.convert import steps
+
+    root = pipe.cfg.layout.auto(chip)
+
+    def ranking(_int8_dir: Path) -> list[str]:
+        table = pipe.cali_table(plan.method)
+        searched = steps.ensure_search(pipe.cfg, pipe.mlir(1), pipe.crops(), table, chip, pipe.num_used(),
+                                       expected_cos=0.99999, fp_type=auto.float_mode(chip),
+                                       inference_num=auto.SENSITIVITY_INPUTS)
+        return auto.not_already_float(steps.sensitivity_ranking(searched.parent), pipe.mlir(1), pipe.cfg,
+                                      plan.qtables)
+
+    search = auto.Search(chip, lambda c: candidate_bmodel(pipe, plan, chip, c, root), fidelity, ranking, target,
+                         budget, log=lambda s: print(s, flush=True))
+    return search, search.run()
+
+
+def choose(pipe, plan, chip: str, fidelity: PoseFidelity, target: float, budget: int, best: bool) -> dict:
+    """The chip's choice (choice.json), searched or reused while nothing it was made from changed."""
+    root = pipe.cfg.layout.auto(chip)
+    inputs = {"onnx": pipe.onnx(1)[1], "eval_annotations": fidelity.ann, "calibration": pipe.lmdb()}
+    options = {"target": target, "budget": budget, "best": best, "method": plan.method, "num": pipe.num_used(),
+               "qtables": [str(q) for q in plan.qtables], "flip": fidelity.flip}
+    choice = root / "choice.json"
+    if choice.is_file():
+        old = json.loads(choice.read_text())
+        if manifest.up_to_date(root, {**inputs, "winner": Path(old["winner_dir"]) / "manifest.json"}, options):
+            return old
+    search, winner = search_chip(pipe, plan, chip, fidelity, target, budget)
+    summary = search.summary(winner)
+    if winner is None:
+        if not best or search.best_reached() is None:
+            raise auto.unreachable(search)
+        winner = search.best_reached()
+        summary.update(winner=winner.candidate.label, marked="below target: the best one built (--auto-best)",
+                       float_layers=list(winner.candidate.float_layers), float_mode=winner.candidate.float_mode)
+    summary["winner_dir"] = str(winner.build_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    with manifest.locked(root):
+        with manifest.atomic_file(choice) as tmp:
+            tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        manifest.write_manifest(root, stage="auto_choice",
+                                inputs={**inputs, "winner": winner.build_dir / "manifest.json"}, options=options,
+                                outputs=["choice.json"], checks={"winner": summary["winner"], "why": summary["why"]})
+    return summary
+
+
+def lines(choice: dict) -> list[str]:
+    return auto.markdown(choice, "mean OKS vs ONNX FP32 (bundled val persons)",
+                         [("agree90", "persons >= 0.9", "{:.2f}"), ("AP", "AP (labels)", "{:.4f}")])

@@ -1,0 +1,237 @@
+"""`--precision auto`: the fastest build of a model for a chip that keeps its fidelity target, searched from the
+cheapest simulated time upward, within a budget of builds.
+
+  1. the float builds the chip has (FP16/BF16, FP32): candidates, and the time an INT8 build has to beat;
+  2. INT8 as the model builds it by default (all layers INT8, a pose model's automatic FP32 tail);
+  3. INT8 with its k most sensitive layers in float (F16 where the chip has it, else F32), k = 1, 2, 4, ...
+     then halved back towards the fewest that meet the target. Sensitivity is TPU-MLIR's own (search_qtable:
+     each layer quantised alone, the rest float, ranked by the output's cosine loss; steps.sensitivity_ranking).
+     A free ranking read from one build's per-layer compare (the cosine each layer loses against its inputs')
+     was tried first and ranked nothing useful on YOLOX-nano: 1, 2, 4 and 8 F16 layers left its boxes where
+     all-INT8 had them (agreement 0.49-0.50).
+Step 3 stops as soon as a build is no faster than the fastest float build that meets the target: INT8 that buys
+no time is not chosen (the table says so). Every build is a normal build with its manifest (rerun: seconds);
+the fidelity of each (`measure`) is the caller's: agreement with the float model on data never calibrated on.
+The same inputs give the same trials, so the same choice, and the same bytes (kernels pinned, tpu_mlir.kernels).
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Callable
+
+from bmpose.chips import chip_supports
+from bmpose.errors import BmposeError
+
+DEFAULT_BUDGET = 8   # builds per chip, float builds included
+# TPU-MLIR's sensitivity search runs each layer's trial on this many calibration inputs (its default, 30, takes
+# 7.5 s per layer on YOLOX-nano here: 31 min for its 246 layers; 8 inputs: 2.3 s)
+SENSITIVITY_INPUTS = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    precision: str                    # fp32 | fp16 | bf16 | int8
+    float_layers: tuple[str, ...] = ()
+    float_mode: str = ""              # F16 | F32: how the INT8 build runs its float layers
+
+    @property
+    def label(self) -> str:
+        if self.precision != "int8" or not self.float_layers:
+            return self.precision
+        return f"int8_{self.float_mode.lower()}x{len(self.float_layers)}"
+
+
+@dataclasses.dataclass
+class Trial:
+    candidate: Candidate
+    ms: float | None = None               # simulated device ms (per frame or per person)
+    fidelity: float | None = None         # the target's measure
+    extra: dict = dataclasses.field(default_factory=dict)   # other measures (labelled AP, ...), for the table
+    build_dir: Path | None = None
+    error: str | None = None
+    meets: bool = False
+
+    def row(self) -> dict:
+        c = self.candidate
+        return {"variant": c.label, "precision": c.precision, "float_layers": len(c.float_layers),
+                "float_mode": c.float_mode or None, "ms": self.ms, "fidelity": self.fidelity, "meets": self.meets,
+                **self.extra, "build_dir": str(self.build_dir) if self.build_dir else None, "error": self.error}
+
+
+def float_mode(chip: str) -> str:
+    """INT8's float layers run F16 where the chip has it (cheaper than F32, as exact for these nets)."""
+    return "F16" if chip_supports(chip, "fp16") else "F32"
+
+
+def float_candidates(chip: str) -> list[Candidate]:
+    return [Candidate(p) for p in ("fp16", "bf16", "fp32") if chip_supports(chip, p)]
+
+
+@dataclasses.dataclass
+class Search:
+    """One chip's search. build(candidate) -> (build dir, simulated ms), raising BmposeError when it fails;
+    measure(build dir) -> (fidelity, extra measures); ranking(build dir of the default INT8) -> op names, most
+    sensitive first."""
+    chip: str
+    build: Callable[[Candidate], tuple[Path, float]]
+    measure: Callable[[Path], tuple[float, dict]]
+    ranking: Callable[[Path], list[str]]
+    target: float
+    budget: int = DEFAULT_BUDGET
+    log: Callable[[str], None] = print
+    trials: list[Trial] = dataclasses.field(default_factory=list)
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+    def run(self) -> Trial | None:
+        """-> the winner (fastest trial meeting the target), or None; self.trials and self.notes say why."""
+        for c in float_candidates(self.chip):
+            self.attempt(c)
+        ceiling = self.ceiling()
+        base = self.attempt(Candidate("int8"))
+        if base is None or base.build_dir is None:
+            return self.winner()
+        if ceiling is not None and base.ms >= ceiling:
+            self.notes.append(f"INT8 buys no time on {self.chip}: {base.ms:.3f} ms against the float build's "
+                              f"{ceiling:.3f} ms")
+            return self.winner()
+        if not base.meets:
+            self.float_layers(base, ceiling)
+        return self.winner()
+
+    def float_layers(self, base: Trial, ceiling: float | None) -> None:
+        """Doubling k until a build meets the target (or no longer beats the float ceiling), then bisecting."""
+        ranked = self.ranking(base.build_dir)
+        mode = float_mode(self.chip)
+        low, high, k = 0, None, 1
+        while k <= len(ranked) and self.left():
+            t = self.attempt(Candidate("int8", tuple(ranked[:k]), mode))
+            if t is None:
+                return
+            if ceiling is not None and t.ms is not None and t.ms >= ceiling:
+                self.notes.append(f"{k} float layers: {t.ms:.3f} ms, no faster than the float build "
+                                  f"({ceiling:.3f} ms); stopped adding layers")
+                return
+            if t.meets:
+                high = k
+                break
+            if k == len(ranked):
+                break
+            low, k = k, min(2 * k, len(ranked))
+        if high is None:
+            if not self.left():
+                self.notes.append(f"build budget ({self.budget}) spent before INT8 met the target")
+            return
+        while high - low > 1 and self.left():
+            mid = (low + high) // 2
+            t = self.attempt(Candidate("int8", tuple(ranked[:mid]), mode))
+            if t is None:
+                return
+            low, high = (low, mid) if t.meets else (mid, high)
+
+    def left(self) -> bool:
+        return len(self.trials) < self.budget
+
+    def ceiling(self) -> float | None:
+        ms = [t.ms for t in self.trials if t.meets and t.candidate.precision != "int8"]
+        return min(ms) if ms else None
+
+    def attempt(self, c: Candidate) -> Trial | None:
+        if not self.left():
+            self.notes.append(f"build budget ({self.budget}) spent before trying {c.label}")
+            return None
+        t = Trial(c)
+        self.trials.append(t)
+        try:
+            t.build_dir, t.ms = self.build(c)
+            t.fidelity, t.extra = self.measure(t.build_dir)
+            t.meets = t.fidelity is not None and t.fidelity >= self.target
+        except BmposeError as e:
+            t.error = str(e).splitlines()[0]
+        self.log(f"auto {self.chip}: {c.label}: " + (f"FAILED: {t.error}" if t.error else
+                 f"{t.ms:.3f} ms, fidelity {t.fidelity:.4f} ({'meets' if t.meets else 'below'} {self.target})"))
+        return t
+
+    def winner(self) -> Trial | None:
+        ok = [t for t in self.trials if t.meets]
+        # fastest; equal times: fewer float layers, then the earlier trial (deterministic)
+        return min(ok, key=lambda t: (round(t.ms, 6), len(t.candidate.float_layers), self.trials.index(t)),
+                   default=None)
+
+    def best_reached(self) -> Trial | None:
+        done = [t for t in self.trials if t.fidelity is not None]
+        return max(done, key=lambda t: (t.fidelity, -t.ms), default=None)
+
+    def summary(self, winner: Trial | None) -> dict:
+        """What the manifest and the report keep: every trial, the notes, and why the winner won."""
+        why = None
+        if winner is not None:
+            faster = [t for t in self.trials if t.ms is not None and t.ms < winner.ms and not t.meets]
+            why = (f"{winner.candidate.label}: fastest build meeting fidelity >= {self.target} "
+                   f"({winner.ms:.3f} ms, fidelity {winner.fidelity:.4f})"
+                   + (f"; faster but below the target: {', '.join(t.candidate.label for t in faster)}"
+                      if faster else ""))
+        return {"chip": self.chip, "target": self.target, "budget": self.budget,
+                "winner": winner.candidate.label if winner else None, "why": why, "notes": self.notes,
+                "trials": [t.row() for t in self.trials],
+                "float_layers": list(winner.candidate.float_layers) if winner else [],
+                "float_mode": winner.candidate.float_mode if winner else None}
+
+
+def not_already_float(ranked: list[str], mlir_dir: Path, cfg, user_qtables) -> list[str]:
+    """The ranking without the layers every INT8 build already runs in float (the automatic FP32 tail and the
+    user's qtables): an F16 entry must not lower one of them from F32."""
+    from bmpose.convert.qtable import build_qtable
+    from bmpose.convert.steps import transform_files
+
+    fixed, _ = build_qtable(mlir_dir / transform_files(cfg)["mlir"], list(user_qtables))
+    return [name for name in ranked if name not in fixed]
+
+
+def unreachable(search: Search) -> BmposeError:
+    best = search.best_reached()
+    where = (f"the best reached is {best.candidate.label} at fidelity {best.fidelity:.4f} ({best.ms:.3f} ms)"
+             if best else "no build could be measured")
+    return BmposeError(f"--precision auto on {search.chip}: no build met fidelity >= {search.target} within "
+                       f"{search.budget} builds; {where}; lower the target, raise --auto-budget, or pass "
+                       f"--auto-best to keep the best one built (marked)")
+
+
+def qtable_text(c: Candidate, why: str) -> str:
+    return f"# {why}\n" + "".join(f"{name} {c.float_mode}\n" for name in c.float_layers)
+
+
+def candidate_qtables(c: Candidate, folder: Path) -> list[Path]:
+    """[the qtable of the candidate's float layers, <folder>/<label>.qtable] (rewritten only when it changes, so
+    an unchanged candidate's build stays up to date), or [] for none."""
+    from bmpose.manifest import atomic_file
+
+    if not c.float_layers:
+        return []
+    q = folder / f"{c.label}.qtable"
+    text = qtable_text(c, f"--precision auto: the {len(c.float_layers)} most sensitive layers")
+    if not q.is_file() or q.read_text() != text:
+        q.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(q) as tmp:
+            tmp.write_text(text)
+    return [q]
+
+
+def markdown(choice: dict, measure: str, columns: list[tuple[str, str, str]]) -> list[str]:
+    """A search as markdown lines: every trial (variant, float layers, simulated ms, fidelity and the caller's
+    extra `columns`: (key, header, format)), the notes, and why the winner won. `measure`: what fidelity is."""
+    head = ["variant", "float layers", "sim. ms", measure, *(h for _, h, _ in columns), ""]
+    lines = [f"### {choice['chip']}: --precision auto chose {choice['winner']}", "",
+             f"Target: {measure} >= {choice['target']}; budget {choice['budget']} builds. {choice['why'] or ''}"
+             + (f" **{choice['marked']}**" if choice.get("marked") else ""), "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for t in choice["trials"]:
+        def cell(key, fmt="{:.4f}"):
+            return fmt.format(t[key]) if t.get(key) is not None else "-"
+        verdict = t["error"] or ("meets" if t["meets"] else "below")
+        if t["variant"] == choice["winner"]:
+            verdict = f"**chosen** ({verdict})"
+        cells = [t["variant"], f"{t['float_layers']} {t['float_mode'] or ''}".strip(), cell("ms", "{:.3f}"),
+                 cell("fidelity"), *(cell(k, f) for k, _, f in columns), verdict]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [f"- {n}" for n in choice["notes"]]

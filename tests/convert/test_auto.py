@@ -1,0 +1,102 @@
+"""`--precision auto`'s search (bmpose.convert.auto) on made-up builds: the order it tries candidates in, when it
+stops, what it chooses, and the ranking of layers it reads from a build's per-layer compare."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bmpose.convert import auto
+from bmpose.errors import BmposeError
+
+RANKED = [f"layer{i}" for i in range(20)]
+FLOATS = {"fp16": (1.5, 0.98), "bf16": (1.5, 0.95), "fp32": (2.2, 1.0)}
+
+
+def fake(int8_ms=0.7, per_layer_ms=0.05, per_layer_fid=0.1, floats=FLOATS, fail=()):
+    """build/measure/ranking of a model whose INT8 fidelity is 0.5 + per_layer_fid per float layer."""
+    built = []
+
+    def build(c: auto.Candidate):
+        built.append(c.label)
+        if c.label in fail:
+            raise BmposeError(f"{c.label}: model_deploy failed")
+        if c.precision != "int8":
+            return Path(c.label), floats[c.precision][0]
+        return Path(c.label), int8_ms + per_layer_ms * len(c.float_layers)
+
+    def measure(d: Path):
+        if d.name in FLOATS:
+            return floats[d.name][1], {}
+        k = int(d.name.split("x")[-1]) if "x" in d.name else 0
+        return min(1.0, 0.5 + per_layer_fid * k), {"k": k}
+
+    return build, measure, (lambda d: list(RANKED)), built
+
+
+def search(target=0.9, budget=10, chip="bm1684x", **kw):
+    build, measure, ranking, built = fake(**kw)
+    s = auto.Search(chip, build, measure, ranking, target, budget, log=lambda m: None)
+    return s, s.run(), built
+
+
+def test_doubles_then_bisects_to_the_fewest_float_layers():
+    s, winner, built = search()
+    # floats first (their time is the ceiling), then INT8, then k = 1, 2, 4 (meets), then 3 between 2 and 4
+    assert built == ["fp16", "bf16", "fp32", "int8", "int8_f16x1", "int8_f16x2", "int8_f16x4", "int8_f16x3"]
+    assert winner.candidate.label == "int8_f16x4" and winner.candidate.float_layers == tuple(RANKED[:4])
+    assert winner.candidate.float_mode == "F16"
+    summary = s.summary(winner)
+    assert summary["winner"] == "int8_f16x4" and "fastest build meeting" in summary["why"]
+    assert [t["variant"] for t in summary["trials"]] == built
+
+
+def test_bm1684_keeps_float_layers_in_fp32_and_has_no_half_precision():
+    _, winner, built = search(chip="bm1684")
+    assert built[:2] == ["fp32", "int8"] and "fp16" not in built
+    assert winner.candidate.float_mode == "F32"
+
+
+def test_int8_that_buys_no_time_is_not_chosen():
+    s, winner, built = search(int8_ms=1.6)
+    assert winner.candidate.label == "fp16" and built == ["fp16", "bf16", "fp32", "int8"]
+    assert any("buys no time" in n for n in s.notes)
+
+
+def test_stops_adding_layers_once_no_faster_than_float():
+    # each float layer costs 0.3 ms: k=2 (1.3 ms) still beats FP16 (1.5 ms), k=4 (1.9 ms) does not: no k=8
+    s, winner, built = search(per_layer_ms=0.3)
+    assert winner.candidate.label == "fp16"
+    assert built[-1] == "int8_f16x4" and any("no faster than the float build" in n for n in s.notes)
+
+
+def test_all_int8_that_meets_the_target_wins_at_once():
+    _, winner, built = search(target=0.5)
+    assert winner.candidate.label == "int8" and built == ["fp16", "bf16", "fp32", "int8"]
+
+
+def test_budget_and_a_failed_build():
+    s, winner, built = search(budget=5, fail=("int8_f16x1",))
+    assert len(built) == 5 and winner.candidate.label == "fp16"
+    assert s.trials[4].error and any("budget" in n for n in s.notes)
+
+
+def test_unreachable_target_names_the_best_reached():
+    s, winner, _ = search(target=1.5)
+    assert winner is None
+    msg = str(auto.unreachable(s))
+    # equal fidelity: the faster one (8 F16 layers, 1.1 ms, against FP32's 2.2)
+    assert "no build met fidelity >= 1.5" in msg and "the best reached is int8_f16x8 at fidelity 1.0000" in msg
+
+
+def test_same_inputs_same_trials():
+    a, _, built_a = search()
+    b, _, built_b = search()
+    assert built_a == built_b and a.summary(a.winner()) == b.summary(b.winner())
+
+
+def test_qtable_text_names_each_layer_once_in_its_mode():
+    c = auto.Candidate("int8", ("x", "y"), "F16")
+    assert auto.qtable_text(c, "why").splitlines() == ["# why", "x F16", "y F16"]
+    with pytest.raises(AttributeError):
+        c.precision = "fp32"   # frozen: a candidate is a key
