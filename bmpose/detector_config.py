@@ -100,8 +100,9 @@ class DetectorConfig:
         from bmpose.manifest import read_manifest
 
         chip, precision = self.chip, self.precision
-        d = self.auto_choice(chip) if precision == AUTO else self.layout.bmodel(chip, precision, 1)
-        m = read_manifest(d) if d else None
+        d = (self.auto_choice(chip) or self.layout.auto(chip)) if precision == AUTO else \
+            self.layout.bmodel(chip, precision, 1)
+        m = read_manifest(d)
         if m is None or m.get("status") != "ok":
             raise BmposeError(f"{d}: detector {self.name} has no {precision} bmodel for {chip}; build it: bmpose "
                               f"detector --detector {self.name} --chips {chip} --precision {precision}")

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from bmpose import manifest
-from bmpose.convert.detector_build import DetectorBuild, default_frames
+from bmpose.convert.detector_build import DetectorBuild
 from bmpose.evaluate.box_agreement import DetectorFidelity
 
 
@@ -21,10 +21,10 @@ def auto_search(build: DetectorBuild, chip: str, target: float, budget: int, fid
     root = cfg.layout.auto(chip)
 
     def make(c: auto.Candidate) -> tuple[Path, float]:
-        if c.precision != "int8":
+        if not c.float_layers:   # the floats and the default INT8: `bmpose detector`'s own builds
             d, _ = build.bmodel(chip, c.precision)
         else:
-            qtables = auto.candidate_qtables(c, root)
+            qtables = build.stem_qtable() + auto.candidate_qtables(c, root)
             table = steps.ensure_cali_table(cfg, build.mlir(), build.frames(), cfg.calibration["method"],
                                             len(build.frames()))
             opts = {**build.options(chip, "int8"), "qtables": [str(q) for q in qtables], "auto": c.label}
@@ -32,13 +32,14 @@ def auto_search(build: DetectorBuild, chip: str, target: float, budget: int, fid
                                               cali_table=table, user_qtables=qtables, out=root / f"{c.label}_b1")
         return d, read_manifest(d)["checks"]["device_time"]["runtime_ms"]
 
-    def ranking(_int8_dir: Path) -> list[str]:
+    def ranking() -> list[str]:
         table = steps.ensure_cali_table(cfg, build.mlir(), build.frames(), cfg.calibration["method"],
                                         len(build.frames()))
         searched = steps.ensure_search(cfg, build.mlir(), build.frames(), table, chip, len(build.frames()),
                                        expected_cos=0.99999, fp_type=auto.float_mode(chip),
                                        inference_num=auto.SENSITIVITY_INPUTS)
-        return auto.not_already_float(steps.sensitivity_ranking(searched.parent), build.mlir(), cfg, [])
+        return auto.not_already_float(steps.sensitivity_ranking(searched.parent), build.mlir(), cfg,
+                                      build.stem_qtable())
 
     search = auto.Search(chip, make, fidelity, ranking, target, budget,
                          log=lambda s: print(s, flush=True))

@@ -22,18 +22,19 @@ def candidate_bmodel(pipe, plan, chip: str, c: auto.Candidate, root: Path) -> tu
     from bmpose.convert import bmodel_build
 
     cfg = pipe.cfg
+    # the options `bmpose build` records for these builds: the default INT8 and the floats are the same build
+    # folders as theirs, reused both ways
+    opts = bmodel_build.deploy_options(cfg, chip, c.precision, 1, method=plan.method, user_qtables=plan.qtables,
+                                       search=plan.args.search, checkpoint=plan.args.checkpoint, calib=plan.calib)
     if c.precision != "int8":
-        # the options `bmpose build --precision fp16` records: the same build folder, reused both ways
-        opts = bmodel_build.deploy_options(cfg, chip, c.precision, 1, method=plan.method, user_qtables=plan.qtables,
-                                           search=plan.args.search, checkpoint=plan.args.checkpoint, calib=plan.calib)
         d, _ = pipe.bmodel(chip, c.precision, 1, opts)
+    elif not c.float_layers:
+        d, _ = pipe.bmodel(chip, "int8", 1, opts, cali_table=pipe.cali_table(plan.method), user_qtables=plan.qtables)
     else:
         qtables = list(plan.qtables) + auto.candidate_qtables(c, root)
-        opts = bmodel_build.deploy_options(cfg, chip, "int8", 1, method=plan.method, user_qtables=qtables,
-                                           search=False, checkpoint=plan.args.checkpoint, calib=plan.calib)
-        opts["auto"] = c.label
-        # a trial is judged by its agreement with float, not refused by the heatmap gate
-        opts["tolerance"] = {k: 0.0 for k in opts["tolerance"]}
+        opts.update(qtables=[str(q) for q in qtables], auto=c.label,
+                    # a trial is judged by its agreement with float, not refused by the heatmap gate
+                    tolerance={k: 0.0 for k in opts["tolerance"]})
         d, _ = pipe.bmodel(chip, "int8", 1, opts, cali_table=pipe.cali_table(plan.method), user_qtables=qtables,
                            out=root / f"{c.label}_b1")
     return d, manifest.read_manifest(d)["checks"]["device_time"]["ms_per_person"]
@@ -45,7 +46,7 @@ def search_chip(pipe, plan, chip: str, fidelity: PoseFidelity, target: float, bu
 
     root = pipe.cfg.layout.auto(chip)
 
-    def ranking(_int8_dir: Path) -> list[str]:
+    def ranking() -> list[str]:
         table = pipe.cali_table(plan.method)
         searched = steps.ensure_search(pipe.cfg, pipe.mlir(1), pipe.crops(), table, chip, pipe.num_used(),
                                        expected_cos=0.99999, fp_type=auto.float_mode(chip),

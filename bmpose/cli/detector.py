@@ -45,8 +45,9 @@ def parse_args(argv):
     ap.add_argument("--auto-budget", type=int, metavar="N", help="auto: most builds per chip (default: the config's)")
     ap.add_argument("--auto-best", action="store_true", help="auto: when no build meets the target, keep the best "
                     "one built (marked) instead of failing")
-    ap.add_argument("--frames", type=Path, help="folder of whole frames to calibrate on (default: the bundled "
-                                                "COCO train2017 images, tests/data/coco_train_mini/images)")
+    ap.add_argument("--frames", type=Path, help="folder of whole frames to calibrate on (default: the 80 bundled "
+                                                "COCO train2017 frames, tests/data/coco_train_mini and "
+                                                "coco_train_frames)")
     ap.add_argument("--num", type=int, help="calibration frames (default: the config's calibration.num)")
     ap.add_argument("--coco-ann", type=Path, help="COCO annotations whose persons score the boxes (default: the "
                                                   "bundled val persons)")

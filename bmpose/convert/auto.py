@@ -2,7 +2,8 @@
 cheapest simulated time upward, within a budget of builds.
 
   1. the float builds the chip has (FP16/BF16, FP32): candidates, and the time an INT8 build has to beat;
-  2. INT8 as the model builds it by default (all layers INT8, a pose model's automatic FP32 tail);
+  2. INT8 as the model builds it by default (`bmpose build --precision int8`: a pose model's automatic FP32 tail,
+     a detector's float stem), its own build folder reused;
   3. INT8 with its k most sensitive layers in float (F16 where the chip has it, else F32), k = 1, 2, 4, ...
      then halved back towards the fewest that meet the target. Sensitivity is TPU-MLIR's own (search_qtable:
      each layer quantised alone, the rest float, ranked by the output's cosine loss; steps.sensitivity_ranking).
@@ -71,12 +72,12 @@ def float_candidates(chip: str) -> list[Candidate]:
 @dataclasses.dataclass
 class Search:
     """One chip's search. build(candidate) -> (build dir, simulated ms), raising BmposeError when it fails;
-    measure(build dir) -> (fidelity, extra measures); ranking(build dir of the default INT8) -> op names, most
-    sensitive first."""
+    measure(build dir) -> (fidelity, extra measures); ranking() -> op names, most sensitive first (asked only
+    when the default INT8 build misses the target)."""
     chip: str
     build: Callable[[Candidate], tuple[Path, float]]
     measure: Callable[[Path], tuple[float, dict]]
-    ranking: Callable[[Path], list[str]]
+    ranking: Callable[[], list[str]]
     target: float
     budget: int = DEFAULT_BUDGET
     log: Callable[[str], None] = print
@@ -89,19 +90,19 @@ class Search:
             self.attempt(c)
         ceiling = self.ceiling()
         base = self.attempt(Candidate("int8"))
-        if base is None or base.build_dir is None:
+        if base is None:
             return self.winner()
-        if ceiling is not None and base.ms >= ceiling:
+        if ceiling is not None and base.ms is not None and base.ms >= ceiling:
             self.notes.append(f"INT8 buys no time on {self.chip}: {base.ms:.3f} ms against the float build's "
                               f"{ceiling:.3f} ms")
             return self.winner()
         if not base.meets:
-            self.float_layers(base, ceiling)
+            self.float_layers(ceiling)
         return self.winner()
 
-    def float_layers(self, base: Trial, ceiling: float | None) -> None:
+    def float_layers(self, ceiling: float | None) -> None:
         """Doubling k until a build meets the target (or no longer beats the float ceiling), then bisecting."""
-        ranked = self.ranking(base.build_dir)
+        ranked = self.ranking()
         mode = float_mode(self.chip)
         low, high, k = 0, None, 1
         while k <= len(ranked) and self.left():

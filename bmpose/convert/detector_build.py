@@ -19,32 +19,37 @@ from bmpose.pose.image_io import read_image
 from bmpose.pose.detect import frame_input
 
 
-def default_frames() -> Path:
-    """The bundled calibration frames: the COCO train2017 images of tests/data/coco_train_mini (never evaluated)."""
+def default_frames() -> list[Path]:
+    """The bundled calibration frames: the 80 COCO train2017 images of tests/data/coco_train_mini (28, persons
+    in each) and tests/data/coco_train_frames (52, 44 of them without a person), never evaluated on."""
     from bmpose.calib.select import default_coco
+    from bmpose.config import DATA_DIR
 
-    return default_coco()[1]
+    return [default_coco()[1], DATA_DIR / "coco_train_frames" / "images"]
 
 
-def list_frames(folder: Path) -> list[Path]:
+def list_frames(folders) -> list[Path]:
+    """The images of a folder, or of several in turn."""
     from bmpose.device.inputs import list_images
 
-    return [Path(f) for f in list_images(folder)]
+    folders = [folders] if isinstance(folders, (str, Path)) else list(folders)
+    return [Path(f) for folder in folders for f in list_images(folder)]
 
 
-def ensure_frames(dcfg, folder: Path | None = None, num: int | None = None) -> list[Path]:
-    """Up to `num` frames of `folder` as the detector's input tensors (npz keyed by its input name), the
-    transform's test input and run_calibration's data; reused while the images and preprocessing are unchanged."""
-    folder = Path(folder or default_frames())
-    files = list_frames(folder)[: int(num or dcfg.calibration["num"])]
+def ensure_frames(dcfg, folder: Path | list[Path] | None = None, num: int | None = None) -> list[Path]:
+    """Up to `num` frames of `folder` (default: default_frames) as the detector's input tensors (npz keyed by its
+    input name), the transform's test input and run_calibration's data; reused while the images and
+    preprocessing are unchanged."""
+    folders = [Path(f) for f in ([folder] if isinstance(folder, (str, Path)) else folder or default_frames())]
+    files = list_frames(folders)[: int(num or dcfg.calibration["num"])]
     if not files:
-        raise BmposeError(f"{folder}: no images to calibrate the detector on")
+        raise BmposeError(f"{', '.join(map(str, folders))}: no images to calibrate the detector on")
     out = dcfg.layout.cali_inputs()
     key = dcfg.input_name
     inputs = {f"frame{i}": f for i, f in enumerate(files)}
     options = {"preprocess": {k: v for k, v in dcfg.summary().items() if k not in ("name", "onnx", "decoder",
                                                                                  "strides", "classes")},
-               "key": key, "folder": str(folder)}
+               "key": key, "folders": [str(f) for f in folders]}
     with manifest.locked(out):
         if not manifest.up_to_date(out, inputs, options):
             with manifest.atomic_dir(out, keep_failed=False) as tmp:
@@ -87,7 +92,8 @@ class DetectorBuild:
                                   checkpoint=None, calib=None)
         opts = deploy_options(self.cfg, chip, precision, 1, method=self.cfg.calibration["method"],
                               user_qtables=self.stem_qtable(), search=False, checkpoint=None,
-                              calib={"frames": str(self.folder or default_frames()), "num": len(self.frames())})
+                              calib={"frames": [str(f) for f in ([self.folder] if self.folder else default_frames())],
+                                     "num": len(self.frames())})
         # TPU-MLIR's per-layer floor (cos 0.7) would stop YOLOX-nano's INT8 build in the stem (a Mul at 0.66):
         # what decides a detector is whether its boxes still find the persons, the box gate above this floor.
         opts["tpu_layer_tolerance"] = INT8_LAYER_TOL_RANDOM

@@ -31,7 +31,7 @@ def fake(int8_ms=0.7, per_layer_ms=0.05, per_layer_fid=0.1, floats=FLOATS, fail=
         k = int(d.name.split("x")[-1]) if "x" in d.name else 0
         return min(1.0, 0.5 + per_layer_fid * k), {"k": k}
 
-    return build, measure, (lambda d: list(RANKED)), built
+    return build, measure, (lambda: list(RANKED)), built
 
 
 def search(target=0.9, budget=10, chip="bm1684x", **kw):

@@ -36,6 +36,12 @@ def test_a_build_is_named_after_the_at_sign(tmp_path):
     assert "\n" not in str(e.value)
     with pytest.raises(BmposeError, match=r"after @ name a build as <chip>_<precision>"):
         load_detector_spec("detector:yolox_nano_416@fp16")
+    # --precision auto's choice is a build too, once a search has made one
+    auto = load_detector_spec("detector:yolox_nano_416@bm1684x_auto", artifacts=tmp_path)
+    with pytest.raises(BmposeError, match=r"auto.bm1684x: detector yolox_nano_416 has no auto bmodel for bm1684x; "
+                                          r"build it: bmpose detector .* --precision auto"):
+        auto.model_path()
+    assert targets(load_detector(), ["bm1684"], "auto") == [("bm1684", "auto")]
 
 
 @pytest.mark.parametrize("text,match", [
@@ -45,6 +51,10 @@ def test_a_build_is_named_after_the_at_sign(tmp_path):
     ("tolerances: {int8_max_ap_drp: 0.1}\n", "unknown key 'int8_max_ap_drp' in tolerances; did you mean "
                                              "'int8_max_ap_drop'"),
     ("tolerances: 7\n", "tolerances must be a mapping"),
+    ("auto: {target: 2}\n", r"target must be a number in \[0, 1\]"),
+    ("auto: {budjet: 3}\n", "unknown key 'budjet' in auto; did you mean 'budget'"),
+    ("auto: {budget: 1}\n", r"auto budget must be a whole number of builds in \[2, 64\]"),
+    ("precisions: {bm1684: automatic}\n", "precisions must map chips"),
 ])
 def test_bad_build_keys_are_one_line(tmp_path, text, match):
     import shutil

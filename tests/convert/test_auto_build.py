@@ -1,0 +1,60 @@
+"""`bmpose build --precision auto` on the small HRNet (its trained fixture, BM1684, a budget of 4 builds): the
+float build and the default INT8 build are `make fp32` / `make int8`'s own (reused), then INT8 with TPU-MLIR's
+most sensitive layers in FP32 (BM1684 has no F16), each measured by its agreement with ONNX FP32 on the val
+persons; the choice, its table and its reuse. The full search (budget 8, both chips, the real networks) lives
+in docs/calibration.md: the fixture memorises its persons, so only the mechanics are asserted here."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from bmpose.manifest import read_manifest
+from bmpose.tpu_mlir.mlirgraph import read_graph
+from helpers import SMALL
+
+
+@pytest.fixture(scope="module")
+def auto_run(small):
+    cmd = [sys.executable, "-m", "bmpose", "build", "--precision", "auto", "--model", SMALL, "--chips", "bm1684",
+           "--artifacts-dir", str(small.root), "--auto-budget", "4", "--auto-best", "--no-report"]
+    first = subprocess.run(cmd, capture_output=True, text=True)
+    second = subprocess.run(cmd, capture_output=True, text=True)
+    return small, first, second
+
+
+@pytest.mark.slow
+def test_auto_tries_the_cheapest_first_and_keeps_the_fastest_that_agrees(auto_run):
+    cfg, run, _ = auto_run
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    choice = json.loads((cfg.layout.auto("bm1684") / "choice.json").read_text())
+    trials = choice["trials"]
+    assert [t["variant"] for t in trials[:2]] == ["fp32", "int8"] and len(trials) <= 4
+    # the float and the default INT8 trial are the builds `make fp32` / `make int8` made (reused, not rebuilt)
+    assert trials[0]["build_dir"] == str(cfg.layout.bmodel("bm1684", "fp32", 1))
+    assert trials[1]["build_dir"] == str(cfg.layout.bmodel("bm1684", "int8", 1))
+    assert trials[0]["fidelity"] == pytest.approx(1.0, abs=1e-6)   # FP32 is ONNX's arithmetic
+    for t in trials[2:]:
+        assert t["variant"].startswith("int8_f32x") and t["float_mode"] == "F32" and not t["error"], t
+        m = read_manifest(t["build_dir"])
+        fp32 = set(m["fp32_layers"])
+        asked = [line.split()[0] for line in (cfg.layout.auto("bm1684") / f"{t['variant']}.qtable").read_text()
+                 .splitlines() if not line.startswith("#")]
+        assert len(asked) == t["float_layers"] and set(asked) <= fp32, (asked, fp32)   # deployed as asked
+        assert len(read_graph(t["build_dir"] + "/" + m["tpu_mlir"]).ops) > 0
+    chosen = next(t for t in trials if t["variant"] == choice["winner"])
+    if choice.get("marked"):   # nothing met the target: the best agreement built, marked
+        assert chosen["fidelity"] == max(t["fidelity"] for t in trials if t["fidelity"] is not None)
+    else:
+        assert chosen["meets"] and chosen["ms"] == min(t["ms"] for t in trials if t["meets"])
+    assert "--precision auto chose " + choice["winner"] in run.stdout and "| variant |" in run.stdout
+
+
+@pytest.mark.slow
+def test_a_second_auto_run_reuses_the_choice(auto_run):
+    cfg, first, second = auto_run
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "auto bm1684:" in first.stdout and "auto bm1684:" not in second.stdout   # no trial built or measured
+    assert json.loads((cfg.layout.auto("bm1684") / "choice.json").read_text())["winner"] in second.stdout
