@@ -90,5 +90,6 @@ def choose(pipe, plan, chip: str, fidelity: PoseFidelity, target: float, budget:
 
 
 def lines(choice: dict) -> list[str]:
-    return auto.markdown(choice, "mean OKS vs ONNX FP32 (bundled val persons)",
-                         [("agree90", "persons >= 0.9", "{:.2f}"), ("AP", "AP (labels)", "{:.4f}")])
+    from bmpose.report.render import POSE_AUTO, auto_markdown
+
+    return auto_markdown(choice, *POSE_AUTO)

@@ -157,10 +157,25 @@ def auto_choices(dcfg) -> dict:
 
 
 def auto_lines(choice: dict) -> list[str]:
-    from bmpose.convert.auto import markdown
+    from bmpose.report.render import auto_markdown
 
-    return markdown(choice, "box AP vs ONNX's persons (bundled val frames)",
+    return auto_markdown(choice, "box AP vs ONNX's persons (bundled val frames)",
                     [("found_vs_float", "ONNX persons kept", "{:.3f}"), ("box_ap", "box AP (labels)", "{:.4f}")])
+
+
+def _auto_plot(choices: dict, path: Path) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bmpose.manifest import atomic_file
+    from bmpose.report.plots import auto_plot, auto_plot_chips
+
+    if not auto_plot_chips(choices):
+        return False
+    with atomic_file(path) as tmp:
+        return auto_plot(plt, choices, "box AP vs ONNX's persons", "ms per frame", tmp)
 
 
 def write_results(dcfg, rows: list[dict], choices: dict | None = None) -> None:
@@ -183,6 +198,8 @@ def write_results(dcfg, rows: list[dict], choices: dict | None = None) -> None:
                      f"{c['cos']} | {c['ms']} | {verdict} |")
     for choice in (choices or {}).values():
         lines += [""] + auto_lines(choice)
+    if choices and _auto_plot(choices, dcfg.layout.report() / "auto.png"):
+        lines += ["", "![--precision auto: box agreement with ONNX against simulated ms per frame](auto.png)"]
     with atomic_file(dcfg.layout.report() / "report.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n")
 

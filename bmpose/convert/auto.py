@@ -216,23 +216,3 @@ def candidate_qtables(c: Candidate, folder: Path) -> list[Path]:
         with atomic_file(q) as tmp:
             tmp.write_text(text)
     return [q]
-
-
-def markdown(choice: dict, measure: str, columns: list[tuple[str, str, str]]) -> list[str]:
-    """A search as markdown lines: every trial (variant, float layers, simulated ms, fidelity and the caller's
-    extra `columns`: (key, header, format)), the notes, and why the winner won. `measure`: what fidelity is."""
-    head = ["variant", "float layers", "sim. ms", measure, *(h for _, h, _ in columns), ""]
-    lines = [f"### {choice['chip']}: --precision auto chose {choice['winner']}", "",
-             f"Target: {measure} >= {choice['target']}; budget {choice['budget']} builds. {choice['why'] or ''}"
-             + (f" **{choice['marked']}**" if choice.get("marked") else ""), "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for t in choice["trials"]:
-        def cell(key, fmt="{:.4f}"):
-            return fmt.format(t[key]) if t.get(key) is not None else "-"
-        verdict = t["error"] or ("meets" if t["meets"] else "below")
-        if t["variant"] == choice["winner"]:
-            verdict = f"**chosen** ({verdict})"
-        cells = [t["variant"], f"{t['float_layers']} {t['float_mode'] or ''}".strip(), cell("ms", "{:.3f}"),
-                 cell("fidelity"), *(cell(k, f) for k, _, f in columns), verdict]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines + [f"- {n}" for n in choice["notes"]]

@@ -18,6 +18,10 @@ def make_plots(cfg, data: dict, out: Path) -> list[str]:
     import matplotlib.pyplot as plt
 
     files = _bmodel_layer_plots(plt, cfg, data, out) + _study_plots(plt, cfg, data, out)
+    if data.get("auto") and auto_plot(plt, data["auto"], "mean OKS vs ONNX FP32", "ms per person", out / "auto.png"):
+        data["auto_plot"] = {"file": "auto.png", "title": "--precision auto: every trial's agreement with float "
+                                                          "against its simulated time, per chip"}
+        files.append("auto.png")
     # One crop's heatmaps, ONNX vs each precision's bmodel (same test crop: every build of a batch shares it).
     data["heatmap_plots"] = []
     for chip in sorted({b["chip"] for b in data["bmodels"]}):
@@ -165,6 +169,39 @@ def _speed_plot(plt, rows: list[dict], path: Path) -> str | None:
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path.name
+
+
+def auto_plot_chips(choices: dict) -> list[str]:
+    """The chips whose auto search has a trial to draw."""
+    return [c for c in sorted(choices) if any(t["ms"] and t["fidelity"] is not None for t in choices[c]["trials"])]
+
+
+def auto_plot(plt, choices: dict, measure: str, unit: str, path: Path) -> bool:
+    """Each chip's --precision auto trials (bmpose.convert.auto): fidelity against simulated ms, floats as
+    squares, INT8 trials labelled by their float layers, the target as a line and the winner ringed."""
+    chips = auto_plot_chips(choices)
+    if not chips:
+        return False
+    fig, axes = plt.subplots(1, len(chips), figsize=(5.2 * len(chips), 3.8), squeeze=False)
+    for ax, chip in zip(axes[0], chips):
+        choice = choices[chip]
+        for t in (t for t in choice["trials"] if t["ms"] and t["fidelity"] is not None):
+            float_ = t["precision"] != "int8"
+            ax.scatter(t["ms"], t["fidelity"], marker="s" if float_ else "o",
+                       color="tab:purple" if float_ else ("tab:green" if t["meets"] else "tab:red"))
+            ax.annotate(t["precision"].upper() if float_ else f"+{t['float_layers']}", (t["ms"], t["fidelity"]),
+                        fontsize=7, xytext=(3, 3), textcoords="offset points")
+            if t["variant"] == choice["winner"]:
+                ax.scatter(t["ms"], t["fidelity"], s=160, facecolors="none", edgecolors="black")
+        ax.axhline(choice["target"], color="tab:green", ls="--", lw=0.8)
+        ax.set_xlabel(f"simulated device {unit}")
+        ax.set_ylabel(measure)
+        ax.set_title(f"{chip}: chose {choice['winner']}", fontsize=10)
+        ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90, format="png")
+    plt.close(fig)
+    return True
 
 
 def _layer_plot(plt, rows: list[dict], title: str, tol: float, path: Path) -> None:

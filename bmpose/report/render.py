@@ -207,6 +207,11 @@ def to_markdown(cfg, data) -> str:
         parts += ["## Calibration study", "", table(*st) if st else "```\n" + json.dumps(data["study"], indent=1)
                   + "\n```", ""]
         parts += [f"![{p['title']}]({p['file']})\n" for p in _study_plots(data["study"])]
+    for choice in data.get("auto", {}).values():
+        parts += ["## --precision auto", ""] if choice is next(iter(data["auto"].values())) else []
+        parts += auto_markdown(choice, *POSE_AUTO) + [""]
+    if data.get("auto_plot"):
+        parts += [f"![{data['auto_plot']['title']}]({data['auto_plot']['file']})", ""]
     parts += ["## How to run", ""]
     for b in data["bmodels"]:
         parts += [f"- `{b['name']}`:", *[f"  - `{c}`" for c in how_to_run(cfg, b)]]
@@ -237,4 +242,35 @@ def to_html(cfg, data) -> str:
         eval=_eval_rows(data) if data["eval"] else None,
         study=data["study"], study_table=st, study_json=None if st else json.dumps(data["study"], indent=1),
         study_plots=_study_plots(data["study"]),
+        auto_tables=[auto_table(c, *POSE_AUTO) for c in data.get("auto", {}).values()],
+        auto_plot=data.get("auto_plot"),
         how_to_run=[(b["name"], how_to_run(cfg, b)) for b in data["bmodels"]])
+
+
+def auto_table(choice: dict, measure: str, columns: list[tuple[str, str, str]]) -> dict:
+    """A search (bmpose.convert.auto) as {title, note, head, rows, notes}: every trial (variant, float layers,
+    simulated ms, fidelity and the caller's `columns`: (key, header, format)) and why the winner won.
+    `measure`: what fidelity is."""
+    head = ["variant", "float layers", "sim. ms", measure, *(h for _, h, _ in columns), ""]
+    rows = []
+    for t in choice["trials"]:
+        def cell(key, fmt="{:.4f}"):
+            return fmt.format(t[key]) if t.get(key) is not None else "-"
+        verdict = t["error"] or ("meets" if t["meets"] else "below")
+        if t["variant"] == choice["winner"]:
+            verdict = f"chosen ({verdict})"
+        rows.append([t["variant"], f"{t['float_layers']} {t['float_mode'] or ''}".strip(), cell("ms", "{:.3f}"),
+                     cell("fidelity"), *(cell(k, f) for k, _, f in columns), verdict])
+    return {"title": f"{choice['chip']}: --precision auto chose {choice['winner']}",
+            "note": f"Target: {measure} >= {choice['target']}; budget {choice['budget']} builds. {choice['why'] or ''}"
+                    + (f" {choice['marked']}." if choice.get("marked") else ""),
+            "head": head, "rows": rows, "notes": list(choice["notes"])}
+
+
+def auto_markdown(choice: dict, measure: str, columns: list[tuple[str, str, str]]) -> list[str]:
+    t = auto_table(choice, measure, columns)
+    return ([f"### {t['title']}", "", t["note"], "", "| " + " | ".join(t["head"]) + " |", "|" + "---|" * len(t["head"])]
+            + ["| " + " | ".join(r) + " |" for r in t["rows"]] + [f"- {n}" for n in t["notes"]])
+
+POSE_AUTO = ("mean OKS vs ONNX FP32 (bundled val persons)",
+             [("agree90", "persons >= 0.9", "{:.2f}"), ("AP", "AP (labels)", "{:.4f}")])

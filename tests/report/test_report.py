@@ -358,3 +358,28 @@ def test_the_report_names_where_the_network_came_from(cfg, tmp_path):
     index = report.ensure_report(onnx_cfg, force=True)
     assert f"ONNX file `{tmp_path / 'net.onnx'}`" in (index.parent / "report.md").read_text()
     assert f"ONNX file <code>{tmp_path / 'net.onnx'}</code>" in index.read_text()
+
+
+def test_report_shows_what_precision_auto_tried_and_why(cfg):
+    """artifacts/<model>/auto/<chip>/choice.json: a table per chip, the winner named, the plot drawn."""
+    trial = {"precision": "int8", "float_mode": "F16", "meets": False, "error": None, "build_dir": None,
+             "agree90": 0.5, "AP": 0.7}
+    choice = {"chip": "bm1684x", "target": 0.98, "budget": 8, "winner": "int8_f16x4", "notes": ["a note"],
+              "why": "int8_f16x4: fastest build meeting fidelity >= 0.98", "float_layers": ["a"] * 4,
+              "float_mode": "F16", "winner_dir": "x",
+              "trials": [{**trial, "variant": "fp16", "precision": "fp16", "float_layers": 0, "float_mode": None,
+                          "ms": 0.09, "fidelity": 0.999, "meets": True},
+                         {**trial, "variant": "int8", "float_layers": 0, "float_mode": None, "ms": 0.04,
+                          "fidelity": 0.96},
+                         {**trial, "variant": "int8_f16x4", "float_layers": 4, "ms": 0.05, "fidelity": 0.985,
+                          "meets": True}]}
+    (cfg.artifacts / "auto" / "bm1684x").mkdir(parents=True)
+    (cfg.artifacts / "auto" / "bm1684x" / "choice.json").write_text(json.dumps(choice))
+    index = report.ensure_report(cfg)
+    p = _Collect()
+    p.feed(index.read_text())
+    assert p.stack == [] and "auto.png" in p.imgs and (index.parent / "auto.png").stat().st_size > 1000
+    assert "chosen (meets)" in p.cells and "4 F16" in p.cells and "0.9850" in p.cells
+    md = (index.parent / "report.md").read_text()
+    assert "### bm1684x: --precision auto chose int8_f16x4" in md and "- a note" in md
+    assert "| int8 | 0 | 0.040 | 0.9600 | 0.50 | 0.7000 | below |" in md
