@@ -144,8 +144,10 @@ class Search:
         t = Trial(c)
         self.trials.append(t)
         try:
-            t.build_dir, t.ms = self.build(c)
-            t.fidelity, t.extra = self.measure(t.build_dir)
+            t.build_dir, ms = self.build(c)
+            t.ms = float(ms)
+            fidelity, t.extra = self.measure(t.build_dir)
+            t.fidelity = None if fidelity is None else float(fidelity)   # numpy scalars would json as text
             t.meets = t.fidelity is not None and t.fidelity >= self.target
         except BmposeError as e:
             t.error = str(e).splitlines()[0]

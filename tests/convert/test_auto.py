@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bmpose.convert import auto
@@ -27,9 +28,9 @@ def fake(int8_ms=0.7, per_layer_ms=0.05, per_layer_fid=0.1, floats=FLOATS, fail=
 
     def measure(d: Path):
         if d.name in FLOATS:
-            return floats[d.name][1], {}
+            return np.float64(floats[d.name][1]), {}
         k = int(d.name.split("x")[-1]) if "x" in d.name else 0
-        return min(1.0, 0.5 + per_layer_fid * k), {"k": k}
+        return np.float64(min(1.0, 0.5 + per_layer_fid * k)), {"k": k}
 
     return build, measure, (lambda: list(RANKED)), built
 
@@ -48,6 +49,8 @@ def test_doubles_then_bisects_to_the_fewest_float_layers():
     assert winner.candidate.float_mode == "F16"
     summary = s.summary(winner)
     assert summary["winner"] == "int8_f16x4" and "fastest build meeting" in summary["why"]
+    # plain JSON types (a numpy bool written with default=str reads back as the truthy text "False")
+    assert all(type(t["meets"]) is bool and type(t["fidelity"]) is float for t in summary["trials"])
     assert [t["variant"] for t in summary["trials"]] == built
 
 
