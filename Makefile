@@ -14,7 +14,7 @@ CALIB_ARGS = --calib $(CALIB) $(call opt,COCO_ANN,--coco-ann) $(call opt,COCO_IM
 # TOL="int8_cos=0.98 fp32_cos=0.9999" overrides the config's gates (recorded in the manifests).
 BUILD_ARGS = $(call opt,CHIPS,--chips) $(call opt,BATCHES,--batches) $(foreach t,$(TOL),--tolerance $(t))
 
-.PHONY: blazepose-onnx setup fixture onnx calib fp32 fp16 bf16 int8 detector deploy nntc infer eval report study train-fixture bench test test-quick clean help
+.PHONY: blazepose-onnx setup fixture onnx calib fp32 fp16 bf16 int8 auto detector deploy nntc infer eval report study train-fixture bench test test-quick clean help
 help:
 	@sed -n '1,3p' Makefile; echo; grep -E '^[a-z0-9-]+:.*##' Makefile | sed 's/:.*##/\t/'
 
@@ -38,6 +38,10 @@ fp16: setup ## FP16 bmodels (BM1684 has none) for CHIPS x BATCHES, compare files
 
 bf16: setup ## BF16 bmodels (BM1684 has none) for CHIPS x BATCHES, compare files, report
 	$(BMPOSE) build --precision bf16 $(COMMON) $(BUILD_ARGS)
+
+auto: setup ## per chip, the fastest batch-1 build that agrees with float (floats, INT8, INT8 + sensitive layers in F16)
+	$(BMPOSE) build --precision auto $(COMMON) $(call opt,CHIPS,--chips) $(CALIB_ARGS) $(call opt,QTABLE,--qtable) \
+	  $(call opt,METHOD,--method) $(foreach t,$(TOL),--tolerance $(t))
 
 int8: setup ## INT8 bmodels (calibrated on CALIB, FP32 tail, QTABLE=extra, SEARCH=1), compare files, report
 	$(BMPOSE) build --precision int8 $(COMMON) $(BUILD_ARGS) $(CALIB_ARGS) $(call opt,QTABLE,--qtable) \
