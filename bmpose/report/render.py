@@ -256,7 +256,8 @@ def auto_table(choice: dict, measure: str, columns: list[tuple[str, str, str]]) 
     for t in choice["trials"]:
         def cell(key, fmt="{:.4f}"):
             return fmt.format(t[key]) if t.get(key) is not None else "-"
-        verdict = t["error"] or ("meets" if t["meets"] else "below")
+        # a failed trial's reason without its build folder (the whole line is in choice.json)
+        verdict = f"failed: {t['error'].split(': ', 1)[-1][:90]}" if t["error"] else "meets" if t["meets"] else "below"
         if t["variant"] == choice["winner"]:
             verdict = f"chosen ({verdict})"
         rows.append([t["variant"], f"{t['float_layers']} {t['float_mode'] or ''}".strip(), cell("ms", "{:.3f}"),
