@@ -52,7 +52,7 @@ def parse_args(argv):
                          "builds of the random-init fixture checkpoint); recorded in the manifests")
     ap.add_argument("--no-report", action="store_true", help="do not refresh artifacts/<model>/report")
     ap.add_argument("--auto-budget", type=int, default=None, metavar="N",
-                    help="auto: most builds per chip, float builds included (default: 8)")
+                    help="auto: most builds per chip, float builds included (default: 12)")
     ap.add_argument("--auto-best", action="store_true", help="auto: when no build meets the target, keep the best "
                     "one built (marked) instead of failing")
     args = ap.parse_args(argv)
