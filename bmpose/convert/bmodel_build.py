@@ -99,8 +99,7 @@ def _deploy(cfg, chip, precision, batch, tmp: Path, mlir: Path, files, inputs, o
     args, qtable, origin = _deploy_args(tmp, mlir, files, chip, precision, name, options, cali_table,
                                         user_qtables, searched, auto_tail)
     seconds = _run_model_deploy(tmp, args, chip, precision, options)
-    mode = {"int8": "int8_sym" if options.get("symmetric", True) else "int8_asym", "fp32": "f32", "fp16": "f16",
-            "bf16": "bf16"}[precision]   # TPU-MLIR's file names
+    mode = {"int8": "int8_sym", "fp32": "f32", "fp16": "f16", "bf16": "bf16"}[precision]   # TPU-MLIR's file names
     stem = f"{cfg.name}_{chip}_{mode}"
     tpu_mlir, tpu_weights, graph = _deployed_mlir(tmp, stem, qtable, tmp / files["mlir"])
     fp32_layers = [op.name for op in graph.ops if op.quant == "F32" and op.type != "tpu.Cast"] \
@@ -153,8 +152,6 @@ def _deploy_args(tmp: Path, mlir: Path, files, chip, precision, name, options, c
         # (middle layers of a random-weight model are noisy: cos 0.85, euclid 0.4 on HRNet-W32); its check of
         # the bmodel against the TPU MLIR stays strict, and the real gate is ours, below: heatmaps vs ONNX.
         # options["tpu_layer_tolerance"] lowers the floor (the study's all-INT8 heads: heatmap conv at cos 0.82).
-        if not options.get("symmetric", True):   # zero points per tensor (BM1684X and newer)
-            args.append("--asymmetric")
         args += ["--quantize", "INT8", "--calibration_table", Path(cali_table).resolve(),
                  "--quantize_table", "qtable", "--tolerance", options.get("tpu_layer_tolerance", "0.7,0.0")]
     else:   # float: TPU-MLIR's per-layer check vs the top MLIR (see TPU_LAYER_TOL)
