@@ -4,10 +4,8 @@ bundled val frames: never among the train2017 calibration frames). Trials go to 
 (floats: the normal build folders); choice.json there says what was tried and why the winner won."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from bmpose import manifest
 from bmpose.convert.detector_build import DetectorBuild
 from bmpose.evaluate.box_agreement import DetectorFidelity
 
@@ -69,35 +67,19 @@ def fidelity_sets() -> tuple[Path, Path]:
 def auto_build(build: DetectorBuild, chip: str, overrides: dict | None = None) -> tuple[Path, bool]:
     """Search (or reuse) the auto choice for `chip`; artifacts/<detector>/auto/<chip>/choice.json says what was
     tried and why the winner won. -> (the winner's build folder, whether anything was built or measured now)."""
-    from bmpose.convert.auto import unreachable
+    from bmpose.convert import auto
 
     cfg = build.cfg
     opts = {**cfg.auto, "best": False, **{k: v for k, v in (overrides or {}).items() if v is not None}}
     frames_ann, labelled = fidelity_sets()
     out = cfg.layout.auto(chip)
-    choice = out / "choice.json"
     inputs = {"onnx": cfg.onnx, "frames_ann": frames_ann, "labelled_ann": labelled,
               "calibration_frames": build.frames()[0].parent}
     options = {"target": opts["target"], "budget": opts["budget"], "best": opts["best"],
                "calibration": {"method": cfg.calibration["method"], "num": len(build.frames())}}
-    with manifest.locked(out):
-        if choice.is_file():
-            winner_dir = Path(json.loads(choice.read_text())["winner_dir"])
-            if manifest.up_to_date(out, {**inputs, "winner": winner_dir / "manifest.json"}, options):
-                return winner_dir, False
+    old = auto.cached_choice(out, inputs, options)
+    if old is not None:
+        return Path(old["winner_dir"]), False
     search, winner = auto_search(build, chip, opts["target"], opts["budget"], fidelity(cfg, frames_ann, labelled))
-    summary = search.summary(winner)
-    if winner is None:
-        if not opts["best"] or search.best_reached() is None:
-            raise unreachable(search)
-        winner = search.best_reached()
-        summary.update(winner=winner.candidate.label, marked="below target: the best one built (--auto-best)",
-                       float_layers=list(winner.candidate.float_layers), float_mode=winner.candidate.float_mode)
-    summary["winner_dir"] = str(winner.build_dir)
-    with manifest.locked(out):
-        with manifest.atomic_file(choice) as tmp:
-            tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n")
-        manifest.write_manifest(out, stage="auto_choice", inputs={**inputs, "winner": winner.build_dir / "manifest.json"},
-                                options=options, outputs=["choice.json"],
-                                checks={"winner": summary["winner"], "why": summary["why"]})
-    return winner.build_dir, True
+    summary = auto.record_choice(search, winner, opts["best"], out, inputs, options)
+    return Path(summary["winner_dir"]), True

@@ -9,7 +9,6 @@ trial and why the winner won, to artifacts/<model>/auto/<chip>/choice.json besid
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from bmpose import manifest
@@ -66,28 +65,11 @@ def choose(pipe, plan, chip: str, fidelity: PoseFidelity, target: float, budget:
     inputs = {"onnx": pipe.onnx(1)[1], "eval_annotations": fidelity.ann, "calibration": pipe.lmdb()}
     options = {"target": target, "budget": budget, "best": best, "method": plan.method, "num": pipe.num_used(),
                "qtables": [str(q) for q in plan.qtables], "flip": fidelity.flip}
-    choice = root / "choice.json"
-    if choice.is_file():
-        old = json.loads(choice.read_text())
-        if manifest.up_to_date(root, {**inputs, "winner": Path(old["winner_dir"]) / "manifest.json"}, options):
-            return old
+    old = auto.cached_choice(root, inputs, options)
+    if old is not None:
+        return old
     search, winner = search_chip(pipe, plan, chip, fidelity, target, budget)
-    summary = search.summary(winner)
-    if winner is None:
-        if not best or search.best_reached() is None:
-            raise auto.unreachable(search)
-        winner = search.best_reached()
-        summary.update(winner=winner.candidate.label, marked="below target: the best one built (--auto-best)",
-                       float_layers=list(winner.candidate.float_layers), float_mode=winner.candidate.float_mode)
-    summary["winner_dir"] = str(winner.build_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    with manifest.locked(root):
-        with manifest.atomic_file(choice) as tmp:
-            tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n")
-        manifest.write_manifest(root, stage="auto_choice",
-                                inputs={**inputs, "winner": winner.build_dir / "manifest.json"}, options=options,
-                                outputs=["choice.json"], checks={"winner": summary["winner"], "why": summary["why"]})
-    return summary
+    return auto.record_choice(search, winner, best, root, inputs, options)
 
 
 def lines(choice: dict) -> list[str]:

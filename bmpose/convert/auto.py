@@ -191,6 +191,46 @@ def not_already_float(ranked: list[str], mlir_dir: Path, cfg, user_qtables) -> l
     return [name for name in ranked if name not in fixed]
 
 
+def cached_choice(folder: Path, inputs: dict, options: dict) -> dict | None:
+    """<folder>/choice.json while nothing it was made from (inputs, options, the winner's build) changed."""
+    import json
+
+    from bmpose import manifest
+
+    choice = folder / "choice.json"
+    if not choice.is_file():
+        return None
+    old = json.loads(choice.read_text())
+    return old if manifest.up_to_date(folder, {**inputs, "winner": Path(old["winner_dir"]) / "manifest.json"},
+                                      options) else None
+
+
+def record_choice(search: Search, winner: Trial | None, best: bool, folder: Path, inputs: dict,
+                  options: dict) -> dict:
+    """The search's summary as <folder>/choice.json with a manifest (inputs, options and the winner's build).
+    No winner: the unreachable error, or with `best` the best agreement reached, marked."""
+    import json
+
+    from bmpose import manifest
+
+    summary = search.summary(winner)
+    if winner is None:
+        winner = search.best_reached()
+        if not best or winner is None:
+            raise unreachable(search)
+        summary.update(winner=winner.candidate.label, marked="below target: the best one built (--auto-best)",
+                       float_layers=list(winner.candidate.float_layers), float_mode=winner.candidate.float_mode)
+    summary["winner_dir"] = str(winner.build_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    with manifest.locked(folder):
+        with manifest.atomic_file(folder / "choice.json") as tmp:
+            tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        manifest.write_manifest(folder, stage="auto_choice",
+                                inputs={**inputs, "winner": winner.build_dir / "manifest.json"}, options=options,
+                                outputs=["choice.json"], checks={"winner": summary["winner"], "why": summary["why"]})
+    return summary
+
+
 def unreachable(search: Search) -> BmposeError:
     best = search.best_reached()
     where = (f"the best reached is {best.candidate.label} at fidelity {best.fidelity:.4f} ({best.ms:.3f} ms)"

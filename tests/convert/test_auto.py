@@ -103,3 +103,37 @@ def test_qtable_text_names_each_layer_once_in_its_mode():
     assert auto.qtable_text(c, "why").splitlines() == ["# why", "x F16", "y F16"]
     with pytest.raises(AttributeError):
         c.precision = "fp32"   # frozen: a candidate is a key
+
+
+def test_the_choice_is_recorded_and_reused_until_an_input_changes(tmp_path):
+    build, measure, ranking, _ = fake()
+
+    def build_here(c):   # every trial a folder with a manifest, as real builds have
+        d, ms = build(c)
+        (tmp_path / d).mkdir(exist_ok=True)
+        (tmp_path / d / "manifest.json").write_text(c.label)
+        return tmp_path / d, ms
+
+    s = auto.Search("bm1684x", build_here, lambda d: measure(Path(d.name)), ranking, 0.9, 10, log=lambda m: None)
+    winner = s.run()
+    (tmp_path / "data.txt").write_text("calibration")
+    inputs, options = {"data": tmp_path / "data.txt"}, {"target": 0.9}
+    summary = auto.record_choice(s, winner, False, tmp_path / "auto", inputs, options)
+    assert summary["winner"] == "int8_f16x4" and summary["winner_dir"] == str(tmp_path / "int8_f16x4")
+    assert auto.cached_choice(tmp_path / "auto", inputs, options) == summary
+    assert auto.cached_choice(tmp_path / "auto", inputs, {"target": 0.95}) is None
+    (tmp_path / "data.txt").write_text("other calibration")
+    assert auto.cached_choice(tmp_path / "auto", inputs, options) is None
+
+
+def test_no_winner_fails_or_keeps_the_best_marked(tmp_path):
+    s, winner, _ = search(target=1.5)
+    with pytest.raises(BmposeError, match="no build met fidelity >= 1.5"):
+        auto.record_choice(s, winner, False, tmp_path / "auto", {}, {})
+    assert not (tmp_path / "auto" / "choice.json").exists()
+    for t in s.trials:   # record_choice hashes the winner's manifest
+        t.build_dir = tmp_path / t.candidate.label
+        t.build_dir.mkdir()
+        (t.build_dir / "manifest.json").write_text("{}")
+    summary = auto.record_choice(s, winner, True, tmp_path / "auto", {}, {})
+    assert summary["winner"] == "int8_f16x8" and "below target" in summary["marked"]
