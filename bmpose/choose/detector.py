@@ -12,32 +12,20 @@ from bmpose.evaluate.box_agreement import DetectorFidelity
 
 def auto_search(build: DetectorBuild, chip: str, target: float, budget: int, fidelity: DetectorFidelity):
     """`--precision auto` for one chip (bmpose.convert.auto): -> (Search, winner trial or None)."""
-    from bmpose.convert import auto, bmodel_build, steps
+    from bmpose.convert import auto
     from bmpose.manifest import read_manifest
 
-    cfg = build.cfg
-    root = cfg.layout.auto(chip)
+    root = build.cfg.layout.auto(chip)
 
     def make(c: auto.Candidate) -> tuple[Path, float]:
-        if not c.float_layers:   # the floats and the default INT8: `bmpose detector`'s own builds
-            d, _ = build.bmodel(chip, c.precision)
-        else:
-            qtables = build.stem_qtable() + auto.candidate_qtables(c, root)
-            table = steps.ensure_cali_table(cfg, build.mlir(), build.frames(), cfg.calibration["method"],
-                                            len(build.frames()))
-            opts = {**build.options(chip, "int8"), "qtables": [str(q) for q in qtables], "auto": c.label}
-            d, _ = bmodel_build.ensure_bmodel(cfg, chip, "int8", 1, mlir=build.mlir(), options=opts,
-                                              cali_table=table, user_qtables=qtables, out=root / f"{c.label}_b1")
+        # the floats and the default INT8 (no float layers) are `bmpose detector`'s own builds
+        d, _ = build.bmodel(chip, c.precision, auto.candidate_qtables(c, root),
+                            root / f"{c.label}_b1" if c.float_layers else None)
         return d, read_manifest(d)["checks"]["device_time"]["runtime_ms"]
 
     def ranking() -> list[str]:
-        table = steps.ensure_cali_table(cfg, build.mlir(), build.frames(), cfg.calibration["method"],
-                                        len(build.frames()))
-        searched = steps.ensure_search(cfg, build.mlir(), build.frames(), table, chip, len(build.frames()),
-                                       expected_cos=0.99999, fp_type=auto.float_mode(chip),
-                                       inference_num=auto.SENSITIVITY_INPUTS)
-        return auto.not_already_float(steps.sensitivity_ranking(searched.parent), build.mlir(), cfg,
-                                      build.stem_qtable())
+        return auto.sensitive_layers(build.cfg, build.mlir(), build.frames(), build.cali_table(), chip,
+                                     build.stem_qtable())
 
     search = auto.Search(chip, make, fidelity, ranking, target, budget,
                          log=lambda s: print(s, flush=True))

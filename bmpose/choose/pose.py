@@ -20,39 +20,28 @@ def candidate_bmodel(pipe, plan, chip: str, c: auto.Candidate, root: Path) -> tu
     """Build (or reuse) one candidate at batch 1 -> (its folder, simulated ms per person)."""
     from bmpose.convert import bmodel_build
 
-    cfg = pipe.cfg
     # the options `bmpose build` records for these builds: the default INT8 and the floats are the same build
     # folders as theirs, reused both ways
-    opts = bmodel_build.deploy_options(cfg, chip, c.precision, 1, method=plan.method, user_qtables=plan.qtables,
-                                       search=plan.args.search, checkpoint=plan.args.checkpoint, calib=plan.calib)
-    if c.precision != "int8":
-        d, _ = pipe.bmodel(chip, c.precision, 1, opts)
-    elif not c.float_layers:
-        d, _ = pipe.bmodel(chip, "int8", 1, opts, cali_table=pipe.cali_table(plan.method), user_qtables=plan.qtables)
-    else:
-        qtables = list(plan.qtables) + auto.candidate_qtables(c, root)
+    opts = plan.options(chip, 1, c.precision)
+    qtables = list(plan.qtables) + auto.candidate_qtables(c, root)   # used by INT8 only
+    if c.float_layers:
         # a trial is judged by its agreement with float: neither the heatmap gate nor TPU-MLIR's per-layer floor
         # refuses it (BlazePose's INT8 falls below that floor on BM1684 in every layout)
-        opts.update(qtables=[str(q) for q in qtables], auto=c.label, tolerance={k: 0.0 for k in opts["tolerance"]},
+        opts.update(qtables=[str(q) for q in qtables], tolerance={k: 0.0 for k in opts["tolerance"]},
                     tpu_layer_tolerance=bmodel_build.INT8_LAYER_TOL_RANDOM)
-        d, _ = pipe.bmodel(chip, "int8", 1, opts, cali_table=pipe.cali_table(plan.method), user_qtables=qtables,
-                           out=root / f"{c.label}_b1")
+    d, _ = pipe.bmodel(chip, c.precision, 1, opts,
+                       cali_table=pipe.cali_table(plan.method) if c.precision == "int8" else None,
+                       user_qtables=qtables, out=root / f"{c.label}_b1" if c.float_layers else None)
     return d, manifest.read_manifest(d)["checks"]["device_time"]["ms_per_person"]
 
 
 def search_chip(pipe, plan, chip: str, fidelity: PoseFidelity, target: float, budget: int):
     """One chip's search -> (Search, winner or None)."""
-    from bmpose.convert import steps
-
     root = pipe.cfg.layout.auto(chip)
 
     def ranking() -> list[str]:
-        table = pipe.cali_table(plan.method)
-        searched = steps.ensure_search(pipe.cfg, pipe.mlir(1), pipe.crops(), table, chip, pipe.num_used(),
-                                       expected_cos=0.99999, fp_type=auto.float_mode(chip),
-                                       inference_num=auto.SENSITIVITY_INPUTS)
-        return auto.not_already_float(steps.sensitivity_ranking(searched.parent), pipe.mlir(1), pipe.cfg,
-                                      plan.qtables)
+        return auto.sensitive_layers(pipe.cfg, pipe.mlir(1), pipe.crops(), pipe.cali_table(plan.method), chip,
+                                     plan.qtables)
 
     search = auto.Search(chip, lambda c: candidate_bmodel(pipe, plan, chip, c, root), fidelity, ranking, target,
                          budget, log=lambda s: print(s, flush=True))

@@ -115,8 +115,9 @@ class Plan:
         self.calib = {"spec": args.calib, "coco_ann": args.coco_ann, "coco_img": args.coco_img, "num": self.num}
         self.targets = [(chip, b) for chip in self.chips for b in self.batches]
 
-    def options(self, chip, batch):
-        return bmodel_build.deploy_options(self.cfg, chip, self.precision, batch, method=self.method,
+    def options(self, chip, batch, precision: str | None = None):
+        """What a build of this plan records; `precision`: another than the plan's (--precision auto's trials)."""
+        return bmodel_build.deploy_options(self.cfg, chip, precision or self.precision, batch, method=self.method,
                                            user_qtables=self.qtables, search=self.args.search,
                                            checkpoint=self.args.checkpoint, calib=self.calib)
 

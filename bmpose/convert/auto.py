@@ -181,14 +181,18 @@ class Search:
                 "float_mode": winner.candidate.float_mode if winner else None}
 
 
-def not_already_float(ranked: list[str], mlir_dir: Path, cfg, user_qtables) -> list[str]:
-    """The ranking without the layers every INT8 build already runs in float (the automatic FP32 tail and the
+def sensitive_layers(cfg, mlir_dir: Path, crops: list[Path], cali_table: Path, chip: str,
+                     user_qtables) -> list[str]:
+    """The INT8 layers most sensitive first, by TPU-MLIR's own search (run once per table and chip, kept beside
+    the table), without the layers every INT8 build already runs in float (the automatic FP32 tail and the
     user's qtables): an F16 entry must not lower one of them from F32."""
+    from bmpose.convert import steps
     from bmpose.convert.qtable import build_qtable
-    from bmpose.convert.steps import transform_files
 
-    fixed, _ = build_qtable(mlir_dir / transform_files(cfg)["mlir"], list(user_qtables))
-    return [name for name in ranked if name not in fixed]
+    searched = steps.ensure_search(cfg, mlir_dir, crops, cali_table, chip, len(crops), expected_cos=0.99999,
+                                   fp_type=float_mode(chip), inference_num=SENSITIVITY_INPUTS)
+    fixed, _ = build_qtable(mlir_dir / steps.transform_files(cfg)["mlir"], list(user_qtables))
+    return [name for name in steps.sensitivity_ranking(searched.parent) if name not in fixed]
 
 
 def cached_choice(folder: Path, inputs: dict, options: dict) -> dict | None:

@@ -84,14 +84,14 @@ class DetectorBuild:
             self._mlir = steps.ensure_transform(self.cfg, 1, self.cfg.onnx, self.frames())
         return self._mlir
 
-    def options(self, chip: str, precision: str) -> dict:
+    def options(self, chip: str, precision: str, extra_qtables=()) -> dict:
         from bmpose.convert.bmodel_build import INT8_LAYER_TOL_RANDOM, deploy_options
 
         if precision != "int8":
             return deploy_options(self.cfg, chip, precision, 1, method=None, user_qtables=(), search=False,
                                   checkpoint=None, calib=None)
         opts = deploy_options(self.cfg, chip, precision, 1, method=self.cfg.calibration["method"],
-                              user_qtables=self.stem_qtable(), search=False, checkpoint=None,
+                              user_qtables=self.stem_qtable() + list(extra_qtables), search=False, checkpoint=None,
                               calib={"frames": [str(f) for f in ([self.folder] if self.folder else default_frames())],
                                      "num": len(self.frames())})
         # TPU-MLIR's per-layer floor (cos 0.7) would stop YOLOX-nano's INT8 build in the stem (a Mul at 0.66):
@@ -118,15 +118,20 @@ class DetectorBuild:
                 tmp.write_text(text)
         return [path]
 
-    def bmodel(self, chip: str, precision: str) -> tuple[Path, bool]:
-        from bmpose.convert import bmodel_build, steps
+    def cali_table(self) -> Path:
+        """The INT8 calibration table of the config's method over every calibration frame."""
+        from bmpose.convert import steps
 
+        return steps.ensure_cali_table(self.cfg, self.mlir(), self.frames(), self.cfg.calibration["method"],
+                                       len(self.frames()))
 
-        table, qtables = None, []
-        if precision == "int8":
-            table = steps.ensure_cali_table(self.cfg, self.mlir(), self.frames(), self.cfg.calibration["method"],
-                                            len(self.frames()))
-            qtables = self.stem_qtable()
+    def bmodel(self, chip: str, precision: str, extra_qtables=(), out: Path | None = None) -> tuple[Path, bool]:
+        """The build (or reuse) of one chip x precision; INT8 may keep `extra_qtables`' layers in float too (then
+        in another folder, `out`: --precision auto's trials)."""
+        from bmpose.convert import bmodel_build
+
+        table = self.cali_table() if precision == "int8" else None
+        qtables = self.stem_qtable() + list(extra_qtables) if precision == "int8" else []
         return bmodel_build.ensure_bmodel(self.cfg, chip, precision, 1, mlir=self.mlir(),
-                                          options=self.options(chip, precision), cali_table=table,
-                                          user_qtables=qtables)
+                                          options=self.options(chip, precision, extra_qtables), cali_table=table,
+                                          user_qtables=qtables, out=out)
