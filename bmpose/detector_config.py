@@ -113,10 +113,8 @@ class DetectorConfig:
         """The build `--precision auto` chose for `chip` (its folder), None before a search has chosen one."""
         import json
 
-        choice = self.layout.auto(chip) / "choice.json"
-        if not choice.is_file():
-            return None
-        return Path(json.loads(choice.read_text())["winner_dir"] or "/nonexistent")
+        choice = self.layout.auto_choices().get(chip)
+        return Path(json.loads(choice.read_text())["winner_dir"]) if choice else None
 
     @property
     def layout(self):

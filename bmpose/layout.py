@@ -72,6 +72,10 @@ class Layout:
         """`--precision auto`'s trials for a chip and its choice.json (bmpose.convert.auto)."""
         return self.root / "auto" / chip
 
+    def auto_choices(self) -> dict[str, Path]:
+        """{chip: its choice.json} for every chip `--precision auto` has chosen a build for."""
+        return {p.parent.name: p for p in sorted(self.root.glob("auto/*/choice.json"))}
+
     def study(self) -> Path:
         return self.root / "study"
 

@@ -109,7 +109,7 @@ def main(argv=None) -> int:
     for chip, precision in plan + [t for t in others if t not in plan]:
         rows.append(score(replace(dcfg, build=f"{chip}_{precision}"), ann, img, args.runtime, rows[0]))
     failed = [r for r in rows[1:1 + len(plan)] if not r["gate"]["passed"]]
-    choices = auto_choices(dcfg)
+    choices = {chip: json.loads(p.read_text()) for chip, p in dcfg.layout.auto_choices().items()}
     write_results(dcfg, rows, choices)
     print_table(rows)
     for chip, choice in choices.items():
@@ -148,12 +148,6 @@ def score(dcfg, ann: Path, img: Path, runtime: str | None, onnx_row: dict | None
         row["output_cos"] = m["checks"]["final"]["cosine"]
         row["device_ms"] = (m["checks"].get("device_time") or {}).get("runtime_ms")
     return row
-
-
-def auto_choices(dcfg) -> dict:
-    """{chip: choice.json} of every chip `--precision auto` has chosen for."""
-    return {d.name: json.loads((d / "choice.json").read_text())
-            for d in sorted((dcfg.artifacts / "auto").glob("*")) if (d / "choice.json").is_file()}
 
 
 def auto_lines(choice: dict) -> list[str]:

@@ -36,7 +36,7 @@ def _inputs(cfg) -> dict:
     if study.is_file():
         inputs["study"] = study
         inputs.update({f"study_eval/{p.name}": p for p in sorted((study.parent / "eval").glob("*.json"))})
-    inputs.update({f"auto/{p.parent.name}": p for p in sorted(cfg.artifacts.glob("auto/*/choice.json"))})
+    inputs.update({f"auto/{chip}": p for chip, p in cfg.layout.auto_choices().items()})
     for d in failed_builds(cfg):   # a failed build is a failing row of the verdict
         inputs.update({f"failed/{d.name}/{f.name}": f for f in sorted(d.glob("*.csv")) + sorted(d.glob("*.log"))})
     return inputs
@@ -122,7 +122,7 @@ def collect(cfg) -> dict:
     data = {"model": cfg.name, "mmpose_config": str(cfg.mmpose_config) if cfg.mmpose_config else None,
             "onnx": str(cfg.onnx) if cfg.onnx else None, "input_size": list(cfg.input_size),
             "bmodels": bmodels, "eval": evals, "study": study,
-            "auto": {p.parent.name: json.loads(p.read_text()) for p in sorted(cfg.artifacts.glob("auto/*/choice.json"))}}
+            "auto": {chip: json.loads(p.read_text()) for chip, p in cfg.layout.auto_choices().items()}}
     data["verdict"] = verdict_mod.verdict(cfg, data)
     data["verdict"]["pictures"] = read_pictures(cfg)
     return {"verdict": data.pop("verdict"), **data}   # first in report.json too
