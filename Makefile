@@ -39,7 +39,7 @@ fp16: setup ## FP16 bmodels (BM1684 has none) for CHIPS x BATCHES, compare files
 bf16: setup ## BF16 bmodels (BM1684 has none) for CHIPS x BATCHES, compare files, report
 	$(BMPOSE) build --precision bf16 $(COMMON) $(BUILD_ARGS)
 
-auto: setup ## per chip, the fastest batch-1 build that agrees with float (floats, INT8, INT8 + sensitive layers in F16)
+auto: setup ## per chip, the fastest batch-1 build that agrees with float (floats, INT8, INT8 + calibration tools, + sensitive layers in F16)
 	$(BMPOSE) build --precision auto $(COMMON) $(call opt,CHIPS,--chips) $(CALIB_ARGS) $(call opt,QTABLE,--qtable) \
 	  $(call opt,METHOD,--method) $(foreach t,$(TOL),--tolerance $(t))
 
@@ -66,8 +66,9 @@ eval: setup ## COCO keypoint AP for ONNX and every built bmodel
 report: setup ## artifacts/<model>/report/index.html, report.md, report.json
 	$(BMPOSE) report $(COMMON)
 
-study: setup ## INT8 calibration study (methods x fp32 layers x chips) into the report
-	$(BMPOSE) study $(COMMON)
+study: setup ## INT8 calibration study (methods x fp32 layers x TOOLS="none search_threshold bc" x chips) into the report
+	$(BMPOSE) study $(COMMON) $(call opt,CHIPS,--chips) $(call opt,METHODS,--methods) $(call opt,LAYERS,--layers) \
+	  $(call opt,TOOLS,--tools)
 
 blazepose-onnx: ## configs/blazepose/pose_landmark_lite.onnx again from the npm package (tf2onnx in a throwaway venv)
 	bash scripts/blazepose/make_onnx.sh lite

@@ -10,9 +10,10 @@ from bmpose.convert.detector_build import DetectorBuild
 from bmpose.evaluate.box_agreement import DetectorFidelity
 
 
-def auto_search(build: DetectorBuild, chip: str, target: float, budget: int, fidelity: DetectorFidelity):
+def auto_search(build: DetectorBuild, chip: str, target: float, budget: int, fidelity: DetectorFidelity,
+                ladder=None):
     """`--precision auto` for one chip (bmpose.convert.auto): -> (Search, winner trial or None)."""
-    from bmpose.convert import auto
+    from bmpose.convert import auto, steps
     from bmpose.manifest import read_manifest
 
     root = build.cfg.layout.auto(chip)
@@ -20,15 +21,17 @@ def auto_search(build: DetectorBuild, chip: str, target: float, budget: int, fid
     def make(c: auto.Candidate) -> tuple[Path, float]:
         # the floats and the default INT8 (no float layers) are `bmpose detector`'s own builds
         d, _ = build.bmodel(chip, c.precision, auto.candidate_qtables(c, root),
-                            root / f"{c.label}_b1" if c.float_layers else None)
+                            root / f"{c.label}_b1" if c.own_folder else None, tools=c.tools)
         return d, read_manifest(d)["checks"]["device_time"]["runtime_ms"]
 
     def ranking() -> list[str]:
         return auto.sensitive_layers(build.cfg, build.mlir(), build.frames(), build.cali_table(), chip,
                                      build.stem_qtable())
 
-    search = auto.Search(chip, make, fidelity, ranking, target, budget,
-                         log=lambda s: print(s, flush=True))
+    tools, notes = auto.tool_sets(build.mlir() / steps.transform_files(build.cfg)["mlir"],
+                                  auto.TOOL_LADDER if ladder is None else ladder)
+    search = auto.Search(chip, make, fidelity, ranking, target, budget, log=lambda s: print(s, flush=True),
+                         tools=tuple(tools), notes=notes)
     return search, search.run()
 
 
@@ -59,15 +62,18 @@ def auto_build(build: DetectorBuild, chip: str, overrides: dict | None = None) -
 
     cfg = build.cfg
     opts = {**cfg.auto, "best": False, **{k: v for k, v in (overrides or {}).items() if v is not None}}
+    ladder = auto.parse_tools(opts.get("tools"))
     frames_ann, labelled = fidelity_sets()
     out = cfg.layout.auto(chip)
     inputs = {"onnx": cfg.onnx, "frames_ann": frames_ann, "labelled_ann": labelled,
               "calibration_frames": build.frames()[0].parent}
     options = {"target": opts["target"], "budget": opts["budget"], "best": opts["best"],
+               "tools": [auto.cali_tools.tag(t) for t in ladder],
                "calibration": {"method": cfg.calibration["method"], "num": len(build.frames())}}
     old = auto.cached_choice(out, inputs, options)
     if old is not None:
         return Path(old["winner_dir"]), False
-    search, winner = auto_search(build, chip, opts["target"], opts["budget"], fidelity(cfg, frames_ann, labelled))
+    search, winner = auto_search(build, chip, opts["target"], opts["budget"], fidelity(cfg, frames_ann, labelled),
+                                 ladder)
     summary = auto.record_choice(search, winner, opts["best"], out, inputs, options)
     return Path(summary["winner_dir"]), True

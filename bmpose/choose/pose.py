@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bmpose import manifest
-from bmpose.convert import auto
+from bmpose.convert import auto, steps
 from bmpose.evaluate.agreement import PoseFidelity
 
 
@@ -24,18 +24,22 @@ def candidate_bmodel(pipe, plan, chip: str, c: auto.Candidate, root: Path) -> tu
     # folders as theirs, reused both ways
     opts = plan.options(chip, 1, c.precision)
     qtables = list(plan.qtables) + auto.candidate_qtables(c, root)   # used by INT8 only
-    if c.float_layers:
+    if c.own_folder:
         # a trial is judged by its agreement with float: neither the heatmap gate nor TPU-MLIR's per-layer floor
         # refuses it (BlazePose's INT8 falls below that floor on BM1684 in every layout)
         opts.update(qtables=[str(q) for q in qtables], tolerance={k: 0.0 for k in opts["tolerance"]},
                     tpu_layer_tolerance=bmodel_build.INT8_LAYER_TOL_RANDOM)
-    d, _ = pipe.bmodel(chip, c.precision, 1, opts,
-                       cali_table=pipe.cali_table(plan.method) if c.precision == "int8" else None,
-                       user_qtables=qtables, out=root / f"{c.label}_b1" if c.float_layers else None)
+    if c.tools:
+        opts["cali_tools"] = list(c.tools)
+    table = pipe.cali_table(plan.method, tools=c.tools, chip=chip, qtables=plan.qtables) \
+        if c.precision == "int8" else None
+    d, _ = pipe.bmodel(chip, c.precision, 1, opts, cali_table=table, user_qtables=qtables,
+                       out=root / f"{c.label}_b1" if c.own_folder else None)
     return d, manifest.read_manifest(d)["checks"]["device_time"]["ms_per_person"]
 
 
-def search_chip(pipe, plan, chip: str, fidelity: PoseFidelity, target: float, budget: int):
+def search_chip(pipe, plan, chip: str, fidelity: PoseFidelity, target: float, budget: int,
+                ladder=auto.TOOL_LADDER):
     """One chip's search -> (Search, winner or None)."""
     root = pipe.cfg.layout.auto(chip)
 
@@ -43,21 +47,24 @@ def search_chip(pipe, plan, chip: str, fidelity: PoseFidelity, target: float, bu
         return auto.sensitive_layers(pipe.cfg, pipe.mlir(1), pipe.crops(), pipe.cali_table(plan.method), chip,
                                      plan.qtables)
 
+    tools, notes = auto.tool_sets(pipe.mlir(1) / steps.transform_files(pipe.cfg)["mlir"], ladder)
     search = auto.Search(chip, lambda c: candidate_bmodel(pipe, plan, chip, c, root), fidelity, ranking, target,
-                         budget, log=lambda s: print(s, flush=True))
+                         budget, log=lambda s: print(s, flush=True), tools=tuple(tools), notes=notes)
     return search, search.run()
 
 
-def choose(pipe, plan, chip: str, fidelity: PoseFidelity, target: float, budget: int, best: bool) -> dict:
+def choose(pipe, plan, chip: str, fidelity: PoseFidelity, target: float, budget: int, best: bool,
+           ladder=auto.TOOL_LADDER) -> dict:
     """The chip's choice (choice.json), searched or reused while nothing it was made from changed."""
     root = pipe.cfg.layout.auto(chip)
     inputs = {"onnx": pipe.onnx(1)[1], "eval_annotations": fidelity.ann, "calibration": pipe.lmdb()}
     options = {"target": target, "budget": budget, "best": best, "method": plan.method, "num": pipe.num_used(),
+               "tools": [auto.cali_tools.tag(t) for t in ladder],
                "qtables": [str(q) for q in plan.qtables], "flip": fidelity.flip}
     old = auto.cached_choice(root, inputs, options)
     if old is not None:
         return old
-    search, winner = search_chip(pipe, plan, chip, fidelity, target, budget)
+    search, winner = search_chip(pipe, plan, chip, fidelity, target, budget, ladder)
     return auto.record_choice(search, winner, best, root, inputs, options)
 
 

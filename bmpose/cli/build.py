@@ -29,6 +29,7 @@ from bmpose.device.inputs import positive_int
 from bmpose.errors import BmposeError
 from bmpose.chips import CHIPS, PRECISIONS, check_chip_precision, chip_supports, no_precision
 from bmpose.convert import bmodel_build, steps
+from bmpose.convert.auto import parse_tools
 from bmpose.cli.args import add_calibration, add_model, load_model
 
 
@@ -53,6 +54,10 @@ def parse_args(argv):
     ap.add_argument("--no-report", action="store_true", help="do not refresh artifacts/<model>/report")
     ap.add_argument("--auto-budget", type=int, default=None, metavar="N",
                     help="auto: most builds per chip, float builds included (default: 12)")
+    ap.add_argument("--auto-tools", nargs="+", metavar="TOOLS",
+                    help="auto: TPU-MLIR calibration tools tried on all-INT8 before float layers, in order, each a "
+                         "tool or tools joined by '+' (search_threshold, bc, we), or none (default: "
+                         "search_threshold bc we; bc runs the chip's INT8 model once per conv: minutes on large nets)")
     ap.add_argument("--auto-best", action="store_true", help="auto: when no build meets the target, keep the best "
                     "one built (marked) instead of failing")
     args = ap.parse_args(argv)
@@ -64,6 +69,10 @@ def parse_args(argv):
             ap.error(f"--batches {b}: must be >= 1")
     if args.auto_budget is not None and args.auto_budget < 2:
         ap.error(f"--auto-budget {args.auto_budget}: at least 2 builds")
+    try:
+        parse_tools(args.auto_tools)
+    except BmposeError as e:
+        ap.error(f"--auto-tools: {e}")
     return args
 
 
@@ -190,7 +199,8 @@ def run_auto(plan: Plan) -> list[dict]:
     results = []
     for chip in plan.chips:
         choice = pose_auto.choose(pipe, plan, chip, fidelity, cfg.tolerances["auto_target"],
-                                  args.auto_budget or auto.DEFAULT_BUDGET, args.auto_best)
+                                  args.auto_budget or auto.DEFAULT_BUDGET, args.auto_best,
+                                  auto.parse_tools(args.auto_tools))
         print("\n".join(pose_auto.lines(choice)) + "\n")
         results.append({"name": f"{chip} auto", "ok": True, "dir": choice["winner_dir"]})
     return results

@@ -30,6 +30,7 @@ from bmpose.chips import CHIPS, PRECISIONS, check_chip_precision
 from bmpose.cli.args import add_artifacts_dir
 from bmpose.detector_config import AUTO
 from bmpose.errors import BmposeError
+from bmpose.convert.auto import parse_tools
 
 
 def parse_args(argv):
@@ -43,6 +44,10 @@ def parse_args(argv):
     ap.add_argument("--auto-target", type=float, metavar="X", help="auto: box AP against ONNX's persons to keep "
                     "(default: the config's auto target)")
     ap.add_argument("--auto-budget", type=int, metavar="N", help="auto: most builds per chip (default: the config's)")
+    ap.add_argument("--auto-tools", nargs="+", metavar="TOOLS",
+                    help="auto: TPU-MLIR calibration tools tried on all-INT8 before float layers, in order, each a "
+                         "tool or tools joined by '+' (search_threshold, bc, we), or none (default: "
+                         "search_threshold bc we; bc runs the chip's INT8 model once per conv: minutes on large nets)")
     ap.add_argument("--auto-best", action="store_true", help="auto: when no build meets the target, keep the best "
                     "one built (marked) instead of failing")
     ap.add_argument("--frames", type=Path, help="folder of whole frames to calibrate on (default: the 80 bundled "
@@ -60,6 +65,10 @@ def parse_args(argv):
         ap.error(f"--auto-target {args.auto_target}: a box AP against ONNX's persons, in (0, 1]")
     if args.auto_budget is not None and args.auto_budget < 2:
         ap.error(f"--auto-budget {args.auto_budget}: at least 2 builds")
+    try:
+        parse_tools(args.auto_tools)
+    except BmposeError as e:
+        ap.error(f"--auto-tools: {e}")
     return args
 
 
@@ -89,7 +98,8 @@ def main(argv=None) -> int:
     dcfg = load_detector(args.detector, args.artifacts_dir)
     plan = targets(dcfg, args.chips, args.precision)
     build = DetectorBuild(dcfg, args.frames, args.num)
-    overrides = {"target": args.auto_target, "budget": args.auto_budget, "best": args.auto_best}
+    overrides = {"target": args.auto_target, "budget": args.auto_budget, "best": args.auto_best,
+                 "tools": args.auto_tools}
     for chip, precision in plan:
         t0 = time.perf_counter()
         print(f"detector: {dcfg.name} {chip} {precision}: building ...", flush=True)

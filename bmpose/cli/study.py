@@ -24,6 +24,10 @@ def parse_args(argv):
     ap.add_argument("--search-methods", nargs="+", default=["all"],
                     help="methods that get the searched qtable (default: all of --methods; measured: minutes for kl, "
                          "whose all-INT8 heatmaps miss int8_cos, seconds for the others, which meet it unsearched)")
+    ap.add_argument("--tools", nargs="+", default=["none"], metavar="TOOLS",
+                    help="TPU-MLIR calibration tools per INT8 variant, each 'none' or tools joined by '+' from "
+                         "search_threshold, bc, we (e.g. --tools none search_threshold bc bc+we); one TPU-MLIR "
+                         "cannot apply to the model is a row with its reason (default: none)")
     ap.add_argument("--coco-ann", help="evaluation annotations (default: tests/data/person_keypoints_bundled.json)")
     ap.add_argument("--coco-img", help="image root of --coco-ann (default: its folder)")
     ap.add_argument("--no-flip", action="store_true", help="evaluate without the flip test (default: the model's "

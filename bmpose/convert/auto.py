@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from bmpose.chips import chip_supports
+from bmpose.convert import cali_tools
 from bmpose.errors import BmposeError
 
 DEFAULT_BUDGET = 12   # builds per chip, float builds included (BlazePose on BM1684X needed 12 to reach 0.98)
@@ -35,12 +36,19 @@ class Candidate:
     precision: str                    # fp32 | fp16 | bf16 | int8
     float_layers: tuple[str, ...] = ()
     float_mode: str = ""              # F16 | F32: how the INT8 build runs its float layers
+    tools: tuple[str, ...] = ()       # calibration tools (convert.cali_tools) of an INT8 build
 
     @property
     def label(self) -> str:
-        if self.precision != "int8" or not self.float_layers:
+        if self.precision != "int8":
             return self.precision
-        return f"int8_{self.float_mode.lower()}x{len(self.float_layers)}"
+        return "int8" + (f"_{cali_tools.tag(self.tools)}" if self.tools else "") + (
+            f"_{self.float_mode.lower()}x{len(self.float_layers)}" if self.float_layers else "")
+
+    @property
+    def own_folder(self) -> bool:
+        """Whether it builds in the search's folder (else: the model's normal build folder, reused both ways)."""
+        return bool(self.float_layers or self.tools)
 
 
 @dataclasses.dataclass
@@ -56,7 +64,7 @@ class Trial:
     def row(self) -> dict:
         c = self.candidate
         return {"variant": c.label, "precision": c.precision, "float_layers": len(c.float_layers),
-                "float_mode": c.float_mode or None, "ms": self.ms, "fidelity": self.fidelity, "meets": self.meets,
+                "float_mode": c.float_mode or None, "tools": list(c.tools), "ms": self.ms, "fidelity": self.fidelity, "meets": self.meets,
                 **self.extra, "build_dir": str(self.build_dir) if self.build_dir else None, "error": self.error}
 
 
@@ -81,6 +89,7 @@ class Search:
     target: float
     budget: int = DEFAULT_BUDGET
     log: Callable[[str], None] = print
+    tools: tuple = ()     # calibration tool sets to try on all-INT8 before float layers (tool_sets)
     trials: list[Trial] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
 
@@ -96,17 +105,27 @@ class Search:
             self.notes.append(f"INT8 buys no time on {self.chip}: {base.ms:.3f} ms against the float build's "
                               f"{ceiling:.3f} ms")
             return self.winner()
-        if not base.meets:
-            self.float_layers(ceiling)
+        if base.meets:
+            return self.winner()
+        for tools in self.tools:   # all-INT8 still: the calibration tools cost no device time
+            t = self.attempt(Candidate("int8", tools=tuple(tools)))
+            if t is None or t.meets:
+                return self.winner()
+        self.float_layers(ceiling, self.int8_base().candidate.tools)
         return self.winner()
 
-    def float_layers(self, ceiling: float | None) -> None:
+    def int8_base(self) -> Trial:
+        """The all-INT8 trial closest to float: the float layers are added to its calibration."""
+        done = [t for t in self.trials if t.candidate.precision == "int8" and t.fidelity is not None]
+        return max(done, key=lambda t: (t.fidelity, -self.trials.index(t)), default=self.trials[-1])
+
+    def float_layers(self, ceiling: float | None, tools: tuple = ()) -> None:
         """Doubling k until a build meets the target (or no longer beats the float ceiling), then bisecting."""
         ranked = self.ranking()
         mode = float_mode(self.chip)
         low, high, k = 0, None, 1
         while k <= len(ranked) and self.left():
-            t = self.attempt(Candidate("int8", tuple(ranked[:k]), mode))
+            t = self.attempt(Candidate("int8", tuple(ranked[:k]), mode, tools))
             if t is None:
                 return
             if ceiling is not None and t.ms is not None and t.ms >= ceiling:
@@ -125,7 +144,7 @@ class Search:
             return
         while high - low > 1 and self.left():
             mid = (low + high) // 2
-            t = self.attempt(Candidate("int8", tuple(ranked[:mid]), mode))
+            t = self.attempt(Candidate("int8", tuple(ranked[:mid]), mode, tools))
             if t is None:
                 return
             low, high = (low, mid) if t.meets else (mid, high)
@@ -178,7 +197,8 @@ class Search:
                 "winner": winner.candidate.label if winner else None, "why": why, "notes": self.notes,
                 "trials": [t.row() for t in self.trials],
                 "float_layers": list(winner.candidate.float_layers) if winner else [],
-                "float_mode": winner.candidate.float_mode if winner else None}
+                "float_mode": winner.candidate.float_mode if winner else None,
+                "tools": list(winner.candidate.tools) if winner else []}
 
 
 def sensitive_layers(cfg, mlir_dir: Path, crops: list[Path], cali_table: Path, chip: str,
@@ -193,6 +213,30 @@ def sensitive_layers(cfg, mlir_dir: Path, crops: list[Path], cali_table: Path, c
                                    fp_type=float_mode(chip), inference_num=SENSITIVITY_INPUTS)
     fixed, _ = build_qtable(mlir_dir / steps.transform_files(cfg)["mlir"], list(user_qtables))
     return [name for name in steps.sensitivity_ranking(searched.parent) if name not in fixed]
+
+
+# the calibration tools tried on all-INT8 before float layers, in this order (each a build; refused ones are noted)
+TOOL_LADDER = (("search_threshold",), ("bc",), ("we",))
+
+
+def parse_tools(values) -> tuple[tuple, ...]:
+    """--auto-tools: each 'none' (try no tool) or tools joined by '+' (tried together), in the order given;
+    None: TOOL_LADDER."""
+    if values is None:
+        return TOOL_LADDER
+    return tuple(cali_tools.normalise(v.split("+")) for v in values if v != "none")
+
+
+def tool_sets(mlir: Path, ladder=TOOL_LADDER) -> tuple[list[tuple], list[str]]:
+    """(the ladder's tool sets TPU-MLIR can apply to this top MLIR, a note for each refused one)."""
+    ok, notes = [], []
+    for tools in ladder:
+        why = cali_tools.refusal(tools, mlir)
+        if why:
+            notes.append(f"{cali_tools.tag(tools)} not tried: {why}")
+        else:
+            ok.append(tools)
+    return ok, notes
 
 
 def cached_choice(folder: Path, inputs: dict, options: dict) -> dict | None:
@@ -223,7 +267,8 @@ def record_choice(search: Search, winner: Trial | None, best: bool, folder: Path
         if not best or winner is None:
             raise unreachable(search)
         summary.update(winner=winner.candidate.label, marked="below target: the best one built (--auto-best)",
-                       float_layers=list(winner.candidate.float_layers), float_mode=winner.candidate.float_mode)
+                       float_layers=list(winner.candidate.float_layers), float_mode=winner.candidate.float_mode,
+                       tools=list(winner.candidate.tools))
     summary["winner_dir"] = str(winner.build_dir)
     folder.mkdir(parents=True, exist_ok=True)
     with manifest.locked(folder):

@@ -14,7 +14,7 @@ from bmpose import compare
 from bmpose.chips import check_chip_precision
 from bmpose.convert import diagnose
 from bmpose.tpu_mlir.runner import run_tool
-from bmpose.convert.steps import build, link, output_names, transform_files
+from bmpose.convert.steps import build, link, output_names, tool_files, transform_files
 from bmpose.errors import BmposeError
 from bmpose.layout import FAILED_OPTIONS
 from bmpose.pose.pipeline import join_outputs
@@ -76,6 +76,7 @@ def ensure_bmodel(cfg, chip: str, precision: str, batch: int, *, mlir: Path, opt
         if cali_table is None:
             raise BmposeError("INT8 deploy needs a calibration table")
         inputs["cali_table"] = cali_table
+        inputs.update(tool_files(cali_table, files))   # weights a calibration tool rewrote (bc, we)
         inputs.update({f"qtable{i}": Path(q) for i, q in enumerate(user_qtables)})
         if searched:
             inputs["search_qtable"] = searched
@@ -91,7 +92,7 @@ def ensure_bmodel(cfg, chip: str, precision: str, batch: int, *, mlir: Path, opt
 def _deploy(cfg, chip, precision, batch, tmp: Path, mlir: Path, files, inputs, options, cali_table,
             user_qtables, searched, auto_tail: bool = True, calibration: dict | None = None) -> None:
     for key in ("mlir", "weights", "input", "top_outputs"):
-        link(mlir / files[key], tmp)
+        link(inputs[key], tmp)
     # A failed build keeps no manifest: this says which gate it was held to (the report's verdict reads it);
     # a build that passes deletes it before writing its manifest, which holds the options.
     (tmp / FAILED_OPTIONS).write_text(json.dumps(options, default=str))

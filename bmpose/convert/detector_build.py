@@ -118,20 +118,27 @@ class DetectorBuild:
                 tmp.write_text(text)
         return [path]
 
-    def cali_table(self) -> Path:
-        """The INT8 calibration table of the config's method over every calibration frame."""
+    def cali_table(self, tools=(), chip: str | None = None) -> Path:
+        """The INT8 calibration table of the config's method over every calibration frame; `tools`
+        (convert.cali_tools) with the chip they measure on, the float layers of its build float meanwhile."""
         from bmpose.convert import steps
+        from bmpose.convert.qtable import build_qtable
 
+        pre = build_qtable(self.mlir() / steps.transform_files(self.cfg)["mlir"], self.stem_qtable())[0] \
+            if tools else None
         return steps.ensure_cali_table(self.cfg, self.mlir(), self.frames(), self.cfg.calibration["method"],
-                                       len(self.frames()))
+                                       len(self.frames()), tools=tools, chip=chip, pre_qtable=pre)
 
-    def bmodel(self, chip: str, precision: str, extra_qtables=(), out: Path | None = None) -> tuple[Path, bool]:
-        """The build (or reuse) of one chip x precision; INT8 may keep `extra_qtables`' layers in float too (then
-        in another folder, `out`: --precision auto's trials)."""
+    def bmodel(self, chip: str, precision: str, extra_qtables=(), out: Path | None = None,
+               tools=()) -> tuple[Path, bool]:
+        """The build (or reuse) of one chip x precision; INT8 may keep `extra_qtables`' layers in float and be
+        calibrated with `tools` too (then in another folder, `out`: --precision auto's trials)."""
         from bmpose.convert import bmodel_build
 
-        table = self.cali_table() if precision == "int8" else None
+        table = self.cali_table(tools, chip) if precision == "int8" else None
         qtables = self.stem_qtable() + list(extra_qtables) if precision == "int8" else []
-        return bmodel_build.ensure_bmodel(self.cfg, chip, precision, 1, mlir=self.mlir(),
-                                          options=self.options(chip, precision, extra_qtables), cali_table=table,
-                                          user_qtables=qtables, out=out)
+        options = self.options(chip, precision, extra_qtables)
+        if tools:
+            options["cali_tools"] = list(tools)
+        return bmodel_build.ensure_bmodel(self.cfg, chip, precision, 1, mlir=self.mlir(), options=options,
+                                          cali_table=table, user_qtables=qtables, out=out)

@@ -55,13 +55,20 @@ class Pipeline:
                                                        self.checkpoint)
         return self._mlir[batch]
 
-    def cali_table(self, method: str, crops: list[Path] | None = None, out: Path | None = None) -> Path:
-        """run_calibration on the batch-1 MLIR with `method`, over all crops (or a subset: `crops`, `out`)."""
+    def cali_table(self, method: str, crops: list[Path] | None = None, out: Path | None = None, *, tools=(),
+                   chip: str | None = None, qtables=()) -> Path:
+        """run_calibration on the batch-1 MLIR with `method`, over all crops (or a subset: `crops`, `out`);
+        `tools` (convert.cali_tools) measure on `chip` with the build's float layers (its `qtables` and the
+        automatic tail) float."""
         from bmpose.convert import steps
+        from bmpose.convert.qtable import build_qtable
 
         crops = self.crops() if crops is None else crops
         num = len(crops) if out is not None else self.num_used()
-        return steps.ensure_cali_table(self.cfg, self.mlir(1), crops, method, num, out=out)
+        pre = build_qtable(self.mlir(1) / steps.transform_files(self.cfg)["mlir"], list(qtables))[0] \
+            if tools else None
+        return steps.ensure_cali_table(self.cfg, self.mlir(1), crops, method, num, out=out, tools=tools, chip=chip,
+                                       pre_qtable=pre)
 
     def bmodel(self, chip: str, precision: str, batch: int, options: dict, *, cali_table: Path | None = None,
                user_qtables=(), searched: Path | None = None, out: Path | None = None,

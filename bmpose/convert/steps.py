@@ -145,42 +145,99 @@ def output_names(mlir: Path) -> list[str]:
 
 # ---------------------------------------------------------------- calibration table (batch-1 MLIR)
 
-def _calibration_workdir(tmp: Path, mlir1: Path, files: dict, crops: list[Path]) -> Path:
-    """run_calibration's inputs in its build dir: the batch-1 MLIR + weights, and a list of exactly these crops."""
+def _calibration_workdir(tmp: Path, mlir1: Path, files: dict, crops: list[Path], copy_weights: bool = False) -> Path:
+    """run_calibration's inputs in its build dir: the batch-1 MLIR + weights (a copy where a tool rewrites them),
+    and a list of exactly these crops."""
     link(mlir1 / files["mlir"], tmp)
-    link(mlir1 / files["weights"], tmp)
+    if copy_weights:
+        shutil.copy(mlir1 / files["weights"], tmp / files["weights"])
+    else:
+        link(mlir1 / files["weights"], tmp)
     data_list = tmp / "data_list.txt"   # absolute paths
     data_list.write_text("".join(f"{Path(c).resolve()}\n" for c in crops))
     return data_list
 
 
-def _clear_calibration_workdir(tmp: Path, files: dict) -> None:
+def _clear_calibration_workdir(tmp: Path, files: dict, keep=()) -> None:
     for f in (files["mlir"], files["weights"], "data_list.txt"):
-        (tmp / f).unlink()
+        if f not in keep:
+            (tmp / f).unlink()
 
 
-def ensure_cali_table(cfg, mlir1: Path, crops: list[Path], method: str, num: int, out: Path | None = None) -> Path:
+def ensure_cali_table(cfg, mlir1: Path, crops: list[Path], method: str, num: int, out: Path | None = None,
+                      tools=(), chip: str | None = None, pre_qtable: dict | None = None) -> Path:
     """run_calibration on the batch-1 MLIR; the table (op name, threshold, min, max) serves every batch.
-    `out`: another folder than cali_table/<method>_n<num> (the calibration-set fragility study's subsets)."""
+    `out`: another folder than cali_table/<method>_n<num> (the calibration-set fragility study's subsets).
+    `tools` (convert.cali_tools: search_threshold, bc, we) go to <method>_n<num>_<tools>[_<chip>]; bc and we
+    leave the rewritten weights and the top MLIR's outputs with them beside the table (tool_files), which the
+    bmodel is then built from. `pre_qtable` ({op: mode}): the layers the build keeps float, float while the
+    chip's tools measure too."""
+    from bmpose.convert import cali_tools
+
     if method not in CALI_METHODS:
         raise BmposeError(f"--method {method}: unknown calibration method (choose from {', '.join(CALI_METHODS)})")
-    out = Path(out) if out else cfg.layout.cali_table(method, num)
+    tools = cali_tools.normalise(tools)
     files = transform_files(cfg)
-    data_dir = crops[0].parent
-    inputs = {"top_mlir": mlir1 / files["mlir"], "weights": mlir1 / files["weights"], "cali_inputs": data_dir}
+    why = cali_tools.refusal(tools, mlir1 / files["mlir"]) if tools else None
+    if why:
+        raise BmposeError(f"{mlir1 / files['mlir']}: {why}")
+    chip = chip if cali_tools.CHIP_TOOLS & set(tools) else None
+    out = Path(out) if out else cfg.layout.cali_table(method, num)
+    if tools and out == cfg.layout.cali_table(method, num):
+        out = out.with_name(f"{out.name}_{cali_tools.tag(tools)}" + (f"_{chip}" if chip else ""))
+    inputs = inputs_of(mlir1, files, crops)
     options = {"method": method, "num": min(num, len(crops)), "crops": [Path(c).name for c in crops[:num]]}
+    if tools:
+        options.update(tools=list(tools), chip=chip, pre_qtable=sorted((pre_qtable or {}).items()) if chip else [])
     table = f"{cfg.name}_cali_table"
     with locked(out):
         if not up_to_date(out, inputs, options):
             with build(out) as tmp:
-                data_list = _calibration_workdir(tmp, mlir1, files, crops[:options["num"]])
-                seconds = run_tool("run_calibration.py", [
-                    files["mlir"], "--data_list", data_list, "--input_num", options["num"],
-                    "--cali_method", method, "-o", table], tmp, "run_calibration.log")
-                _clear_calibration_workdir(tmp, files)
-                write_manifest(tmp, stage="calibration", inputs=inputs, options=options, outputs=[table],
-                               checks={"seconds": round(seconds, 1)})
+                _calibrate(tmp, mlir1, files, crops[:options["num"]], method, table, options)
     return out / table
+
+
+def _calibrate(tmp: Path, mlir1: Path, files: dict, crops: list[Path], method: str, table: str,
+               options: dict) -> None:
+    from bmpose.convert import cali_tools
+    from bmpose.convert.qtable import format_qtable
+
+    tools = options.get("tools", [])
+    rewrites = bool(cali_tools.WEIGHT_TOOLS & set(tools))
+    data_list = _calibration_workdir(tmp, mlir1, files, crops, copy_weights=rewrites)
+    pre = None
+    if options.get("pre_qtable"):
+        pre = "pre_qtable"
+        (tmp / pre).write_text(format_qtable(dict(options["pre_qtable"]), "float layers of the build"))
+    seconds = run_tool("run_calibration.py", [
+        files["mlir"], "--data_list", data_list, "--input_num", options["num"], "--cali_method", method,
+        *cali_tools.run_args(tools, options.get("chip"), pre), "-o", table], tmp, "run_calibration.log")
+    checks = {"seconds": round(seconds, 1)}
+    outputs = [table]
+    if "search_threshold" in tools:   # which method's table it kept
+        text = (tmp / table).read_text()
+        checks["picked"] = next((f.name[len(table) + 1:] for f in sorted(tmp.glob(f"{table}_*"))
+                                 if f.read_text() == text), None)
+    if rewrites:   # the bmodel is built from these weights, and checked against the top MLIR's outputs with them
+        run_tool("model_runner.py", ["--input", mlir1 / files["input"], "--model", files["mlir"],
+                                     "--output", files["top_outputs"], "--dump_all_tensors"], tmp, "model_runner.log")
+        outputs += [files["weights"], files["top_outputs"]]
+    _clear_calibration_workdir(tmp, files, keep=outputs)
+    write_manifest(tmp, stage="calibration", inputs=inputs_of(mlir1, files, crops), options=options,
+                   outputs=outputs, checks=checks)
+
+
+def inputs_of(mlir1: Path, files: dict, crops: list[Path]) -> dict:
+    return {"top_mlir": mlir1 / files["mlir"], "weights": mlir1 / files["weights"], "cali_inputs": crops[0].parent}
+
+
+def tool_files(cali_table: Path | None, files: dict) -> dict:
+    """{"weights", "top_outputs": path} that a weight-rewriting calibration tool left beside its table (the bmodel
+    is built from them instead of the top MLIR's); {} otherwise."""
+    if cali_table is None:
+        return {}
+    here = Path(cali_table).parent
+    return {k: here / files[k] for k in ("weights", "top_outputs") if (here / files[k]).is_file()}
 
 
 def ensure_search(cfg, mlir1: Path, crops: list[Path], cali_table: Path, chip: str, num: int,

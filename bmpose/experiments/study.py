@@ -45,6 +45,7 @@ class Variant:
     precision: str
     method: str | None = None
     layers: str | None = None
+    tools: tuple = ()                 # calibration tools (bmpose.convert.cali_tools)
     artifact: Path | None = None      # onnx file or deployed *_tpu.mlir
     build_dir: Path | None = None
     error: str | None = None
@@ -55,19 +56,15 @@ class Variant:
 def build_variants(cfg, args, chips, methods, search_methods) -> tuple[list[Variant], dict]:
     """Every bmodel of the study (built or reused) through bmpose.convert's stages; -> (variants, search facts)."""
     from bmpose.chips import chip_supports
-    from bmpose.convert import bmodel_build, steps
+    from bmpose.convert import bmodel_build, cali_tools
     from bmpose.convert.pipeline import Pipeline
 
     num = int(cfg.calibration.get("num", 100))
-    calib = {"spec": "coco", "coco_ann": None, "coco_img": None, "num": num}   # what `bmpose build` uses
     pipe = Pipeline(cfg, args.checkpoint, num=num, progress=True, verbose=False)
-    crops = pipe.crops()
     onnx = pipe.onnx(1, 4)
-    mlir1 = pipe.mlir(1)
     # The study records poor variants instead of failing them: no heatmap gate on its builds (the search
     # still aims at the config's int8_cos).
     loose = dataclasses.replace(cfg, tolerances={**cfg.tolerances, "int8_cos": 0.0})
-    user_q = [cfg.qtable] if cfg.qtable else []
     out = cfg.layout.study()
     variants = [Variant("onnx_fp32", None, "fp32", artifact=onnx[4])]
     tables, search = {}, {}
@@ -86,32 +83,48 @@ def build_variants(cfg, args, chips, methods, search_methods) -> tuple[list[Vari
                 t0 = time.monotonic()
                 tables[method] = pipe.cali_table(method)
                 print(f"study: calibration {method}: {tables[method]} ({time.monotonic() - t0:.1f} s)")
-            for layers in args.layers:
-                if layers == "search" and method not in search_methods:
+            for layers, tools in [(la, t) for la in args.layers for t in tool_sets(args)]:
+                if layers == "search" and (method not in search_methods or tools):
                     continue
-                v = Variant(f"{chip}_{method}_{layers}", chip, "int8", method, layers)
-                searched = None
-                if layers == "search":
-                    t0 = time.monotonic()
-                    try:
-                        searched = steps.ensure_search(cfg, mlir1, crops, tables[method], chip, num)
-                    except BmposeError as e:
-                        v.error = f"search_qtable: {e}"
-                        variants.append(v)
-                        continue
-                    m = read_manifest(searched.parent) or {}
-                    search[f"{chip}_{method}"] = {"seconds": m.get("checks", {}).get("seconds"),
-                                                  "layers": m.get("checks", {}).get("layers"),
-                                                  "wall_s_this_run": round(time.monotonic() - t0, 1)}
-                opts = bmodel_build.deploy_options(loose, chip, "int8", 1, method=method,
-                                                   user_qtables=[] if layers == "none" else user_q,
-                                                   search=layers == "search", checkpoint=args.checkpoint,
-                                                   calib=calib)
-                opts["fp32_layers"] = layers
-                opts["tpu_layer_tolerance"] = "0.0,-1000"   # record, do not refuse, what an all-INT8 head does
-                variants.append(_deploy(pipe, v, out / f"{v.label}_b1", opts, tables[method],
-                                        [] if layers == "none" else user_q, searched, auto_tail=layers != "none"))
+                v = Variant(f"{chip}_{method}_{layers}" + (f"_{cali_tools.tag(tools)}" if tools else ""), chip,
+                            "int8", method, layers, tools)
+                variants.append(_int8_variant(pipe, loose, args.checkpoint, v, tables[method], search))
     return variants, search
+
+
+def _int8_variant(pipe, loose, checkpoint, v: Variant, table: Path, search: dict) -> Variant:
+    """One INT8 variant: its tools' table (or the line saying why TPU-MLIR cannot), its search, its build."""
+    from bmpose.convert import bmodel_build, steps
+
+    user_q = [] if v.layers == "none" or not loose.qtable else [loose.qtable]
+    if v.tools:
+        try:
+            table = pipe.cali_table(v.method, tools=v.tools, chip=v.chip, qtables=user_q)
+        except BmposeError as e:
+            v.error = str(e).splitlines()[0]
+            print(f"study: {v.label}: {v.error}", file=sys.stderr)
+            return v
+    searched = None
+    if v.layers == "search":
+        t0 = time.monotonic()
+        try:
+            searched = steps.ensure_search(pipe.cfg, pipe.mlir(1), pipe.crops(), table, v.chip, pipe.num_used())
+        except BmposeError as e:
+            v.error = f"search_qtable: {e}"
+            return v
+        m = read_manifest(searched.parent) or {}
+        search[f"{v.chip}_{v.method}"] = {"seconds": m.get("checks", {}).get("seconds"),
+                                          "layers": m.get("checks", {}).get("layers"),
+                                          "wall_s_this_run": round(time.monotonic() - t0, 1)}
+    calib = {"spec": "coco", "coco_ann": None, "coco_img": None, "num": pipe.num_used()}   # `bmpose build`'s
+    opts = bmodel_build.deploy_options(loose, v.chip, "int8", 1, method=v.method, user_qtables=user_q,
+                                       search=v.layers == "search", checkpoint=checkpoint, calib=calib)
+    opts["fp32_layers"] = v.layers
+    opts["tpu_layer_tolerance"] = "0.0,-1000"   # record, do not refuse, what an all-INT8 head does
+    if v.tools:
+        opts["cali_tools"] = list(v.tools)
+    return _deploy(pipe, v, loose.layout.study() / f"{v.label}_b1", opts, table, user_q, searched,
+                   auto_tail=v.layers != "none")
 
 
 def _deploy(pipe, v: Variant, out: Path, options, table=None, user_q=(), searched=None, auto_tail=True) -> Variant:
@@ -194,7 +207,8 @@ def make_rows(cfg, variants: list[Variant], evals: dict, onnx_ap: float) -> list
                                                          dataset_sigmas(cfg))) if e else {}
         rows.append({
             "chip": v.chip or "-", "precision": v.precision.upper(), "method": v.method or "-",
-            "fp32_layers": v.layers or "-",
+            "fp32_layers": v.layers or "-", "tools": "+".join(v.tools) or "-",
+            "cali_s": cali_seconds(v.build_dir, m),
             "n_fp32": len(m.get("fp32_layers", [])) if m and v.precision == "int8" else None,
             "AP": e["AP"] if e else None, "dAP": (e["AP"] - onnx_ap) if e else None,
             "AP50": e["AP50"] if e else None, "AP75": e["AP75"] if e else None,
@@ -207,6 +221,20 @@ def make_rows(cfg, variants: list[Variant], evals: dict, onnx_ap: float) -> list
             "error": v.error,
         })
     return rows
+
+
+def tool_sets(args) -> list[tuple]:
+    """--tools as tool tuples: 'none' -> (), 'bc+we' -> ('bc', 'we')."""
+    from bmpose.convert import cali_tools
+
+    return [() if t == "none" else cali_tools.normalise(t.split("+")) for t in getattr(args, "tools", ["none"])]
+
+
+def cali_seconds(build_dir: Path | None, m: dict | None) -> float | None:
+    """Seconds its calibration table took (a tool's search included), from the table's own manifest."""
+    table = (m or {}).get("inputs", {}).get("cali_table")
+    path = Path(table["path"]).parent if isinstance(table, dict) and table.get("path") else None
+    return ((read_manifest(path) or {}).get("checks", {}).get("seconds")) if path else None
 
 
 def device_ms(manifest: dict | None) -> float | None:
@@ -271,9 +299,9 @@ def _add_paired_oks(cfg, variants, rows, flip: bool) -> None:
 
 
 def to_markdown(study: dict) -> str:
-    cols = ["chip", "precision", "method", "fp32_layers", "n_fp32", "AP", "dAP", "oks_vs_float", "agree90",
+    cols = ["chip", "precision", "method", "fp32_layers", "tools", "n_fp32", "AP", "dAP", "oks_vs_float", "agree90",
             "oks_drop", "oks_ci95",
-            "vs_best", "hm_cos_mean", "hm_cos_min", "device_ms", "build_s", "eval_s", "error"]
+            "vs_best", "hm_cos_mean", "hm_cos_min", "device_ms", "cali_s", "build_s", "eval_s", "error"]
 
     def fmt(v):
         if v is None:
@@ -299,6 +327,7 @@ def run_study(cfg, args) -> dict:
 
         if m not in CALI_METHODS:
             raise BmposeError(f"--methods {m}: unknown calibration method (choose from {', '.join(CALI_METHODS)})")
+    tool_sets(args)   # an unknown tool is an error before anything is built
     search_methods = set(args.methods if args.search_methods == ["all"] else args.search_methods)
     ann, img = (Path(args.coco_ann), Path(args.coco_img or Path(args.coco_ann).parent)) if args.coco_ann \
         else eval_set()
@@ -331,7 +360,7 @@ def run_study(cfg, args) -> dict:
     study["choice"] = choose(rows, chips, cfg)
     study["seconds"] = round(time.monotonic() - t_start, 1)
     _write(cfg, study, variants, evals, ann,
-           {"chips": list(chips), "methods": args.methods, "layers": args.layers,
+           {"chips": list(chips), "methods": args.methods, "layers": args.layers, "tools": getattr(args, "tools", ["none"]),
             "search_methods": sorted(search_methods), "flip": flip, "checkpoint": args.checkpoint or cfg.checkpoint})
     return study
 

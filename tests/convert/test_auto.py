@@ -137,3 +137,50 @@ def test_no_winner_fails_or_keeps_the_best_marked(tmp_path):
         (t.build_dir / "manifest.json").write_text("{}")
     summary = auto.record_choice(s, winner, True, tmp_path / "auto", {}, {})
     assert summary["winner"] == "int8_f16x8" and "below target" in summary["marked"]
+
+
+def tool_search(tool_fid: dict, target=0.9, budget=12):
+    """A search whose calibration tools lift all-INT8 by tool_fid[tag]; float layers add to the best one."""
+    from bmpose.convert import cali_tools
+
+    build, measure, ranking, built = fake()
+
+    def measure_tools(d: Path):
+        fid, extra = measure(d)
+        lift = max((v for k, v in tool_fid.items() if d.name.startswith(f"int8_{k}")), default=0.0)
+        return np.float64(min(1.0, fid + lift)), extra
+
+    s = auto.Search("bm1684x", build, measure_tools, ranking, target, budget, log=lambda m: None,
+                    tools=(("search_threshold",), ("bc",)))
+    return s, s.run(), built, cali_tools
+
+
+def test_calibration_tools_are_tried_on_all_int8_before_any_float_layer():
+    s, winner, built, _ = tool_search({"st": 0.1, "bc": 0.0})
+    assert built[3:6] == ["int8", "int8_st", "int8_bc"]
+    # the float layers are added to the all-INT8 trial closest to float (search_threshold's table here)
+    assert built[6:] and all(b.startswith("int8_st_f16x") for b in built[6:]), built
+    assert winner.candidate.tools == ("search_threshold",) and s.summary(winner)["tools"] == ["search_threshold"]
+    assert s.summary(winner)["trials"][4]["tools"] == ["search_threshold"]
+
+
+def test_a_tool_that_meets_the_target_ends_the_search_without_float_layers():
+    _, winner, built, _ = tool_search({"st": 0.0, "bc": 0.45})
+    assert built[3:] == ["int8", "int8_st", "int8_bc"] and winner.candidate.label == "int8_bc"
+
+
+def test_tool_names_tags_and_refusals():
+    from bmpose.convert import cali_tools
+
+    assert cali_tools.normalise(["we", "search_threshold", "we"]) == ("search_threshold", "we")
+    assert cali_tools.tag(["we", "bc"]) == "bc+we" and cali_tools.tag([]) == ""
+    with pytest.raises(BmposeError, match="'sq': unknown"):
+        cali_tools.normalise(["sq"])
+    with pytest.raises(BmposeError, match="name the chip"):
+        cali_tools.run_args(["bc"], None, None)
+    assert cali_tools.run_args(["we"], None, None) == ["--we"]   # chip-free: the qtable is not asked for
+    args = cali_tools.run_args(["search_threshold"], "bm1684x", "pre_qtable")
+    assert args[:2] == ["--search", "search_threshold"] and args[-4:] == ["--chip", "bm1684x", "--pre_qtable",
+                                                                             "pre_qtable"]
+    # TPU-MLIR 1.30.2 would run only the threshold search: refused before any graph is read
+    assert "unreachable" in cali_tools.refusal(["bc", "search_threshold"], Path("no.mlir"))

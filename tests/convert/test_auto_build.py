@@ -1,7 +1,8 @@
-"""`bmpose build --precision auto` on the small HRNet (its trained fixture, BM1684, a budget of 3 builds): the
-float build and the default INT8 build are `make fp32` / `make int8`'s own (reused), then INT8 with TPU-MLIR's
-most sensitive layer in FP32 (BM1684 has no F16), each measured by its agreement with ONNX FP32 on the val
-persons; the choice, its table and its reuse. The full search (budget 12, both chips, the real networks) lives
+"""`bmpose build --precision auto` on the small HRNet (its trained fixture, BM1684, a budget of 4 builds, one
+calibration tool): the float build and the default INT8 build are `make fp32` / `make int8`'s own (reused), then
+INT8 calibrated with TPU-MLIR's search_threshold, then that with TPU-MLIR's most sensitive layer in FP32 (BM1684
+has no F16), each measured by its agreement with ONNX FP32 on the val persons; the choice, its table and its
+reuse. The full search (budget 12, both chips, the real networks) lives
 in docs/auto.md: the fixture memorises its persons, so only the mechanics are asserted here."""
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -25,7 +27,8 @@ def auto_run(small, tmp_path_factory):
     root = tmp_path_factory.mktemp("auto")
     shutil.copytree(small.artifacts, root / SMALL, ignore=shutil.ignore_patterns(".*.lock", "report", "auto"))
     cmd = [sys.executable, "-m", "bmpose", "build", "--precision", "auto", "--model", SMALL, "--chips", "bm1684",
-           "--artifacts-dir", str(root), "--auto-budget", "3", "--auto-best", "--no-report"]
+           "--artifacts-dir", str(root), "--auto-budget", "4", "--auto-tools", "search_threshold", "--auto-best",
+           "--no-report"]
     first = subprocess.run(cmd, capture_output=True, text=True)
     second = subprocess.run(cmd, capture_output=True, text=True)
     return config.load(SMALL, artifacts=root), first, second
@@ -37,13 +40,19 @@ def test_auto_tries_the_cheapest_first_and_keeps_the_fastest_that_agrees(auto_ru
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
     choice = json.loads((cfg.layout.auto("bm1684") / "choice.json").read_text())
     trials = choice["trials"]
-    assert [t["variant"] for t in trials[:2]] == ["fp32", "int8"] and len(trials) <= 3
+    assert [t["variant"] for t in trials[:3]] == ["fp32", "int8", "int8_st"] and len(trials) <= 4
     # the float and the default INT8 trial are the builds `make fp32` / `make int8` made (reused, not rebuilt)
     assert trials[0]["build_dir"] == str(cfg.layout.bmodel("bm1684", "fp32", 1))
     assert trials[1]["build_dir"] == str(cfg.layout.bmodel("bm1684", "int8", 1))
     assert trials[0]["fidelity"] == pytest.approx(1.0, abs=1e-6)   # FP32 is ONNX's arithmetic
-    for t in trials[2:]:
-        assert t["variant"].startswith("int8_f32x") and t["float_mode"] == "F32" and not t["error"], t
+    # the tool's table: its own folder, the method it picked recorded; the trial built from it
+    st = read_manifest(trials[2]["build_dir"])
+    table = st["inputs"]["cali_table"]["path"]
+    assert "_st_bm1684" in table and st["options"]["cali_tools"] == ["search_threshold"] and not trials[2]["error"]
+    assert read_manifest(Path(table).parent)["checks"]["picked"]
+    for t in trials[3:]:
+        assert t["variant"].startswith("int8_st_f32x") and t["float_mode"] == "F32" and not t["error"], t
+        assert read_manifest(t["build_dir"])["inputs"]["cali_table"]["path"] == table
         m = read_manifest(t["build_dir"])
         fp32 = set(m["fp32_layers"])
         asked = [line.split()[0] for line in (cfg.layout.auto("bm1684") / f"{t['variant']}.qtable").read_text()

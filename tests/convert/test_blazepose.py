@@ -227,3 +227,19 @@ def test_the_bundle_runs_blazepose_as_bmpose_infer_does(built, bundle_py38, tmp_
         assert got.shape == want.shape and got.shape[1] == 1 + 17 * 3 and len(got) >= 3
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-3)
         assert list(device.glob("*.jpg"))   # pictures drawn with BlazePose's own skeleton
+
+
+@pytest.mark.slow
+def test_weight_equalisation_is_refused_across_relu6(built):
+    """BlazePose's convs carry a fused ReLU6 (min(x, 6) is not scale-invariant): TPU-MLIR's --we would equalise
+    those pairs anyway and change the network (the held-out MobileNetV2 pose net: AP 0.0), so bmpose refuses it
+    in one line, before run_calibration, and writes no table."""
+    from bmpose.convert import cali_tools, steps
+
+    cfg, _ = built
+    mlir = cfg.layout.mlir(1) / steps.transform_files(cfg)["mlir"]
+    ok, clipped = cali_tools.we_pairs(mlir)
+    assert clipped and len(clipped) > len(ok)
+    with pytest.raises(BmposeError, match=r"we: \d+ of the \d+ Conv -> Conv pairs .* pass through a clipped ReLU"):
+        steps.ensure_cali_table(cfg, cfg.layout.mlir(1), [Path("unused.npz")], "mse", 1, tools=["we"])
+    assert not list(cfg.layout.root.glob("cali_table/*_we*"))
