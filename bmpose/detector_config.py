@@ -46,7 +46,7 @@ PER_CHIP_TOLERANCES = ("int8_max_recall_drop", "int8_max_ap_drop", "max_recall_d
 # `auto` (bmpose.convert.auto): the fastest build whose boxes agree with ONNX's to `target` (COCO box AP of the
 # build's boxes against ONNX's persons at score_thr, on frames never calibrated on), within `budget` builds
 AUTO = "auto"
-DEFAULT_AUTO = {"target": 0.95, "budget": 12}
+DEFAULT_AUTO = {"target": 0.95, "budget": 14}
 
 
 @dataclass(frozen=True)

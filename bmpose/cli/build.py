@@ -53,7 +53,7 @@ def parse_args(argv):
                          "builds of the random-init fixture checkpoint); recorded in the manifests")
     ap.add_argument("--no-report", action="store_true", help="do not refresh artifacts/<model>/report")
     ap.add_argument("--auto-budget", type=int, default=None, metavar="N",
-                    help="auto: most builds per chip, float builds included (default: 12)")
+                    help="auto: most builds per chip, float builds included (default: 14)")
     ap.add_argument("--auto-tools", nargs="+", metavar="TOOLS",
                     help="auto: TPU-MLIR calibration tools tried on all-INT8 before float layers, in order, each a "
                          "tool or tools joined by '+' (search_threshold, bc, we), or none (default: "
