@@ -19,6 +19,7 @@ Import-light (no torch, no TPU-MLIR): the report, the CLI and the backends read 
 """
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -98,23 +99,34 @@ class Layout:
         return self.root / "train"
 
 
-def list_bmodels(cfg) -> list[dict]:
-    """Every complete bmodel build of this config: path, chip, precision, batch, tpu_mlir (+ manifest facts)."""
-    out = []
-    for d in sorted(cfg.artifacts.glob("*_*_b*")):
-        if d.name.startswith(".") or d.name.endswith(".failed"):   # builds in progress or failed
-            continue
-        m = read_manifest(d)
-        if not d.is_dir() or m is None or m.get("stage") != "deploy" or m.get("status") != "ok":
-            continue
-        o = m["options"]
-        path = d / cfg.layout.bmodel_name(o["chip"], o["precision"], o["batch"])
-        if not path.is_file():
-            continue
-        out.append({"path": path, "chip": o["chip"], "precision": o["precision"], "batch": int(o["batch"]),
-                    "tpu_mlir": d / m["tpu_mlir"], "dir": d, "manifest": m})
+def list_bmodels(cfg, auto: bool = False) -> list[dict]:
+    """Every complete bmodel build of this config: path, chip, precision, batch, tpu_mlir (+ manifest facts),
+    `name` (its folder's). `auto`: also each chip's `--precision auto` winner built in the search's own folder
+    (an INT8 build with float layers or calibration tools), named `<chip>_auto_b1`."""
+    out = [b for b in map(lambda d: _bmodel(cfg, d), sorted(cfg.artifacts.glob("*_*_b*"))) if b]
+    if auto:
+        for chip, choice in cfg.layout.auto_choices().items():
+            d = Path(json.loads(choice.read_text()).get("winner_dir") or "")
+            b = _bmodel(cfg, d) if d.parent == choice.parent else None   # floats and plain INT8 are listed already
+            if b:
+                out.append({**b, "name": f"{chip}_auto_b{b['batch']}"})
     order = {c: i for i, c in enumerate(CHIPS)}
-    return sorted(out, key=lambda b: (order.get(b["chip"], 9), PRECISIONS.index(b["precision"]), b["batch"]))
+    return sorted(out, key=lambda b: (order.get(b["chip"], 9), PRECISIONS.index(b["precision"]), b["batch"],
+                                      b["name"]))
+
+
+def _bmodel(cfg, d: Path) -> dict | None:
+    if d.name.startswith(".") or d.name.endswith(".failed"):   # builds in progress or failed
+        return None
+    m = read_manifest(d)
+    if not d.is_dir() or m is None or m.get("stage") != "deploy" or m.get("status") != "ok":
+        return None
+    o = m["options"]
+    path = d / cfg.layout.bmodel_name(o["chip"], o["precision"], o["batch"])
+    if not path.is_file():
+        return None
+    return {"path": path, "chip": o["chip"], "precision": o["precision"], "batch": int(o["batch"]),
+            "tpu_mlir": d / m["tpu_mlir"], "dir": d, "manifest": m, "name": d.name}
 
 
 def failed_builds(cfg) -> list[Path]:

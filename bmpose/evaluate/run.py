@@ -137,9 +137,9 @@ def _artifacts(cfg, args, onnx: Path) -> list[dict]:
 
     artifacts = [{"label": "onnx_fp32", "path": onnx, "kind": "onnx", "chip": None, "precision": "fp32",
                   "batch": 4}]
-    for b in list_bmodels(cfg):
+    for b in list_bmodels(cfg, auto=True):
         mlir = args.bmodel_runtime == "mlir"
-        artifacts.append({"label": b["dir"].name + ("" if mlir else "_cmodel"),
+        artifacts.append({"label": b["name"] + ("" if mlir else "_cmodel"),
                           "path": b["tpu_mlir"] if mlir else b["path"], "kind": "mlir" if mlir else "cmodel",
                           "chip": b["chip"], "precision": b["precision"], "batch": b["batch"], "bmodel": b["path"],
                           "calibration": b["manifest"].get("calibration")})

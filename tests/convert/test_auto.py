@@ -184,3 +184,33 @@ def test_tool_names_tags_and_refusals():
                                                                              "pre_qtable"]
     # TPU-MLIR 1.30.2 would run only the threshold search: refused before any graph is read
     assert "unreachable" in cali_tools.refusal(["bc", "search_threshold"], Path("no.mlir"))
+
+
+def test_an_int8_winner_in_the_search_folder_is_listed_for_evaluation_by_its_chip(tmp_path):
+    """`bmpose eval` scores the auto winner beside the plain builds (list_bmodels(auto=True)); a float winner is
+    the plain build itself and is not listed twice."""
+    import json
+
+    from bmpose import config
+    from bmpose.layout import list_bmodels
+    from bmpose.manifest import write_manifest
+
+    cfg = config.load("hrnet_small_128x96", artifacts=tmp_path)
+
+    def fake_build(d: Path, chip: str, precision: str):
+        d.mkdir(parents=True)
+        (d / cfg.layout.bmodel_name(chip, precision, 1)).write_bytes(b"bmodel")
+        write_manifest(d, stage="deploy", inputs={}, options={"chip": chip, "precision": precision, "batch": 1},
+                       extra={"tpu_mlir": "x_tpu.mlir"})
+        return d
+
+    fake_build(cfg.layout.bmodel("bm1684x", "int8", 1), "bm1684x", "int8")
+    winner = fake_build(cfg.layout.auto("bm1684x") / "int8_f16x2_b1", "bm1684x", "int8")
+    (cfg.layout.auto("bm1684x") / "choice.json").write_text(json.dumps({"winner_dir": str(winner)}))
+    floats = fake_build(cfg.layout.bmodel("bm1684", "fp32", 1), "bm1684", "fp32")
+    cfg.layout.auto("bm1684").mkdir(parents=True)
+    (cfg.layout.auto("bm1684") / "choice.json").write_text(json.dumps({"winner_dir": str(floats)}))
+    assert [b["name"] for b in list_bmodels(cfg)] == ["bm1684_fp32_b1", "bm1684x_int8_b1"]
+    listed = list_bmodels(cfg, auto=True)
+    assert [b["name"] for b in listed] == ["bm1684_fp32_b1", "bm1684x_auto_b1", "bm1684x_int8_b1"]
+    assert listed[1]["dir"] == winner and listed[1]["precision"] == "int8"
