@@ -85,6 +85,7 @@ phase "TPU-MLIR, torch" "${PIP[@]}" "tpu_mlir[onnx]" torch psutil setuptools pyt
 phase "mmpose (--no-deps)" "${PIP[@]}" --no-deps mmengine mmcv-lite mmpose mmdet
 phase "mmpose's runtime dependencies" "${PIP[@]}" addict yapf termcolor rich pyyaml matplotlib json_tricks \
   munkres xtcocotools shapely terminaltables lmdb tqdm six
+phase "Ray (bmpose eval --ray)" "${PIP[@]}" ray
 phase "bmpose (editable)" "${PIP[@]}" --no-deps -e .
 
 # 3. TPU-MLIR bundles Ubuntu 22.04's glibc (libc.so.6, libm.so.6, libpthread.so.0) in lib/third_party and

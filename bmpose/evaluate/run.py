@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
 from bmpose import procs
 from bmpose.calib import provenance
 from bmpose.evaluate import coco as evaluate
+from bmpose.evaluate import shards as shards_mod
 from bmpose.runtime import boxes as boxes_mod
 from bmpose.runtime import predict as infer
 from bmpose.runtime.results import dataset_sigmas, metric_options
@@ -39,14 +41,23 @@ def subset_boxes(boxes: list, persons: int) -> list:
     return out
 
 
-def score(cfg, backend, boxes, ann, flip, sigmas, options, subset: bool) -> dict:
-    run = infer.predict(cfg, backend, boxes, flip, allow_slow=True)
-    results = infer.coco_results(cfg, run.predictions, sigmas, options)
+def score(cfg, backend, boxes, ann, flip, sigmas, options, subset: bool, shards: dict | None = None) -> dict:
+    """COCO AP of `backend` on `boxes`; with `shards` ({folder, key, size, runner, label}: bmpose.evaluate.shards)
+    in shards written as they finish, so an interrupted run resumes where it stopped."""
+    from bmpose.runtime.results import to_coco_results
+
+    if shards is None:
+        run = infer.predict(cfg, backend, boxes, flip, allow_slow=True)
+        results = infer.coco_results(cfg, run.predictions, sigmas, options)
+        persons, seconds = len(run.predictions), run.seconds
+    else:
+        out = shards_mod.run(cfg, lambda: backend, boxes, flip, **shards)
+        results = to_coco_results(out["instances"], sigmas, **(options or {}))
+        persons, seconds = len(out["instances"]), out["seconds"]
     ids = sorted({b.image_id for b in boxes}) if subset else None
     stats = evaluate.coco_keypoint_ap(ann, results, sigmas=sigmas, image_ids=ids)
-    return {**stats, "persons": len(run.predictions), "seconds": round(run.seconds, 2),
-            "seconds_per_crop": round(run.seconds / max(1, len(run.predictions) * (2 if flip else 1)), 4),
-            "image_ids": ids}
+    return {**stats, "persons": persons, "seconds": round(seconds, 2),
+            "seconds_per_crop": round(seconds / max(1, persons * (2 if flip else 1)), 4), "image_ids": ids}
 
 
 def run_eval(args, cfg, collect: dict | None = None) -> int:
@@ -61,6 +72,11 @@ def run_eval(args, cfg, collect: dict | None = None) -> int:
     artifacts = _other_cmodel_chips_in_children(cfg, args, artifacts, ann, img)
     ctx = {"ann": ann, "boxes": boxes, "onnx": onnx, "flip": bool(args.flip), "sigmas": dataset_sigmas(cfg),
            "options": metric_options(cfg), "onnx_cache": {}}
+    if getattr(args, "ray", None):
+        from bmpose.evaluate import cluster
+
+        cluster.connect(args.ray)
+        ctx["runner"] = lambda a: cluster.runner(cfg, a["path"], a["chip"], a["kind"], ctx["flip"])
     out_dir = cfg.layout.eval()
     tag = _label_tag(args, ann)
     artifacts = [{**a, "label": a["label"] + tag} for a in artifacts]
@@ -207,6 +223,9 @@ def _eval_one(cfg, args, a: dict, ctx: dict, dest: Path) -> dict:
     opts = json.loads(json.dumps({"flip": ctx["flip"], "boxes": args.boxes, "backend": a["kind"],
                                   "persons": len(todo), "subset": subset, "metric": ctx["options"],
                                   "config": cfg.summary(), "calibration": a.get("calibration")}, default=str))
+    if args.force:   # nothing of an earlier run is reused, and an interrupted forced run leaves no old row
+        dest.unlink(missing_ok=True)
+        shutil.rmtree(dest.with_suffix(".shards"), ignore_errors=True)
     old = json.loads(dest.read_text()) if dest.is_file() else None
     want_inputs = {k: v["sha256"] for k, v in hash_inputs(inputs).items()}
     if (not args.force and old and old.get("inputs") == want_inputs and old.get("options") == opts
@@ -216,7 +235,13 @@ def _eval_one(cfg, args, a: dict, ctx: dict, dest: Path) -> dict:
     backend = open_backend(a["path"], a["chip"], kind=a["kind"])
     print(f"eval: {a['label']}: {len(todo)} persons on {backend.describe()}")
     scoring = (ctx["ann"], ctx["flip"], ctx["sigmas"], ctx["options"], subset)
-    stats = score(cfg, backend, todo, *scoring)
+    # in shards beside the row: an interrupted evaluation resumes at its first missing shard
+    shards = {"folder": dest.with_suffix(".shards"), "key": {"inputs": want_inputs, "options": opts,
+                                                            "tools": tool_versions()},
+              "size": getattr(args, "shard_persons", shards_mod.SHARD_PERSONS), "label": a["label"],
+              "runner": ctx["runner"](a) if "runner" in ctx else None}
+
+    stats = score(cfg, backend, todo, *scoring, shards=shards)
     key, cache = len(todo), ctx["onnx_cache"]
     if key not in cache:  # the ONNX AP of the same persons, so a subset row has its own reference
         cache[key] = stats if a["kind"] == "onnx" else score(cfg, open_backend(ctx["onnx"], kind="onnx"), todo,

@@ -194,8 +194,8 @@ def test_a_build_answers_to_its_folder_name_on_the_cmodel_too(monkeypatch, tmp_p
 
     d = tmp_path / "bm1684x_int8_b1"
     fake = [{"dir": d, "tpu_mlir": d / "x_tpu.mlir", "path": d / "x.bmodel", "chip": "bm1684x",
-             "precision": "int8", "batch": 1, "manifest": {}}]
-    monkeypatch.setattr(layout, "list_bmodels", lambda cfg: fake)
+             "precision": "int8", "batch": 1, "manifest": {}, "name": d.name}]
+    monkeypatch.setattr(layout, "list_bmodels", lambda cfg, auto=False: fake)
     for name in ("bm1684x_int8_b1", "bm1684x_int8_b1_cmodel"):
         args = argparse.Namespace(bmodel_runtime="cmodel", artifacts=[name])
         assert [a["label"] for a in _artifacts(None, args, tmp_path / "m.onnx")] == ["bm1684x_int8_b1_cmodel"]
