@@ -11,6 +11,7 @@ shards like a local one.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from bmpose.errors import BmposeError
@@ -42,6 +43,8 @@ def shard_task(cfg, artifact: str, chip: str | None, kind: str, shard: list, fli
     from bmpose.runtime.backends import open_backend
 
     key = (artifact, chip, kind)
+    # one core per task: the cluster spreads the shards, not the mlir backend's own process pool
+    os.environ.setdefault("BMPOSE_WORKERS", "1")
     if key not in _LOADED:
         _LOADED.clear()   # one model per worker at a time
         _LOADED[key] = open_backend(Path(artifact), chip, kind=kind)

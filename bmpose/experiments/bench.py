@@ -6,7 +6,8 @@ device time per bmodel beside the host's ms per person), `simulators` (cmodel vs
 `deploy` (bmpose's deploy vs the raw model_deploy.py on the same inputs), `fused` (normalisation inside the
 bmodel, an option measured), `estimate` (compile-only device time of variants not built), `scene` (detect ->
 pose host time per frame beside the vendor's steps), `video` (a video through the frame loop, decode ahead and
-encode behind as levers). Each is
+encode behind as levers), `scale` (sharded evaluation at val2017 scale, memory, a local Ray cluster's
+scale-out: bmpose.experiments.bench_scale). Each is
 `fn(cfg, args) -> rows`, a row being {"case": ..., then any numbers}.
 
 Long: a registry of independent benchmarks, each a function that stands alone; they share only `timed` and
@@ -704,6 +705,15 @@ def bench_video(cfg, args, frames: int = 48, repeat: int = 2) -> list[dict]:
     return rows
 
 
+def bench_scale(cfg, args) -> list[dict]:
+    """Sharded evaluation at val2017 scale on a set made from the bundled persons: persons/s on ONNX Runtime and
+    through the INT8 build's tpu.mlir with flip, memory after the first and last shard, the projected val2017
+    time, and a local Ray cluster of 1 and 2 nodes (bmpose.experiments.bench_scale)."""
+    from bmpose.experiments import bench_scale as scale   # imports Ray: only when asked
+
+    return scale.bench_scale(cfg, args)
+
+
 BENCHMARKS = {"calib": bench_calib, "infer": bench_infer, "host": bench_host, "device": bench_device,
               "simulators": bench_simulators, "deploy": bench_deploy, "fused": bench_fused, "estimate": bench_estimate,
-              "scene": bench_scene, "video": bench_video}
+              "scene": bench_scene, "video": bench_video, "scale": bench_scale}
