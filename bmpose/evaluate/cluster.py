@@ -11,6 +11,7 @@ shards like a local one.
 """
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -29,12 +30,28 @@ def connect(address: str) -> None:
                           "ray)") from None
     if ray.is_initialized():
         return
+    # Ray's default token authentication stays on; only its start-up notice is not the user's business
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    if address not in ("local", "auto"):
+        _reachable(address)
     try:
         ray.init(address=None if address == "local" else address, logging_level="ERROR",
                  log_to_driver=False, include_dashboard=False, configure_logging=False)
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise BmposeError(f"--ray {address}: no Ray cluster to join ({str(e).splitlines()[0]}); start one with "
                           f"`ray start --head`, or use --ray local") from None
+
+
+def _reachable(address: str) -> None:
+    """A clear line now instead of Ray's minute of retries when nothing listens at host:port."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
+    except (OSError, ValueError) as e:
+        raise BmposeError(f"--ray {address}: nothing answers there ({e}); expected the head node's HOST:PORT "
+                          f"(`ray start --head` prints it), auto, or local") from None
 
 
 def shard_task(cfg, artifact: str, chip: str | None, kind: str, shard: list, flip: bool) -> dict:
