@@ -176,6 +176,13 @@ def auto_plot_chips(choices: dict) -> list[str]:
     return [c for c in sorted(choices) if any(t["ms"] and t["fidelity"] is not None for t in choices[c]["trials"])]
 
 
+def _int8_label(t: dict) -> str:
+    """An INT8 trial on the plot: its calibration tools and float layers ('st', '+8', 'bc+4'), 'int8' for none."""
+    tools = "+".join({"search_threshold": "st"}.get(x, x) for x in t.get("tools") or [])
+    layers = f"+{t['float_layers']}" if t["float_layers"] else ""
+    return (tools + layers) or "int8"
+
+
 def auto_plot(plt, choices: dict, measure: str, unit: str, path: Path) -> bool:
     """Each chip's --precision auto trials (bmpose.convert.auto): fidelity against simulated ms, floats as
     squares, INT8 trials labelled by their float layers, the target as a line and the winner ringed."""
@@ -189,7 +196,7 @@ def auto_plot(plt, choices: dict, measure: str, unit: str, path: Path) -> bool:
             float_ = t["precision"] != "int8"
             ax.scatter(t["ms"], t["fidelity"], marker="s" if float_ else "o",
                        color="tab:purple" if float_ else ("tab:green" if t["meets"] else "tab:red"))
-            ax.annotate(t["precision"].upper() if float_ else f"+{t['float_layers']}", (t["ms"], t["fidelity"]),
+            ax.annotate(t["precision"].upper() if float_ else _int8_label(t), (t["ms"], t["fidelity"]),
                         fontsize=7, xytext=(3, 3), textcoords="offset points")
             if t["variant"] == choice["winner"]:
                 ax.scatter(t["ms"], t["fidelity"], s=160, facecolors="none", edgecolors="black")
