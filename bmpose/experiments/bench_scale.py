@@ -75,7 +75,7 @@ def bench_scale(cfg, args) -> list[dict]:
                 cfg, lambda: open_backend(int8["tpu_mlir"], int8["chip"], kind="mlir"), few, True, tmp / "int8")})
         # scale-out on the costly path (the INT8 tpu.mlir, flip) where it is built: ONNX's milliseconds per person
         # would measure Ray's per-task overhead
-        art = (int8["tpu_mlir"], int8["chip"], "mlir", True, _set(tmp, 2)) if int8 else \
+        art = (int8["tpu_mlir"], int8["chip"], "mlir", True, _set(tmp, 6)) if int8 else \
             (onnx, None, "onnx", cfg.flip_test, _set(tmp, 8))
         rows += _scale_out(cfg, art, tmp)
     return rows
@@ -98,7 +98,7 @@ def _scale_out(cfg, art: tuple, tmp: Path) -> list[dict]:
             ray.init(address=c.address, logging_level="ERROR", log_to_driver=False)
             runner = ray_eval.runner(cfg, path, chip, kind, flip)
             rows.append({"case": f"{kind}, Ray, {nodes} node(s) x 1 CPU", "nodes": nodes,
-                         **_sharded(cfg, None, boxes, flip, tmp / f"ray{nodes}", runner=runner, size=16)})
+                         **_sharded(cfg, None, boxes, flip, tmp / f"ray{nodes}", runner=runner, size=32)})
         finally:
             ray.shutdown()
             c.shutdown()
