@@ -23,7 +23,7 @@ def test_each_stage_is_ensured_once_and_in_order(monkeypatch, tmp_path):
     monkeypatch.setattr(export, "ensure_onnx", fake("onnx", lambda cfg, ck, batches, verbose: {
         b: tmp_path / f"b{b}.onnx" for b in batches}))
     monkeypatch.setattr(steps, "ensure_transform", fake("mlir", lambda cfg, b, onnx, crops, ck: tmp_path / f"m{b}"))
-    monkeypatch.setattr(steps, "ensure_cali_table", fake("table", lambda cfg, m, crops, method, num, out=None:
+    monkeypatch.setattr(steps, "ensure_cali_table", fake("table", lambda cfg, m, crops, method, num, out=None, **tools:
                                                          (out or tmp_path) / f"{method}_{num}"))
     cfg = config.load(SMALL)
     pipe = pipeline.Pipeline(cfg, "ck", num=8)
@@ -36,6 +36,8 @@ def test_each_stage_is_ensured_once_and_in_order(monkeypatch, tmp_path):
     assert calls[2][1] == ("ck",) and calls[2][2]["batches"] == (1,) and calls[6][2]["batches"] == (4,)
     # a subset table is named by its own size, in its own folder
     assert pipe.cali_table("kl", crops=[tmp_path / "a", tmp_path / "b"], out=tmp_path / "sub") == tmp_path / "sub" / "kl_2"
+    # no calibration tool unless asked (then it measures on the chip with the build's float layers float)
+    assert all(c[2].get("tools") == () and c[2].get("pre_qtable") is None for c in calls if c[0] == "table")
     # the config's count names the table when none is given
     assert pipeline.Pipeline(cfg).num_used() == int(cfg.calibration.get("num", 100))
 
