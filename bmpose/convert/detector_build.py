@@ -122,12 +122,10 @@ class DetectorBuild:
         """The INT8 calibration table of the config's method over every calibration frame; `tools`
         (convert.cali_tools) with the chip they measure on, the float layers of its build float meanwhile."""
         from bmpose.convert import steps
-        from bmpose.convert.qtable import build_qtable
 
-        pre = build_qtable(self.mlir() / steps.transform_files(self.cfg)["mlir"], self.stem_qtable())[0] \
-            if tools else None
         return steps.ensure_cali_table(self.cfg, self.mlir(), self.frames(), self.cfg.calibration["method"],
-                                       len(self.frames()), tools=tools, chip=chip, pre_qtable=pre)
+                                       len(self.frames()), tools=tools, chip=chip,
+                                       qtables=self.stem_qtable() if tools else ())
 
     def bmodel(self, chip: str, precision: str, extra_qtables=(), out: Path | None = None,
                tools=()) -> tuple[Path, bool]:

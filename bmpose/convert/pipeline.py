@@ -61,14 +61,11 @@ class Pipeline:
         `tools` (convert.cali_tools) measure on `chip` with the build's float layers (its `qtables` and the
         automatic tail) float."""
         from bmpose.convert import steps
-        from bmpose.convert.qtable import build_qtable
 
         crops = self.crops() if crops is None else crops
         num = len(crops) if out is not None else self.num_used()
-        pre = build_qtable(self.mlir(1) / steps.transform_files(self.cfg)["mlir"], list(qtables))[0] \
-            if tools else None
         return steps.ensure_cali_table(self.cfg, self.mlir(1), crops, method, num, out=out, tools=tools, chip=chip,
-                                       pre_qtable=pre)
+                                       qtables=qtables)
 
     def bmodel(self, chip: str, precision: str, batch: int, options: dict, *, cali_table: Path | None = None,
                user_qtables=(), searched: Path | None = None, out: Path | None = None,

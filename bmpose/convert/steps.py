@@ -165,13 +165,13 @@ def _clear_calibration_workdir(tmp: Path, files: dict, keep=()) -> None:
 
 
 def ensure_cali_table(cfg, mlir1: Path, crops: list[Path], method: str, num: int, out: Path | None = None,
-                      tools=(), chip: str | None = None, pre_qtable: dict | None = None) -> Path:
+                      tools=(), chip: str | None = None, qtables=()) -> Path:
     """run_calibration on the batch-1 MLIR; the table (op name, threshold, min, max) serves every batch.
     `out`: another folder than cali_table/<method>_n<num> (the calibration-set fragility study's subsets).
     `tools` (convert.cali_tools: search_threshold, bc, we) go to <method>_n<num>_<tools>[_<chip>]; bc and we
     leave the rewritten weights and the top MLIR's outputs with them beside the table (tool_files), which the
-    bmodel is then built from. `pre_qtable` ({op: mode}): the layers the build keeps float, float while the
-    chip's tools measure too."""
+    bmodel is then built from. `qtables`: the build's own (user) qtables; with the automatic tail, the layers it
+    keeps float are float while the chip's tools measure too."""
     from bmpose.convert import cali_tools
 
     if method not in CALI_METHODS:
@@ -188,16 +188,19 @@ def ensure_cali_table(cfg, mlir1: Path, crops: list[Path], method: str, num: int
     inputs = inputs_of(mlir1, files, crops)
     options = {"method": method, "num": min(num, len(crops)), "crops": [Path(c).name for c in crops[:num]]}
     if tools:
-        options.update(tools=list(tools), chip=chip, pre_qtable=sorted((pre_qtable or {}).items()) if chip else [])
+        from bmpose.convert.qtable import build_qtable
+
+        pre = build_qtable(mlir1 / files["mlir"], list(qtables))[0] if chip else {}
+        options.update(tools=list(tools), chip=chip, pre_qtable=sorted(pre.items()))
     table = f"{cfg.name}_cali_table"
     with locked(out):
         if not up_to_date(out, inputs, options):
             with build(out) as tmp:
-                _calibrate(tmp, mlir1, files, crops[:options["num"]], method, table, options)
+                _calibrate(tmp, mlir1, files, crops[:options["num"]], method, table, inputs, options)
     return out / table
 
 
-def _calibrate(tmp: Path, mlir1: Path, files: dict, crops: list[Path], method: str, table: str,
+def _calibrate(tmp: Path, mlir1: Path, files: dict, crops: list[Path], method: str, table: str, inputs: dict,
                options: dict) -> None:
     from bmpose.convert import cali_tools
     from bmpose.convert.qtable import format_qtable
@@ -223,8 +226,7 @@ def _calibrate(tmp: Path, mlir1: Path, files: dict, crops: list[Path], method: s
                                      "--output", files["top_outputs"], "--dump_all_tensors"], tmp, "model_runner.log")
         outputs += [files["weights"], files["top_outputs"]]
     _clear_calibration_workdir(tmp, files, keep=outputs)
-    write_manifest(tmp, stage="calibration", inputs=inputs_of(mlir1, files, crops), options=options,
-                   outputs=outputs, checks=checks)
+    write_manifest(tmp, stage="calibration", inputs=inputs, options=options, outputs=outputs, checks=checks)
 
 
 def inputs_of(mlir1: Path, files: dict, crops: list[Path]) -> dict:

@@ -37,7 +37,7 @@ def test_each_stage_is_ensured_once_and_in_order(monkeypatch, tmp_path):
     # a subset table is named by its own size, in its own folder
     assert pipe.cali_table("kl", crops=[tmp_path / "a", tmp_path / "b"], out=tmp_path / "sub") == tmp_path / "sub" / "kl_2"
     # no calibration tool unless asked (then it measures on the chip with the build's float layers float)
-    assert all(c[2].get("tools") == () and c[2].get("pre_qtable") is None for c in calls if c[0] == "table")
+    assert all(c[2].get("tools") == () and c[2].get("qtables") == () for c in calls if c[0] == "table")
     # the config's count names the table when none is given
     assert pipeline.Pipeline(cfg).num_used() == int(cfg.calibration.get("num", 100))
 
