@@ -69,10 +69,11 @@ def write(path: Path, want: str, result: dict) -> None:
 
 
 def run(cfg, open_backend, boxes: list, flip: bool, folder: Path, key: dict, *, size: int = SHARD_PERSONS,
-        label: str = "", runner=None) -> dict:
+        label: str = "", runner=None, after_shard=None) -> dict:
     """Every shard reused or computed (here, or by `runner(todo, on_done)`: bmpose.evaluate.cluster) ->
     {"instances": all persons in order, "seconds": compute seconds summed over shards, "computed": shards
-    computed by this call, "shards": how many}. `open_backend()` is called once, only if a shard is missing."""
+    computed by this call, "shards": how many}. `open_backend()` is called once, only if a shard is missing;
+    `after_shard()` after each shard written (the benchmark's memory reading)."""
     from bmpose.progress import bar
 
     shards = plan(boxes, size)
@@ -90,6 +91,8 @@ def run(cfg, open_backend, boxes: list, flip: bool, folder: Path, key: dict, *, 
             write(folder / f"{i:05d}.json", keys[i], result)
             done[i] = result
             b.update(len(shards[i]))
+            if after_shard:
+                after_shard()
 
         if todo:
             if runner is None:

@@ -36,19 +36,10 @@ def _sharded(cfg, open_backend, boxes, flip: bool, folder: Path, runner=None, si
     from bmpose.evaluate import shards
 
     rss = []
-    real = shards.write
-
-    def write(path, want, result):   # a shard finished: note the memory
-        real(path, want, result)
-        rss.append(_rss_mb())
-
-    shards.write = write
-    try:
-        t0 = time.perf_counter()
-        out = shards.run(cfg, open_backend, boxes, flip, folder, {"bench": str(folder)}, size=size, runner=runner)
-        wall = time.perf_counter() - t0
-    finally:
-        shards.write = real
+    t0 = time.perf_counter()
+    out = shards.run(cfg, open_backend, boxes, flip, folder, {"bench": str(folder)}, size=size, runner=runner,
+                     after_shard=lambda: rss.append(_rss_mb()))
+    wall = time.perf_counter() - t0
     n = len(out["instances"])
     return {"persons": n, "shards": out["shards"], "wall_s": round(wall, 2), "persons_per_s": round(n / wall, 2),
             "s_per_person": round(wall / n, 4), "rss_first_mb": round(rss[0]) if rss else None,
