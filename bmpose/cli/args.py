@@ -29,6 +29,19 @@ def add_calibration(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num", type=int, help="calibration crops (default: the config's calibration.num)")
 
 
+def add_shards(p: argparse.ArgumentParser) -> None:
+    """--shard-persons and --ray: an evaluation in shards, here or as tasks of a Ray cluster."""
+    from bmpose.device.inputs import positive_int
+    from bmpose.evaluate.shards import SHARD_PERSONS
+
+    p.add_argument("--shard-persons", type=positive_int, default=SHARD_PERSONS, metavar="N",
+                   help="persons per result shard (whole images; written as they finish, so an interrupted run "
+                        "resumes at its first missing shard; default %(default)s)")
+    p.add_argument("--ray", metavar="ADDRESS", help="run the shards as tasks of a Ray cluster: auto (the cluster "
+                   "this machine joined), host:port, or local (a one-machine Ray for this run); artifacts and images "
+                   "must be at the same paths on every node")
+
+
 def load_model(args, model=None):
     """The deploy config named by --model (or `model`), with its artifacts under --artifacts-dir."""
     return config_mod.load(model if model is not None else args.model, artifacts=args.artifacts_dir)

@@ -7,11 +7,10 @@ import json
 import sys
 
 from bmpose.errors import BmposeError
-from bmpose.evaluate.shards import SHARD_PERSONS
 from bmpose.evaluate.coco import coco_keypoint_ap, format_stats
 from bmpose.device.inputs import positive_int
 from bmpose.runtime.results import dataset_sigmas
-from bmpose.cli.args import add_model, load_model
+from bmpose.cli.args import add_model, add_shards, load_model
 
 
 def parse_args(argv):
@@ -38,12 +37,7 @@ def parse_args(argv):
                    help="how bmodels are evaluated without a device: their deployed tpu.mlir through pymlir on "
                         "the whole set (default), or the bmodel itself on the cmodel on --subset persons")
     p.add_argument("--flip", action="store_true", help="flip test")
-    p.add_argument("--shard-persons", type=positive_int, default=SHARD_PERSONS, metavar="N",
-                   help="persons per result shard (whole images; written as they finish, so an interrupted run "
-                        "resumes at its first missing shard; default %(default)s)")
-    p.add_argument("--ray", metavar="ADDRESS", help="run the shards as tasks of a Ray cluster: auto (the cluster "
-                   "this machine joined), host:port, or local (a one-machine Ray for this run); artifacts and images "
-                   "must be at the same paths on every node")
+    add_shards(p)
     p.add_argument("--force", action="store_true", help="re-run even when the recorded result is up to date")
     p.add_argument("--allow-calib-overlap", action="store_true",
                    help="score an INT8 bmodel on images that calibrated it (refused otherwise; marked in the result)")

@@ -9,7 +9,7 @@ import argparse
 
 from bmpose.experiments.fragility import to_markdown as to_markdown_fragility
 from bmpose.experiments.study import LAYERS, METHODS, run_study, to_markdown
-from bmpose.cli.args import add_model, load_model
+from bmpose.cli.args import add_model, add_shards, load_model
 
 
 def parse_args(argv):
@@ -32,7 +32,9 @@ def parse_args(argv):
     ap.add_argument("--coco-img", help="image root of --coco-ann (default: its folder)")
     ap.add_argument("--no-flip", action="store_true", help="evaluate without the flip test (default: the model's "
                     "test_cfg, as mmpose and the fixture's training AP)")
-    ap.add_argument("--force-eval", action="store_true", help="re-run the evaluations even when cached")
+    add_shards(ap)
+    ap.add_argument("--force-eval", action="store_true",
+                    help="re-run the evaluations (AP and the paired OKS) even when cached")
     ap.add_argument("--no-report", action="store_true", help="do not refresh artifacts/<model>/report")
     ap.add_argument("--fragility", action="store_true",
                     help="instead: how far INT8 moves when the calibration set loses one crop (per method and "

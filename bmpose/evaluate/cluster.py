@@ -54,7 +54,8 @@ def _reachable(address: str) -> None:
                           f"(`ray start --head` prints it), auto, or local") from None
 
 
-def shard_task(cfg, artifact: str, chip: str | None, kind: str, shard: list, flip: bool) -> dict:
+def shard_task(cfg, artifact: str, chip: str | None, kind: str, shard: list, flip: bool,
+               heatmaps: bool = False) -> dict:
     """One shard on a worker (module level, so Ray can ship it)."""
     from bmpose.evaluate.shards import predict_shard
     from bmpose.runtime.backends import open_backend
@@ -65,22 +66,30 @@ def shard_task(cfg, artifact: str, chip: str | None, kind: str, shard: list, fli
     if key not in _LOADED:
         _LOADED.clear()   # one model per worker at a time
         _LOADED[key] = open_backend(Path(artifact), chip, kind=kind)
-    return predict_shard(cfg, _LOADED[key], shard, flip)
+    return predict_shard(cfg, _LOADED[key], shard, flip, heatmaps=heatmaps)
 
 
-def runner(cfg, artifact: Path, chip: str | None, kind: str, flip: bool, task=None):
-    """A `runner(shards, todo, on_done)` for bmpose.evaluate.shards.run that spreads the shards over the cluster
-    (connect() first). `task`: another module-level function with shard_task's signature (tests)."""
+def spread(cfg, tasks: list[tuple], on_done, heatmaps: bool = False, task=None) -> None:
+    """Each (artifact, chip, kind, shard, flip) of `tasks` as a task of the cluster (connect() first), several
+    artifacts at once (a study's variants x shards); `on_done(i, result)` here, in the order they finish.
+    `task`: another module-level function with shard_task's signature (tests)."""
     import ray
 
     remote = ray.remote(max_retries=RETRIES)(task or shard_task)
+    cfg_ref = ray.put(cfg)
+    pending = {remote.remote(cfg_ref, str(a), chip, kind, shard, flip, heatmaps): i
+               for i, (a, chip, kind, shard, flip) in enumerate(tasks)}
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        for ref in ready:
+            on_done(pending.pop(ref), ray.get(ref))
 
+
+def runner(cfg, artifact: Path, chip: str | None, kind: str, flip: bool, task=None):
+    """A `runner(shards, todo, on_done)` for bmpose.evaluate.shards.run that spreads one artifact's shards over
+    the cluster."""
     def run(shards: list, todo: list[int], on_done) -> None:
-        cfg_ref = ray.put(cfg)
-        pending = {remote.remote(cfg_ref, str(artifact), chip, kind, shards[i], flip): i for i in todo}
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            for ref in ready:
-                on_done(pending.pop(ref), ray.get(ref))
+        spread(cfg, [(artifact, chip, kind, shards[i], flip) for i in todo], lambda j, r: on_done(todo[j], r),
+               task=task)
 
     return run

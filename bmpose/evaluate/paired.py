@@ -72,10 +72,17 @@ def person_oks(boxes, predictions, owner: np.ndarray, truth, sigmas) -> np.ndarr
     if len(predictions) != len(owner):
         raise BmposeError(f"{len(predictions)} predictions for {len(owner)} crops (an image was skipped)")
     index = {id(b): i for i, b in enumerate(boxes)}
+    return oks_per_person([index[id(p.box)] for p in predictions], [p.keypoints for p in predictions], owner,
+                          truth, sigmas)
+
+
+def oks_per_person(order, keypoints, owner: np.ndarray, truth, sigmas) -> np.ndarray:
+    """Mean OKS per person over its crops, from each crop's keypoints (COCO view) and its index in the boxes."""
+    if len(order) != len(owner):
+        raise BmposeError(f"{len(order)} predictions for {len(owner)} crops (an image was skipped)")
     scores = np.zeros(len(owner))
-    for p in predictions:
-        i = index[id(p.box)]
-        scores[i] = oks(p.keypoints, *truth[owner[i]], sigmas)
+    for i, k in zip(order, keypoints):
+        scores[i] = oks(np.asarray(k), *truth[owner[i]], sigmas)
     return np.bincount(owner, scores, minlength=len(truth)) / np.bincount(owner, minlength=len(truth))
 
 
@@ -103,18 +110,33 @@ def score_backend(cfg, backend, boxes, owner, truth, sigmas, flip: bool) -> np.n
 
 def cached_person_oks(cache: Path, artifact: Path, crops: int, score) -> np.ndarray:
     """`score()` (per-person OKS of an artifact), cached in `cache` keyed on the artifact's content hash."""
-    from bmpose.manifest import atomic_file, sha256_file
+    values = read_cached(cache, artifact, crops)
+    if values is None:
+        values = score()
+        write_cached(cache, artifact, crops, values)
+    return values
 
-    key = {"artifact_sha256": sha256_file(artifact), "crops": crops, "jitters": JITTERS, "seed": SEED,
-           "version": 1}
+
+def _cache_key(artifact: Path, crops: int) -> dict:
+    from bmpose.manifest import sha256_file
+
+    return {"artifact_sha256": sha256_file(artifact), "crops": crops, "jitters": JITTERS, "seed": SEED,
+            "version": 1}
+
+
+def read_cached(cache: Path, artifact: Path, crops: int) -> np.ndarray | None:
     if cache.is_file():
         doc = json.loads(cache.read_text())
-        if doc.get("key") == key:
+        if doc.get("key") == _cache_key(artifact, crops):
             return np.asarray(doc["person_oks"])
-    values = score()
+    return None
+
+
+def write_cached(cache: Path, artifact: Path, crops: int, values) -> None:
+    from bmpose.manifest import atomic_file
+
     with atomic_file(cache) as tmp:
-        tmp.write_text(json.dumps({"key": key, "person_oks": [float(v) for v in values]}))
-    return values
+        tmp.write_text(json.dumps({"key": _cache_key(artifact, crops), "person_oks": [float(v) for v in values]}))
 
 
 def versus_best(per_person: dict[str, np.ndarray]) -> dict[str, dict]:

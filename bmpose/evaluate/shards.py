@@ -45,13 +45,17 @@ def instances(predictions) -> list[dict]:
              "bbox": [float(v) for v in p.box.bbox]} for p in predictions]
 
 
-def predict_shard(cfg, backend, shard: list, flip: bool) -> dict:
-    """One shard's outputs (bmpose.runtime.predict: the same crops, decode and flip as every other path)."""
+def predict_shard(cfg, backend, shard: list, flip: bool, heatmaps: bool = False) -> dict:
+    """One shard's outputs (bmpose.runtime.predict: the same crops, decode and flip as every other path);
+    `order`: each person's box index in the shard (predictions come grouped by image); with `heatmaps`, the
+    (N, K, h, w) heatmaps too (the study's cosine against float; not written to a shard file)."""
     from bmpose.runtime import predict as infer
 
-    run = infer.predict(cfg, backend, shard, flip, progress=False, allow_slow=True)
-    return {"instances": instances(run.predictions), "seconds": round(run.seconds, 3),
-            "skipped": len(shard) - len(run.predictions)}
+    run = infer.predict(cfg, backend, shard, flip, progress=False, allow_slow=True, keep_heatmaps=heatmaps)
+    index = {id(b): i for i, b in enumerate(shard)}
+    out = {"instances": instances(run.predictions), "order": [index[id(p.box)] for p in run.predictions],
+           "seconds": round(run.seconds, 3), "skipped": len(shard) - len(run.predictions)}
+    return {**out, "heatmaps": run.heatmaps} if heatmaps else out
 
 
 def read(path: Path, want: str) -> dict | None:

@@ -31,6 +31,7 @@ import numpy as np
 
 from bmpose.errors import BmposeError
 from bmpose.evaluate.sets import eval_boxes, eval_set
+from bmpose.evaluate.shards import SHARD_PERSONS
 from bmpose.manifest import atomic_file, hash_inputs, read_manifest, tool_versions, write_manifest
 
 METHODS = ("kl", "mse", "max", "percentile9999")
@@ -144,45 +145,82 @@ def _deploy(pipe, v: Variant, out: Path, options, table=None, user_q=(), searche
 
 # ---------------------------------------------------------------------------------------------- evaluation
 
-def evaluate_variant(cfg, v: Variant, boxes, ann: Path, flip: bool, force: bool) -> dict:
-    """COCO AP and heatmaps of one artifact (cached in study/eval/<label>.json with its inputs' hashes)."""
-    from bmpose.evaluate import coco as evaluate
-    from bmpose.runtime import predict as infer
-    from bmpose.runtime.results import coco_view, dataset_sigmas, metric_options
-    from bmpose.runtime.backends import open_backend
+def evaluate_variants(cfg, variants: list[Variant], boxes, ann: Path, flip: bool, force: bool,
+                      size: int, on_cluster: bool) -> dict:
+    """label -> COCO AP, heatmaps and keypoints of each variant's artifact, cached in study/eval/<label>.json
+    with its inputs' hashes; the missing ones run together as (variant x shard) tasks (bmpose.evaluate.spread:
+    here, or spread over a Ray cluster)."""
+    from bmpose.evaluate import spread
 
+    evals, todo = {}, []
+    for v in (v for v in variants if v.artifact is not None):
+        key = _eval_key(cfg, v, boxes, ann, flip)
+        hit = None if force else _cached_eval(cfg, v, key)
+        if hit is not None:
+            evals[v.label] = hit
+        else:
+            todo.append((v, key))
+    if todo:
+        outs = spread.predictions(cfg, [_artifact(v) for v, _ in todo], boxes, flip, size=size, heatmaps=True,
+                                  on_cluster=on_cluster, label="study eval")
+        for (v, key), out in zip(todo, outs):
+            evals[v.label] = _store_eval(cfg, v, key, out, ann)
+    for v in variants:
+        if v.label in evals:
+            e = evals[v.label]
+            print(f"study: {v.label}: AP {e['AP']:.4f} ({e['persons']} persons, {e['seconds']:.1f} s)")
+    return evals
+
+
+def _artifact(v: Variant):
+    from bmpose.evaluate.spread import Artifact
+
+    return Artifact(v.artifact, v.chip, "onnx" if v.chip is None else "mlir")
+
+
+def _eval_key(cfg, v: Variant, boxes, ann: Path, flip: bool) -> dict:
     inputs = {"annotations": ann, "artifact": v.artifact}
     if v.chip is not None:   # a deployed tpu.mlir: its weight file counts too
-        m = read_manifest(v.build_dir)
-        inputs["weights"] = v.build_dir / m["tpu_weights"]
+        inputs["weights"] = v.build_dir / read_manifest(v.build_dir)["tpu_weights"]
     opts = {"flip": flip, "persons": len(boxes), "config": cfg.summary(), "version": STUDY_VERSION}
-    want = {k: r["sha256"] for k, r in hash_inputs(inputs).items()}
+    return {"inputs": {k: r["sha256"] for k, r in hash_inputs(inputs).items()},
+            "options": json.loads(json.dumps(opts, default=str)), "tools": tool_versions()}
+
+
+def _eval_files(cfg, v: Variant) -> tuple[Path, Path, Path]:
     dest = cfg.layout.study() / "eval" / f"{v.label}.json"
-    hm_file, kp_file = dest.with_suffix(".npy"), dest.with_suffix(".keypoints.npy")
+    return dest, dest.with_suffix(".npy"), dest.with_suffix(".keypoints.npy")
+
+
+def _cached_eval(cfg, v: Variant, key: dict) -> dict | None:
+    dest, hm_file, kp_file = _eval_files(cfg, v)
     old = json.loads(dest.read_text()) if dest.is_file() else None
-    if (not force and old and old["inputs"] == want and old["options"] == json.loads(json.dumps(opts, default=str))
-            and old["tools"] == tool_versions() and hm_file.is_file() and kp_file.is_file()):
+    if old and all(old.get(k) == key[k] for k in key) and hm_file.is_file() and kp_file.is_file():
         return {**old, "heatmaps": np.load(hm_file), "keypoints": np.load(kp_file)}
-    backend = open_backend(v.artifact, v.chip, kind="onnx" if v.chip is None else "mlir")
-    run = infer.predict(cfg, backend, boxes, flip, progress=True, allow_slow=True, keep_heatmaps=True)
-    results = infer.coco_results(cfg, run.predictions, dataset_sigmas(cfg), metric_options(cfg))
+    return None
+
+
+def _store_eval(cfg, v: Variant, key: dict, out: dict, ann: Path) -> dict:
+    """The row of one variant's predictions (bmpose.evaluate.spread), written beside its heatmaps and keypoints."""
+    from bmpose.evaluate import coco as evaluate
+    from bmpose.runtime.results import coco_view, dataset_sigmas, metric_options, to_coco_results
+
+    results = to_coco_results(out["instances"], dataset_sigmas(cfg), **metric_options(cfg))
     # COCO's view of each person's keypoints for the agreement with float (make_rows), which takes the box area
     # of each person as its object area (the row's `areas`)
-    keypoints = np.stack([coco_view(cfg, p.keypoints) for p in run.predictions]).astype(np.float32)
+    keypoints = np.stack([coco_view(cfg, np.asarray(p["keypoints"], np.float32)) for p in out["instances"]])
     stats = evaluate.coco_keypoint_ap(ann, results, sigmas=dataset_sigmas(cfg))
-    row = {"label": v.label, **stats, "persons": len(run.predictions), "seconds": round(run.seconds, 2),
-           "areas": [float(p.box.bbox[2] * p.box.bbox[3]) for p in run.predictions],
-           "inputs": want, "options": json.loads(json.dumps(opts, default=str)), "tools": tool_versions()}
+    row = {"label": v.label, **stats, "persons": len(out["instances"]), "seconds": out["seconds"],
+           "areas": [float(p["bbox"][2] * p["bbox"][3]) for p in out["instances"]], **key}
+    dest, hm_file, kp_file = _eval_files(cfg, v)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(hm_file) as tmp:
-        with open(tmp, "wb") as fh:
-            np.save(fh, run.heatmaps.astype(np.float32))
-    with atomic_file(kp_file) as tmp:
-        with open(tmp, "wb") as fh:
-            np.save(fh, keypoints)
+    for file, array in ((hm_file, out["heatmaps"].astype(np.float32)), (kp_file, keypoints.astype(np.float32))):
+        with atomic_file(file) as tmp:
+            with open(tmp, "wb") as fh:
+                np.save(fh, array)
     with atomic_file(dest) as tmp:
         tmp.write_text(json.dumps(row, indent=2) + "\n")
-    return {**row, "heatmaps": run.heatmaps, "keypoints": keypoints}
+    return {**row, "heatmaps": out["heatmaps"], "keypoints": keypoints}
 
 
 def heatmap_cosines(hm: np.ndarray, ref: np.ndarray) -> np.ndarray:
@@ -265,23 +303,32 @@ def choose(rows: list[dict], chips, cfg) -> dict:
                                "dAP": {c: combos.get(default, {}).get(c, {}).get("dAP") for c in chips}}}
 
 
-def _add_paired_oks(cfg, variants, rows, flip: bool) -> None:
+def _paired_scores(cfg, variants, flip: bool, size: int, on_cluster: bool, force: bool) -> dict:
+    """label -> per-person OKS on the jittered set (bmpose.evaluate.paired), cached beside each build; the
+    missing ones run together as (variant x shard) tasks (bmpose.evaluate.spread)."""
+    from bmpose.evaluate import paired, spread
+    from bmpose.runtime.results import coco_view, dataset_sigmas
+
+    boxes, owner, truth = paired.jittered_boxes(*eval_set())
+    caches = {v.label: (v.build_dir or cfg.layout.study()) / f"paired_oks_{v.label}.json"
+              for v in variants if v.artifact is not None}
+    scored = {v.label: None if force else paired.read_cached(caches[v.label], v.artifact, len(boxes))
+              for v in variants if v.label in caches}
+    todo = [v for v in variants if v.label in scored and scored[v.label] is None]
+    outs = spread.predictions(cfg, [_artifact(v) for v in todo], boxes, flip, size=size, on_cluster=on_cluster,
+                              label="study paired OKS") if todo else []
+    for v, out in zip(todo, outs):
+        kp = [coco_view(cfg, np.asarray(p["keypoints"])) for p in out["instances"]]
+        scored[v.label] = paired.oks_per_person(out["order"], kp, owner, truth, dataset_sigmas(cfg))
+        paired.write_cached(caches[v.label], v.artifact, len(boxes), scored[v.label])
+    return scored
+
+
+def _add_paired_oks(cfg, variants, rows, scored: dict) -> None:
     """Per row: the fidelity gate's statistic (bmpose.evaluate.paired) and, per chip, whether the row differs
     from the chip's best INT8 variant beyond the noise (`~best`: the paired interval holds 0)."""
     from bmpose.evaluate import paired
-    from bmpose.runtime.backends import open_backend
-    from bmpose.runtime.results import dataset_sigmas
 
-    boxes, owner, truth = paired.jittered_boxes(*eval_set())
-    sigmas = dataset_sigmas(cfg)
-    scored = {}
-    for v, row in zip(variants, rows):
-        if v.artifact is None:
-            continue
-        cache = (v.build_dir or cfg.layout.study()) / f"paired_oks_{v.label}.json"
-        backend = lambda v=v: open_backend(v.artifact, v.chip, kind="onnx" if v.chip is None else "mlir")  # noqa: E731
-        scored[v.label] = paired.cached_person_oks(cache, v.artifact, len(boxes), lambda: paired.score_backend(
-            cfg, backend(), boxes, owner, truth, sigmas, flip))
     ref = scored.get("onnx_fp32")
     for v, row in zip(variants, rows):
         if ref is not None and v.label in scored:
@@ -334,16 +381,17 @@ def run_study(cfg, args) -> dict:
     variants, search = build_variants(cfg, args, chips, args.methods, search_methods)
     boxes = eval_boxes(ann, img)
     flip = cfg.flip_test and not args.no_flip
-    evals = {}
-    for v in variants:
-        if v.artifact is None:
-            continue
-        e = evaluate_variant(cfg, v, boxes, ann, flip, args.force_eval)
-        evals[v.label] = e
-        print(f"study: {v.label}: AP {e['AP']:.4f} ({e['persons']} persons, {e['seconds']:.1f} s)")
+    on_cluster = bool(getattr(args, "ray", None))
+    if on_cluster:   # the builds above ran here; the evaluations are tasks of the cluster
+        from bmpose.evaluate import cluster
+
+        cluster.connect(args.ray)
+    size = getattr(args, "shard_persons", None) or SHARD_PERSONS
+    evals = evaluate_variants(cfg, variants, boxes, ann, flip, args.force_eval, size, on_cluster)
     onnx_ap = evals["onnx_fp32"]["AP"]
     rows = make_rows(cfg, variants, evals, onnx_ap)
-    _add_paired_oks(cfg, variants, rows, flip)
+    _add_paired_oks(cfg, variants, rows, _paired_scores(cfg, variants, flip, size, on_cluster,
+                                                                  args.force_eval))
     default = next((v for v in variants if v.precision == "int8" and v.layers == "auto"
                     and v.method == cfg.calibration.get("method", "kl") and v.build_dir), None)
     layer_plots = [{"chip": v.chip, "title": f"{v.chip}, {v.method}, automatic FP32 tail",

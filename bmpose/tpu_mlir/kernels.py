@@ -13,8 +13,10 @@ The thread count matters too: OpenMP splits float reductions by thread count, an
 machine's (measured: the small model's kl table differs between 1, 2 and 4 threads in 6 to 45 of its 70
 thresholds, by up to 1e-7 relative: rounding, which kl can amplify). Tool processes (calibration,
 transform, deploy, search) therefore run with a fixed OMP_NUM_THREADS (`TOOL_THREADS`, whatever the
-machine's cores). The in-process runtimes keep their threads: the mlir backend's INT8 outputs were measured
-bit-identical with 1, 2 and 4 threads, and pinning threads in this process would also throttle torch.
+machine's cores). The mlir backend's pymlir runs its float ops on one thread in every process
+(`pin_runtime_threads`, on TPU-MLIR's own libomp, so torch keeps its threads): its INT8 outputs were measured
+bit-identical with 1, 2 and 4 threads, but an FP32 tpu.mlir's heatmaps differed by 1e-13 (cosine) between a
+2-thread process and a 1-thread Ray worker, and a local run, its pool workers and a cluster must agree.
 
 `BMPOSE_ONEDNN_ISA` overrides the level (e.g. `ALL` to let oneDNN choose, for speed comparisons only); the
 level in force is recorded in every manifest, so a build made with another level is rebuilt, never reused.
@@ -22,6 +24,7 @@ level in force is recorded in every manifest, so a build made with another level
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import MutableMapping
 
 DEFAULT_ISA = "AVX2"
@@ -50,3 +53,14 @@ def pin(env: MutableMapping[str, str] | None = None, threads: bool = False) -> M
     if threads:
         env["OMP_NUM_THREADS"] = str(TOOL_THREADS)
     return env
+
+
+def pin_runtime_threads(root: Path) -> None:
+    """One OpenMP thread for pymlir in this process (its float ops' reductions then split alike everywhere):
+    omp_set_num_threads on the libomp TPU-MLIR's runtimes link, under `root` (tpu_mlir's package folder).
+    Run after pymlir is imported, from the thread that invokes it."""
+    import ctypes
+
+    lib = root / "lib" / "third_party" / "libomp.so.5"
+    if lib.is_file():   # TPU-MLIR 1.30's layout; another layout keeps OpenMP's default
+        ctypes.CDLL(str(lib)).omp_set_num_threads(1)

@@ -93,13 +93,13 @@ def test_a_two_node_ray_cluster_writes_the_same_shards_and_retries_a_dead_worker
     onnx = cfg.layout.onnx_file(4)
     marker = tmp_path / "died"
 
-    def dies_once(cfg_, artifact, chip, kind, shard, flip):
+    def dies_once(cfg_, artifact, chip, kind, shard, flip, heatmaps=False):
         import os
 
         if not marker.exists():   # the first task's worker dies; Ray runs the task again elsewhere
             marker.write_text("x")
             os._exit(1)
-        return ray_eval.shard_task(cfg_, artifact, chip, kind, shard, flip)
+        return ray_eval.shard_task(cfg_, artifact, chip, kind, shard, flip, heatmaps)
 
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     c.add_node(num_cpus=1)

@@ -19,7 +19,8 @@ from bmpose import procs
 from bmpose.errors import BmposeError
 from bmpose.pose.pipeline import join_outputs
 from bmpose.runtime.backends.base import Backend, check_chip
-from bmpose.tpu_mlir.installed import mlir_chip, mlir_weight_file, runtime_module
+from bmpose.tpu_mlir import kernels
+from bmpose.tpu_mlir.installed import mlir_chip, mlir_weight_file, runtime_module, tpu_mlir_root
 
 
 @contextlib.contextmanager
@@ -52,6 +53,7 @@ class MlirBackend(Backend):
         check_chip(path, actual, chip)
         self.chip = actual.lower()
         pymlir = runtime_module("pymlir")
+        kernels.pin_runtime_threads(tpu_mlir_root())
 
         pymlir.set_mem_mode("value_mem")
         self.module = pymlir.module()
@@ -111,7 +113,7 @@ _WORKER: MlirBackend | None = None
 
 def _init_worker(path: str, chip: str) -> None:
     global _WORKER
-    os.environ["OMP_NUM_THREADS"] = "1"   # one process per core; pymlir's FP32 ops would otherwise oversubscribe
+    os.environ["OMP_NUM_THREADS"] = "1"   # one process per core: the worker's other libraries stay on it too
     _WORKER = MlirBackend(path, chip, workers=1)
 
 
