@@ -65,16 +65,13 @@ def runtime_files() -> list[Path]:
 
 
 def pose_facts(cfg) -> dict:
-    """What the device's core needs about the model, from the mmpose config (and its dataset metainfo)."""
-    from bmpose.runtime.results import dataset_metainfo
+    """What the device's core needs about the model (bmpose.runtime.results.pose_facts); a config that names no
+    dataset metainfo is refused rather than shipped with COCO's keypoint set assumed."""
+    from bmpose.runtime.results import dataset_metainfo, pose_facts as facts
 
-    meta = dataset_metainfo(cfg)
-    if meta is None:
+    if dataset_metainfo(cfg) is None:
         raise BmposeError(f"{cfg.mmpose_config}: names no dataset metainfo (keypoint names, flip pairs, sigmas)")
-    return {"input_size": list(cfg.input_size), "heatmap_size": list(cfg.heatmap_size) if cfg.heatmap_size else None,
-            "padding": cfg.padding,
-            "mean": list(cfg.mean), "std": list(cfg.std), "bgr_to_rgb": cfg.bgr_to_rgb, "codec": cfg.codec,
-            "flip_test": cfg.flip_test, "shift_heatmap": cfg.shift_heatmap, "shift_coords": cfg.shift_coords, **meta}
+    return facts(cfg)
 
 
 def sample_boxes(images: list[Path]) -> list[dict]:

@@ -20,7 +20,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from ..pose import draw, pipeline
+from ..pose import draw, frames
 from ..pose.crop import box_problem
 from ..pose.detect import detect_frame
 from ..pose.errors import PoseError
@@ -28,12 +28,6 @@ from ..pose.image_io import read_image
 from ..pose.results import to_coco_results
 from .inputs import (Ahead, FrameWriter, capture_frames, check_out_dir, image_id_of, is_video, list_images,
                      load_detections, open_capture, open_writer, positive_int, video_facts)
-
-# sophon-demo's per-stage table, with the detector's stages beside the pose model's
-STAGES = (("decode", "decode"), ("det_pre", "detector preprocess"), ("det_infer", "detector inference"),
-          ("det_post", "detector postprocess"), ("preprocess", "pose preprocess"),
-          ("inference", "pose inference"), ("postprocess", "pose postprocess"))
-
 
 def load_bundle(bundle_dir: Path) -> dict:
     path = bundle_dir / "deploy.json"
@@ -49,10 +43,7 @@ def load_bundle(bundle_dir: Path) -> dict:
 
 
 def pose_spec(meta: dict) -> SimpleNamespace:
-    p = dict(meta["pose"])
-    p["input_size"] = tuple(p["input_size"])
-    p["look"] = draw.style(p["keypoint_names"], p["skeleton_links"])   # once, not per frame
-    return SimpleNamespace(**p)
+    return frames.model_spec(meta["pose"])
 
 
 def detector_spec(meta: dict):
@@ -110,32 +101,6 @@ def parse_args(argv, meta: dict, bundle_dir: Path):
     return args
 
 
-class Clock:
-    """Seconds per stage, frames and persons."""
-
-    def __init__(self):
-        self.seconds = dict.fromkeys(k for k, _ in STAGES)
-        self.seconds.update(dict.fromkeys(self.seconds, 0.0))
-        self.frames = self.persons = 0
-        self.wall = None   # wall-clock seconds of the loop: less than the stages' sum when decoding runs ahead
-
-    def add(self, stage: str, t0: float) -> float:
-        now = time.perf_counter()
-        self.seconds[stage] += now - t0
-        return now
-
-    def table(self) -> str:
-        """Host ms per frame and per person for each stage (sophon-demo's table)."""
-        lines = [f"{'stage (host ms)':<22} {'per frame':>10} {'per person':>11}"]
-        for key, label in STAGES + (("total", "total"),):
-            s = sum(self.seconds.values()) if key == "total" else self.seconds[key]
-            lines.append(f"{label:<22} {1000 * s / max(self.frames, 1):10.2f} {1000 * s / max(self.persons, 1):11.2f}")
-        if self.wall is not None:
-            lines.append(f"{'wall clock':<22} {1000 * self.wall / max(self.frames, 1):10.2f} "
-                         f"{1000 * self.wall / max(self.persons, 1):11.2f}")
-        return "\n".join(lines)
-
-
 class Detector:
     """The bundle's person detector bmodel on sail, through the core's detect_frame."""
 
@@ -147,59 +112,29 @@ class Detector:
         self.score_thr = args.det_score_thr
         self.seconds = {}
 
-    def __call__(self, frame, clock: Clock):
+    def __call__(self, frame, clock: frames.Clock):
         before = dict(self.seconds)
         dets = detect_frame(self.runner.run, frame, self.spec, self.score_thr, self.seconds)
         for key in ("pre", "infer", "post"):
             clock.seconds["det_" + key] += self.seconds[key] - before.get(key, 0.0)
-        return [([x1, y1, x2 - x1, y2 - y1], s) for (x1, y1, x2, y2), s in zip(dets.boxes.tolist(),
-                                                                             dets.scores.tolist())]
-
-
-def pose_persons(image, dets, runner, spec, flip: bool, clock: Clock):
-    """One frame's persons through the pose bmodel -> [(bbox, score, crop, keypoints, scores)]."""
-    if not dets:
-        return []
-    t = time.perf_counter()
-    crops = pipeline.crop_boxes(image, [b for b, _ in dets], spec)
-    x = pipeline.to_input(crops, spec)
-    if flip:
-        x = pipeline.with_flipped(x)
-    t = clock.add("preprocess", t)
-    hm = pipeline.run_model(runner.run, x, runner.batch_size)
-    t = clock.add("inference", t)
-    got = pipeline.keypoint_count(hm, spec.codec)
-    if got != len(spec.keypoint_names):   # another model's bmodel: draw and flip would index past it
-        raise PoseError(f"{runner.path}: gives {got} keypoints, this bundle's model has "
-                        f"{len(spec.keypoint_names)} (deploy.json): a bmodel of another model")
-    if flip:
-        hm = pipeline.merge_flipped(hm, spec.flip_indices, spec.shift_heatmap, spec.codec,
-                                    getattr(spec, "shift_coords", True))
-    kpts, scores = pipeline.keypoints(hm, crops, spec)
-    clock.add("postprocess", t)
-    clock.persons += len(dets)
-    return [(bbox, score, c, k, s) for (bbox, score), c, k, s in zip(dets, crops, kpts, scores)]
-
-
-def _instance(image_id, person) -> dict:
-    bbox, score, crop, k, s = person
-    return {"image_id": image_id, "keypoints": k, "keypoint_scores": s, "bbox_score": score,
-            "area": float(np.prod(crop.scale)), "bbox": bbox}
-
-
-def _draw(image, persons, kpt_thr, spec):
-    return draw.draw_persons(image, ((k, s, bbox, score) for bbox, score, _, k, s in persons), kpt_thr, spec.look)
+        return frames.person_boxes(dets)
 
 
 def run(args, meta: dict, runner, spec, out_dir: Path, detector=None) -> dict:
-    """Every image (or video frame) through boxes -> pose. -> {"results", "pictures", "clock", "skipped",
-    "interrupted"} (a video stopped by Ctrl-C keeps the frames done)."""
-    clock = Clock()
+    """Every image (or video frame) through boxes -> pose (bmpose.pose.frames, the loop `bmpose infer` runs).
+    -> {"results", "pictures", "clock", "skipped", "interrupted"} (a video stopped by Ctrl-C keeps the frames
+    done)."""
+    clock = frames.Clock()
     done = {"instances": [], "pictures": [], "clock": clock, "skipped": [], "interrupted": False}
+
+    def pose(image, boxes, clock):
+        return frames.estimate_frame(image, boxes, runner.run, runner.batch_size, spec, args.flip, clock,
+                                     name=str(runner.path))
+
     if is_video(args.input):
-        _run_video(args, runner, spec, out_dir, detector, done)
+        _run_video(args, pose, spec, out_dir, detector, done)
     else:
-        _run_images(args, meta, runner, spec, out_dir, detector, done)
+        _run_images(args, meta, pose, spec, out_dir, detector, done)
     t = time.perf_counter()
     done["results"] = to_coco_results(done.pop("instances"), np.asarray(spec.sigmas), **meta.get("metric", {}))
     clock.add("postprocess", t)
@@ -220,68 +155,63 @@ def _boxes_for(args, image, file, boxes, detector, clock):
 
 
 def _read_images(files):
-    """(index, file, image or the PoseError that names why not, seconds) per file: what Ahead reads in advance."""
+    """((index, file), image or the PoseError that names why not, seconds) per file: what Ahead reads in
+    advance."""
     for index, file in enumerate(files):
         t = time.perf_counter()
         try:
             image = read_image(file)
         except PoseError as e:
             image = e
-        yield index, file, image, time.perf_counter() - t
+        yield (index, file), image, time.perf_counter() - t
 
 
-def _run_images(args, meta, runner, spec, out_dir, detector, done):
+def _run_images(args, meta, pose, spec, out_dir, detector, done):
     files = list_images(args.input)
     boxes = None
     if args.boxes not in ("detector", "image"):
         boxes = load_detections(args.boxes, files, meta.get("det_score_thr", 0.0))
-    clock = done["clock"]
-    t0 = time.perf_counter()
+
+    def skip(key, error):
+        if len(files) == 1:
+            raise error
+        print(f"bmodel.py: warning: skipped {error}", file=sys.stderr)
+        done["skipped"].append(str(key[1]))
+
+    def sink(key, image, persons):
+        index, file = key
+        done["instances"] += [frames.instance(image_id_of(file, index), p) for p in persons]
+        if persons and not args.no_vis:
+            draw.write_jpg(out_dir / (file.stem + ".jpg"), frames.drawn(image, persons, args.kpt_thr, spec))
+            done["pictures"].append(file.stem + ".jpg")
+
     with Ahead(_read_images(files), args.decode_ahead) as images:
-        for index, file, image, seconds in images:
-            if isinstance(image, PoseError):
-                if len(files) == 1:
-                    raise image
-                print(f"bmodel.py: warning: skipped {image}", file=sys.stderr)
-                done["skipped"].append(str(file))
-                continue
-            clock.seconds["decode"] += seconds
-            clock.frames += 1
-            persons = pose_persons(image, _boxes_for(args, image, file, boxes, detector, clock), runner, spec,
-                                   args.flip, clock)
-            image_id = image_id_of(file, index)
-            done["instances"] += [_instance(image_id, p) for p in persons]
-            if persons and not args.no_vis:
-                draw.write_jpg(out_dir / (file.stem + ".jpg"), _draw(image, persons, args.kpt_thr, spec))
-                done["pictures"].append(file.stem + ".jpg")
-            clock.wall = time.perf_counter() - t0
+        frames.run(images, lambda image, key, clock: _boxes_for(args, image, key[1], boxes, detector, clock), pose,
+                   sink, done["clock"], args.input, skip=skip, keep_on_interrupt=False)
     if len(done["skipped"]) == len(files):
         raise PoseError(f"{args.input}: none of its {len(files)} images could be read")
 
 
-def _run_video(args, runner, spec, out_dir, detector, done):
+def _run_video(args, pose, spec, out_dir, detector, done):
     cap = open_capture(args.input)
     fps, size, _ = video_facts(cap, args.limit)
     writer = None
     clock = done["clock"]
+
+    def sink(key, frame, persons):
+        done["instances"] += [frames.instance(key, p) for p in persons]
+        if writer is not None:
+            writer.write(frames.drawn(frame, persons, args.kpt_thr, spec))
+
     try:
         if not args.no_vis:
             writer = FrameWriter(open_writer(out_dir / "annotated.mp4", fps, size))
         t0 = time.perf_counter()
-        with Ahead(capture_frames(cap, args.limit), args.decode_ahead) as frames:
-            for frame, seconds in frames:
-                if frame is None or 0 in frame.shape[:2]:
-                    raise PoseError(f"{args.input}: frame {clock.frames} is empty (0x0)")
-                clock.seconds["decode"] += seconds
-                persons = pose_persons(frame, _boxes_for(args, frame, None, None, detector, clock), runner, spec,
-                                       args.flip, clock)
-                done["instances"] += [_instance(clock.frames, p) for p in persons]
-                if writer is not None:
-                    writer.write(_draw(frame, persons, args.kpt_thr, spec))
-                clock.frames += 1
-                clock.wall = time.perf_counter() - t0
+        with Ahead(capture_frames(cap, args.limit), args.decode_ahead) as frame_iter:
+            done["interrupted"] = frames.run(frame_iter, lambda f, key, c: _boxes_for(args, f, None, None, detector, c),
+                                             pose, sink, clock, args.input)
     except KeyboardInterrupt:
-        done["interrupted"] = True   # the frames before this one are complete
+        done["interrupted"] = True   # while opening: nothing was done
     finally:
         if writer is not None:
             writer.close()

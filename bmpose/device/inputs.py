@@ -172,14 +172,15 @@ def video_facts(cap, limit=None):
 
 
 def capture_frames(cap, limit=None):
-    """The frames of an open VideoCapture, up to `limit`, as (frame, seconds its decode took)."""
+    """The frames of an open VideoCapture, up to `limit`, as (index, frame, seconds its decode took): what
+    bmpose.pose.frames.run takes."""
     n = 0
     while limit is None or n < limit:
         t = time.perf_counter()
         ok, frame = cap.read()
         if not ok:
             return
-        yield frame, time.perf_counter() - t
+        yield n, frame, time.perf_counter() - t
         n += 1
 
 

@@ -28,7 +28,7 @@ from bmpose import config as config_mod
 from bmpose.calib.select import CalibWarning, _coco_jobs
 from bmpose.calib.store import LMDB_NAME, build_lmdb
 from bmpose.errors import BmposeError
-from bmpose.pose import decode, pipeline, skeleton
+from bmpose.pose import decode, pipeline
 from bmpose.runtime.boxes import PersonBox, bundled_sample, gt_boxes
 from bmpose.runtime.predict import predict, prepare, run_batches
 
@@ -636,15 +636,17 @@ class _TpuStandIn:
     """A pose 'device' for bench_video: sleeps the simulated TPU time of each batch (the host is free meanwhile,
     as it is while a real TPU runs) and returns heatmaps of the right shape."""
 
-    batch_size = 1
+    batch_size, path = 1, "TPU stand-in"
 
     def __init__(self, cfg, ms_per_person: float):
-        self.ms, self.shape = ms_per_person, (skeleton.NUM_KEYPOINTS, cfg.heatmap_size[1], cfg.heatmap_size[0])
+        from bmpose.runtime.results import keypoint_set
 
-    def run_many(self, chunks):
-        for x in chunks:
-            time.sleep(self.ms * len(x) / 1e3)
-            yield np.random.default_rng(0).random((len(x),) + self.shape, dtype=np.float32)
+        keypoints = len(keypoint_set(cfg)["keypoint_names"])
+        self.ms, self.shape = ms_per_person, (keypoints, cfg.heatmap_size[1], cfg.heatmap_size[0])
+
+    def run(self, x):
+        time.sleep(self.ms * len(x) / 1e3)
+        return np.random.default_rng(0).random((len(x),) + self.shape, dtype=np.float32)
 
 
 def bench_video(cfg, args, frames: int = 48, repeat: int = 2) -> list[dict]:

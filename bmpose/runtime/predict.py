@@ -17,10 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from bmpose.errors import BmposeError
-from bmpose.pose import crop, draw, pipeline
+from bmpose.pose import crop, draw, frames, pipeline
 from bmpose.pose.image_io import read_image
 from bmpose.progress import bar
 from bmpose.runtime.boxes import PersonBox, check_box
+from bmpose.runtime.results import model_spec
 
 SLOW_LIMIT = 8  # persons a slow backend (the cmodel) runs without --allow-slow
 
@@ -79,17 +80,6 @@ def run_batches(backend, inputs: np.ndarray, progress: bool = True, desc: str = 
     return np.concatenate(outs) if outs else np.zeros((0,), np.float32)
 
 
-def heatmaps_for(cfg, backend, inputs: np.ndarray, flip: bool, progress: bool = True) -> np.ndarray:
-    """Heatmaps of the crops; with flip, each crop's mirror runs right after it in the same batches."""
-    if not flip:
-        return run_batches(backend, inputs, progress)
-    from bmpose.runtime.results import keypoint_set
-
-    hm = run_batches(backend, pipeline.with_flipped(inputs), progress)
-    return pipeline.merge_flipped(hm, keypoint_set(cfg)["flip_indices"], cfg.shift_heatmap, cfg.codec,
-                                  cfg.shift_coords)
-
-
 def predict(cfg, backend, boxes: list[PersonBox], flip: bool = False, progress: bool = True,
             allow_slow: bool = False, keep_heatmaps: bool = False) -> RunReport:
     report = RunReport()
@@ -102,10 +92,11 @@ def predict(cfg, backend, boxes: list[PersonBox], flip: bool = False, progress: 
     if not crops:
         report.seconds = time.perf_counter() - t0
         return report
-    hm = heatmaps_for(cfg, backend, pipeline.to_input(crops, cfg), flip, progress)
+    # the core's one pose step (the bundle's too), over all crops in the backend's batches
+    kpts, scores, hm = frames.estimate(crops, lambda x: run_batches(backend, x, progress), model_spec(cfg), flip,
+                                       name=str(backend.path))
     if keep_heatmaps:  # e.g. the calibration study's heatmap cosine vs ONNX on the same crops
         report.heatmaps = hm
-    kpts, scores = pipeline.keypoints(hm, crops, cfg)
     for b, c, k, s in zip(kept, crops, kpts, scores):
         report.predictions.append(Prediction(b, k, s, float(np.prod(c.scale))))
     report.seconds = time.perf_counter() - t0
@@ -113,8 +104,11 @@ def predict(cfg, backend, boxes: list[PersonBox], flip: bool = False, progress: 
 
 
 def coco_results(cfg, predictions: list[Prediction], sigmas=None, options: dict | None = None) -> list[dict]:
-    from bmpose.runtime.results import to_coco_results
+    """COCO results of the predictions; OKS-NMS with the model's own sigmas unless `sigmas` says otherwise
+    (COCO's 17 would not fit another keypoint set)."""
+    from bmpose.runtime.results import dataset_sigmas, to_coco_results
 
+    sigmas = dataset_sigmas(cfg) if sigmas is None else sigmas
     instances = [{"image_id": p.box.image_id, "keypoints": p.keypoints, "keypoint_scores": p.scores,
                   "bbox_score": p.box.score, "area": p.area, "bbox": p.box.bbox} for p in predictions]
     return to_coco_results(instances, sigmas, **(options or {}))
@@ -122,10 +116,7 @@ def coco_results(cfg, predictions: list[Prediction], sigmas=None, options: dict 
 
 def look(cfg) -> tuple:
     """How the model's keypoint set is drawn (draw.style): its own links and left/right colours."""
-    from bmpose.runtime.results import keypoint_set
-
-    meta = keypoint_set(cfg)
-    return draw.style(meta["keypoint_names"], meta["skeleton_links"])
+    return model_spec(cfg).look
 
 
 def draw_results(predictions: list[Prediction], out_dir: Path, kpt_thr: float = 0.3,

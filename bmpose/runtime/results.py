@@ -82,6 +82,24 @@ def keypoint_set(cfg) -> dict:
     return _META[key]
 
 
+def pose_facts(cfg) -> dict:
+    """What the core needs about the model (the bundle's deploy.json "pose"): sizes, normalisation, codec, test
+    settings and its keypoint set (keypoint_set)."""
+    return {"input_size": list(cfg.input_size), "heatmap_size": list(cfg.heatmap_size) if cfg.heatmap_size else None,
+            "padding": cfg.padding,
+            "mean": list(cfg.mean), "std": list(cfg.std), "bgr_to_rgb": cfg.bgr_to_rgb, "codec": cfg.codec,
+            "flip_test": cfg.flip_test, "shift_heatmap": cfg.shift_heatmap, "shift_coords": cfg.shift_coords,
+            **keypoint_set(cfg)}
+
+
+def model_spec(cfg):
+    """pose_facts as the spec the core's estimate and frame loop read (bmpose.pose.frames.model_spec): the same
+    facts, resolved the same way, as the bundle's."""
+    from bmpose.pose.frames import model_spec as spec_of
+
+    return spec_of(pose_facts(cfg))
+
+
 def coco_keypoints(cfg) -> list | None:
     """The 17 indices of a keypoint set that is not COCO's but declares its COCO keypoints (BlazePose's 33), else
     None: COCO evaluation and results read those, with COCO's sigmas."""

@@ -11,19 +11,11 @@ import numpy as np
 
 from bmpose.device.inputs import Ahead, FrameWriter, capture_frames, open_capture, open_writer, video_facts
 from bmpose.errors import BmposeError
-from bmpose.pose import draw, pipeline
+from bmpose.pose import frames as loop
 from bmpose.progress import bar
 from bmpose.runtime.boxes import PersonBox
-from bmpose.runtime.predict import Prediction, heatmaps_for, look
-
-def pose_frame(cfg, backend, frame: np.ndarray, boxes: list[PersonBox], flip: bool) -> list[Prediction]:
-    """The persons of one in-memory frame: the same crop, batches and decode as bmpose.runtime.predict."""
-    if not boxes:
-        return []
-    crops = pipeline.crop_boxes(frame, [b.bbox for b in boxes], cfg)
-    hm = heatmaps_for(cfg, backend, pipeline.to_input(crops, cfg), flip, progress=False)
-    kpts, scores = pipeline.keypoints(hm, crops, cfg)
-    return [Prediction(b, k, s, float(np.prod(c.scale))) for b, c, k, s in zip(boxes, crops, kpts, scores)]
+from bmpose.runtime.predict import Prediction
+from bmpose.runtime.results import model_spec
 
 
 def run_video(cfg, backend, detector, spec: str, out_video: Path, *, flip: bool = False, limit: int | None = None,
@@ -31,7 +23,8 @@ def run_video(cfg, backend, detector, spec: str, out_video: Path, *, flip: bool 
               encode_ahead: int = 2) -> dict:
     """-> {"predictions", "frames", "interrupted", "fps", "size", "seconds", "decode_seconds"}; out_video is
     written (mp4v). Frames are decoded `decode_ahead` in advance by a thread (Ahead) and encoded by
-    another, `encode_ahead` frames behind (FrameWriter)."""
+    another, `encode_ahead` frames behind (FrameWriter); each goes through the core's frame loop and estimate
+    (bmpose.pose.frames), the bundle's."""
     cap = open_capture(spec)
     fps, size, total = video_facts(cap, limit)
     try:
@@ -39,28 +32,29 @@ def run_video(cfg, backend, detector, spec: str, out_video: Path, *, flip: bool 
     except BmposeError:
         cap.release()
         raise
-    done = {"predictions": [], "frames": 0, "interrupted": False, "fps": fps, "size": list(size),
-            "decode_seconds": 0.0}
+    model, clock = model_spec(cfg), loop.Clock()
+    done = {"predictions": [], "fps": fps, "size": list(size)}
+
+    def pose(frame, boxes, clock):
+        return loop.estimate_frame(frame, boxes, backend.run, backend.batch_size, model, flip, clock,
+                                   name=str(backend.path))
+
+    def sink(i, frame, persons):
+        writer.write(loop.drawn(frame, persons, kpt_thr, model))
+        done["predictions"] += [Prediction(PersonBox(i, Path(spec), tuple(bbox), float(score), None,
+                                                     f"{spec}: frame {i}"), k, s, float(np.prod(c.scale)))
+                                for bbox, score, c, k, s in persons]
+        b.update(1)
+
     t0 = time.perf_counter()
-    style = look(cfg)
     try:
-        with bar(total, "video", "frame", show=progress) as b, Ahead(capture_frames(cap, limit), decode_ahead) as frames:
-            for frame, seconds in frames:
-                i = done["frames"]
-                d = detector(frame)
-                boxes = [PersonBox(i, Path(spec), (x1, y1, x2 - x1, y2 - y1), float(s), None, f"{spec}: frame {i}")
-                         for (x1, y1, x2, y2), s in zip(d.boxes.tolist(), d.scores.tolist())]
-                preds = pose_frame(cfg, backend, frame, boxes, flip)
-                writer.write(draw.draw_persons(frame, ((p.keypoints, p.scores, p.box.bbox, p.box.score)
-                                                       for p in preds), kpt_thr, style))
-                done["predictions"] += preds
-                done["frames"] = i + 1
-                done["decode_seconds"] += seconds
-                b.update(1)
+        with bar(total, "video", "frame", show=progress) as b, Ahead(capture_frames(cap, limit), decode_ahead) as it:
+            done["interrupted"] = loop.run(it, lambda frame, i, c: loop.person_boxes(detector(frame)), pose, sink,
+                                           clock, spec)
     except KeyboardInterrupt:
         done["interrupted"] = True   # between or inside a frame: the frames before it are complete
     finally:
         writer.close()
         cap.release()
-    done["seconds"] = time.perf_counter() - t0
-    return done
+    return {**done, "frames": clock.frames, "seconds": time.perf_counter() - t0,
+            "decode_seconds": clock.seconds["decode"]}

@@ -339,7 +339,7 @@ def test_a_bmodel_of_another_keypoint_set_is_one_line(codec, out_shape, names):
 
     import numpy as np
 
-    from bmpose.device import app
+    from bmpose.pose import frames
     from bmpose.pose.errors import PoseError
 
     w, h = codec["input_size"]
@@ -347,5 +347,6 @@ def test_a_bmodel_of_another_keypoint_set_is_one_line(codec, out_shape, names):
                            codec=codec, keypoint_names=[f"k{i}" for i in range(names)])
     runner = SimpleNamespace(path="other.bmodel", batch_size=1, run=lambda x: np.zeros(out_shape, np.float32))
     image = np.zeros((120, 160, 3), np.uint8)
-    with pytest.raises(PoseError, match=rf"^other.bmodel: gives \d+ keypoints, this bundle's model has {names}"):
-        app.pose_persons(image, [([10, 10, 40, 80], 1.0)], runner, spec, False, app.Clock())
+    with pytest.raises(PoseError, match=rf"^other.bmodel: gives \d+ keypoints, the model.s keypoint set has {names}:"):
+        frames.estimate_frame(image, [([10, 10, 40, 80], 1.0)], runner.run, 1, spec, False, frames.Clock(),
+                              name=runner.path)
