@@ -133,6 +133,32 @@ def jsonable(obj):
     return json.loads(json.dumps(obj, default=str, sort_keys=True))
 
 
+def result_key(inputs: Mapping[str, str | os.PathLike | None], options: Mapping) -> dict:
+    """What a cached result (an evaluation row, a study's scores, a detector's boxes) is keyed on, by the rule a
+    build's manifest follows: its inputs' content hashes, its options as JSON reads them back, the tool versions."""
+    return {"inputs": {k: r["sha256"] for k, r in hash_inputs(inputs).items()}, "options": jsonable(options),
+            "tools": tool_versions()}
+
+
+def cached_result(path: str | os.PathLike, key: Mapping) -> dict | None:
+    """The JSON result at `path` when it was written under `key` (write_result), else None: missing, stale or
+    unreadable, so computed again."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) and all(doc.get(k) == v for k, v in key.items()) else None
+
+
+def write_result(path: str | os.PathLike, key: Mapping, result: Mapping) -> dict:
+    """`result` with its key beside it, written atomically to `path`; -> the document cached_result returns."""
+    doc = {**result, **key}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    return doc
+
+
 def read_manifest(out_dir: str | os.PathLike) -> dict | None:
     p = Path(out_dir) / MANIFEST
     if not p.is_file():

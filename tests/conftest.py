@@ -98,10 +98,10 @@ def small(shared_root):
     bundled train2017 persons): ONNX b1 + b4, calibration set, FP32 + INT8 x BM1684/BM1684X x batch 1/4 with
     compare files, and the report. -> its config."""
     from bmpose import config
-    from bmpose.cli import build as build_cli
+    from bmpose.flows.build import BuildRequest, build
 
     for precision in ("fp32", "int8"):
-        assert build_cli.main(["--precision", precision, "--model", SMALL, "--artifacts-dir", str(shared_root)]) == 0
+        build(BuildRequest(precision, model=SMALL, artifacts_dir=shared_root))
     return config.load(SMALL, artifacts=shared_root)
 
 
@@ -130,13 +130,13 @@ def rtmpose_onnx(shared_root):
 @pytest.fixture(scope="session")
 def rtmpose(rtmpose_onnx):
     """RTMPose-t FP32 + INT8 for BM1684X at batch 1. -> (config, {precision: bmodel entry})."""
-    from bmpose.cli import build as build_cli
+    from bmpose.flows.build import BuildRequest, build
     from bmpose.layout import list_bmodels
 
     cfg = rtmpose_onnx
     for precision in ("fp32", "int8"):
-        assert build_cli.main(["--precision", precision, "--model", cfg.name, "--artifacts-dir", str(cfg.root),
-                               "--chips", "bm1684x", "--batches", "1", "--no-report"]) == 0
+        build(BuildRequest(precision, model=cfg.name, artifacts_dir=cfg.root, chips=("bm1684x",), batches=(1,),
+                           report=False))
     return cfg, {b["precision"]: b for b in list_bmodels(cfg)}
 
 

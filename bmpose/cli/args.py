@@ -45,8 +45,3 @@ def add_shards(p: argparse.ArgumentParser) -> None:
 def load_model(args, model=None):
     """The deploy config named by --model (or `model`), with its artifacts under --artifacts-dir."""
     return config_mod.load(model if model is not None else args.model, artifacts=args.artifacts_dir)
-
-
-def artifacts_argv(cfg) -> list[str]:
-    """For a command that starts another bmpose command: the same artifacts root, said explicitly."""
-    return ["--artifacts-dir", str(cfg.root)]

@@ -21,16 +21,16 @@ on); artifacts/<detector>/auto/<chip>/choice.json and the report hold what was t
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from pathlib import Path
 
-from bmpose.chips import CHIPS, PRECISIONS, check_chip_precision
+from bmpose.chips import CHIPS, PRECISIONS
 from bmpose.cli.args import add_artifacts_dir
+from bmpose.convert.auto import parse_tools
 from bmpose.detector_config import AUTO
 from bmpose.errors import BmposeError
-from bmpose.convert.auto import parse_tools
+from bmpose.flows.detector import DetectorRequest, run
+from bmpose.report.detector import auto_lines, cells
 
 
 def parse_args(argv):
@@ -72,159 +72,30 @@ def parse_args(argv):
     return args
 
 
-def targets(dcfg, chips, precision) -> list[tuple[str, str]]:
-    chips = chips or list(dcfg.precisions)
-    out = []
-    for chip in chips:
-        p = precision or dcfg.precisions.get(chip)
-        if p is None:
-            raise BmposeError(f"{dcfg.path}: no precision for {chip} in its precisions; name one with --precision")
-        if p != AUTO:
-            check_chip_precision(chip, p)
-        out.append((chip, p))
-    return out
+def request(args) -> DetectorRequest:
+    return DetectorRequest(detector=args.detector, artifacts_dir=args.artifacts_dir, chips=tuple(args.chips or ()),
+                           precision=args.precision, auto_target=args.auto_target, auto_budget=args.auto_budget,
+                           auto_tools=tuple(args.auto_tools) if args.auto_tools else None,
+                           auto_best=args.auto_best, frames=args.frames, num=args.num, coco_ann=args.coco_ann,
+                           coco_img=args.coco_img, runtime=args.runtime)
 
 
 def main(argv=None) -> int:
-    from dataclasses import replace
-
-    from bmpose.choose.detector import auto_build
-    from bmpose.convert.detector_build import DetectorBuild
-    from bmpose.detector_config import load_detector
-    from bmpose.layout import list_bmodels
-    from bmpose.runtime.boxes import bundled_sample
-
-    args = parse_args(argv)
-    dcfg = load_detector(args.detector, args.artifacts_dir)
-    plan = targets(dcfg, args.chips, args.precision)
-    build = DetectorBuild(dcfg, args.frames, args.num)
-    overrides = {"target": args.auto_target, "budget": args.auto_budget, "best": args.auto_best,
-                 "tools": args.auto_tools}
-    for chip, precision in plan:
-        t0 = time.perf_counter()
-        print(f"detector: {dcfg.name} {chip} {precision}: building ...", flush=True)
-        out, built = (auto_build(build, chip, overrides) if precision == AUTO else build.bmodel(chip, precision))
-        checks = json.loads((out / "manifest.json").read_text())["checks"]
-        ms = (checks.get("device_time") or {}).get("runtime_ms")
-        print(f"detector: {dcfg.name} {chip} {precision}: {'built' if built else 'up to date'} "
-              f"({time.perf_counter() - t0:.0f} s), output cos vs ONNX {checks['final']['cosine']:.6f}"
-              + (f", simulated {ms:.2f} ms per frame" if ms else ""), flush=True)
-
-    ann_default, img_default = bundled_sample()
-    ann = args.coco_ann or ann_default
-    img = args.coco_img or (img_default if not args.coco_ann else ann.parent)
-    rows = [score(dcfg, ann, img, None)]
-    # this run's builds, then every other complete build of the detector (the report compares them all)
-    others = [(b["chip"], b["precision"]) for b in list_bmodels(dcfg) if b["batch"] == 1]
-    for chip, precision in plan + [t for t in others if t not in plan]:
-        rows.append(score(replace(dcfg, build=f"{chip}_{precision}"), ann, img, args.runtime, rows[0]))
-    failed = [r for r in rows[1:1 + len(plan)] if not r["gate"]["passed"]]
-    choices = {chip: json.loads(p.read_text()) for chip, p in dcfg.layout.auto_choices().items()}
-    write_results(dcfg, rows, choices)
-    print_table(rows)
-    for chip, choice in choices.items():
-        if (chip, AUTO) in plan:
+    done = run(request(parse_args(argv)))
+    print_table(done["rows"])
+    for chip, choice in done["choices"].items():
+        if (chip, AUTO) in done["plan"]:
             print("\n" + "\n".join(auto_lines(choice)))
-    for r in failed:
+    for r in done["failed"]:
         g = r["gate"]
         print(f"detector: {r['label']}: FAILED its box gate: recall -{g['recall_drop']:.3f} (max "
               f"{g['max_recall_drop']}), box AP -{g['ap_drop']:.4f} (max {g['max_ap_drop']}) vs ONNX", file=sys.stderr)
-    return 1 if failed else 0
-
-
-def score(dcfg, ann: Path, img: Path, runtime: str | None, onnx_row: dict | None = None) -> dict:
-    """One row: the detector (ONNX, or a build on `runtime`) on the set, reused while model and set are unchanged."""
-    from bmpose.evaluate.detector_boxes import gate, score_detector
-    from bmpose.manifest import atomic_file, sha256_file
-    from bmpose.runtime.detector import PersonDetector
-
-    model = dcfg.model_path(runtime)
-    key = {"model": sha256_file(model), "annotations": sha256_file(ann), "runtime": runtime,
-           "summary": dcfg.summary(), "thresholds": [dcfg.eval_score_thr, dcfg.score_thr]}
-    cache = dcfg.layout.eval() / f"boxes_{dcfg.tag}.json"
-    row = json.loads(cache.read_text()) if cache.is_file() else None
-    if row is None or row.get("key") != key:
-        print(f"detector: scoring {dcfg.tag} on {ann.name} ...", flush=True)
-        detector = PersonDetector(dcfg, kind=runtime)
-        scored, _ = score_detector(detector, ann, img)
-        row = {"label": dcfg.tag, "artifact": str(model), "backend": detector.backend.kind,
-               "precision": dcfg.precision, **scored, "key": key}
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_file(cache) as tmp:
-            tmp.write_text(json.dumps(row, indent=2) + "\n")
-    if onnx_row is not None:
-        row["gate"] = gate(row, onnx_row, dcfg.box_gate(dcfg.precision, dcfg.chip))
-        m = json.loads((model.parent / "manifest.json").read_text())
-        row["output_cos"] = m["checks"]["final"]["cosine"]
-        row["device_ms"] = (m["checks"].get("device_time") or {}).get("runtime_ms")
-    return row
-
-
-def auto_lines(choice: dict) -> list[str]:
-    from bmpose.report.render import auto_markdown
-
-    return auto_markdown(choice, "box AP vs ONNX's persons (bundled val frames)",
-                    [("found_vs_float", "ONNX persons kept", "{:.3f}"), ("box_ap", "box AP (labels)", "{:.4f}")])
-
-
-def _auto_plot(choices: dict, path: Path) -> bool:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from bmpose.manifest import atomic_file
-    from bmpose.report.plots import auto_plot, auto_plot_chips
-
-    if not auto_plot_chips(choices):
-        return False
-    with atomic_file(path) as tmp:
-        return auto_plot(plt, choices, "box AP vs ONNX's persons", "ms per frame", tmp)
-
-
-def write_results(dcfg, rows: list[dict], choices: dict | None = None) -> None:
-    from bmpose.manifest import atomic_file
-
-    with atomic_file(dcfg.layout.eval() / "boxes.json") as tmp:
-        tmp.write_text(json.dumps({"detector": dcfg.summary(), "rows": rows}, indent=2, default=str) + "\n")
-    lines = [f"# {dcfg.name}: person boxes, ONNX vs bmodels", "",
-             f"Evaluation set: {rows[0]['eval_set']} ({rows[0]['images']} images, "
-             f"{rows[0]['recall_iou50']['persons']} non-crowd persons > 32x32). Recall at IoU 0.5 over boxes with "
-             f"score >= {rows[0]['eval_score_thr']} (and >= {rows[0]['score_thr']}, what pictures keep); COCO bbox "
-             f"AP of the person category.", "",
-             "| build | backend | box AP | AP50 | recall | recall @score_thr | output cos | sim. ms/frame | gate |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        c = _cells(r)
-        g = r.get("gate")
-        verdict = c["gate"] if g is None or g["passed"] else f"FAIL (AP -{g['ap_drop']:.4f}, max {g['max_ap_drop']})"
-        lines.append(f"| {r['label']} | {r['backend']} | {c['ap']} | {c['ap50']} | {c['recall']} | {c['at_thr']} | "
-                     f"{c['cos']} | {c['ms']} | {verdict} |")
-    for choice in (choices or {}).values():
-        lines += [""] + auto_lines(choice)
-    if choices and _auto_plot(choices, dcfg.layout.report() / "auto.png"):
-        lines += ["", "![--precision auto: box agreement with ONNX against simulated ms per frame](auto.png)"]
-    with atomic_file(dcfg.layout.report() / "report.md") as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
-
-
-def _cells(r: dict) -> dict:
-    """One row's values as the report and the console table both print them."""
-    g = r.get("gate")
-
-    def recall(x):
-        return f"{x['found']}/{x['persons']}"
-
-    return {"ap": f"{r['AP']:.4f}", "ap50": f"{r['AP50']:.4f}", "recall": recall(r["recall_iou50"]),
-            "at_thr": recall(r["recall_iou50_at_score_thr"]),
-            "cos": f"{r['output_cos']:.6f}" if r.get("output_cos") else "",
-            "ms": f"{r['device_ms']:.2f}" if r.get("device_ms") else "",
-            "gate": "reference" if g is None else "pass" if g["passed"] else "FAIL"}
+    return 1 if done["failed"] else 0
 
 
 def print_table(rows: list[dict]) -> None:
     print(f"\n{'build':<28} {'backend':<7} {'box AP':>7} {'AP50':>7} {'recall':>7} {'@thr':>7} {'ms':>6}  gate")
     for r in rows:
-        c = _cells(r)
+        c = cells(r)
         print(f"{r['label']:<28} {r['backend']:<7} {c['ap']:>7} {c['ap50']:>7} {c['recall']:>7} {c['at_thr']:>7} "
               f"{c['ms']:>6}  {c['gate']}")

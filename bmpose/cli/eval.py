@@ -55,16 +55,20 @@ def main(argv=None) -> int:
         stats = coco_keypoint_ap(args.gt, args.results, sigmas=sigmas)
         print(json.dumps(stats) if args.json else format_stats(stats))
         return 0
-    from bmpose.evaluate.run import run_eval
+    from bmpose.evaluate.run import EvalRequest, run_eval
 
+    req = EvalRequest(checkpoint=args.checkpoint, coco_ann=args.coco_ann, coco_img=args.coco_img, boxes=args.boxes,
+                      artifacts=tuple(args.artifacts) if args.artifacts is not None else None, subset=args.subset,
+                      bmodel_runtime=args.bmodel_runtime, flip=args.flip, shard_persons=args.shard_persons,
+                      ray=args.ray, force=args.force, allow_calib_overlap=args.allow_calib_overlap)
     if not args.json:
-        return run_eval(args, load_model(args))
+        return run_eval(req, load_model(args))
     # --json: stdout carries one JSON object ({label: metrics}); the progress lines and the table go to stderr
     import contextlib
 
     with contextlib.redirect_stdout(sys.stderr):
         rows = {}
-        code = run_eval(args, load_model(args), rows)
+        code = run_eval(req, load_model(args), rows)
     print(json.dumps(rows))
     return code
 

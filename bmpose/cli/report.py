@@ -3,20 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import warnings
-from pathlib import Path
 
 from bmpose.cli.args import add_model, load_model
-
-
-def refresh_report(cfg, force: bool = False) -> Path:
-    """The pictures the report shows (inference), then the report (reads only)."""
-    from bmpose.evaluate.pictures import ensure_pictures
-    from bmpose.report.report import ensure_report
-
-    for note in ensure_pictures(cfg):   # bmpose's entry point prints it as one "warning:" line
-        warnings.warn(note, RuntimeWarning, stacklevel=2)
-    return ensure_report(cfg, force=force)
+from bmpose.flows.report import refresh_report
 
 
 def main(argv: list[str]) -> int:

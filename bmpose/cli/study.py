@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 
 from bmpose.experiments.fragility import to_markdown as to_markdown_fragility
-from bmpose.experiments.study import LAYERS, METHODS, run_study, to_markdown
+from bmpose.experiments.study import LAYERS, METHODS, StudyRequest, run_study, to_markdown
 from bmpose.cli.args import add_model, add_shards, load_model
 
 
@@ -51,10 +51,14 @@ def main(argv) -> int:
         doc = run_fragility(cfg, tuple(args.chips or cfg.chips), args.methods, args.checkpoint)
         print(to_markdown_fragility(doc))
         return 0
-    study = run_study(cfg, args)
+    req = StudyRequest(checkpoint=args.checkpoint, chips=tuple(args.chips or ()), methods=tuple(args.methods),
+                       layers=tuple(args.layers), search_methods=tuple(args.search_methods), tools=tuple(args.tools),
+                       coco_ann=args.coco_ann, coco_img=args.coco_img, no_flip=args.no_flip,
+                       force_eval=args.force_eval, shard_persons=args.shard_persons, ray=args.ray)
+    study = run_study(cfg, req)
     print(to_markdown(study))
     if not args.no_report:
-        from bmpose.cli.report import refresh_report
+        from bmpose.flows.report import refresh_report
 
         print(f"study: report {refresh_report(cfg)}")
     return 0

@@ -38,3 +38,29 @@ def gate(row: dict, onnx_row: dict, limits: dict) -> dict:
     ap_drop = onnx_row["AP"] - row["AP"]
     return {"passed": recall_drop <= limits["max_recall_drop"] + 1e-9 and ap_drop <= limits["max_ap_drop"] + 1e-9,
             "recall_drop": recall_drop, "ap_drop": ap_drop, **limits}
+
+
+def scored_row(dcfg, ann: Path, img: Path, runtime: str | None, onnx_row: dict | None = None) -> dict:
+    """One row: the detector (ONNX, or a build on `runtime`) on the set, reused while model and set are unchanged."""
+    import json
+
+    from bmpose.manifest import cached_result, result_key, write_result
+    from bmpose.runtime.detector import PersonDetector
+
+    model = dcfg.model_path(runtime)
+    key = result_key({"model": model, "annotations": ann}, {"runtime": runtime, "summary": dcfg.summary(),
+                                                            "thresholds": [dcfg.eval_score_thr, dcfg.score_thr]})
+    cache = dcfg.layout.eval() / f"boxes_{dcfg.tag}.json"
+    row = cached_result(cache, key)
+    if row is None:
+        print(f"detector: scoring {dcfg.tag} on {ann.name} ...", flush=True)
+        detector = PersonDetector(dcfg, kind=runtime)
+        scored, _ = score_detector(detector, ann, img)
+        row = write_result(cache, key, {"label": dcfg.tag, "artifact": str(model), "backend": detector.backend.kind,
+                                        "precision": dcfg.precision, **scored})
+    if onnx_row is not None:
+        row["gate"] = gate(row, onnx_row, dcfg.box_gate(dcfg.precision, dcfg.chip))
+        m = json.loads((model.parent / "manifest.json").read_text())
+        row["output_cos"] = m["checks"]["final"]["cosine"]
+        row["device_ms"] = (m["checks"].get("device_time") or {}).get("runtime_ms")
+    return row

@@ -118,25 +118,22 @@ def cached_person_oks(cache: Path, artifact: Path, crops: int, score) -> np.ndar
 
 
 def _cache_key(artifact: Path, crops: int) -> dict:
-    from bmpose.manifest import sha256_file
+    from bmpose.manifest import result_key
 
-    return {"artifact_sha256": sha256_file(artifact), "crops": crops, "jitters": JITTERS, "seed": SEED,
-            "version": 1}
+    return result_key({"artifact": artifact}, {"crops": crops, "jitters": JITTERS, "seed": SEED, "version": 2})
 
 
 def read_cached(cache: Path, artifact: Path, crops: int) -> np.ndarray | None:
-    if cache.is_file():
-        doc = json.loads(cache.read_text())
-        if doc.get("key") == _cache_key(artifact, crops):
-            return np.asarray(doc["person_oks"])
-    return None
+    from bmpose.manifest import cached_result
+
+    doc = cached_result(cache, _cache_key(artifact, crops))
+    return None if doc is None else np.asarray(doc["person_oks"])
 
 
 def write_cached(cache: Path, artifact: Path, crops: int, values) -> None:
-    from bmpose.manifest import atomic_file
+    from bmpose.manifest import write_result
 
-    with atomic_file(cache) as tmp:
-        tmp.write_text(json.dumps({"key": _cache_key(artifact, crops), "person_oks": [float(v) for v in values]}))
+    write_result(cache, _cache_key(artifact, crops), {"person_oks": [float(v) for v in values]})
 
 
 def versus_best(per_person: dict[str, np.ndarray]) -> dict[str, dict]:

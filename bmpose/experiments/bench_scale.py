@@ -9,6 +9,7 @@ of two nodes (Ray's own multi-node test cluster on this machine, one CPU per nod
 """
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -47,6 +48,30 @@ def _sharded(cfg, open_backend, boxes, flip: bool, folder: Path, runner=None, si
             "val2017_projected_h": round(wall / n * VAL2017_PERSONS / 3600, 2)}
 
 
+ROW_BUDGET_S = 120   # wall seconds a timed row aims at: the set is sized from a measured cost per person
+
+
+def _sized(boxes: list, s_per_person: float, workers: int, lo: int, hi: int) -> list:
+    """The first whole images of `boxes` holding about ROW_BUDGET_S of work on `workers` cores (lo..hi persons)."""
+    from bmpose.evaluate.run import subset_boxes
+
+    want = int(ROW_BUDGET_S * workers / max(s_per_person, 1e-6))
+    return subset_boxes(boxes, max(lo, min(hi, want)))
+
+
+def _cost(cfg, open_backend, boxes: list, flip: bool) -> float:
+    """Seconds per person of one process on a few persons, the model loaded and run once before: what sizes the
+    timed rows of a slow model (HRNet-W32 INT8: about 2 s a person with flip)."""
+    from bmpose.runtime import predict as infer
+
+    backend = open_backend()
+    few = boxes[:4]
+    infer.predict(cfg, backend, few[:1], flip, progress=False, allow_slow=True)
+    t0 = time.perf_counter()
+    infer.predict(cfg, backend, few, flip, progress=False, allow_slow=True)
+    return (time.perf_counter() - t0) / len(few)
+
+
 def bench_scale(cfg, args) -> list[dict]:
     from bmpose.convert.export import ensure_onnx
     from bmpose.layout import list_bmodels
@@ -56,23 +81,27 @@ def bench_scale(cfg, args) -> list[dict]:
     onnx = ensure_onnx(cfg, getattr(args, "checkpoint", None), batches=(4,), verbose=False)[4]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        boxes = _set(tmp, 40)   # ~2000 persons: memory over many shards
-        rows.append({"case": "onnx, sharded, one process", **_sharded(
-            cfg, lambda: open_backend(onnx, kind="onnx"), boxes, cfg.flip_test, tmp / "onnx")})
+        many = _set(tmp, 40)   # ~2000 persons: memory over many shards
+        open_onnx = lambda: open_backend(onnx, kind="onnx")   # noqa: E731
+        boxes = _sized(many, _cost(cfg, open_onnx, many, cfg.flip_test), 1, 256, len(many))
+        rows.append({"case": "onnx, sharded, one process", **_sharded(cfg, open_onnx, boxes, cfg.flip_test,
+                                                                      tmp / "onnx")})
         int8 = next((b for b in list_bmodels(cfg) if b["precision"] == "int8" and b["batch"] == 1), None)
-        if int8 is not None:   # the bmodel's arithmetic, flip on: what a val2017 number costs here
-            few = _set(tmp, 2)
-            rows.append({"case": f"{int8['name']} tpu.mlir, flip, all cores", **_sharded(
-                cfg, lambda: open_backend(int8["tpu_mlir"], int8["chip"], kind="mlir"), few, True, tmp / "int8")})
-        # scale-out on the costly path (the INT8 tpu.mlir, flip) where it is built: ONNX's milliseconds per person
-        # would measure Ray's per-task overhead
-        art = (int8["tpu_mlir"], int8["chip"], "mlir", True, _set(tmp, 6)) if int8 else \
-            (onnx, None, "onnx", cfg.flip_test, _set(tmp, 8))
-        rows += _scale_out(cfg, art, tmp)
+        if int8 is None:   # scale-out on ONNX: its milliseconds per person measure Ray's per-task overhead
+            return rows + _scale_out(cfg, (onnx, None, "onnx", cfg.flip_test, _set(tmp, 8)), tmp, 32)
+        # the bmodel's arithmetic, flip on: what a val2017 number costs here
+        open_int8 = lambda: open_backend(int8["tpu_mlir"], int8["chip"], kind="mlir")   # noqa: E731
+        cost = _cost(cfg, open_int8, many, True)
+        few = _sized(many, cost, os.cpu_count() or 1, 16, 140)
+        rows.append({"case": f"{int8['name']} tpu.mlir, flip, all cores", "s_per_person_one_process": round(cost, 3),
+                     **_sharded(cfg, open_int8, few, True, tmp / "int8", size=max(4, len(few) // 8))})
+        ray_set = _sized(many, cost, 1, 16, 420)
+        rows += _scale_out(cfg, (int8["tpu_mlir"], int8["chip"], "mlir", True, ray_set), tmp,
+                           max(4, len(ray_set) // 12))
     return rows
 
 
-def _scale_out(cfg, art: tuple, tmp: Path) -> list[dict]:
+def _scale_out(cfg, art: tuple, tmp: Path, size: int) -> list[dict]:
     """The same shards on a local Ray cluster of 1 and of 2 one-CPU nodes -> a row each, the ratio on the second."""
     import ray
     from ray.cluster_utils import Cluster
@@ -89,7 +118,7 @@ def _scale_out(cfg, art: tuple, tmp: Path) -> list[dict]:
             ray.init(address=c.address, logging_level="ERROR", log_to_driver=False)
             runner = ray_eval.runner(cfg, path, chip, kind, flip)
             rows.append({"case": f"{kind}, Ray, {nodes} node(s) x 1 CPU", "nodes": nodes,
-                         **_sharded(cfg, None, boxes, flip, tmp / f"ray{nodes}", runner=runner, size=32)})
+                         **_sharded(cfg, None, boxes, flip, tmp / f"ray{nodes}", runner=runner, size=size)})
         finally:
             ray.shutdown()
             c.shutdown()

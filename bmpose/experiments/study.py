@@ -32,11 +32,29 @@ import numpy as np
 from bmpose.errors import BmposeError
 from bmpose.evaluate.sets import eval_boxes, eval_set
 from bmpose.evaluate.shards import SHARD_PERSONS
-from bmpose.manifest import atomic_file, hash_inputs, read_manifest, tool_versions, write_manifest
+from bmpose.manifest import (atomic_file, cached_result, read_manifest, result_key, write_manifest,
+                             write_result)
 
 METHODS = ("kl", "mse", "max", "percentile9999")
 LAYERS = ("none", "auto", "search")
 STUDY_VERSION = 3   # 2: keypoints kept per variant (agreement with float); 3: person areas in the row
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyRequest:
+    """One `bmpose study` (the CLI's options, typed)."""
+    checkpoint: str | None = None
+    chips: tuple = ()                       # () = the config's
+    methods: tuple = METHODS
+    layers: tuple = LAYERS
+    search_methods: tuple = ("all",)        # methods that get the searched qtable
+    tools: tuple = ("none",)                # tool sets: "none" or tools joined by '+'
+    coco_ann: str | None = None             # None: the fixture's 51 training persons
+    coco_img: str | None = None
+    no_flip: bool = False
+    force_eval: bool = False
+    shard_persons: int = SHARD_PERSONS
+    ray: str | None = None                  # evaluations on a Ray cluster: address, auto or local
 
 
 @dataclasses.dataclass
@@ -54,14 +72,14 @@ class Variant:
 
 # ---------------------------------------------------------------------------------------------- building
 
-def build_variants(cfg, args, chips, methods, search_methods) -> tuple[list[Variant], dict]:
+def build_variants(cfg, req, chips, methods, search_methods) -> tuple[list[Variant], dict]:
     """Every bmodel of the study (built or reused) through bmpose.convert's stages; -> (variants, search facts)."""
     from bmpose.chips import chip_supports
     from bmpose.convert import bmodel_build, cali_tools
     from bmpose.convert.pipeline import Pipeline
 
     num = int(cfg.calibration.get("num", 100))
-    pipe = Pipeline(cfg, args.checkpoint, num=num, progress=True, verbose=False)
+    pipe = Pipeline(cfg, req.checkpoint, num=num, progress=True, verbose=False)
     onnx = pipe.onnx(1, 4)
     # The study records poor variants instead of failing them: no heatmap gate on its builds (the search
     # still aims at the config's int8_cos).
@@ -77,19 +95,19 @@ def build_variants(cfg, args, chips, methods, search_methods) -> tuple[list[Vari
                 continue
             v = Variant(f"{chip}_{precision}", chip, precision)
             opts = bmodel_build.deploy_options(cfg, chip, precision, 1, method=None, user_qtables=[], search=False,
-                                               checkpoint=args.checkpoint, calib=None)
+                                               checkpoint=req.checkpoint, calib=None)
             variants.append(_deploy(pipe, v, out / f"{chip}_{precision}_b1", opts))
         for method in methods:
             if method not in tables:
                 t0 = time.monotonic()
                 tables[method] = pipe.cali_table(method)
                 print(f"study: calibration {method}: {tables[method]} ({time.monotonic() - t0:.1f} s)")
-            for layers, tools in [(la, t) for la in args.layers for t in tool_sets(args)]:
+            for layers, tools in [(la, t) for la in req.layers for t in tool_sets(req)]:
                 if layers == "search" and (method not in search_methods or tools):
                     continue
                 v = Variant(f"{chip}_{method}_{layers}" + (f"_{cali_tools.tag(tools)}" if tools else ""), chip,
                             "int8", method, layers, tools)
-                variants.append(_int8_variant(pipe, loose, args.checkpoint, v, tables[method], search))
+                variants.append(_int8_variant(pipe, loose, req.checkpoint, v, tables[method], search))
     return variants, search
 
 
@@ -182,9 +200,7 @@ def _eval_key(cfg, v: Variant, boxes, ann: Path, flip: bool) -> dict:
     inputs = {"annotations": ann, "artifact": v.artifact}
     if v.chip is not None:   # a deployed tpu.mlir: its weight file counts too
         inputs["weights"] = v.build_dir / read_manifest(v.build_dir)["tpu_weights"]
-    opts = {"flip": flip, "persons": len(boxes), "config": cfg.summary(), "version": STUDY_VERSION}
-    return {"inputs": {k: r["sha256"] for k, r in hash_inputs(inputs).items()},
-            "options": json.loads(json.dumps(opts, default=str)), "tools": tool_versions()}
+    return result_key(inputs, {"flip": flip, "persons": len(boxes), "config": cfg.summary(), "version": STUDY_VERSION})
 
 
 def _eval_files(cfg, v: Variant) -> tuple[Path, Path, Path]:
@@ -194,8 +210,8 @@ def _eval_files(cfg, v: Variant) -> tuple[Path, Path, Path]:
 
 def _cached_eval(cfg, v: Variant, key: dict) -> dict | None:
     dest, hm_file, kp_file = _eval_files(cfg, v)
-    old = json.loads(dest.read_text()) if dest.is_file() else None
-    if old and all(old.get(k) == key[k] for k in key) and hm_file.is_file() and kp_file.is_file():
+    old = cached_result(dest, key)
+    if old is not None and hm_file.is_file() and kp_file.is_file():
         return {**old, "heatmaps": np.load(hm_file), "keypoints": np.load(kp_file)}
     return None
 
@@ -211,16 +227,14 @@ def _store_eval(cfg, v: Variant, key: dict, out: dict, ann: Path) -> dict:
     keypoints = np.stack([coco_view(cfg, np.asarray(p["keypoints"], np.float32)) for p in out["instances"]])
     stats = evaluate.coco_keypoint_ap(ann, results, sigmas=dataset_sigmas(cfg))
     row = {"label": v.label, **stats, "persons": len(out["instances"]), "seconds": out["seconds"],
-           "areas": [float(p["bbox"][2] * p["bbox"][3]) for p in out["instances"]], **key}
+           "areas": [float(p["bbox"][2] * p["bbox"][3]) for p in out["instances"]]}
     dest, hm_file, kp_file = _eval_files(cfg, v)
     dest.parent.mkdir(parents=True, exist_ok=True)
     for file, array in ((hm_file, out["heatmaps"].astype(np.float32)), (kp_file, keypoints.astype(np.float32))):
         with atomic_file(file) as tmp:
             with open(tmp, "wb") as fh:
                 np.save(fh, array)
-    with atomic_file(dest) as tmp:
-        tmp.write_text(json.dumps(row, indent=2) + "\n")
-    return {**row, "heatmaps": out["heatmaps"], "keypoints": keypoints}
+    return {**write_result(dest, key, row), "heatmaps": out["heatmaps"], "keypoints": keypoints}
 
 
 def heatmap_cosines(hm: np.ndarray, ref: np.ndarray) -> np.ndarray:
@@ -261,11 +275,11 @@ def make_rows(cfg, variants: list[Variant], evals: dict, onnx_ap: float) -> list
     return rows
 
 
-def tool_sets(args) -> list[tuple]:
+def tool_sets(req) -> list[tuple]:
     """--tools as tool tuples: 'none' -> (), 'bc+we' -> ('bc', 'we')."""
     from bmpose.convert import cali_tools
 
-    return [() if t == "none" else cali_tools.normalise(t.split("+")) for t in getattr(args, "tools", ["none"])]
+    return [() if t == "none" else cali_tools.normalise(t.split("+")) for t in req.tools]
 
 
 def cali_seconds(build_dir: Path | None, m: dict | None) -> float | None:
@@ -365,33 +379,33 @@ def to_markdown(study: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_study(cfg, args) -> dict:
+def run_study(cfg, req) -> dict:
     """Build, evaluate and tabulate every variant; writes study/{study.md,study.json,manifest.json}."""
     t_start = time.monotonic()
-    chips = tuple(args.chips or cfg.chips)
-    for m in args.methods:
+    chips = tuple(req.chips or cfg.chips)
+    for m in req.methods:
         from bmpose.convert.steps import CALI_METHODS
 
         if m not in CALI_METHODS:
             raise BmposeError(f"--methods {m}: unknown calibration method (choose from {', '.join(CALI_METHODS)})")
-    tool_sets(args)   # an unknown tool is an error before anything is built
-    search_methods = set(args.methods if args.search_methods == ["all"] else args.search_methods)
-    ann, img = (Path(args.coco_ann), Path(args.coco_img or Path(args.coco_ann).parent)) if args.coco_ann \
+    tool_sets(req)   # an unknown tool is an error before anything is built
+    search_methods = set(req.methods if list(req.search_methods) == ["all"] else req.search_methods)
+    ann, img = (Path(req.coco_ann), Path(req.coco_img or Path(req.coco_ann).parent)) if req.coco_ann \
         else eval_set()
-    variants, search = build_variants(cfg, args, chips, args.methods, search_methods)
+    variants, search = build_variants(cfg, req, chips, req.methods, search_methods)
     boxes = eval_boxes(ann, img)
-    flip = cfg.flip_test and not args.no_flip
-    on_cluster = bool(getattr(args, "ray", None))
+    flip = cfg.flip_test and not req.no_flip
+    on_cluster = bool(req.ray)
     if on_cluster:   # the builds above ran here; the evaluations are tasks of the cluster
         from bmpose.evaluate import cluster
 
-        cluster.connect(args.ray)
-    size = getattr(args, "shard_persons", None) or SHARD_PERSONS
-    evals = evaluate_variants(cfg, variants, boxes, ann, flip, args.force_eval, size, on_cluster)
+        cluster.connect(req.ray)
+    size = req.shard_persons
+    evals = evaluate_variants(cfg, variants, boxes, ann, flip, req.force_eval, size, on_cluster)
     onnx_ap = evals["onnx_fp32"]["AP"]
     rows = make_rows(cfg, variants, evals, onnx_ap)
     _add_paired_oks(cfg, variants, rows, _paired_scores(cfg, variants, flip, size, on_cluster,
-                                                                  args.force_eval))
+                                                                  req.force_eval))
     default = next((v for v in variants if v.precision == "int8" and v.layers == "auto"
                     and v.method == cfg.calibration.get("method", "kl") and v.build_dir), None)
     layer_plots = [{"chip": v.chip, "title": f"{v.chip}, {v.method}, automatic FP32 tail",
@@ -399,7 +413,7 @@ def run_study(cfg, args) -> dict:
                    for v in variants if v.precision == "int8" and v.layers == "auto" and v.build_dir
                    and v.method == cfg.calibration.get("method", "kl")]
     study = {
-        "version": STUDY_VERSION, "model": cfg.name, "checkpoint": args.checkpoint or cfg.checkpoint,
+        "version": STUDY_VERSION, "model": cfg.name, "checkpoint": req.checkpoint or cfg.checkpoint,
         "setup": _setup(cfg, len(boxes), ann, flip, onnx_ap, search_methods),
         "eval_set": {"annotations": str(ann), "images": str(img), "persons": len(boxes), "flip": flip},
         "onnx_AP": onnx_ap, "rows": rows, "search": search, "layer_plots": layer_plots,
@@ -408,8 +422,8 @@ def run_study(cfg, args) -> dict:
     study["choice"] = choose(rows, chips, cfg)
     study["seconds"] = round(time.monotonic() - t_start, 1)
     _write(cfg, study, variants, evals, ann,
-           {"chips": list(chips), "methods": args.methods, "layers": args.layers, "tools": getattr(args, "tools", ["none"]),
-            "search_methods": sorted(search_methods), "flip": flip, "checkpoint": args.checkpoint or cfg.checkpoint})
+           {"chips": list(chips), "methods": list(req.methods), "layers": list(req.layers), "tools": list(req.tools),
+            "search_methods": sorted(search_methods), "flip": flip, "checkpoint": req.checkpoint or cfg.checkpoint})
     return study
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from bmpose.device.inputs import image_id_of
 from bmpose.pose.detect import Detections, detect_frame
 from bmpose.pose.errors import PoseError
+from bmpose.pose.frames import person_boxes
 from bmpose.pose.image_io import read_image
 from bmpose.runtime.boxes import PersonBox
 
@@ -42,8 +43,7 @@ def detector_boxes(detector: PersonDetector, files: list[Path], score_thr: float
             skipped.append((str(f), str(e)))
             continue
         image_id = (image_ids or {}).get(Path(f).name, image_id_of(Path(f), i))
-        d = detector(frame, score_thr)
-        for (x1, y1, x2, y2), s in zip(d.boxes.tolist(), d.scores.tolist()):
-            boxes.append(PersonBox(image_id, Path(f), (x1, y1, x2 - x1, y2 - y1), float(s), None,
+        for xywh, s in person_boxes(detector(frame, score_thr)):
+            boxes.append(PersonBox(image_id, Path(f), tuple(xywh), float(s), None,
                                    f"{detector.cfg.name} on {Path(f).name}"))
     return boxes, skipped

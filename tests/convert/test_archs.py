@@ -19,7 +19,7 @@ import time
 import pytest
 
 from bmpose import config
-from bmpose.cli import build as build_cli
+from bmpose.flows.build import BuildRequest, build
 from bmpose import compare
 from bmpose.layout import list_bmodels
 from bmpose.convert import bmodel_build, diagnose, steps
@@ -137,8 +137,8 @@ def test_architecture_exports_and_builds_fp32_and_int8(model, tmp_path):
     t0 = time.monotonic()
     for precision in ("fp32", "int8"):
         # random weights: INT8 is a plumbing check (int8_cos_random), so 8 calibration crops serve as well as 100
-        assert build_cli.main(["--precision", precision, "--model", model, "--artifacts-dir", str(tmp_path),
-                               "--chips", "bm1684x", "--batches", "1", "--num", "8", "--no-report"]) == 0
+        build(BuildRequest(precision, model=model, artifacts_dir=tmp_path, chips=("bm1684x",), batches=(1,), num=8,
+                           report=False))
     print(f"\n{model}: export + fp32 + int8 (bm1684x, b1) {time.monotonic() - t0:.0f} s")
     assert not list(cfg.artifacts.rglob("*.failed"))   # no stage failed on the way
     onnx = read_manifest(cfg.artifacts / "onnx")["checks"][f"{model}_b1.onnx"]

@@ -168,13 +168,13 @@ def test_detector_then_blazepose_lands_limbs_on_the_right_players(onnx_cfg, mmpo
 @pytest.fixture(scope="module")
 def built(onnx_cfg):
     """FP32 and INT8 (the config's calibration) bmodels for BM1684X, batch 1, in the shared root."""
-    from bmpose.cli import build as build_cli
+    from bmpose.flows.build import BuildRequest, build
     from bmpose.layout import list_bmodels
 
     cfg = onnx_cfg
     for precision in ("fp32", "int8"):
-        assert build_cli.main(["--precision", precision, "--model", MODEL, "--artifacts-dir", str(cfg.root),
-                               "--chips", "bm1684x", "--batches", "1", "--no-report"]) == 0
+        build(BuildRequest(precision, model=MODEL, artifacts_dir=cfg.root, chips=("bm1684x",), batches=(1,),
+                           report=False))
     return cfg, {b["precision"]: b for b in list_bmodels(cfg) if b["chip"] == "bm1684x" and b["batch"] == 1}
 
 

@@ -23,6 +23,7 @@ from bmpose import config
 from bmpose.layout import list_bmodels
 from bmpose.convert import bmodel_build, steps
 from bmpose.cli import build as build_cli
+from bmpose.flows.build import BuildRequest, build
 from bmpose.tpu_mlir.mlirgraph import read_graph
 from bmpose.convert.qtable import auto_tail, build_qtable
 from bmpose.errors import BmposeError
@@ -309,8 +310,8 @@ def test_w32_bm1684_batch1_fp32_and_int8(w32_onnx):
     number of crops changes the thresholds, not which stages run or which tools are proven."""
     cfg = w32_onnx
     for precision in ("fp32", "int8"):
-        assert build_cli.main(["--precision", precision, "--model", W32, "--artifacts-dir", str(cfg.root),
-                               "--chips", "bm1684", "--batches", "1", "--num", "8", "--no-report"]) == 0
+        build(BuildRequest(precision, model=W32, artifacts_dir=cfg.root, chips=("bm1684",), batches=(1,), num=8,
+                           report=False))
     bms = list_bmodels(cfg)
     assert [(b["precision"], b["batch"]) for b in bms] == [("fp32", 1), ("int8", 1)]
     # Random weights: the INT8 build is gated by int8_cos_random (see config.DEFAULT_TOLERANCES).

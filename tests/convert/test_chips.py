@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from bmpose import config
-from bmpose.cli import build as build_cli
+from bmpose.flows.build import BuildRequest, Plan, build
 from bmpose.chips import CHIPS, CHIP_PRECISIONS
 from bmpose.layout import list_bmodels
 from bmpose.compare import read_csv
@@ -20,7 +20,7 @@ BUILT = [("bm1688", "fp32"), ("bm1688", "fp16"), ("bm1688", "int8"), ("cv186x", 
 def test_bm1688_and_cv186x_are_chips_with_every_precision():
     assert {"bm1688", "cv186x"} <= set(CHIPS)
     assert set(CHIP_PRECISIONS["bm1688"]) == set(CHIP_PRECISIONS["cv186x"]) == {"fp32", "fp16", "bf16", "int8"}
-    plan = build_cli.Plan(build_cli.parse_args(["--precision", "int8", "--model", SMALL, "--chips", "bm1688"]))
+    plan = Plan(BuildRequest("int8", model=SMALL, chips=("bm1688",)))
     assert plan.targets == [("bm1688", 1), ("bm1688", 4)]
     assert config.load(SMALL).chips == ("bm1684", "bm1684x")   # the default build stays as it was
 
@@ -33,8 +33,7 @@ def chips(small, tmp_path_factory):
     copy_stages(small.root, root, SMALL, ("onnx", "calib", "cali_inputs", "mlir/b1", "cali_table/kl_n100"))
     for chip in ("bm1688", "cv186x"):
         for precision in sorted({p for c, p in BUILT if c == chip}):
-            assert build_cli.main(["--precision", precision, "--model", SMALL, "--artifacts-dir", str(root),
-                                   "--chips", chip, "--batches", "1", "--no-report"]) == 0
+            build(BuildRequest(precision, model=SMALL, artifacts_dir=root, chips=(chip,), batches=(1,), report=False))
     return config.load(SMALL, artifacts=root)
 
 

@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from bmpose.cli.detector import targets
+from bmpose.flows.detector import targets
 from bmpose.convert.detector_build import default_frames, ensure_frames, list_frames
 from bmpose.detector_config import load_detector, load_detector_spec
 from bmpose.errors import BmposeError

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from bmpose import config
-from bmpose.cli import build as build_cli
+from bmpose.flows.build import BuildRequest, Plan, build
 from bmpose.layout import list_bmodels
 from bmpose.convert import bmodel_build
 from bmpose.compare import read_csv, similarity
@@ -50,16 +50,16 @@ def test_deploy_refuses_bm1684_half_too(tmp_path):
 
 
 def test_config_chips_without_the_precision_are_left_out(tmp_path, capsys):
-    plan = build_cli.Plan(build_cli.parse_args(["--precision", "fp16", "--model", SMALL]))
+    plan = Plan(BuildRequest("fp16", model=SMALL))
     assert plan.chips == ("bm1684x",) and plan.skipped == ["bm1684"]
     assert plan.targets == [("bm1684x", 1), ("bm1684x", 4)]
-    plan = build_cli.Plan(build_cli.parse_args(["--precision", "fp32", "--model", SMALL]))
+    plan = Plan(BuildRequest("fp32", model=SMALL))
     assert plan.chips == ("bm1684", "bm1684x") and plan.skipped == []
     only = tmp_path / "only_bm1684.yaml"
     src = config.load(SMALL)
     only.write_text(f"mmpose_config: {src.mmpose_config}\nchips: [bm1684]\n")
     with pytest.raises(BmposeError, match=r"only_bm1684\.yaml: none of its chips \(bm1684\) has bf16"):
-        build_cli.Plan(build_cli.parse_args(["--precision", "bf16", "--model", str(only)]))
+        Plan(BuildRequest("bf16", model=str(only)))
 
 
 @pytest.mark.parametrize("model", [SMALL, "hrnet_w32_256x192"])
@@ -87,8 +87,7 @@ def half(small, tmp_path_factory):
     root = tmp_path_factory.mktemp("half_artifacts")
     copy_stages(small.root, root, SMALL, ("onnx", "calib", "cali_inputs", "mlir/b1"))
     for precision in HALF:
-        assert build_cli.main(["--precision", precision, "--model", SMALL, "--artifacts-dir", str(root),
-                               "--chips", "bm1684x", "--batches", "1", "--no-report"]) == 0
+        build(BuildRequest(precision, model=SMALL, artifacts_dir=root, chips=("bm1684x",), batches=(1,), report=False))
     return config.load(SMALL, artifacts=root)
 
 
