@@ -1,9 +1,11 @@
-"""`bmpose train`: train the small HRNet fixture on the bundled real COCO persons with mmpose's own loop.
+"""`bmpose train`: train a trained fixture (the small HRNet, RTMPose-t: RECIPES) on the bundled real COCO
+persons with mmpose's own loop.
 
-The fixture exists so that INT8 and calibration effects can be measured on realistic weights and activations
-(random weights have none). The recipe is an mmpose training config (configs/mmpose/*_fixture-train.py):
-mmengine's Runner on the CPU, both bundled COCO subsets in one annotation file (51 persons), mmpose's
-standard augmentation, validated with mmpose's CocoMetric on the same persons with their ground-truth boxes.
+A fixture exists so that INT8 and calibration effects can be measured on weights that have learnt something
+(random weights have not); it memorises its 51 persons, so its accuracy ranks nothing about real nets. Each
+recipe is an mmpose training config (configs/mmpose/*_fixture-train.py, each saying which augmentation it keeps
+and why): mmengine's Runner on the CPU, both bundled COCO subsets in one annotation file (51 persons),
+validated with mmpose's CocoMetric on the same persons with their ground-truth boxes.
 
 A run writes artifacts/<model>/train/: the stripped checkpoint (mmpose format: state_dict + meta, no
 optimizer state), training_summary.json (loss per epoch, COCO AP per validation), training_curve.png, the
