@@ -139,8 +139,7 @@ def _reads_option(node) -> bool:
 def test_library_functions_take_no_argparse_namespace():
     """Below the CLI a function takes typed values (a request dataclass, paths, numbers), not the parsed
     options: a parameter named `args` that is read as `args.<option>`. The device app is the bundle's own
-    command line (bmodel.py), so it is the box's CLI. Still to convert (each listed: remove it when done)."""
-    todo = {"bmpose/experiments/bench.py", "bmpose/experiments/bench_scale.py"}
+    command line (bmodel.py), so it is the box's CLI."""
     found = set()
     for m, p in _modules().items():
         if m.startswith(("bmpose.cli", "bmpose.device")) or m == "bmpose.__main__":
@@ -149,8 +148,7 @@ def test_library_functions_take_no_argparse_namespace():
         for fn in (n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))):
             if "args" in [a.arg for a in fn.args.args + fn.args.kwonlyargs] and any(_reads_option(n) for n in ast.walk(fn)):
                 found.add(str(p.relative_to(PKG.parent)))
-    assert found <= todo, f"library functions reading parsed options: {sorted(found - todo)}"
-    assert todo <= found, f"converted, remove from the list: {sorted(todo - found)}"
+    assert not found, f"library functions reading parsed options: {sorted(found)}"
 
 
 def test_no_package_called_build_and_long_modules_say_why():

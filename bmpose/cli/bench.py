@@ -32,10 +32,13 @@ def main(argv=None) -> int:
     unknown = [n for n in names if n not in bench.BENCHMARKS]
     if unknown:
         raise BmposeError(f"--only {', '.join(unknown)}: unknown benchmark (known: {', '.join(sorted(bench.BENCHMARKS))})")
+    req = bench.BenchRequest(checkpoint=a.checkpoint, chips=tuple(a.chips) if a.chips else None,
+                             precisions=tuple(a.precisions) if a.precisions else None,
+                             batches=tuple(a.batches) if a.batches else None)
     rows = []
     for name in names:  # "benchmark" is always the registered name (first column; merge key below)
         rows += [{"benchmark": name, **{k: v for k, v in r.items() if k != "benchmark"}}
-                 for r in bench.BENCHMARKS[name](cfg, a)]
+                 for r in bench.BENCHMARKS[name](cfg, req)]
     print(bench.format_table(rows))
     out = cfg.layout.bench() / "bench.json"
     # keep other benchmarks' rows from earlier runs (`--only` refreshes just its own)

@@ -8,13 +8,14 @@ bmodel, an option measured), `estimate` (compile-only device time of variants no
 pose host time per frame beside the vendor's steps), `video` (a video through the frame loop, decode ahead and
 encode behind as levers), `scale` (sharded evaluation at val2017 scale, memory, a local Ray cluster's
 scale-out: bmpose.experiments.bench_scale). Each is
-`fn(cfg, args) -> rows`, a row being {"case": ..., then any numbers}.
+`fn(cfg, req: BenchRequest) -> rows`, a row being {"case": ..., then any numbers}.
 
 Long: a registry of independent benchmarks, each a function that stands alone; they share only `timed` and
 the bundled persons.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -33,6 +34,15 @@ from bmpose.runtime.boxes import PersonBox, bundled_sample, gt_boxes
 from bmpose.runtime.predict import predict, prepare, run_batches
 
 
+@dataclasses.dataclass(frozen=True)
+class BenchRequest:
+    """What `bmpose bench` passes every benchmark (the estimate's axes; None: the config's)."""
+    checkpoint: str | None = None
+    chips: tuple | None = None
+    precisions: tuple | None = None
+    batches: tuple | None = None
+
+
 def format_table(rows: list[dict]) -> str:
     if not rows:
         return "(no rows)"
@@ -43,7 +53,7 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join([line(cols), line(["-" * w for w in widths])] + [line(r) for r in cells])
 
 
-def bench_calib(cfg, args) -> list[dict]:
+def bench_calib(cfg, req) -> list[dict]:
     """crops/s building an LMDB from the bundled COCO sample (repeated to a few hundred crops), 1 worker vs all
     cores, and LMDB bytes per 100 crops."""
     import tempfile
@@ -77,7 +87,7 @@ def _bench_persons(cfg, n: int = 24) -> list[PersonBox]:
     return [b for b in boxes if b.bbox[2] * b.bbox[3] > 0][:n]
 
 
-def bench_infer(cfg, args) -> list[dict]:
+def bench_infer(cfg, req) -> list[dict]:
     """End-to-end persons/s (read, crop, normalise, network, decode; the config's flip test) on ONNX Runtime
     at batch 1 and 4 vs mmpose's `inference_topdown`, same checkpoint and boxes, in this one run; plus the
     preprocessing and decode cost per person."""
@@ -87,14 +97,14 @@ def bench_infer(cfg, args) -> list[dict]:
     from bmpose.weights.mmpose_shim import import_mmpose
 
     boxes = _bench_persons(cfg)
-    onnx = ensure_onnx(cfg, args.checkpoint, batches=(1, 4), verbose=False)
+    onnx = ensure_onnx(cfg, req.checkpoint, batches=(1, 4), verbose=False)
     flip = cfg.flip_test
     rows = []
 
     import_mmpose()
     from mmpose.apis import inference_topdown
 
-    model = build_model(cfg, args.checkpoint)
+    model = build_model(cfg, req.checkpoint)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         by_image: dict = {}
@@ -132,7 +142,7 @@ def cmodel_seconds_per_crop(path: str, chip: str, x: np.ndarray) -> tuple[float,
     return (time.perf_counter() - t0) / len(x), y
 
 
-def bench_simulators(cfg, args) -> list[dict]:
+def bench_simulators(cfg, req) -> list[dict]:
     """Seconds per crop of each built bmodel on the cmodel and of its deployed tpu.mlir on pymlir, same crops,
     with their agreement. Every chip's cmodel runs in a fresh process of its own (spawned), so one run covers
     both chips."""
@@ -198,7 +208,7 @@ def timed(fn, repeat=3) -> float:
 
 
 
-def bench_deploy(cfg, args, rounds: int = 5) -> list[dict]:
+def bench_deploy(cfg, req, rounds: int = 5) -> list[dict]:
     """bmpose's deploy against TPU-MLIR's own: the first chip's INT8 batch-1 bmodel, redeployed `rounds` times
     each way on the same inputs, alternating: `bmpose build --no-report` (a fresh process, in a private copy
     of the artifacts where only that bmodel is missing) vs the raw `model_deploy.py` command bmpose ran (read
@@ -253,7 +263,7 @@ def bench_deploy(cfg, args, rounds: int = 5) -> list[dict]:
              "x_bmpose_vs_raw": round(med["bmpose"] / med["raw"], 3)}]
 
 
-def bench_host(cfg, args) -> list[dict]:
+def bench_host(cfg, req) -> list[dict]:
     """Host CPU time per person of the device bundle's own stages (bmpose.pose.pipeline: crop, normalise,
     heatmap decode + mapping back; image decoding excluded), on the bundled COCO persons, at the config's
     input size and at HRNet-W32's 256x192; beside the vendor sample's documented steps (warp, /255,
@@ -301,7 +311,7 @@ def bench_host(cfg, args) -> list[dict]:
     return rows
 
 
-def bench_device(cfg, args) -> list[dict]:
+def bench_device(cfg, req) -> list[dict]:
     """Per built bmodel (chip x precision x batch): simulated device ms per batch and per person (the compiler's
     cycle estimate, bmpose.tpu_mlir.devtime), persons/s on the TPU alone, beside the host's own
     pre/post-processing ms per person (bench_host's stages at the model's input size, in this run)."""
@@ -310,7 +320,7 @@ def bench_device(cfg, args) -> list[dict]:
     bmodels = list_bmodels(cfg)
     if not bmodels:
         return [{"benchmark": "device", "case": "no bmodel built (make fp32 / make int8)"}]
-    host = next(r for r in bench_host(cfg, args) if r["case"].split(", ")[1] == "{}x{}".format(*cfg.input_size))
+    host = next(r for r in bench_host(cfg, req) if r["case"].split(", ")[1] == "{}x{}".format(*cfg.input_size))
     rows = []
     for b in bmodels:
         t = b["manifest"].get("checks", {}).get("device_time") or {}
@@ -332,7 +342,7 @@ def _network_input(cfg, boxes) -> np.ndarray:
     return pipeline.to_input(prepare(cfg, boxes, [])[1], cfg)
 
 
-def bench_estimate(cfg, args) -> list[dict]:
+def bench_estimate(cfg, req) -> list[dict]:
     """Compile-only simulated device time (bmpose.convert.estimate: model_deploy without verification, the
     compiler's embedded estimate) for --chips x --precisions x --batches (default: the config's chips and
     batches, every precision a chip has), beside the verified build's own figure where that bmodel is built."""
@@ -342,18 +352,18 @@ def bench_estimate(cfg, args) -> list[dict]:
     from bmpose.convert.pipeline import Pipeline
     from bmpose.progress import say
 
-    chips, precisions = args.chips or cfg.chips, args.precisions or PRECISIONS
+    chips, precisions = req.chips or cfg.chips, req.precisions or PRECISIONS
     for chip in chips:
         if chip not in CHIPS:
             raise BmposeError(f"--chips {chip}: unknown chip (known: {', '.join(CHIPS)})")
-        for p in args.precisions or ():
+        for p in req.precisions or ():
             check_chip_precision(chip, p)   # asked for by name: refuse clearly, as build does
-    targets = [(c, p, b) for c in chips for p in precisions for b in (args.batches or cfg.batches)
+    targets = [(c, p, b) for c in chips for p in precisions for b in (req.batches or cfg.batches)
                if chip_supports(c, p)]
     num, method = int(cfg.calibration.get("num", 100)), cfg.calibration.get("method", "kl")
     int8 = any(p == "int8" for _, p, _ in targets)
     # calibration crops: the transform's test input, and INT8's calibration table
-    pipe = Pipeline(cfg, args.checkpoint, num=num)
+    pipe = Pipeline(cfg, req.checkpoint, num=num)
     need = sorted({b for _, _, b in targets} | ({1} if int8 else set()))
     pipe.onnx(*need)
     mlir = {b: pipe.mlir(b) for b in need}
@@ -407,7 +417,7 @@ def _fused_bmodel(cfg, target: dict, tmp: Path) -> Path:
     return tmp / "fused.bmodel"
 
 
-def bench_fused(cfg, args, persons: int = 16) -> list[dict]:
+def bench_fused(cfg, req, persons: int = 16) -> list[dict]:
     """An option measured, not the default: the normalisation inside the bmodel. TPU-MLIR's model_transform
     --mean/--scale/--pixel_format rgb and model_deploy --fuse_preprocess --customization_format BGR_PACKED make
     a BM1684X INT8 batch-1 bmodel (same calibration table and qtable as the default build) whose input is the
@@ -577,7 +587,7 @@ def _scene_tpu_ms(cfg, dcfg) -> tuple[dict, dict]:
     return tpu, det_tpu
 
 
-def bench_scene(cfg, args, repeat: int = 5) -> list[dict]:
+def bench_scene(cfg, req, repeat: int = 5) -> list[dict]:
     """Detect -> pose host time per frame, stage by stage (the device bundle's calls: the core's frame_input,
     detect, crop_boxes + to_input, keypoints), at 1920x1080 and 640x480 with 1, 5 and 20 persons, beside a
     re-implementation of the vendor sample's documented Python steps on the same frames, in this run; and the
@@ -649,7 +659,7 @@ class _TpuStandIn:
         return np.random.default_rng(0).random((len(x),) + self.shape, dtype=np.float32)
 
 
-def bench_video(cfg, args, frames: int = 48, repeat: int = 2) -> list[dict]:
+def bench_video(cfg, req, frames: int = 48, repeat: int = 2) -> list[dict]:
     """Decoding ahead (inputs.Ahead's thread) and encoding behind (FrameWriter's) against both in turn, on a
     1080p mp4 made from the bundled images, through the host video loop (`bmpose infer --images clip.mp4`'s, the bundle's is the same shape):
     the detector and pose networks are stand-ins that sleep their simulated BM1684X time and give the ONNX
@@ -707,13 +717,13 @@ def bench_video(cfg, args, frames: int = 48, repeat: int = 2) -> list[dict]:
     return rows
 
 
-def bench_scale(cfg, args) -> list[dict]:
+def bench_scale(cfg, req) -> list[dict]:
     """Sharded evaluation at val2017 scale on a set made from the bundled persons: persons/s on ONNX Runtime and
     through the INT8 build's tpu.mlir with flip, memory after the first and last shard, the projected val2017
     time, and a local Ray cluster of 1 and 2 nodes (bmpose.experiments.bench_scale)."""
     from bmpose.experiments import bench_scale as scale   # imports Ray: only when asked
 
-    return scale.bench_scale(cfg, args)
+    return scale.bench_scale(cfg, req)
 
 
 BENCHMARKS = {"calib": bench_calib, "infer": bench_infer, "host": bench_host, "device": bench_device,

@@ -72,13 +72,13 @@ def _cost(cfg, open_backend, boxes: list, flip: bool) -> float:
     return (time.perf_counter() - t0) / len(few)
 
 
-def bench_scale(cfg, args) -> list[dict]:
+def bench_scale(cfg, req) -> list[dict]:
     from bmpose.convert.export import ensure_onnx
     from bmpose.layout import list_bmodels
     from bmpose.runtime.backends import open_backend
 
     rows = []
-    onnx = ensure_onnx(cfg, getattr(args, "checkpoint", None), batches=(4,), verbose=False)[4]
+    onnx = ensure_onnx(cfg, req.checkpoint, batches=(4,), verbose=False)[4]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         many = _set(tmp, 40)   # ~2000 persons: memory over many shards
