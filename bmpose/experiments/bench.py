@@ -197,6 +197,27 @@ def _bench_mlir_pool(bmodels, x) -> list[dict]:
     return rows
 
 
+def random_outputs(cfg, n: int, input_size, seed: int = 0) -> tuple[np.ndarray, dict]:
+    """Random network outputs for `n` crops at `input_size` (w, h) in the model's codec, and that codec: what the
+    decode stage is timed on, for heatmaps (the model's keypoints, its stride), SimCC vectors and a regression
+    model's coordinates alike."""
+    from bmpose.runtime.results import keypoint_set
+
+    w, h = input_size
+    k = len(keypoint_set(cfg)["keypoint_names"])
+    codec = {**cfg.codec, "input_size": (w, h)}
+    if codec.get("type") == "RegressionLabel":
+        shape = (n, int(codec["num_keypoints"]) * int(codec.get("values_per_keypoint", 2)))
+    elif pipeline.is_simcc(codec):
+        ratio = codec["simcc_split_ratio"]
+        shape = (n, k, int(round(w * ratio)) + int(round(h * ratio)))
+    else:   # the model's own stride, at this input size
+        hw, hh = (int(round(d * cfg.heatmap_size[i] / cfg.input_size[i])) for i, d in enumerate((w, h)))
+        codec["heatmap_size"] = (hw, hh)
+        shape = (n, k, hh, hw)
+    return np.random.default_rng(seed).random(shape).astype(np.float32), codec
+
+
 def timed(fn, repeat=3) -> float:
     """Best wall time of `repeat` calls (the least disturbed by other load)."""
     best = float("inf")
@@ -278,14 +299,13 @@ def bench_host(cfg, req) -> list[dict]:
     images = {b.file: read_image(b.file) for b in boxes}
     rows = []
     for w, h in dict.fromkeys([tuple(cfg.input_size), (192, 256)]):
-        spec = SimpleNamespace(input_size=(w, h), padding=cfg.padding, mean=cfg.mean, std=cfg.std,
-                               bgr_to_rgb=cfg.bgr_to_rgb, codec={**cfg.codec, "input_size": (w, h),
-                                                                 "heatmap_size": (w // 4, h // 4)})
         n = len(boxes)
+        hm, codec = random_outputs(cfg, n, (w, h))
+        spec = SimpleNamespace(input_size=(w, h), padding=cfg.padding, mean=cfg.mean, std=cfg.std,
+                               bgr_to_rgb=cfg.bgr_to_rgb, codec=codec)
         crops = [pipeline.crop_boxes(images[b.file], [b.bbox], spec)[0] for b in boxes]
         t_crop = timed(lambda: [pipeline.crop_boxes(images[b.file], [b.bbox], spec) for b in boxes], 5)
         t_norm = timed(lambda: pipeline.to_input(crops, spec), 5)
-        hm = np.random.default_rng(0).random((n, 17, h // 4, w // 4)).astype(np.float32)
         t_dec = timed(lambda: pipeline.keypoints(hm, crops, spec), 5)
         mean = np.asarray(cfg.mean, np.float32) / 255
         std = np.asarray(cfg.std, np.float32) / 255
@@ -615,8 +635,7 @@ def bench_scene(cfg, req, repeat: int = 5) -> list[dict]:
             frame, boxes = _scene_frame(images, size, persons)
             box, x = detect_mod.frame_input(frame, dcfg)
             raw = np.asarray(det.run(x))[0]
-            hw, hh = cfg.heatmap_size
-            hm = np.random.default_rng(persons).random((persons, 17, hh, hw)).astype(np.float32)
+            hm, _ = random_outputs(cfg, persons, cfg.input_size, seed=persons)
             crops = pipeline.crop_boxes(frame, boxes, spec)
             t = {"det_pre": timed(lambda: detect_mod.frame_input(frame, dcfg), repeat),
                  "det_post": timed(lambda: detect_mod.detect(raw, dcfg.decoder, box, frame.shape,
