@@ -680,7 +680,8 @@ class _TpuStandIn:
 
 def bench_video(cfg, req, frames: int = 48, repeat: int = 2) -> list[dict]:
     """Decoding ahead (inputs.Ahead's thread) and encoding behind (FrameWriter's) against both in turn, on a
-    1080p mp4 made from the bundled images, through the host video loop (`bmpose infer --images clip.mp4`'s, the bundle's is the same shape):
+    1080p mp4 made from the bundled images, through `bmpose infer --images clip.mp4`, i.e. the core's frame loop and
+    pose step (bmpose.pose.frames), the ones the bundle's bmodel.py runs:
     the detector and pose networks are stand-ins that sleep their simulated BM1684X time and give the ONNX
     detector's real boxes, so the host stages and the TPU waits are those of the box. Wall ms per frame."""
     import tempfile
