@@ -45,3 +45,28 @@ def add_shards(p: argparse.ArgumentParser) -> None:
 def load_model(args, model=None):
     """The deploy config named by --model (or `model`), with its artifacts under --artifacts-dir."""
     return config_mod.load(model if model is not None else args.model, artifacts=args.artifacts_dir)
+
+
+def add_auto(p: argparse.ArgumentParser, budget_default: str) -> None:
+    """--precision auto's search options, shared by `bmpose build` and `bmpose detector`."""
+    p.add_argument("--auto-budget", type=int, default=None, metavar="N",
+                   help=f"auto: most builds per chip, float builds included (default: {budget_default})")
+    p.add_argument("--auto-tools", nargs="+", metavar="TOOLS",
+                   help="auto: TPU-MLIR calibration tools tried on all-INT8 before float layers, in order, each a "
+                        "tool or tools joined by '+' (search_threshold, bc, we), or none (default: "
+                        "search_threshold bc we; bc runs the chip's INT8 model once per conv: minutes on large nets)")
+    p.add_argument("--auto-best", action="store_true", help="auto: when no build meets the target, keep the best "
+                   "one built (marked) instead of failing")
+
+
+def check_auto(p: argparse.ArgumentParser, args) -> None:
+    """add_auto's options checked: an argparse error line for a budget under 2 or an unknown tool."""
+    from bmpose.convert.auto import parse_tools
+    from bmpose.errors import BmposeError
+
+    if args.auto_budget is not None and args.auto_budget < 2:
+        p.error(f"--auto-budget {args.auto_budget}: at least 2 builds")
+    try:
+        parse_tools(args.auto_tools)
+    except BmposeError as e:
+        p.error(f"--auto-tools: {e}")

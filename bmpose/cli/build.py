@@ -23,11 +23,9 @@ import argparse
 from pathlib import Path
 
 from bmpose.device.inputs import positive_int
-from bmpose.errors import BmposeError
 from bmpose.chips import CHIPS, PRECISIONS
 from bmpose.convert import steps
-from bmpose.convert.auto import parse_tools
-from bmpose.cli.args import add_calibration, add_model
+from bmpose.cli.args import add_auto, add_calibration, add_model, check_auto
 from bmpose.flows.build import BuildRequest, build
 
 
@@ -50,14 +48,7 @@ def parse_args(argv):
                     help="override a tolerance of the config, e.g. int8_cos=0.98 (int8_cos_random gates INT8 "
                          "builds of the random-init fixture checkpoint); recorded in the manifests")
     ap.add_argument("--no-report", action="store_true", help="do not refresh artifacts/<model>/report")
-    ap.add_argument("--auto-budget", type=int, default=None, metavar="N",
-                    help="auto: most builds per chip, float builds included (default: 14)")
-    ap.add_argument("--auto-tools", nargs="+", metavar="TOOLS",
-                    help="auto: TPU-MLIR calibration tools tried on all-INT8 before float layers, in order, each a "
-                         "tool or tools joined by '+' (search_threshold, bc, we), or none (default: "
-                         "search_threshold bc we; bc runs the chip's INT8 model once per conv: minutes on large nets)")
-    ap.add_argument("--auto-best", action="store_true", help="auto: when no build meets the target, keep the best "
-                    "one built (marked) instead of failing")
+    add_auto(ap, "14")
     args = ap.parse_args(argv)
     for c in args.chips or ():
         if c not in CHIPS:
@@ -65,12 +56,7 @@ def parse_args(argv):
     for b in args.batches or ():
         if b < 1:
             ap.error(f"--batches {b}: must be >= 1")
-    if args.auto_budget is not None and args.auto_budget < 2:
-        ap.error(f"--auto-budget {args.auto_budget}: at least 2 builds")
-    try:
-        parse_tools(args.auto_tools)
-    except BmposeError as e:
-        ap.error(f"--auto-tools: {e}")
+    check_auto(ap, args)
     return args
 
 

@@ -25,10 +25,8 @@ import sys
 from pathlib import Path
 
 from bmpose.chips import CHIPS, PRECISIONS
-from bmpose.cli.args import add_artifacts_dir
-from bmpose.convert.auto import parse_tools
+from bmpose.cli.args import add_artifacts_dir, add_auto, check_auto
 from bmpose.detector_config import AUTO
-from bmpose.errors import BmposeError
 from bmpose.flows.detector import DetectorRequest, run
 from bmpose.report.detector import auto_lines, cells
 
@@ -43,13 +41,7 @@ def parse_args(argv):
                     help="one precision for every chip, or auto (default: the config's per chip)")
     ap.add_argument("--auto-target", type=float, metavar="X", help="auto: box AP against ONNX's persons to keep "
                     "(default: the config's auto target)")
-    ap.add_argument("--auto-budget", type=int, metavar="N", help="auto: most builds per chip (default: the config's)")
-    ap.add_argument("--auto-tools", nargs="+", metavar="TOOLS",
-                    help="auto: TPU-MLIR calibration tools tried on all-INT8 before float layers, in order, each a "
-                         "tool or tools joined by '+' (search_threshold, bc, we), or none (default: "
-                         "search_threshold bc we; bc runs the chip's INT8 model once per conv: minutes on large nets)")
-    ap.add_argument("--auto-best", action="store_true", help="auto: when no build meets the target, keep the best "
-                    "one built (marked) instead of failing")
+    add_auto(ap, "the config's")
     ap.add_argument("--frames", type=Path, help="folder of whole frames to calibrate on (default: the 80 bundled "
                                                 "COCO train2017 frames, tests/data/coco_train_mini and "
                                                 "coco_train_frames)")
@@ -63,12 +55,7 @@ def parse_args(argv):
     args = ap.parse_args(argv)
     if args.auto_target is not None and not 0 < args.auto_target <= 1:
         ap.error(f"--auto-target {args.auto_target}: a box AP against ONNX's persons, in (0, 1]")
-    if args.auto_budget is not None and args.auto_budget < 2:
-        ap.error(f"--auto-budget {args.auto_budget}: at least 2 builds")
-    try:
-        parse_tools(args.auto_tools)
-    except BmposeError as e:
-        ap.error(f"--auto-tools: {e}")
+    check_auto(ap, args)
     return args
 
 
