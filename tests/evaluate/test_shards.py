@@ -5,7 +5,6 @@ workers dies, give the same files."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest

@@ -7,7 +7,6 @@ import json
 
 import pytest
 
-from bmpose import config
 from bmpose.cli import study as study_cli
 from helpers import SMALL, copy_stages
 
