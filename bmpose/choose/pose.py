@@ -9,6 +9,7 @@ trial and why the winner won, to artifacts/<model>/auto/<chip>/choice.json besid
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from bmpose import manifest
@@ -22,18 +23,18 @@ def candidate_bmodel(pipe, plan, chip: str, c: auto.Candidate, root: Path) -> tu
 
     # the options `bmpose build` records for these builds: the default INT8 and the floats are the same build
     # folders as theirs, reused both ways
-    opts = plan.options(chip, 1, c.precision)
+    spec = plan.spec(chip, 1, c.precision)
     qtables = list(plan.qtables) + auto.candidate_qtables(c, root)   # used by INT8 only
     if c.own_folder:
         # a trial is judged by its agreement with float: neither the heatmap gate nor TPU-MLIR's per-layer floor
         # refuses it (BlazePose's INT8 falls below that floor on BM1684 in every layout)
-        opts.update(qtables=[str(q) for q in qtables], tolerance={k: 0.0 for k in opts["tolerance"]},
-                    tpu_layer_tolerance=bmodel_build.INT8_LAYER_TOL_RANDOM)
+        spec = dataclasses.replace(spec, qtables=tuple(str(q) for q in qtables), gate=(spec.gate[0], 0.0),
+                                   tpu_layer_tolerance=bmodel_build.INT8_LAYER_TOL_RANDOM)
     if c.tools:
-        opts["cali_tools"] = list(c.tools)
+        spec = dataclasses.replace(spec, cali_tools=tuple(c.tools))
     table = pipe.cali_table(plan.method, tools=c.tools, chip=chip, qtables=plan.qtables) \
         if c.precision == "int8" else None
-    d, _ = pipe.bmodel(chip, c.precision, 1, opts, cali_table=table, user_qtables=qtables,
+    d, _ = pipe.bmodel(chip, c.precision, 1, spec, cali_table=table, user_qtables=qtables,
                        out=root / f"{c.label}_b1" if c.own_folder else None)
     return d, manifest.read_manifest(d)["checks"]["device_time"]["ms_per_person"]
 

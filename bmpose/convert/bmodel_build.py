@@ -3,6 +3,7 @@ one chip and batch, its deployed *_tpu.mlir checked (the qtable's layers really 
 and the final gate against ONNX; skipped when its manifest is up to date (see convert.steps for the shared helpers)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -41,32 +42,71 @@ def gate_key(precision: str, checkpoint: str | None) -> str:
     return f"{precision}_cos" + ("_random" if precision != "fp32" and checkpoint == "fixture" else "")
 
 
+DEVICE_TIME = "embedded estimate v1"   # v1: the compiler's cycle estimate is embedded in the bmodel (tpu_mlir.devtime)
+
+
+@dataclasses.dataclass(frozen=True)
+class DeploySpec:
+    """One bmodel build, frozen: model_deploy's arguments and the gate are read from it and the manifest's
+    options are derived from it (options()), so what a build did and what its manifest says cannot differ.
+    Variants (the study's, --precision auto's trials, the detector's) are dataclasses.replace of a spec."""
+    chip: str
+    precision: str
+    batch: int
+    gate: tuple                          # (tolerance key, the least heatmap cosine vs ONNX the build must keep)
+    checkpoint: str | None
+    calib: dict | None = None            # the calibration set's record (INT8)
+    method: str | None = None            # calibration method (INT8)
+    qtables: tuple = ()                  # the user's qtable files (INT8)
+    search: bool = False                 # TPU-MLIR's search_qtable layers added (INT8)
+    tpu_layer_tolerance: str | None = None   # TPU-MLIR's per-layer floor; None: its default for the precision
+    fp32_layers: str | None = None       # the calibration study's layer variant (recorded only)
+    cali_tools: tuple = ()               # TPU-MLIR calibration tools of its table (recorded only)
+
+    def layer_floor(self) -> str:
+        """model_deploy's --tolerance (per deployed layer vs the top MLIR)."""
+        default = "0.7,0.0" if self.precision == "int8" else TPU_LAYER_TOL[self.precision]
+        return self.tpu_layer_tolerance or default
+
+    def options(self) -> dict:
+        """The manifest's record of the build (what decides whether it is up to date)."""
+        key, tol = self.gate
+        opts = {"chip": self.chip, "precision": self.precision, "batch": self.batch, "tolerance": {key: tol},
+                "checkpoint": self.checkpoint, "calib": self.calib, "device_time": DEVICE_TIME}
+        if self.tpu_layer_tolerance is not None:   # recorded: a changed floor redeploys
+            opts["tpu_layer_tolerance"] = self.tpu_layer_tolerance
+        if self.precision == "int8":
+            opts.update({"method": self.method, "qtables": [str(q) for q in self.qtables], "search": self.search,
+                         "tail_rule": TAIL_RULE, "symmetric": True})
+        if self.fp32_layers is not None:
+            opts["fp32_layers"] = self.fp32_layers
+        if self.cali_tools:
+            opts["cali_tools"] = list(self.cali_tools)
+        return opts
+
+
 def deploy_options(cfg, chip: str, precision: str, batch: int, *, method: str | None, user_qtables, search: bool,
-                   checkpoint: str | None, calib: dict | None) -> dict:
+                   checkpoint: str | None, calib: dict | None) -> DeploySpec:
+    """The spec `bmpose build` deploys a chip x precision x batch with: the config's gate for it, TPU-MLIR's
+    per-layer floor where bmpose sets one (float precisions; INT8 of random-init fixture weights)."""
     checkpoint = checkpoint or cfg.checkpoint
     tol_key = gate_key(precision, checkpoint)
-    opts = {"chip": chip, "precision": precision, "batch": batch, "tolerance": {tol_key: cfg.tolerances[tol_key]},
-            "checkpoint": checkpoint, "calib": calib,
-            # v1: the compiler's cycle estimate is embedded in the bmodel (BM1684 too, see tpu_mlir.devtime)
-            "device_time": "embedded estimate v1"}
-    if precision in ("fp16", "bf16"):   # recorded: a changed floor redeploys
-        opts["tpu_layer_tolerance"] = TPU_LAYER_TOL[precision]
-    if precision == "int8":
-        opts.update({"method": method, "qtables": [str(q) for q in user_qtables], "search": bool(search),
-                     "tail_rule": TAIL_RULE, "symmetric": True})
-        if checkpoint == "fixture":   # recorded: TPU-MLIR's per-layer floor for random weights
-            opts["tpu_layer_tolerance"] = INT8_LAYER_TOL_RANDOM
-    return opts
+    floor = TPU_LAYER_TOL.get(precision) if precision in ("fp16", "bf16") else \
+        INT8_LAYER_TOL_RANDOM if precision == "int8" and checkpoint == "fixture" else None
+    int8 = precision == "int8"
+    return DeploySpec(chip, precision, batch, (tol_key, cfg.tolerances[tol_key]), checkpoint, calib,
+                      method=method if int8 else None, qtables=tuple(str(q) for q in user_qtables) if int8 else (),
+                      search=bool(search) and int8, tpu_layer_tolerance=floor)
 
 
-def ensure_bmodel(cfg, chip: str, precision: str, batch: int, *, mlir: Path, options: dict,
+def ensure_bmodel(cfg, chip: str, precision: str, batch: int, *, mlir: Path, spec: DeploySpec,
                   cali_table: Path | None = None, user_qtables=(), searched: Path | None = None,
                   out: Path | None = None, auto_tail: bool = True,
                   calibration: dict | None = None) -> tuple[Path, bool]:
     """model_deploy (with TPU-MLIR's own validation), per-layer compare, tolerance gate. -> (dir, built?)
 
     `out` builds elsewhere than the default bmodel dir and `auto_tail=False` leaves out the automatic FP32
-    tail (both for the calibration study); put whatever distinguishes the build in `options`. `calibration`
+    tail (both for the calibration study); put whatever distinguishes the build in `spec`. `calibration`
     (bmpose.calib.provenance.describe) is recorded for INT8: evaluation checks its images against its own."""
     check_chip_precision(chip, precision)
     out = Path(out) if out else cfg.layout.bmodel(chip, precision, batch)
@@ -81,25 +121,26 @@ def ensure_bmodel(cfg, chip: str, precision: str, batch: int, *, mlir: Path, opt
         if searched:
             inputs["search_qtable"] = searched
     with locked(out):
-        if up_to_date(out, inputs, options):
+        if up_to_date(out, inputs, spec.options()):
             return out, False
         with build(out) as tmp:
-            _deploy(cfg, chip, precision, batch, tmp, mlir, files, inputs, options, cali_table, user_qtables,
+            _deploy(cfg, chip, precision, batch, tmp, mlir, files, inputs, spec, cali_table, user_qtables,
                     searched, auto_tail, calibration if precision == "int8" else None)
     return out, True
 
 
-def _deploy(cfg, chip, precision, batch, tmp: Path, mlir: Path, files, inputs, options, cali_table,
+def _deploy(cfg, chip, precision, batch, tmp: Path, mlir: Path, files, inputs, spec: DeploySpec, cali_table,
             user_qtables, searched, auto_tail: bool = True, calibration: dict | None = None) -> None:
     for key in ("mlir", "weights", "input", "top_outputs"):
         link(inputs[key], tmp)
     # A failed build keeps no manifest: this says which gate it was held to (the report's verdict reads it);
     # a build that passes deletes it before writing its manifest, which holds the options.
+    options = spec.options()
     (tmp / FAILED_OPTIONS).write_text(json.dumps(options, default=str))
     name = cfg.layout.bmodel_name(chip, precision, batch)
-    args, qtable, origin = _deploy_args(tmp, mlir, files, chip, precision, name, options, cali_table,
+    args, qtable, origin = _deploy_args(tmp, mlir, files, chip, precision, name, spec, cali_table,
                                         user_qtables, searched, auto_tail)
-    seconds = _run_model_deploy(tmp, args, chip, precision, options)
+    seconds = _run_model_deploy(tmp, args, chip, precision, spec.checkpoint)
     mode = {"int8": "int8_sym", "fp32": "f32", "fp16": "f16", "bf16": "bf16"}[precision]   # TPU-MLIR's file names
     stem = f"{cfg.name}_{chip}_{mode}"
     tpu_mlir, tpu_weights, graph = _deployed_mlir(tmp, stem, qtable, tmp / files["mlir"])
@@ -115,7 +156,7 @@ def _deploy(cfg, chip, precision, batch, tmp: Path, mlir: Path, files, inputs, o
         if f.name not in keep:
             shutil.rmtree(f) if f.is_dir() else f.unlink()
 
-    tol_key, tol = next(iter(options["tolerance"].items()))
+    tol_key, tol = spec.gate
     checks = {"final": final, "tpu_mlir_vs_top_min_cos": min((r["cosine"] for r in rows[:-1]), default=None),
               "tolerance": {tol_key: tol}, "seconds": round(seconds, 1),
               "device_time": device_time(tmp / name, chip, batch)}   # the compiler's estimate; no simulator run
@@ -124,7 +165,7 @@ def _deploy(cfg, chip, precision, batch, tmp: Path, mlir: Path, files, inputs, o
     except BmposeError as e:
         if precision != "int8":
             raise
-        raise BmposeError(f"{e}; {diagnose.gate_failure(rows[:-1], tol, options.get('checkpoint'))}") from None
+        raise BmposeError(f"{e}; {diagnose.gate_failure(rows[:-1], tol, spec.checkpoint)}") from None
     (tmp / FAILED_OPTIONS).unlink()   # passed: the manifest holds the options
     write_manifest(tmp, stage="deploy", inputs=inputs, options=options,
                    outputs=[name, tpu_mlir.name, tpu_weights, "compare.csv", "compare.npz"]
@@ -136,7 +177,7 @@ def _deploy(cfg, chip, precision, batch, tmp: Path, mlir: Path, files, inputs, o
                           "qtable_origin": origin, "calibration": calibration})
 
 
-def _deploy_args(tmp: Path, mlir: Path, files, chip, precision, name, options, cali_table, user_qtables,
+def _deploy_args(tmp: Path, mlir: Path, files, chip, precision, name, spec: DeploySpec, cali_table, user_qtables,
                  searched, auto_tail) -> tuple[list, dict, dict]:
     """model_deploy's arguments; for INT8 the qtable (automatic tail + the user's + search) written to tmp.
     -> (args, qtable, where each qtable layer came from)."""
@@ -152,16 +193,15 @@ def _deploy_args(tmp: Path, mlir: Path, files, chip, precision, name, options, c
         # TPU-MLIR's own check of every TPU-MLIR layer against the top MLIR is only a sanity floor for INT8
         # (middle layers of a random-weight model are noisy: cos 0.85, euclid 0.4 on HRNet-W32); its check of
         # the bmodel against the TPU MLIR stays strict, and the real gate is ours, below: heatmaps vs ONNX.
-        # options["tpu_layer_tolerance"] lowers the floor (the study's all-INT8 heads: heatmap conv at cos 0.82).
+        # spec.tpu_layer_tolerance lowers the floor (the study's all-INT8 heads: heatmap conv at cos 0.82).
         args += ["--quantize", "INT8", "--calibration_table", Path(cali_table).resolve(),
-                 "--quantize_table", "qtable", "--tolerance", options.get("tpu_layer_tolerance", "0.7,0.0")]
+                 "--quantize_table", "qtable", "--tolerance", spec.layer_floor()]
     else:   # float: TPU-MLIR's per-layer check vs the top MLIR (see TPU_LAYER_TOL)
-        args += ["--quantize", QUANTIZE[precision],
-                 "--tolerance", options.get("tpu_layer_tolerance", TPU_LAYER_TOL[precision])]
+        args += ["--quantize", QUANTIZE[precision], "--tolerance", spec.layer_floor()]
     return args, qtable, origin
 
 
-def _run_model_deploy(tmp: Path, args: list, chip: str, precision: str, options: dict) -> float:
+def _run_model_deploy(tmp: Path, args: list, chip: str, precision: str, checkpoint: str | None) -> float:
     # BM1684's codegen writes its cycle estimate to `_0.dat` but embeds only compiler_profile_0.dat: link the
     # two first, so every bmodel carries its simulated device time (bmpose.tpu_mlir.devtime).
     link_bm1684_estimate(tmp, chip)
@@ -169,7 +209,7 @@ def _run_model_deploy(tmp: Path, args: list, chip: str, precision: str, options:
         return run_tool("model_deploy.py", args, tmp, "model_deploy.log")
     except BmposeError:
         # an INT8 build that failed TPU-MLIR's per-layer compare: its first layer below, not the raw tool lines
-        why = diagnose.tool_failure(tmp / "model_deploy.log", options.get("checkpoint")) \
+        why = diagnose.tool_failure(tmp / "model_deploy.log", checkpoint) \
             if precision == "int8" else None
         if why is None:
             raise

@@ -9,6 +9,7 @@ simulated device time. Whether its boxes still find the persons is measured abov
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -84,20 +85,20 @@ class DetectorBuild:
             self._mlir = steps.ensure_transform(self.cfg, 1, self.cfg.onnx, self.frames())
         return self._mlir
 
-    def options(self, chip: str, precision: str, extra_qtables=()) -> dict:
+    def spec(self, chip: str, precision: str, extra_qtables=()):
+        """The bmodel_build.DeploySpec of one chip x precision (INT8: the float stem and `extra_qtables` float)."""
         from bmpose.convert.bmodel_build import INT8_LAYER_TOL_RANDOM, deploy_options
 
         if precision != "int8":
             return deploy_options(self.cfg, chip, precision, 1, method=None, user_qtables=(), search=False,
                                   checkpoint=None, calib=None)
-        opts = deploy_options(self.cfg, chip, precision, 1, method=self.cfg.calibration["method"],
+        spec = deploy_options(self.cfg, chip, precision, 1, method=self.cfg.calibration["method"],
                               user_qtables=self.stem_qtable() + list(extra_qtables), search=False, checkpoint=None,
                               calib={"frames": [str(f) for f in ([self.folder] if self.folder else default_frames())],
                                      "num": len(self.frames())})
         # TPU-MLIR's per-layer floor (cos 0.7) would stop YOLOX-nano's INT8 build in the stem (a Mul at 0.66):
         # what decides a detector is whether its boxes still find the persons, the box gate above this floor.
-        opts["tpu_layer_tolerance"] = INT8_LAYER_TOL_RANDOM
-        return opts
+        return dataclasses.replace(spec, tpu_layer_tolerance=INT8_LAYER_TOL_RANDOM)
 
     def stem_qtable(self) -> list[Path]:
         """INT8 keeps the first `int8_float_stem` ops of the top MLIR in FP32: YOLOX-nano's INT8 loss starts in
@@ -135,8 +136,6 @@ class DetectorBuild:
 
         table = self.cali_table(tools, chip) if precision == "int8" else None
         qtables = self.stem_qtable() + list(extra_qtables) if precision == "int8" else []
-        options = self.options(chip, precision, extra_qtables)
-        if tools:
-            options["cali_tools"] = list(tools)
-        return bmodel_build.ensure_bmodel(self.cfg, chip, precision, 1, mlir=self.mlir(), options=options,
+        spec = dataclasses.replace(self.spec(chip, precision, extra_qtables), cali_tools=tuple(tools))
+        return bmodel_build.ensure_bmodel(self.cfg, chip, precision, 1, mlir=self.mlir(), spec=spec,
                                           cali_table=table, user_qtables=qtables, out=out)

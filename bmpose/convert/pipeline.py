@@ -67,16 +67,16 @@ class Pipeline:
         return steps.ensure_cali_table(self.cfg, self.mlir(1), crops, method, num, out=out, tools=tools, chip=chip,
                                        qtables=qtables)
 
-    def bmodel(self, chip: str, precision: str, batch: int, options: dict, *, cali_table: Path | None = None,
+    def bmodel(self, chip: str, precision: str, batch: int, spec, *, cali_table: Path | None = None,
                user_qtables=(), searched: Path | None = None, out: Path | None = None,
                auto_tail: bool = True) -> tuple[Path, bool]:
-        """A bmodel built (or reused) from this batch's top MLIR; `options` (bmodel_build.deploy_options) say
-        what it is. -> (its folder, built now?)"""
+        """A bmodel built (or reused) from this batch's top MLIR; `spec` (bmodel_build.DeploySpec) says what it
+        is. -> (its folder, built now?)"""
         from bmpose.calib.provenance import describe
         from bmpose.convert import bmodel_build
 
         calibration = describe(self.lmdb()) if precision == "int8" else None
-        return bmodel_build.ensure_bmodel(self.cfg, chip, precision, batch, mlir=self.mlir(batch), options=options,
+        return bmodel_build.ensure_bmodel(self.cfg, chip, precision, batch, mlir=self.mlir(batch), spec=spec,
                                           cali_table=cali_table, user_qtables=user_qtables, searched=searched,
                                           out=out, auto_tail=auto_tail, calibration=calibration)
 

@@ -49,9 +49,9 @@ def run_fragility(cfg, chips, methods, checkpoint=None, drops=DROPS) -> dict:
             for label, table in tables.items():
                 th = thresholds(table)
                 moved = max(abs(th[k] / full[k] - 1) for k in full if k in th and full[k] > 0)
-                opts = bmodel_build.deploy_options(cfg, chip, "int8", 1, method=method, user_qtables=[],
+                spec = bmodel_build.deploy_options(cfg, chip, "int8", 1, method=method, user_qtables=[],
                                                    search=False, checkpoint=checkpoint, calib={"subset": label})
-                d, _ = pipe.bmodel(chip, "int8", 1, opts, cali_table=table, out=out / f"{method}_{label}" / chip)
+                d, _ = pipe.bmodel(chip, "int8", 1, spec, cali_table=table, out=out / f"{method}_{label}" / chip)
                 tpu = d / read_manifest(d)["tpu_mlir"]
                 test = paired.cached_person_oks(d / "paired_oks.json", tpu, len(boxes), lambda: paired.score_backend(
                     cfg, open_backend(tpu, chip, kind="mlir"), boxes, owner, truth, sigmas, cfg.flip_test))

@@ -94,9 +94,9 @@ def build_variants(cfg, req, chips, methods, search_methods) -> tuple[list[Varia
             if not chip_supports(chip, precision):
                 continue
             v = Variant(f"{chip}_{precision}", chip, precision)
-            opts = bmodel_build.deploy_options(cfg, chip, precision, 1, method=None, user_qtables=[], search=False,
+            spec = bmodel_build.deploy_options(cfg, chip, precision, 1, method=None, user_qtables=[], search=False,
                                                checkpoint=req.checkpoint, calib=None)
-            variants.append(_deploy(pipe, v, out / f"{chip}_{precision}_b1", opts))
+            variants.append(_deploy(pipe, v, out / f"{chip}_{precision}_b1", spec))
         for method in methods:
             if method not in tables:
                 t0 = time.monotonic()
@@ -136,20 +136,19 @@ def _int8_variant(pipe, loose, checkpoint, v: Variant, table: Path, search: dict
                                           "layers": m.get("checks", {}).get("layers"),
                                           "wall_s_this_run": round(time.monotonic() - t0, 1)}
     calib = {"spec": "coco", "coco_ann": None, "coco_img": None, "num": pipe.num_used()}   # `bmpose build`'s
-    opts = bmodel_build.deploy_options(loose, v.chip, "int8", 1, method=v.method, user_qtables=user_q,
+    spec = bmodel_build.deploy_options(loose, v.chip, "int8", 1, method=v.method, user_qtables=user_q,
                                        search=v.layers == "search", checkpoint=checkpoint, calib=calib)
-    opts["fp32_layers"] = v.layers
-    opts["tpu_layer_tolerance"] = "0.0,-1000"   # record, do not refuse, what an all-INT8 head does
-    if v.tools:
-        opts["cali_tools"] = list(v.tools)
-    return _deploy(pipe, v, loose.layout.study() / f"{v.label}_b1", opts, table, user_q, searched,
+    # record, do not refuse, what an all-INT8 head does
+    spec = dataclasses.replace(spec, fp32_layers=v.layers, tpu_layer_tolerance="0.0,-1000",
+                               cali_tools=tuple(v.tools))
+    return _deploy(pipe, v, loose.layout.study() / f"{v.label}_b1", spec, table, user_q, searched,
                    auto_tail=v.layers != "none")
 
 
-def _deploy(pipe, v: Variant, out: Path, options, table=None, user_q=(), searched=None, auto_tail=True) -> Variant:
+def _deploy(pipe, v: Variant, out: Path, spec, table=None, user_q=(), searched=None, auto_tail=True) -> Variant:
     t0 = time.monotonic()
     try:
-        d, built = pipe.bmodel(v.chip, v.precision, 1, options, cali_table=table, user_qtables=user_q,
+        d, built = pipe.bmodel(v.chip, v.precision, 1, spec, cali_table=table, user_qtables=user_q,
                                searched=searched, out=out, auto_tail=auto_tail)
     except BmposeError as e:
         print(f"study: {v.label}: FAILED: {e}", file=sys.stderr)

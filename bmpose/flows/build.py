@@ -85,8 +85,9 @@ class Plan:
         self.calib = {"spec": req.calib, "coco_ann": req.coco_ann, "coco_img": req.coco_img, "num": self.num}
         self.targets = [(chip, b) for chip in self.chips for b in self.batches]
 
-    def options(self, chip, batch, precision: str | None = None):
-        """What a build of this plan records; `precision`: another than the plan's (--precision auto's trials)."""
+    def spec(self, chip, batch, precision: str | None = None) -> bmodel_build.DeploySpec:
+        """A build of this plan (bmodel_build.DeploySpec); `precision`: another than the plan's (--precision
+        auto's trials)."""
         return bmodel_build.deploy_options(self.cfg, chip, precision or self.precision, batch, method=self.method,
                                            user_qtables=self.qtables, search=self.req.search,
                                            checkpoint=self.req.checkpoint, calib=self.calib)
@@ -94,7 +95,7 @@ class Plan:
     def all_fresh(self) -> bool:
         if self.precision == "auto":   # the choice's own manifest decides (pose_auto.choose)
             return False
-        return all(steps.deep_fresh(self.cfg.layout.bmodel(c, self.precision, b), self.options(c, b))
+        return all(steps.deep_fresh(self.cfg.layout.bmodel(c, self.precision, b), self.spec(c, b).options())
                    for c, b in self.targets)
 
 
@@ -129,7 +130,7 @@ def run(plan: Plan) -> list[dict]:
             name = cfg.layout.bmodel_name(chip, plan.precision, b)
             t0 = clock()
             try:
-                d, built = pipe.bmodel(chip, plan.precision, b, plan.options(chip, b), cali_table=table,
+                d, built = pipe.bmodel(chip, plan.precision, b, plan.spec(chip, b), cali_table=table,
                                        user_qtables=plan.qtables, searched=searched)
             except BmposeError as e:
                 print(f"build: {name}: FAILED: {e}", file=sys.stderr)

@@ -37,10 +37,11 @@ def _int8_options(cfg, checkpoint):
 
 def test_random_weights_get_a_per_layer_floor_that_cannot_decide_and_record_it():
     cfg = config.load("hrnet_small_128x96")
-    assert _int8_options(cfg, "fixture")["tpu_layer_tolerance"] == bmodel_build.INT8_LAYER_TOL_RANDOM == "0,-inf"
+    assert _int8_options(cfg, "fixture").options()["tpu_layer_tolerance"] == bmodel_build.INT8_LAYER_TOL_RANDOM \
+        == "0,-inf"
     # trained weights keep TPU-MLIR's strict per-layer check (the default floor), unrecorded as before
-    assert "tpu_layer_tolerance" not in _int8_options(cfg, None)
-    assert "tpu_layer_tolerance" not in _int8_options(cfg, "/some/real.pth")
+    assert "tpu_layer_tolerance" not in _int8_options(cfg, None).options()
+    assert "tpu_layer_tolerance" not in _int8_options(cfg, "/some/real.pth").options()
 
 
 def _failed(d):
@@ -50,10 +51,10 @@ def _failed(d):
 def test_per_layer_failure_names_the_first_layer_below_not_the_tool_lines(toy):
     cfg, mlir, crops = toy
     table = steps.ensure_cali_table(cfg, mlir, crops, "kl", 4)
-    opts = {**_int8_options(cfg, "fixture"), "tpu_layer_tolerance": "0.99999,0.9999"}   # no INT8 layer is that close
+    opts = dataclasses.replace(_int8_options(cfg, "fixture"), tpu_layer_tolerance="0.99999,0.9999")   # no INT8 layer is that close
     out = cfg.artifacts / "diag_layer"
     with pytest.raises(BmposeError) as e:
-        bmodel_build.ensure_bmodel(cfg, "bm1684x", "int8", 1, mlir=mlir, options=opts, cali_table=table, out=out)
+        bmodel_build.ensure_bmodel(cfg, "bm1684x", "int8", 1, mlir=mlir, spec=opts, cali_table=table, out=out)
     msg = str(e.value)
     assert "\n" not in msg and "npz compare FAILED" not in msg and "RuntimeError" not in msg
     # the first layer, in graph order, that TPU-MLIR's rule (cosine > 0.99999 and euclidean > 0.9999) fails,
@@ -79,7 +80,7 @@ def test_gate_failure_names_the_first_layer_below_the_gate(toy):
     opts = _int8_options(strict, None)   # the config's (trained) checkpoint: no "trained checkpoint" hint
     out = cfg.artifacts / "diag_gate"
     with pytest.raises(BmposeError) as e:
-        bmodel_build.ensure_bmodel(strict, "bm1684x", "int8", 1, mlir=mlir, options=opts, cali_table=table, out=out)
+        bmodel_build.ensure_bmodel(strict, "bm1684x", "int8", 1, mlir=mlir, spec=opts, cali_table=table, out=out)
     msg = str(e.value)
     assert "\n" not in msg and "< tolerance int8_cos=0.99999" in msg
     rows = compare.read_csv(_failed(out) / "compare.csv")[:-1]   # without the bmodel-vs-ONNX row

@@ -43,7 +43,7 @@ def test_int8_gate_is_looser_only_for_random_weights():
 
     def gate(precision, checkpoint):
         return bmodel_build.deploy_options(cfg, "bm1684", precision, 1, method="kl", user_qtables=[], search=False,
-                                    checkpoint=checkpoint, calib=None)["tolerance"]
+                                    checkpoint=checkpoint, calib=None).options()["tolerance"]
 
     assert gate("int8", None) == {"int8_cos": 0.99}   # the config's trained checkpoint
     assert gate("int8", "/some/real.pth") == {"int8_cos": 0.99}
@@ -104,7 +104,7 @@ def test_toy_int8_deploy_has_tail_f32_and_compare_files(toy):
     cfg = dataclasses.replace(cfg, tolerances={**cfg.tolerances, "int8_cos": 0.9})
     opts = bmodel_build.deploy_options(cfg, "bm1684x", "int8", 1, method="kl", user_qtables=[], search=False,
                                 checkpoint=None, calib=None)
-    d, built = bmodel_build.ensure_bmodel(cfg, "bm1684x", "int8", 1, mlir=mlir, options=opts, cali_table=table)
+    d, built = bmodel_build.ensure_bmodel(cfg, "bm1684x", "int8", 1, mlir=mlir, spec=opts, cali_table=table)
     assert built
     m = read_manifest(d)
     tpu = read_graph(d / m["tpu_mlir"])
@@ -113,7 +113,7 @@ def test_toy_int8_deploy_has_tail_f32_and_compare_files(toy):
     rows = (d / "compare.csv").read_text().splitlines()
     assert rows[0] == "layer,op,quant,shape,cosine,euclidean,sqnr_db"
     assert rows[-1].startswith("heatmaps_Conv (bmodel vs ONNX),bmodel,INT8,")
-    assert bmodel_build.ensure_bmodel(cfg, "bm1684x", "int8", 1, mlir=mlir, options=opts, cali_table=table)[1] is False
+    assert bmodel_build.ensure_bmodel(cfg, "bm1684x", "int8", 1, mlir=mlir, spec=opts, cali_table=table)[1] is False
 
 
 def test_toy_search_qtable_names_real_layers_and_is_reused(toy):
@@ -206,7 +206,7 @@ def test_tolerance_gate_fails_a_broken_build_and_keeps_the_good_one(small, tmp_p
     opts = bmodel_build.deploy_options(strict, "bm1684", "fp32", 1, method=None, user_qtables=[], search=False,
                                 checkpoint=None, calib=before["options"]["calib"])
     with pytest.raises(BmposeError, match=r"output cosine [01]\.\d+ < tolerance fp32_cos=1\.5"):
-        bmodel_build.ensure_bmodel(strict, "bm1684", "fp32", 1, mlir=cfg.artifacts / "mlir" / "b1", options=opts)
+        bmodel_build.ensure_bmodel(strict, "bm1684", "fp32", 1, mlir=cfg.artifacts / "mlir" / "b1", spec=opts)
     failed = good.with_name(good.name + ".failed")
     assert (failed / "compare.csv").is_file() and (failed / "model_deploy.log").is_file()
     assert read_manifest(good)["created"] == before["created"]   # the good build is untouched

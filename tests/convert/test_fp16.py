@@ -45,7 +45,7 @@ def test_bm1684_is_refused_in_one_line_before_anything_runs(precision, tmp_path)
 def test_deploy_refuses_bm1684_half_too(tmp_path):
     cfg = config.load(SMALL)
     with pytest.raises(BmposeError, match=r"^bm1684 has no bf16 \("):
-        bmodel_build.ensure_bmodel(cfg, "bm1684", "bf16", 1, mlir=tmp_path, options={}, out=tmp_path / "x")
+        bmodel_build.ensure_bmodel(cfg, "bm1684", "bf16", 1, mlir=tmp_path, spec=None, out=tmp_path / "x")
     assert not (tmp_path / "x").exists()
 
 
@@ -72,7 +72,7 @@ def test_half_gates_come_from_the_config(model):
                                 ("fixture", f"{precision}_cos_random")):
             opts = bmodel_build.deploy_options(cfg, "bm1684x", precision, 1, method=None, user_qtables=[], search=False,
                                          checkpoint=checkpoint, calib=None)
-            assert opts["tolerance"] == {key: cfg.tolerances[key]}
+            assert opts.options()["tolerance"] == {key: cfg.tolerances[key]}
         assert cfg.tolerances[f"{precision}_cos_random"] < cfg.tolerances[f"{precision}_cos"]
     t = cfg.tolerances
     assert t["int8_cos"] < t["bf16_cos"] < t["fp16_cos"] < t["fp32_cos"]

@@ -91,7 +91,7 @@ def toy_bmodels(toy):
     for chip in ("bm1684x", "bm1684"):
         opts = bmodel_build.deploy_options(cfg, chip, "int8", 1, method="kl", user_qtables=[], search=False,
                                     checkpoint=None, calib=None)
-        d, _ = bmodel_build.ensure_bmodel(cfg, chip, "int8", 1, mlir=mlir, options=opts, cali_table=table)
+        d, _ = bmodel_build.ensure_bmodel(cfg, chip, "int8", 1, mlir=mlir, spec=opts, cali_table=table)
         out[chip] = (d, read_manifest(d))
     return out
 

@@ -71,7 +71,7 @@ def test_mlir_backend_and_its_workers_run_avx2(toy):
     table = steps.ensure_cali_table(cfg, mlir, crops, "kl", 4)
     opts = bmodel_build.deploy_options(cfg, "bm1684x", "int8", 1, method="kl", user_qtables=[], search=False,
                                 checkpoint=None, calib=None)
-    d, _ = bmodel_build.ensure_bmodel(cfg, "bm1684x", "int8", 1, mlir=mlir, options=opts, cali_table=table)
+    d, _ = bmodel_build.ensure_bmodel(cfg, "bm1684x", "int8", 1, mlir=mlir, spec=opts, cali_table=table)
     from bmpose.manifest import read_manifest
 
     tpu_mlir = d / read_manifest(d)["tpu_mlir"]
