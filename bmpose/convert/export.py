@@ -18,7 +18,7 @@ import numpy as np
 
 from bmpose.config import mmpose_config_inputs
 from bmpose.errors import BmposeError
-from bmpose.convert.onnx_import import ensure_imported, planned_batches
+from bmpose.convert.onnx_import import ensure_imported, onnx_plan
 from bmpose.layout import ONNX_OPSET
 from bmpose.manifest import atomic_dir, locked, up_to_date, write_manifest
 from bmpose.weights.checkpoint import build_model, resolve_checkpoint
@@ -124,10 +124,8 @@ def ensure_onnx(cfg, checkpoint=None, batches=(1, 4), dynamic: bool = False, for
     inputs = {"checkpoint": ckpt, **mmpose_config_inputs(cfg.mmpose_config)}
     tol = float(cfg.tolerances["onnx_max_abs"])
     with locked(out_dir):
-        want, dyn, targets = planned_batches(out_dir, batches, dynamic)
-        options = {"batches": want, "dynamic": dyn, "opset": opset, "exporter": "torchscript (dynamo=False)",
-                   "parity_seed": PARITY_SEED, "onnx_max_abs": tol, "config": cfg.summary()}
-        result = {b: cfg.layout.onnx_file(b, opset) for b in targets}
+        want, dyn, options, result = onnx_plan(cfg, out_dir, batches, dynamic, opset,
+                                               {"exporter": "torchscript (dynamo=False)"})
         if not force and up_to_date(out_dir, inputs, options):
             if verbose:
                 print(f"export: {out_dir} is up to date (skipped)")

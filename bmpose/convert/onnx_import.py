@@ -226,6 +226,15 @@ def planned_batches(out_dir: Path, batches, dynamic: bool) -> tuple[list[int], b
     return want, bool(dynamic or prev.get("dynamic", False)), [int(b) for b in batches] + ([None] if dynamic else [])
 
 
+def onnx_plan(cfg, out_dir: Path, batches, dynamic: bool, opset: int, made_by: dict):
+    """In the onnx folder's lock: (batches to write, dynamic?, the stage's options, {batch asked: its path}), for
+    an export and an import alike; `made_by` names the tool that writes the files."""
+    want, dyn, targets = planned_batches(out_dir, batches, dynamic)
+    options = {"batches": want, "dynamic": dyn, "opset": opset, **made_by, "parity_seed": PARITY_SEED,
+               "onnx_max_abs": float(cfg.tolerances["onnx_max_abs"]), "config": cfg.summary()}
+    return want, dyn, options, {b: cfg.layout.onnx_file(b, opset) for b in targets}
+
+
 def ensure_imported(cfg, batches=(1, 4), dynamic: bool = False, force: bool = False, verbose: bool = True,
                     opset: int = 13) -> dict:
     """The config's ONNX file as the onnx/ build every later stage reads; -> {batch: path} (None: dynamic)."""
@@ -238,10 +247,8 @@ def ensure_imported(cfg, batches=(1, 4), dynamic: bool = False, force: bool = Fa
     out_dir = cfg.layout.onnx(opset)
     tol = float(cfg.tolerances["onnx_max_abs"])
     with locked(out_dir):
-        want, dyn, targets = planned_batches(out_dir, batches, dynamic)
-        options = {"batches": want, "dynamic": dyn, "opset": opset, "importer": "bmpose onnx_import v1",
-                   "parity_seed": PARITY_SEED, "onnx_max_abs": tol, "config": cfg.summary()}
-        result = {b: cfg.layout.onnx_file(b, opset) for b in targets}
+        want, dyn, options, result = onnx_plan(cfg, out_dir, batches, dynamic, opset,
+                                               {"importer": "bmpose onnx_import v1"})
         if not force and up_to_date(out_dir, {"onnx": src}, options):
             if verbose:
                 print(f"import: {out_dir} is up to date (skipped)")
