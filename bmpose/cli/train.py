@@ -3,14 +3,10 @@ COCO persons with mmpose's own loop (bmpose.experiments.train)."""
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
-from pathlib import Path
 
 from bmpose import config as bmconfig
-from bmpose.manifest import atomic_dir, sha256_file, up_to_date, write_manifest
-from bmpose.experiments.train import (CURVE, DEFAULT_MODEL, INSTALL_DIR, RECIPES, SUMMARY, THREADS, checkpoint_name,
-                                     installed_names, load_train_config, recipe_of, train, train_config_of)
+from bmpose.experiments.train import DEFAULT_MODEL, INSTALL_DIR, RECIPES, THREADS
+from bmpose.flows.train import TrainRequest, train_fixture
 
 
 def parse_args(argv):
@@ -33,38 +29,20 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    deploy = bmconfig.load(args.model)
-    config_path = args.config or str(train_config_of(args.model))
-    ckpt_name = checkpoint_name(args.model)
-    out = Path(args.out) if args.out else deploy.layout.train()
-    overrides = {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
-                 "val_interval": args.val_interval, "seed": args.seed, "threads": args.threads}
-    cfg = load_train_config(config_path, work_dir=out, **overrides)
-    data = cfg.train_dataloader.dataset
-    inputs = {"train_config": config_path, "model_config": deploy.mmpose_config,
-              "annotations": Path(data.data_root) / data.ann_file}
-    options = {"recipe": json.loads(json.dumps(recipe_of(cfg), default=str))}
-    if not args.force and up_to_date(out, inputs, options):
-        print(f"{out}: up to date (--force to train again)")
-    else:
-        with atomic_dir(out) as tmp:
-            cfg.work_dir = str(tmp)
-            summary = train(cfg, tmp, model_name=args.model)
-            write_manifest(tmp, stage="train", inputs=inputs, options=options,
-                           outputs=[ckpt_name, SUMMARY] + ([CURVE] if summary["val"] else []),
-                           checks={"final_ap": (summary["final"] or {}).get("AP")})
-    summary = json.loads((out / SUMMARY).read_text())
+    done = train_fixture(TrainRequest(model=args.model, config=args.config, out=args.out, epochs=args.epochs,
+                                      lr=args.lr, batch_size=args.batch_size, val_interval=args.val_interval,
+                                      seed=args.seed, threads=args.threads, install=args.install,
+                                      force=args.force))
+    if not done["trained"]:
+        print(f"{done['out']}: up to date (--force to train again)")
+    summary = done["summary"]
     final = (summary["final"] or {}).get("AP")
-    print(f"{out / ckpt_name}: {summary['recipe']['epochs']} epochs in {summary['train_seconds']:.0f} s, "
+    print(f"{done['checkpoint']}: {summary['recipe']['epochs']} epochs in {summary['train_seconds']:.0f} s, "
           f"final COCO AP on the training persons: {'not validated' if final is None else f'{final:.4f}'}")
-    installed = INSTALL_DIR / ckpt_name
-    if args.install:
-        INSTALL_DIR.mkdir(parents=True, exist_ok=True)
-        for name, installed_name in installed_names(args.model).items():
-            if (out / name).is_file():
-                shutil.copyfile(out / name, INSTALL_DIR / installed_name)
+    if done["installed"]:
         print(f"installed into {INSTALL_DIR}")
-    elif installed.is_file():
-        same = sha256_file(installed) == sha256_file(out / ckpt_name)
-        print(f"{installed}: {'identical to this run' if same else 'differs from this run (--install to replace it)'}")
+    elif done["same_as_installed"] is not None:
+        verdict = "identical to this run" if done["same_as_installed"] else \
+            "differs from this run (--install to replace it)"
+        print(f"{INSTALL_DIR / done['checkpoint'].name}: {verdict}")
     return 0
