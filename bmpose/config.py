@@ -17,7 +17,7 @@ from bmpose.errors import BmposeError
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = ROOT / "configs"
-DATA_DIR = ROOT / "tests" / "data"
+DATA_DIR = ROOT / "data"   # the bundled COCO samples (data/README.md): product data the tests read too
 DEFAULT_MODEL = os.environ.get("BMPOSE_DEFAULT_MODEL", "hrnet_small_128x96")
 
 DEFAULT_TOLERANCES = {

@@ -13,7 +13,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
-DATA = TESTS / "data"
+DATA = ROOT / "data"              # the bundled COCO samples (bmpose.config.DATA_DIR)
+TEST_DATA = TESTS / "data"        # what only the tests read
 SAIL_STANDIN = TESTS / "sail_standin"
 NNTC_STANDINS = TESTS / "nntc_standins"
 SMALL = "hrnet_small_128x96"

@@ -16,7 +16,7 @@ from bmpose.device.inputs import list_images
 from bmpose.errors import BmposeError
 from bmpose.runtime import boxes
 
-DATA = Path(__file__).resolve().parent / "data" / "coco_val_mini"
+DATA = Path(__file__).resolve().parent.parent / "data" / "coco_val_mini"
 ANN, IMG = DATA / "person_keypoints_val2017_subset.json", DATA / "images"
 BASE = json.loads(ANN.read_text())
 A0 = BASE["annotations"][0]                      # the record every annotation case corrupts

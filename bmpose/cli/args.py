@@ -24,7 +24,7 @@ def add_calibration(p: argparse.ArgumentParser) -> None:
     """Which persons calibrate INT8 (bmpose.calib)."""
     p.add_argument("--calib", default="coco", help="calibration set: coco | dir:PATH | lmdb:PATH (default: coco)")
     p.add_argument("--coco-ann", help="COCO person keypoints json for --calib coco (default: the bundled COCO "
-                                      "train2017 persons, tests/data/coco_train_mini)")
+                                      "train2017 persons, data/coco_train_mini)")
     p.add_argument("--coco-img", help="its image folder (default: beside the json)")
     p.add_argument("--num", type=int, help="calibration crops (default: the config's calibration.num)")
 

@@ -43,7 +43,7 @@ def parse_args(argv):
                     "(default: the config's auto target)")
     add_auto(ap, "the config's")
     ap.add_argument("--frames", type=Path, help="folder of whole frames to calibrate on (default: the 80 bundled "
-                                                "COCO train2017 frames, tests/data/coco_train_mini and "
+                                                "COCO train2017 frames, data/coco_train_mini and "
                                                 "coco_train_frames)")
     ap.add_argument("--num", type=int, help="calibration frames (default: the config's calibration.num)")
     ap.add_argument("--coco-ann", type=Path, help="COCO annotations whose persons score the boxes (default: the "

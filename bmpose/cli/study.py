@@ -28,7 +28,7 @@ def parse_args(argv):
                     help="TPU-MLIR calibration tools per INT8 variant, each 'none' or tools joined by '+' from "
                          "search_threshold, bc, we (e.g. --tools none search_threshold bc bc+we); one TPU-MLIR "
                          "cannot apply to the model is a row with its reason (default: none)")
-    ap.add_argument("--coco-ann", help="evaluation annotations (default: tests/data/person_keypoints_bundled.json)")
+    ap.add_argument("--coco-ann", help="evaluation annotations (default: data/person_keypoints_bundled.json)")
     ap.add_argument("--coco-img", help="image root of --coco-ann (default: its folder)")
     ap.add_argument("--no-flip", action="store_true", help="evaluate without the flip test (default: the model's "
                     "test_cfg, as mmpose and the fixture's training AP)")

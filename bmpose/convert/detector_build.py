@@ -21,8 +21,8 @@ from bmpose.pose.detect import frame_input
 
 
 def default_frames() -> list[Path]:
-    """The bundled calibration frames: the 80 COCO train2017 images of tests/data/coco_train_mini (28, persons
-    in each) and tests/data/coco_train_frames (52, 44 of them without a person), never evaluated on."""
+    """The bundled calibration frames: the 80 COCO train2017 images of data/coco_train_mini (28, persons
+    in each) and data/coco_train_frames (52, 44 of them without a person), never evaluated on."""
     from bmpose.calib.select import default_coco
     from bmpose.config import DATA_DIR
 

@@ -8,7 +8,7 @@ For each chip: the float builds (FP32, and FP16/BF16 where the chip has them), t
 an INT8 batch-1 bmodel is built with bmpose's build driver into artifacts/<model>/study/<chip>_<method>_<layers>/
 (the default builds are untouched; every variant has its own manifest, so a rerun skips what is built) and
 its deployed *_tpu.mlir is run through the mlir backend on the whole evaluation set (default: the 51 persons of
-tests/data/person_keypoints_bundled.json, the trained fixture's training persons, ground-truth boxes), giving
+data/person_keypoints_bundled.json, the trained fixture's training persons, ground-truth boxes), giving
 COCO AP, AP drop vs ONNX FP32 on the same crops, and heatmap cosine vs ONNX (mean and worst crop). The ONNX
 FP32 and the FP32 bmodel (mlir backend) are the reference rows. search_qtable runs the model hundreds of times
 on pymlir (2-3 min per chip for kl, seconds where the all-INT8 model already meets int8_cos): --search-methods

@@ -58,7 +58,7 @@ INSTALLED = installed_names(DEFAULT_MODEL)
 # One torch thread: on the shared 2-core machine an iteration took 0.12 s with 1 thread and 0.30 s with 2
 # (the second thread fights the data pipeline and the neighbours); fixed, it also keeps runs reproducible.
 THREADS = 1
-# Both bundled COCO subsets in one annotation file (file names relative to tests/data): one ground truth for
+# Both bundled COCO subsets in one annotation file (file names relative to data): one ground truth for
 # training and for CocoMetric. (A ConcatDataset of two CocoDatasets does not evaluate: both are named "coco"
 # and CocoMetric picks the ground truth of the last one registered.)
 BUNDLED_SOURCES = (("coco_val_mini/person_keypoints_val2017_subset.json", "coco_val_mini/images/"),
@@ -69,7 +69,7 @@ BUNDLED_PERSONS = bmconfig.DATA_DIR / "person_keypoints_bundled.json"
 def merge_bundled_coco(data_dir: Path = bmconfig.DATA_DIR) -> dict:
     """The bundled COCO subsets as one COCO person-keypoints dict (disjoint image and annotation ids)."""
     merged: dict = {"info": {"description": "bmpose: all bundled COCO val2017 persons (coco_val_mini + "
-                                             "mmpose_coco), file_name relative to tests/data",
+                                             "mmpose_coco), file_name relative to the data/ folder",
                              "contributor": "COCO Consortium", "year": 2017},
                     "licenses": None, "images": [], "annotations": [], "categories": None}
     for ann_file, prefix in BUNDLED_SOURCES:

@@ -1,6 +1,6 @@
 # Training recipe of the RTMPose-t trained fixture (`bmpose train --model rtmpose-t_256x192`): mmpose's
 # rtmpose-t_8xb256-420e_coco-256x192 (architecture, SimCC codec and KLDiscretLoss unchanged) fitted on the 51
-# real COCO val2017 persons bundled in tests/data, on the CPU, from scratch (no download: the CSPNeXt backbone
+# real COCO val2017 persons bundled in data, on the CPU, from scratch (no download: the CSPNeXt backbone
 # is not pretrained here).
 #
 # A fixture, not a pose model: trained and evaluated on the same 51 persons, so that INT8 effects on RTMCCHead
@@ -14,7 +14,7 @@
 # the flipped pass was never trained); flip only: AP 0.0005 / 0.0066 / 0.58 / 0.87 at epochs 25/50/75/100.
 _base_ = ['mmpose::body_2d_keypoint/rtmpose/coco/rtmpose-t_8xb256-420e_coco-256x192.py']
 
-data_root = '{{ fileDirname }}/../../tests/data/'
+data_root = '{{ fileDirname }}/../../data/'
 codec = dict(type='SimCCLabel', input_size=(192, 256), sigma=(4.9, 5.66), simcc_split_ratio=2.0,
              normalize=False, use_dark=False)
 

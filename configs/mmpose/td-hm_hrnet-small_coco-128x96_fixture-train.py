@@ -1,6 +1,6 @@
 # Training recipe of the trained fixture (`bmpose train`, `make train-fixture`): the small HRNet of
 # td-hm_hrnet-small_coco-128x96.py (architecture and codec unchanged: the deploy config points at that file)
-# fitted on the 51 real COCO val2017 persons bundled in tests/data, on the CPU (1 torch thread).
+# fitted on the 51 real COCO val2017 persons bundled in data, on the CPU (1 torch thread).
 #
 # It is a fixture, not a pose model: it is trained and evaluated on the same 51 persons, so that INT8 and
 # calibration effects can be measured on realistic weights and activations. mmpose's standard augmentation
@@ -11,7 +11,7 @@
 # an epoch) beat batch 16 and matched batch 4 per epoch at less cost. 600 epochs then fit the 51 persons.
 _base_ = ['./td-hm_hrnet-small_coco-128x96.py']
 
-data_root = '{{ fileDirname }}/../../tests/data/'
+data_root = '{{ fileDirname }}/../../data/'
 codec = dict(type='MSRAHeatmap', input_size=(96, 128), heatmap_size=(24, 32), sigma=1)
 
 max_epochs = 600

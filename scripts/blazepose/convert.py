@@ -39,7 +39,7 @@ TFLITE_SHA256 = {
     "full": "e9a5c5cb17f736fafd4c2ec1da3b3d331d6edbe8a0d32395855aeb2cdfd64b9f",
     "heavy": "59e42d71bcd44cbdbabc419f0ff76686595fd265419566bd4009ef703ea8e1fe",
 }
-VAL = ROOT / "tests" / "data" / "coco_val_mini"
+VAL = ROOT / "data" / "coco_val_mini"
 TOLERANCE = 0.05   # |ONNX Runtime - tflite| on the landmark output, in input pixels of 256: measured 0.011 (float32
                    # sums in another order, XNNPACK vs ONNX Runtime), margin 4.5x
 

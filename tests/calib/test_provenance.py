@@ -31,7 +31,7 @@ def train_set(cfg, tmp_path_factory):
 
 
 def test_default_set_is_train_and_never_the_bundled_val_images(train_set, coco_train, coco_mini, mmpose_coco):
-    assert train_set["set"] == "tests/data/coco_train_mini/person_keypoints_train2017_subset.json"
+    assert train_set["set"] == "data/coco_train_mini/person_keypoints_train2017_subset.json"
     assert train_set["crops"] == 8 and 1 <= len(train_set["images"]) <= 8
     assert all((coco_train[1] / name).is_file() for name in train_set["images"])
     val = sorted(coco_mini[1].glob("*.jpg")) + sorted(mmpose_coco.glob("*.jpg"))
@@ -71,7 +71,7 @@ def test_eval_refuses_an_int8_build_on_its_own_calibration_images(cfg, coco_mini
     gt = boxes.gt_boxes(*coco_mini)
     fp32 = {"label": "onnx_fp32", "precision": "fp32"}
     with pytest.raises(BmposeError, match=r"m\.bmodel: \d of the 22 evaluation images also calibrated it "
-                                          r"\(tests/data/coco_val_mini/.*--allow-calib-overlap") as e:
+                                          r"\(data/coco_val_mini/.*--allow-calib-overlap") as e:
         eval_run._check_calibration(SimpleNamespace(allow_calib_overlap=False), [fp32, _int8(val_calibrated)], gt)
     assert "\n" not in str(e.value)
     arts = [fp32, _int8(val_calibrated)]

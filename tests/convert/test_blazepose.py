@@ -25,7 +25,7 @@ from helpers import SAIL_STANDIN, bmpose_ok
 
 MODEL = "blazepose_lite_256x256"
 ONNX = config.CONFIG_DIR / "blazepose" / "pose_landmark_lite.onnx"
-BASEBALL = "000000196141.jpg"   # tests/data/mmpose_coco: 4 players, none of them ever seen by BlazePose
+BASEBALL = "000000196141.jpg"   # data/mmpose_coco: 4 players, none of them ever seen by BlazePose
 
 
 def test_committed_onnx_is_what_its_conversion_recorded():

@@ -1,5 +1,5 @@
 """Fidelity gates on the trained fixture (configs/hrnet_small_128x96.yaml's default checkpoint) and its 51
-training persons (tests/data/person_keypoints_bundled.json, ground-truth boxes, the model's flip test):
+training persons (data/person_keypoints_bundled.json, ground-truth boxes, the model's flip test):
 
 - ONNX FP32 AP equals the AP of mmpose's own `inference_topdown` (PyTorch, mmpose's preprocessing and decode);
 - the FP32 bmodel's AP (its deployed tpu.mlir on the mlir backend) equals ONNX's, per chip;
@@ -31,7 +31,7 @@ from bmpose.evaluate import sets
 pytestmark = pytest.mark.slow
 
 MODEL = "hrnet_small_128x96"
-# Calibrated on the bundled COCO train2017 persons (tests/data/coco_train_mini, 71 crops), which the fixture has
+# Calibrated on the bundled COCO train2017 persons (data/coco_train_mini, 71 crops), which the fixture has
 # never seen, and scored on its 51 memorised val persons: INT8 costs the memorising fixture far more than it
 # did when calibrated on those very persons (docs/calibration.md). Measured with the defaults (kl, automatic
 # FP32 tail, kernels pinned: byte-identical builds on any machine): AP drop 0.0570 (bm1684) and 0.0528
@@ -97,7 +97,7 @@ def test_default_int8_is_calibrated_on_persons_it_is_never_scored_on(fidelity):
     from bmpose.report.render import sets_line
     from bmpose.report.report import collect
 
-    train = "tests/data/coco_train_mini/person_keypoints_train2017_subset.json"
+    train = "data/coco_train_mini/person_keypoints_train2017_subset.json"
     for chip in ("bm1684", "bm1684x"):
         cal = fidelity["bmodels"][(chip, "int8")]["manifest"]["calibration"]
         assert cal["set"] == train and cal["crops"] == 71 and len(cal["images"]) == 26

@@ -78,13 +78,13 @@ def test_report_says_which_persons_calibrated_and_which_were_scored(cfg):
     ev = cfg.artifacts / "eval"
     ev.mkdir(parents=True)
     row = {"label": "bm1684_int8_b1", "artifact": "y.bmodel", "AP": 0.68, "AP50": 0.9, "AP75": 0.78, "AR": 0.73,
-           "eval_set": "tests/data/coco_val_mini/person_keypoints_val2017_subset.json",
-           "calibration": {"set": "tests/data/coco_val_mini/person_keypoints_val2017_subset.json",
-                           "seen": ["tests/data/coco_val_mini/images/a.jpg", "tests/data/coco_val_mini/images/b.jpg"]}}
+           "eval_set": "data/coco_val_mini/person_keypoints_val2017_subset.json",
+           "calibration": {"set": "data/coco_val_mini/person_keypoints_val2017_subset.json",
+                           "seen": ["data/coco_val_mini/images/a.jpg", "data/coco_val_mini/images/b.jpg"]}}
     (ev / "bm1684_int8_b1.json").write_text(json.dumps(row))
     index = report.ensure_report(cfg)
     md = (index.parent / "report.md").read_text()
-    assert "evaluated on `tests/data/coco_val_mini/person_keypoints_val2017_subset.json`" in md
+    assert "evaluated on `data/coco_val_mini/person_keypoints_val2017_subset.json`" in md
     assert "Warning: bm1684_int8_b1 was scored on 2 images that also calibrated it" in md
     assert "bm1684_int8_b1 (scored on 2 of its calibration images)" in md
     assert "Warning: bm1684_int8_b1 was scored on 2 images" in index.read_text()

@@ -17,7 +17,7 @@ from bmpose.convert import bmodel_build, steps
 from bmpose.manifest import read_manifest
 from bmpose.runtime import simulate
 from bmpose.tpu_mlir import devtime
-from helpers import DATA as TEST_DATA
+from helpers import TEST_DATA
 
 DATA = TEST_DATA / "devtime"
 
