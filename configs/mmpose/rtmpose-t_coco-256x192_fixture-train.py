@@ -12,9 +12,8 @@
 # scale 0.75-1.25, rotation 30) the from-scratch CSPNeXt did not fit in 300 epochs (loss 0.076 -> 0.068, AP
 # 0.000 at epoch 200); without augmentation it fits but the flip test then halves the AP (0.18 at epoch 60,
 # the flipped pass was never trained); flip only: AP 0.0005 / 0.0066 / 0.58 / 0.87 at epochs 25/50/75/100.
-_base_ = ['mmpose::body_2d_keypoint/rtmpose/coco/rtmpose-t_8xb256-420e_coco-256x192.py']
+_base_ = ['mmpose::body_2d_keypoint/rtmpose/coco/rtmpose-t_8xb256-420e_coco-256x192.py', './fixture_data.py']
 
-data_root = '{{ fileDirname }}/../../data/'
 codec = dict(type='SimCCLabel', input_size=(192, 256), sigma=(4.9, 5.66), simcc_split_ratio=2.0,
              normalize=False, use_dark=False)
 
@@ -47,23 +46,13 @@ val_pipeline = [
     dict(type='PackPoseInputs')
 ]
 
-# All bundled persons in one COCO file, as the HRNet fixture's recipe (td-hm_hrnet-small_coco-128x96_fixture-
-# train.py): 51 persons with keypoints, trained and validated on.
-bundled = dict(type='CocoDataset', data_mode='topdown', data_root=data_root,
-               ann_file='person_keypoints_bundled.json', data_prefix=dict(img=''))
-train_dataloader = dict(
-    _delete_=True, batch_size=8, num_workers=0, persistent_workers=False,
-    sampler=dict(type='DefaultSampler', shuffle=True),
-    dataset=dict(**bundled, pipeline=train_pipeline))
-val_dataloader = dict(
-    _delete_=True, batch_size=32, num_workers=0, persistent_workers=False, drop_last=False,
-    sampler=dict(type='DefaultSampler', shuffle=False, round_up=False),
-    dataset=dict(**bundled, pipeline=val_pipeline, test_mode=True))
+bundled = _base_.fixture_bundled   # the shared data section (fixture_data.py)
+train_dataloader = dict(_delete_=True, **_base_.fixture_train_loader, dataset=dict(**bundled, pipeline=train_pipeline))
+val_dataloader = dict(_delete_=True, **_base_.fixture_val_loader,
+                      dataset=dict(**bundled, pipeline=val_pipeline, test_mode=True))
 test_dataloader = val_dataloader
-val_evaluator = dict(_delete_=True, type='CocoMetric', ann_file=data_root + 'person_keypoints_bundled.json')
+val_evaluator = dict(_delete_=True, **_base_.fixture_evaluator)
 test_evaluator = val_evaluator
 
-default_hooks = dict(
-    logger=dict(type='LoggerHook', interval=20),
-    checkpoint=dict(type='CheckpointHook', interval=-1, save_best=None, save_last=False))
+default_hooks = _base_.fixture_hooks
 randomness = dict(seed=0, deterministic=True)

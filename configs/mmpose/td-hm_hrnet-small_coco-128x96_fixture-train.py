@@ -9,9 +9,8 @@
 # 300 epochs; with the narrower rotation/scale below, 200 epochs reached 0.40 (lr 4e-3), 0.57 (2e-3) and
 # 0.55 (1e-3: ahead all the way, 0.28 vs 0.19 at epoch 80); lr 1e-2 did not learn at all. Batch 8 (7 steps
 # an epoch) beat batch 16 and matched batch 4 per epoch at less cost. 600 epochs then fit the 51 persons.
-_base_ = ['./td-hm_hrnet-small_coco-128x96.py']
+_base_ = ['./td-hm_hrnet-small_coco-128x96.py', './fixture_data.py']
 
-data_root = '{{ fileDirname }}/../../data/'
 codec = dict(type='MSRAHeatmap', input_size=(96, 128), heatmap_size=(24, 32), sigma=1)
 
 max_epochs = 600
@@ -44,26 +43,13 @@ val_pipeline = [
     dict(type='PackPoseInputs')
 ]
 
-# All bundled persons in one COCO file (coco_val_mini: 22 images/39 persons, mmpose_coco: 4 images/12
-# persons; written by bmpose.weights.train.write_bundled_coco). Top-down mode keeps the 51 persons with keypoints.
-bundled = dict(type='CocoDataset', data_mode='topdown', data_root=data_root,
-               ann_file='person_keypoints_bundled.json', data_prefix=dict(img=''))
-
-# Single process, no workers: 2 shared cores, and the augmentation draws from the seeded global RNGs.
-train_dataloader = dict(
-    _delete_=True, batch_size=8, num_workers=0, persistent_workers=False,
-    sampler=dict(type='DefaultSampler', shuffle=True),
-    dataset=dict(**bundled, pipeline=train_pipeline))
-# Validation: the same 51 persons, ground-truth boxes, no augmentation (flip test from the model's test_cfg).
-val_dataloader = dict(
-    _delete_=True, batch_size=32, num_workers=0, persistent_workers=False, drop_last=False,
-    sampler=dict(type='DefaultSampler', shuffle=False, round_up=False),
-    dataset=dict(**bundled, pipeline=val_pipeline, test_mode=True))
+bundled = _base_.fixture_bundled   # the shared data section (fixture_data.py)
+train_dataloader = dict(_delete_=True, **_base_.fixture_train_loader, dataset=dict(**bundled, pipeline=train_pipeline))
+val_dataloader = dict(_delete_=True, **_base_.fixture_val_loader,
+                      dataset=dict(**bundled, pipeline=val_pipeline, test_mode=True))
 test_dataloader = val_dataloader
-val_evaluator = dict(_delete_=True, type='CocoMetric', ann_file=data_root + 'person_keypoints_bundled.json')
+val_evaluator = dict(_delete_=True, **_base_.fixture_evaluator)
 test_evaluator = val_evaluator
 
-default_hooks = dict(
-    logger=dict(type='LoggerHook', interval=20),
-    checkpoint=dict(type='CheckpointHook', interval=-1, save_best=None, save_last=False))
+default_hooks = _base_.fixture_hooks
 randomness = dict(seed=0, deterministic=True)
