@@ -81,9 +81,9 @@ def test_the_walk_sees_function_level_and_importlib_imports(tmp_path):
     assert "bmpose.convert.export" in graph["bmpose.runtime.predict"]     # inside open_model()
     probe = tmp_path / "probe.py"
     probe.write_text("import importlib\n\ndef f():\n    from ..convert import steps\n\n"
-                     "TABLE = {'x': 'bmpose.experiments.bench'}\nimportlib.import_module('bmpose.calib.store')\n")
+                     "TABLE = {'x': 'bmpose.bench.host'}\nimportlib.import_module('bmpose.calib.store')\n")
     assert _imports("bmpose.runtime.probe", probe, modules) == {
-        "bmpose.convert.steps", "bmpose.experiments.bench", "bmpose.calib.store"}
+        "bmpose.convert.steps", "bmpose.bench.host", "bmpose.calib.store"}
 
 
 def test_core_imports_nothing_else_of_bmpose():
@@ -170,7 +170,7 @@ FLOORS = (
     ("runtime",),
     ("convert",),
     ("evaluate", "deploy"),
-    ("experiments", "report", "choose"),
+    ("experiments", "bench", "report", "choose"),
     ("flows",),
     ("cli", "__main__"),
 )

@@ -1,4 +1,4 @@
-"""`bmpose bench`: benchmarks (bmpose.experiments.bench), each measured within one run so ratios are comparable;
+"""`bmpose bench`: benchmarks (bmpose.bench), each measured within one run so ratios are comparable;
 rows printed and kept in artifacts/<model>/bench/bench.json."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import platform
 
 from bmpose.device.inputs import positive_int
 from bmpose.chips import PRECISIONS
-from bmpose.experiments import bench
+from bmpose import bench
 from bmpose.cli.args import add_model, load_model
 
 

@@ -217,7 +217,7 @@ def test_tolerance_gate_fails_a_broken_build_and_keeps_the_good_one(small, tmp_p
 def test_small_simulator_benchmark_runs_both_chips_in_one_call(small):
     """`make bench`'s simulators rows: every bmodel of both chips (each chip's cmodel in its own spawned
     process), the bmodel on the cmodel agreeing with its tpu.mlir on pymlir on the same real crops."""
-    from bmpose.experiments.bench import BenchRequest, bench_simulators
+    from bmpose.bench import BenchRequest, bench_simulators
 
     rows = bench_simulators(small, BenchRequest())
     per_bmodel = [r for r in rows if "cmodel_s_per_crop" in r]

@@ -4,7 +4,8 @@ import json
 import pytest
 
 from bmpose.cli import bench as bench_cli
-from bmpose.experiments import bench
+from bmpose import bench
+from bmpose.bench import common as bench_common
 from bmpose import config
 from bmpose.errors import BmposeError
 
@@ -85,9 +86,9 @@ def test_benchmarks_feed_the_networks_colour_order():
     import numpy as np
 
     cfg = config.load("hrnet_small_128x96")
-    boxes = bench._bench_persons(cfg, 2)
-    rgb = bench._network_input(cfg, boxes)
-    bgr = bench._network_input(dataclasses.replace(cfg, bgr_to_rgb=False, mean=cfg.mean[::-1], std=cfg.std[::-1]),
+    boxes = bench_common.bench_persons(cfg, 2)
+    rgb = bench_common.network_input(cfg, boxes)
+    bgr = bench_common.network_input(dataclasses.replace(cfg, bgr_to_rgb=False, mean=cfg.mean[::-1], std=cfg.std[::-1]),
                                boxes)
     assert rgb.shape[1] == 3 and np.allclose(bgr, rgb[:, ::-1]) and not np.allclose(bgr, rgb)
 

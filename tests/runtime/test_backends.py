@@ -23,7 +23,7 @@ def test_mlir_equals_cmodel(cfg, chip):
 
     from bmpose.runtime.backends import open_backend
     from bmpose.weights.fixture import realistic_inputs
-    from bmpose.experiments.bench import cmodel_seconds_per_crop
+    from bmpose.bench.device import cmodel_seconds_per_crop
 
     b = next(b for b in list_bmodels(cfg) if b["chip"] == chip and b["precision"] == "int8" and b["batch"] == 1)
     x = realistic_inputs(cfg, 2, 7)
