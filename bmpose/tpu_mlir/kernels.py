@@ -13,10 +13,12 @@ The thread count matters too: OpenMP splits float reductions by thread count, an
 machine's (measured: the small model's kl table differs between 1, 2 and 4 threads in 6 to 45 of its 70
 thresholds, by up to 1e-7 relative: rounding, which kl can amplify). Tool processes (calibration,
 transform, deploy, search) therefore run with a fixed OMP_NUM_THREADS (`TOOL_THREADS`, whatever the
-machine's cores). The mlir backend's pymlir runs its float ops on one thread in every process
+machine's cores). The mlir backend's pymlir runs with the same count in every process
 (`pin_runtime_threads`, on TPU-MLIR's own libomp, so torch keeps its threads): its INT8 outputs were measured
 bit-identical with 1, 2 and 4 threads, but an FP32 tpu.mlir's heatmaps differed by 1e-13 (cosine) between a
-2-thread process and a 1-thread Ray worker, and a local run, its pool workers and a cluster must agree.
+2-thread process and a 1-thread Ray worker, and an FP16 one's by more than 1e-6 from TPU-MLIR's own reference
+outputs (computed by model_deploy with TOOL_THREADS) when run on one thread. With TOOL_THREADS everywhere a
+local run, the mlir pool's workers, a Ray worker and TPU-MLIR's own check compute alike on any machine.
 
 `BMPOSE_ONEDNN_ISA` overrides the level (e.g. `ALL` to let oneDNN choose, for speed comparisons only); the
 level in force is recorded in every manifest, so a build made with another level is rebuilt, never reused.
@@ -56,11 +58,11 @@ def pin(env: MutableMapping[str, str] | None = None, threads: bool = False) -> M
 
 
 def pin_runtime_threads(root: Path) -> None:
-    """One OpenMP thread for pymlir in this process (its float ops' reductions then split alike everywhere):
-    omp_set_num_threads on the libomp TPU-MLIR's runtimes link, under `root` (tpu_mlir's package folder).
-    Run after pymlir is imported, from the thread that invokes it."""
+    """TOOL_THREADS OpenMP threads for pymlir in this process, as its tools run (its float ops' reductions then
+    split alike everywhere): omp_set_num_threads on the libomp TPU-MLIR's runtimes link, under `root`
+    (tpu_mlir's package folder). Run after pymlir is imported, from the thread that invokes it."""
     import ctypes
 
     lib = root / "lib" / "third_party" / "libomp.so.5"
     if lib.is_file():   # TPU-MLIR 1.30's layout; another layout keeps OpenMP's default
-        ctypes.CDLL(str(lib)).omp_set_num_threads(1)
+        ctypes.CDLL(str(lib)).omp_set_num_threads(TOOL_THREADS)

@@ -50,9 +50,9 @@ def test_a_bmodel_is_built_from_its_batchs_mlir(monkeypatch, tmp_path):
     monkeypatch.setattr(bmodel_build, "ensure_bmodel", lambda cfg, *a, **kw: got.append((a, kw)) or (tmp_path, True))
     pipe = pipeline.Pipeline(config.load(SMALL, artifacts=tmp_path), "ck")
     pipe._onnx, pipe._crops = {4: tmp_path / "b4.onnx"}, []
-    assert pipe.bmodel("bm1684x", "fp32", 4, {"o": 1}, out=tmp_path / "x") == (tmp_path, True)
+    assert pipe.bmodel("bm1684x", "fp32", 4, "the spec", out=tmp_path / "x") == (tmp_path, True)
     (args, kw), = got
-    assert args == ("bm1684x", "fp32", 4) and kw["mlir"] == tmp_path / "m4" and kw["options"] == {"o": 1}
+    assert args == ("bm1684x", "fp32", 4) and kw["mlir"] == tmp_path / "m4" and kw["spec"] == "the spec"
     assert kw["out"] == tmp_path / "x" and kw["auto_tail"] is True and kw["cali_table"] is None
 
 
