@@ -126,10 +126,7 @@ def run(args, meta: dict, runner, spec, out_dir: Path, detector=None) -> dict:
     done)."""
     clock = frames.Clock()
     done = {"instances": [], "pictures": [], "clock": clock, "skipped": [], "interrupted": False}
-
-    def pose(image, boxes, clock):
-        return frames.estimate_frame(image, boxes, runner.run, runner.batch_size, spec, args.flip, clock,
-                                     name=str(runner.path))
+    pose = frames.pose_step(runner, spec, args.flip)
 
     if is_video(args.input):
         _run_video(args, pose, spec, out_dir, detector, done)

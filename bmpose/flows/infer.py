@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import warnings
 from pathlib import Path
 
@@ -87,7 +88,7 @@ def infer_video(cfg, req: InferRequest) -> dict:
     out = Path(req.out)
     with atomic_dir(out, keep_failed=False) as tmp:
         done = run_video(cfg, backend, detector, req.images, tmp / "annotated.mp4", flip=req.flip,
-                         limit=req.limit, kpt_thr=req.kpt_thr, progress=_progress())
+                         limit=req.limit, kpt_thr=req.kpt_thr, progress=sys.stderr.isatty())
         if done["frames"] == 0 and not done["interrupted"]:
             raise BmposeError(f"{req.images}: no frames could be read from this video")
         results = coco_results(cfg, done["predictions"], options={**metric_options(cfg), "nms_mode": "none"})
@@ -102,12 +103,6 @@ def infer_video(cfg, req: InferRequest) -> dict:
                                "seconds": round(done["seconds"], 3)})
     return {"kind": "video", "out": out, "results": results, "frames": done["frames"],
             "persons": len(done["predictions"]), "seconds": done["seconds"], "interrupted": done["interrupted"]}
-
-
-def _progress() -> bool:
-    import sys
-
-    return sys.stderr.isatty()
 
 
 def collect_boxes(cfg, req: InferRequest) -> tuple[list[PersonBox], list, dict]:

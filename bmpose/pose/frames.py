@@ -1,7 +1,8 @@
 """The one frame loop and the one pose step, for `bmpose infer` on the host and `bmodel.py` on the box.
 
   estimate(crops, run_all, spec, flip)      crops -> network input (+ mirror) -> outputs -> keypoints in pixels
-  estimate_frame(image, boxes, ...)         one frame's person boxes through estimate()
+  estimate_frame(image, boxes, model, ...)  one frame's person boxes through estimate() on a model (a backend,
+                                            the bundle's sail runner: run, batch_size, path); pose_step binds it
   run(frames, boxes_for, pose, sink, ...)   frames in -> boxes -> pose -> sinks out, with the clock and Ctrl-C
 
 `spec` is the model's resolved facts (`model_spec`): input size, mean/std, codec, and its own keypoint set
@@ -87,20 +88,25 @@ def estimate(crops, run_all, spec, flip: bool, clock: Clock | None = None, name:
     return kpts, scores, out
 
 
-def estimate_frame(image, boxes: list, run, batch_size: int, spec, flip: bool, clock: Clock | None = None,
-                   name: str = "the model") -> list:
-    """One frame's [(xywh, score)] -> [(xywh, score, crop, keypoints, scores)], through `run(batch)` in batches
-    of its size."""
+def estimate_frame(image, boxes: list, model, spec, flip: bool, clock: Clock | None = None) -> list:
+    """One frame's [(xywh, score)] -> [(xywh, score, crop, keypoints, scores)], through `model.run(batch)` in
+    batches of `model.batch_size` (errors name `model.path`)."""
     if not boxes:
         return []
     t = time.perf_counter()
     crops = pipeline.crop_boxes(image, [b for b, _ in boxes], spec)
     if clock:
         clock.add("preprocess", t)
-    kpts, scores, _ = estimate(crops, lambda x: pipeline.run_model(run, x, batch_size), spec, flip, clock, name)
+    kpts, scores, _ = estimate(crops, lambda x: pipeline.run_model(model.run, x, model.batch_size), spec, flip, clock,
+                               str(model.path))
     if clock:
         clock.persons += len(boxes)
     return [(bbox, score, c, k, s) for (bbox, score), c, k, s in zip(boxes, crops, kpts, scores)]
+
+
+def pose_step(model, spec, flip: bool):
+    """estimate_frame bound to a model, a spec and the flip test: the `pose(image, boxes, clock)` run() takes."""
+    return lambda image, boxes, clock: estimate_frame(image, boxes, model, spec, flip, clock)
 
 
 def instance(image_id, person) -> dict:

@@ -35,10 +35,6 @@ def run_video(cfg, backend, detector, spec: str, out_video: Path, *, flip: bool 
     model, clock = model_spec(cfg), loop.Clock()
     done = {"predictions": [], "fps": fps, "size": list(size)}
 
-    def pose(frame, boxes, clock):
-        return loop.estimate_frame(frame, boxes, backend.run, backend.batch_size, model, flip, clock,
-                                   name=str(backend.path))
-
     def sink(i, frame, persons):
         writer.write(loop.drawn(frame, persons, kpt_thr, model))
         done["predictions"] += [Prediction(PersonBox(i, Path(spec), tuple(bbox), float(score), None,
@@ -49,8 +45,8 @@ def run_video(cfg, backend, detector, spec: str, out_video: Path, *, flip: bool 
     t0 = time.perf_counter()
     try:
         with bar(total, "video", "frame", show=progress) as b, Ahead(capture_frames(cap, limit), decode_ahead) as it:
-            done["interrupted"] = loop.run(it, lambda frame, i, c: loop.person_boxes(detector(frame)), pose, sink,
-                                           clock, spec)
+            done["interrupted"] = loop.run(it, lambda frame, i, c: loop.person_boxes(detector(frame)),
+                                           loop.pose_step(backend, model, flip), sink, clock, spec)
     except KeyboardInterrupt:
         done["interrupted"] = True   # between or inside a frame: the frames before it are complete
     finally:

@@ -348,5 +348,4 @@ def test_a_bmodel_of_another_keypoint_set_is_one_line(codec, out_shape, names):
     runner = SimpleNamespace(path="other.bmodel", batch_size=1, run=lambda x: np.zeros(out_shape, np.float32))
     image = np.zeros((120, 160, 3), np.uint8)
     with pytest.raises(PoseError, match=rf"^other.bmodel: gives \d+ keypoints, the model.s keypoint set has {names}:"):
-        frames.estimate_frame(image, [([10, 10, 40, 80], 1.0)], runner.run, 1, spec, False, frames.Clock(),
-                              name=runner.path)
+        frames.estimate_frame(image, [([10, 10, 40, 80], 1.0)], runner, spec, False, frames.Clock())
