@@ -39,8 +39,8 @@ fp16: setup ## FP16 bmodels (BM1684 has none) for CHIPS x BATCHES, compare files
 bf16: setup ## BF16 bmodels (BM1684 has none) for CHIPS x BATCHES, compare files, report
 	$(BMPOSE) build --precision bf16 $(COMMON) $(BUILD_ARGS)
 
-auto: setup ## per chip, the fastest batch-1 build that agrees with float (floats, INT8, INT8 + calibration tools, + sensitive layers in F16)
-	$(BMPOSE) build --precision auto $(COMMON) $(call opt,CHIPS,--chips) $(CALIB_ARGS) $(call opt,QTABLE,--qtable) \
+auto: setup ## per chip, the fastest build that agrees with float (searched at batch 1: floats, INT8, + tools, + sensitive layers in F16), then built at BATCHES
+	$(BMPOSE) build --precision auto $(COMMON) $(call opt,CHIPS,--chips) $(call opt,BATCHES,--batches) $(CALIB_ARGS) $(call opt,QTABLE,--qtable) \
 	  $(call opt,METHOD,--method) $(foreach t,$(TOL),--tolerance $(t))
 
 int8: setup ## INT8 bmodels (calibrated on CALIB, FP32 tail, QTABLE=extra, SEARCH=1), compare files, report
@@ -50,9 +50,9 @@ int8: setup ## INT8 bmodels (calibrated on CALIB, FP32 tail, QTABLE=extra, SEARC
 detector: setup ## person detector bmodels (DETECTOR=yolox_nano_416, CHIPS, PRECISION), boxes scored vs ONNX, report
 	$(BMPOSE) detector $(call opt,DETECTOR,--detector) $(call opt,CHIPS,--chips) $(call opt,PRECISION,--precision)
 
-deploy: setup ## device bundle per chip in artifacts/<model>/deploy (bmodels INT8+FP32, detector, bmodel.py, README, .tar.gz)
+deploy: setup ## device bundle per chip in artifacts/<model>/deploy (bmodels INT8+FP32 or PRECISIONS="auto fp32", detector, bmodel.py, README, .tar.gz)
 	$(BMPOSE) deploy $(COMMON) $(call opt,CHIPS,--chips) $(call opt,BATCHES,--batches) $(CALIB_ARGS) \
-	  $(call opt,DETECTOR,--detector)
+	  $(call opt,PRECISIONS,--precisions) $(call opt,DETECTOR,--detector)
 
 nntc: setup ## NNTC (BMNNSDK2 2.7) bundle for BM1684 in artifacts/<model>/nntc: opset-12 ONNX, ufw LMDB, scripts
 	$(BMPOSE) nntc $(COMMON) $(CALIB_ARGS) $(call opt,METHOD,--method)

@@ -102,14 +102,18 @@ class Layout:
 def list_bmodels(cfg, auto: bool = False) -> list[dict]:
     """Every complete bmodel build of this config: path, chip, precision, batch, tpu_mlir (+ manifest facts),
     `name` (its folder's). `auto`: also each chip's `--precision auto` winner built in the search's own folder
-    (an INT8 build with float layers or calibration tools), named `<chip>_auto_b1`."""
+    (an INT8 build with float layers or calibration tools) at every batch built, named `<chip>_auto_b<N>`, with
+    `variant` (the winner's label) and `file` (its bundle name: `<model>_<chip>_auto_b<N>.bmodel`)."""
     out = [b for b in map(lambda d: _bmodel(cfg, d), sorted(cfg.artifacts.glob("*_*_b*"))) if b]
     if auto:
         for chip, choice in cfg.layout.auto_choices().items():
-            d = Path(json.loads(choice.read_text()).get("winner_dir") or "")
-            b = _bmodel(cfg, d) if d.parent == choice.parent else None   # floats and plain INT8 are listed already
-            if b:
-                out.append({**b, "name": f"{chip}_auto_b{b['batch']}"})
+            c = json.loads(choice.read_text())
+            winner = c.get("winner")
+            if not winner or Path(c.get("winner_dir") or "").parent != choice.parent:   # floats, plain INT8: listed
+                continue
+            for b in filter(None, map(lambda d: _bmodel(cfg, d), sorted(choice.parent.glob(f"{winner}_b*")))):
+                out.append({**b, "name": f"{chip}_auto_b{b['batch']}", "variant": winner,
+                            "file": cfg.layout.bmodel_name(chip, "auto", b["batch"])})
     order = {c: i for i, c in enumerate(CHIPS)}
     return sorted(out, key=lambda b: (order.get(b["chip"], 9), PRECISIONS.index(b["precision"]), b["batch"],
                                       b["name"]))
@@ -126,7 +130,7 @@ def _bmodel(cfg, d: Path) -> dict | None:
     if not path.is_file():
         return None
     return {"path": path, "chip": o["chip"], "precision": o["precision"], "batch": int(o["batch"]),
-            "tpu_mlir": d / m["tpu_mlir"], "dir": d, "manifest": m, "name": d.name}
+            "tpu_mlir": d / m["tpu_mlir"], "dir": d, "manifest": m, "name": d.name, "file": path.name}
 
 
 def failed_builds(cfg) -> list[Path]:

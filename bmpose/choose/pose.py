@@ -5,7 +5,9 @@ on the bundled val persons with ground-truth boxes: never among the train2017 ca
 The INT8 ladder's float layers come from TPU-MLIR's own sensitivity search (search_qtable with every layer
 ranked: each quantised alone, the rest float; steps.sensitivity_ranking), in F16 where the chip has it. Builds
 go to artifacts/<model>/auto/<chip>/<variant>_b1 (floats: the normal build folders); the choice, with every
-trial and why the winner won, to artifacts/<model>/auto/<chip>/choice.json beside a manifest.
+trial and why the winner won, to artifacts/<model>/auto/<chip>/choice.json beside a manifest. The winner's recipe
+(precision, calibration tools, float layers) is then built at the config's other batches too, beside it
+(<variant>_b<N>): the search measures at batch 1, the box runs batch 4 as well.
 """
 from __future__ import annotations
 
@@ -17,13 +19,13 @@ from bmpose.convert import auto, steps
 from bmpose.evaluate.agreement import PoseFidelity
 
 
-def candidate_bmodel(pipe, plan, chip: str, c: auto.Candidate, root: Path) -> tuple[Path, float]:
-    """Build (or reuse) one candidate at batch 1 -> (its folder, simulated ms per person)."""
+def candidate_bmodel(pipe, plan, chip: str, c: auto.Candidate, root: Path, batch: int = 1) -> tuple[Path, float]:
+    """Build (or reuse) one candidate -> (its folder, simulated ms per person)."""
     from bmpose.convert import bmodel_build
 
     # the options `bmpose build` records for these builds: the default INT8 and the floats are the same build
     # folders as theirs, reused both ways
-    spec = plan.spec(chip, 1, c.precision)
+    spec = plan.spec(chip, batch, c.precision)
     qtables = list(plan.qtables) + auto.candidate_qtables(c, root)   # used by INT8 only
     if c.own_folder:
         # a trial is judged by its agreement with float: neither the heatmap gate nor TPU-MLIR's per-layer floor
@@ -34,9 +36,14 @@ def candidate_bmodel(pipe, plan, chip: str, c: auto.Candidate, root: Path) -> tu
         spec = dataclasses.replace(spec, cali_tools=tuple(c.tools))
     table = pipe.cali_table(plan.method, tools=c.tools, chip=chip, qtables=plan.qtables) \
         if c.precision == "int8" else None
-    d, _ = pipe.bmodel(chip, c.precision, 1, spec, cali_table=table, user_qtables=qtables,
-                       out=root / f"{c.label}_b1" if c.own_folder else None)
+    d, _ = pipe.bmodel(chip, c.precision, batch, spec, cali_table=table, user_qtables=qtables,
+                       out=root / f"{c.label}_b{batch}" if c.own_folder else None)
     return d, manifest.read_manifest(d)["checks"]["device_time"]["ms_per_person"]
+
+
+def winner_build(pipe, plan, chip: str, choice: dict, batch: int) -> Path:
+    """The chosen recipe built (or reused) at `batch` (batch 1: the winning trial itself) -> its folder."""
+    return candidate_bmodel(pipe, plan, chip, auto.winner_candidate(choice), pipe.cfg.layout.auto(chip), batch)[0]
 
 
 def search_chip(pipe, plan, chip: str, fidelity: PoseFidelity, target: float, budget: int,

@@ -15,7 +15,9 @@ no-op `make int8` returns in about a second.
 the float builds, INT8, then INT8 with its most sensitive layers (TPU-MLIR's ranking) in F16 (F32 on BM1684),
 and keeps the fastest whose keypoints agree with ONNX FP32's to the tolerance auto_target (mean OKS against
 float on the bundled val persons, never calibrated on). artifacts/<model>/auto/<chip>/choice.json and the
-printed table say what was tried and why the winner won.
+printed table say what was tried and why the winner won; the winner's recipe is then built at every batch asked
+for (--batches, else the config's), listed as <chip>_auto_b<N> by `bmpose eval` and bundled by `bmpose deploy
+--precisions auto`.
 """
 from __future__ import annotations
 

@@ -3,7 +3,9 @@ the chip's bmodels (INT8 and FP32 by default, plus any other precision built for
 bmodel (default yolox_nano_416, at the detector config's precision for the chip; `--detector none` leaves it
 out), deploy.json, bmpose's pose core and device app, sample images, a README; as a folder and a .tar.gz in
 artifacts/<model>/deploy/. Missing bmodels are built first (`bmpose build`, `bmpose detector`: the detector's
-boxes must pass their gate against ONNX), reusing whatever is up to date."""
+boxes must pass their gate against ONNX), reusing whatever is up to date. `--precisions auto` bundles each chip's
+`--precision auto` winner (searched first when missing) at every batch, as `<model>_<chip>_auto_b<N>.bmodel`,
+and makes it the bundle's default."""
 from __future__ import annotations
 
 import argparse
@@ -19,9 +21,9 @@ def parse_args(argv):
     add_model(ap)
     ap.add_argument("--checkpoint", help="checkpoint path/URL or 'fixture' (default: the config's)")
     ap.add_argument("--chips", nargs="+", choices=CHIPS, help="chips (default: the config's)")
-    ap.add_argument("--precisions", nargs="+", default=["int8", "fp32"], choices=PRECISIONS,
-                    help="precisions to build and bundle "
-                    "(default: int8 fp32; other precisions already built for the chip are bundled too)")
+    ap.add_argument("--precisions", nargs="+", default=["int8", "fp32"], choices=(*PRECISIONS, "auto"),
+                    help="precisions to build and bundle; auto: the --precision auto winner "
+                    "(default: int8 fp32; other float precisions already built for the chip are bundled too)")
     ap.add_argument("--batches", nargs="+", type=positive_int, help="batch sizes (default: the config's)")
     ap.add_argument("--detector", default="yolox_nano_416",
                     help="person detector config name or yaml to bundle, or none (default: yolox_nano_416)")
@@ -36,7 +38,8 @@ def main(argv: list[str]) -> int:
                         batches=tuple(args.batches or ()), detector=args.detector, calib=args.calib,
                         coco_ann=args.coco_ann, coco_img=args.coco_img, num=args.num)
     for b in deploy(req):
-        names = ", ".join(f"{m['precision']} b{m['batch']}" for m in b["bmodels"])
+        names = ", ".join(f"{m.get('variant') and 'auto ' + m['variant'] or m['precision']} b{m['batch']}"
+                          for m in b["bmodels"])
         if b["detector"]:
             names += f"; detector {b['detector']}"
         print(f"deploy: {b['chip']}: {b['folder']} and {b['archive'].name} ({names}; "

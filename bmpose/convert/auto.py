@@ -281,6 +281,13 @@ def record_choice(search: Search, winner: Trial | None, best: bool, folder: Path
     return summary
 
 
+def winner_candidate(choice: dict) -> Candidate:
+    """The Candidate a recorded choice (choice.json) chose: what its batch-N builds repeat."""
+    row = next(t for t in choice["trials"] if t["variant"] == choice["winner"])
+    return Candidate(row["precision"], tuple(choice["float_layers"]), choice["float_mode"] or "",
+                     tuple(choice["tools"]))
+
+
 def unreachable(search: Search) -> BmposeError:
     best = search.best_reached()
     where = (f"the best reached is {best.candidate.label} at fidelity {best.fidelity:.4f} ({best.ms:.3f} ms)"

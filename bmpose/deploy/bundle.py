@@ -110,10 +110,11 @@ def write_bundle(cfg, chip: str, bmodels: list[dict], detector: tuple | None = N
     out = cfg.layout.bundle(chip)
     archive = out.with_name(out.name + ".tar.gz")
     images = [bundled_sample()[1] / n for n in SAMPLE_IMAGES]
-    inputs = {f"bmodel_{b['precision']}_b{b['batch']}": b["path"] for b in bmodels}
+    inputs = {f"bmodel_{'auto' if b.get('variant') else b['precision']}_b{b['batch']}": b["path"] for b in bmodels}
     inputs.update({f"runtime/{f.relative_to(PACKAGE)}": f for f in runtime_files()})
     inputs.update({f"image/{p.name}": p for p in images})
-    default = min(bmodels, key=lambda b: (b["precision"] != "int8", b["batch"]))   # INT8 batch 1 first
+    # the auto winner batch 1 first (it is the build chosen to keep the model), then INT8 batch 1
+    default = min(bmodels, key=lambda b: (not b.get("variant"), b["precision"] != "int8", b["batch"]))
     det = None
     if detector:
         dcfg, det_bmodel, det_row = detector
@@ -121,7 +122,7 @@ def write_bundle(cfg, chip: str, bmodels: list[dict], detector: tuple | None = N
         det = detector_facts(dcfg, det_bmodel, det_row)
     options = {"format": FORMAT, "chip": chip, "config": cfg.summary(), "detector": det,
                "bmodels": sorted(k for k in inputs if k.startswith("bmodel_")),
-               "default": default["path"].name, "bmpose": _version(), "texts": _texts_sha256()}
+               "default": default["file"], "bmpose": _version(), "texts": _texts_sha256()}
     if up_to_date(out, inputs, options) and archive.is_file() and \
             read_manifest(out).get("checks", {}).get("archive_sha256") == sha256_bytes(archive):
         return out, archive, False
@@ -136,7 +137,7 @@ def write_bundle(cfg, chip: str, bmodels: list[dict], detector: tuple | None = N
         _write_samples(tmp / "images", images)
         meta = {"format": FORMAT, "model": cfg.name, "chip": chip, "bmpose_version": _version(),
                 "pose": pose_facts(cfg), "metric": metric_options(cfg), "det_score_thr": det_score_thr(cfg),
-                "bmodels": entries, "default_bmodel": f"models/{default['path'].name}",
+                "bmodels": entries, "default_bmodel": f"models/{default['file']}",
                 "samples": {"images": "images", "boxes": "images/boxes.json"}, "detector": det,
                 "runtime": {"python": ">=" + ".".join(map(str, MIN_PYTHON)), "sdk": "libsophon",
                             **MIN_RUNTIME.get(chip, {})}}
@@ -167,13 +168,14 @@ def _link_bmodels(folder: Path, chip: str, bmodels: list[dict]) -> list[dict]:
     folder.mkdir()
     entries = []
     for b in bmodels:
-        dst = folder / b["path"].name
+        dst = folder / b["file"]
         _link(b["path"], dst)
         m = b["manifest"]
         entries.append({"file": f"{folder.name}/{dst.name}", "chip": chip, "precision": b["precision"],
                         "batch": b["batch"], "sha256": sha256_bytes(dst), "size_bytes": dst.stat().st_size,
-                        "build_manifest_sha256": m.get("outputs", {}).get(dst.name),
-                        "heatmap_cosine_vs_onnx": (m.get("checks", {}).get("final") or {}).get("cosine")})
+                        "build_manifest_sha256": m.get("outputs", {}).get(b["path"].name),
+                        "heatmap_cosine_vs_onnx": (m.get("checks", {}).get("final") or {}).get("cosine"),
+                        **({"auto": b["variant"]} if b.get("variant") else {})})
     return entries
 
 

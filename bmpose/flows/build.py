@@ -164,7 +164,11 @@ def run_auto(plan: Plan) -> list[dict]:
                                   req.auto_budget or auto.DEFAULT_BUDGET, req.auto_best,
                                   auto.parse_tools(req.auto_tools))
         print("\n".join(pose_auto.lines(choice)) + "\n")
-        results.append({"name": f"{chip} auto", "ok": True, "dir": choice["winner_dir"]})
+        for b in plan.batches:
+            t0 = clock()
+            d = pose_auto.winner_build(pipe, plan, chip, choice, b)
+            print(f"build: {chip} auto b{b} ({choice['winner']}): {d} ({took(t0)})")
+            results.append({"name": f"{chip} auto b{b}", "ok": True, "dir": d})
     return results
 
 

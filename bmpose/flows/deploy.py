@@ -36,21 +36,48 @@ def deploy(req: DeployRequest) -> list[dict]:
     cfg = config.load(req.model, artifacts=req.artifacts_dir)
     chips = tuple(req.chips or cfg.chips)
     batches = tuple(req.batches or cfg.batches)
+    common = dict(model=req.model or cfg.name, artifacts_dir=cfg.root, checkpoint=req.checkpoint, batches=batches,
+                  calib=req.calib, coco_ann=req.coco_ann, coco_img=req.coco_img, num=req.num, report=False)
     for precision in req.precisions:
-        build(BuildRequest(precision=precision, model=req.model or cfg.name, artifacts_dir=cfg.root,
-                           checkpoint=req.checkpoint, chips=chips, batches=batches, calib=req.calib,
-                           coco_ann=req.coco_ann, coco_img=req.coco_img, num=req.num, report=False))
+        if precision == "auto":   # per chip: its search as last asked for (reused while its inputs hold)
+            for chip in chips:
+                build(BuildRequest(precision="auto", chips=(chip,), **last_search(cfg, chip), **common))
+        else:
+            build(BuildRequest(precision=precision, chips=chips, **common))
     detectors = detector_builds(req, cfg, chips)
     out = []
     for chip in chips:
         t0 = time.monotonic()
-        bmodels = [b for b in list_bmodels(cfg) if b["chip"] == chip and b["batch"] in batches
-                   and (b["precision"] in req.precisions or b["precision"] not in ("int8", "fp32"))]
+        bmodels = [b for b in list_bmodels(cfg, auto="auto" in req.precisions) if b["chip"] == chip
+                   and b["batch"] in batches and wanted(b, req.precisions)]
         folder, archive, written = write_bundle(cfg, chip, bmodels, detectors.get(chip))
         out.append({"chip": chip, "folder": folder, "archive": archive, "written": written, "bmodels": bmodels,
                     "detector": detectors[chip][0].tag if chip in detectors else None,
                     "seconds": time.monotonic() - t0})
     return out
+
+
+def last_search(cfg, chip: str) -> dict:
+    """The --precision auto options (target, budget, tools, best) the chip's recorded choice was searched with, as
+    BuildRequest fields; {} (the defaults) when it has none."""
+    from bmpose.convert.cali_tools import TAGS
+    from bmpose.manifest import read_manifest
+
+    m = read_manifest(cfg.layout.auto(chip))
+    if not m or m.get("stage") != "auto_choice":
+        return {}
+    o, names = m["options"], {tag: name for name, tag in TAGS.items()}
+    tools = tuple("+".join(names[t] for t in tag.split("+")) if tag else "none" for tag in o["tools"])
+    return {"auto_budget": o["budget"], "auto_best": o["best"], "auto_tools": tools or ("none",),
+            "tolerances": (f"auto_target={o['target']!r}",)}
+
+
+def wanted(b: dict, precisions) -> bool:
+    """Whether a listed bmodel goes into the bundle: the precisions asked for (an auto winner under "auto"), and
+    any other float precision built for the chip (FP16/BF16 builds are made on purpose)."""
+    if b.get("variant"):
+        return "auto" in precisions
+    return b["precision"] in precisions or b["precision"] not in ("int8", "fp32")
 
 
 def detector_builds(req: DeployRequest, cfg, chips) -> dict:

@@ -197,20 +197,25 @@ def test_an_int8_winner_in_the_search_folder_is_listed_for_evaluation_by_its_chi
 
     cfg = config.load("hrnet_small_128x96", artifacts=tmp_path)
 
-    def fake_build(d: Path, chip: str, precision: str):
+    def fake_build(d: Path, chip: str, precision: str, batch: int = 1):
         d.mkdir(parents=True)
-        (d / cfg.layout.bmodel_name(chip, precision, 1)).write_bytes(b"bmodel")
-        write_manifest(d, stage="deploy", inputs={}, options={"chip": chip, "precision": precision, "batch": 1},
+        (d / cfg.layout.bmodel_name(chip, precision, batch)).write_bytes(b"bmodel")
+        write_manifest(d, stage="deploy", inputs={}, options={"chip": chip, "precision": precision, "batch": batch},
                        extra={"tpu_mlir": "x_tpu.mlir"})
         return d
 
     fake_build(cfg.layout.bmodel("bm1684x", "int8", 1), "bm1684x", "int8")
     winner = fake_build(cfg.layout.auto("bm1684x") / "int8_f16x2_b1", "bm1684x", "int8")
-    (cfg.layout.auto("bm1684x") / "choice.json").write_text(json.dumps({"winner_dir": str(winner)}))
+    fake_build(cfg.layout.auto("bm1684x") / "int8_f16x2_b4", "bm1684x", "int8", 4)   # the recipe at batch 4
+    fake_build(cfg.layout.auto("bm1684x") / "int8_f16x4_b1", "bm1684x", "int8")      # another trial
+    (cfg.layout.auto("bm1684x") / "choice.json").write_text(json.dumps({"winner": "int8_f16x2",
+                                                                        "winner_dir": str(winner)}))
     floats = fake_build(cfg.layout.bmodel("bm1684", "fp32", 1), "bm1684", "fp32")
     cfg.layout.auto("bm1684").mkdir(parents=True)
-    (cfg.layout.auto("bm1684") / "choice.json").write_text(json.dumps({"winner_dir": str(floats)}))
+    (cfg.layout.auto("bm1684") / "choice.json").write_text(json.dumps({"winner": "fp32", "winner_dir": str(floats)}))
     assert [b["name"] for b in list_bmodels(cfg)] == ["bm1684_fp32_b1", "bm1684x_int8_b1"]
     listed = list_bmodels(cfg, auto=True)
-    assert [b["name"] for b in listed] == ["bm1684_fp32_b1", "bm1684x_auto_b1", "bm1684x_int8_b1"]
-    assert listed[1]["dir"] == winner and listed[1]["precision"] == "int8"
+    assert [b["name"] for b in listed] == ["bm1684_fp32_b1", "bm1684x_auto_b1", "bm1684x_int8_b1",
+                                           "bm1684x_auto_b4"]
+    assert listed[1]["dir"] == winner and listed[1]["precision"] == "int8" and listed[1]["variant"] == "int8_f16x2"
+    assert [b["file"] for b in listed[1::2]] == [f"{cfg.name}_bm1684x_auto_b{n}.bmodel" for n in (1, 4)]

@@ -301,19 +301,24 @@ def test_a_truncated_bmodel_or_onnx_is_rebuilt_not_reused(small, tmp_path, capsy
 # ------------------------------------------------------------------------------------------ HRNet-W32 (slow)
 
 @pytest.mark.slow
-def test_w32_bm1684_batch1_fp32_and_int8(w32_onnx):
-    """The vendor sample's network at full size (28.5 M parameters, 256x192) on the older chip: FP32 and INT8
-    build for BM1684 within their gates from the run's shared W32 export. Its weights are random (no trained W32
-    can be had here), so INT8 is a plumbing check (int8_cos_random) and calibrates on 8 crops, not 100: the
-    number of crops changes the thresholds, not which stages run or which tools are proven."""
+def test_w32_bm1684_batch1_int8(w32_onnx):
+    """The vendor sample's network at full size (28.5 M parameters, 256x192) on the older chip, as the sample
+    deploys it: INT8 with its tail in FP32, built for BM1684 within its gate from the run's shared W32 export. What
+    only a full-size net proves: TPU-MLIR transforms, calibrates, lays out (layer groups over 28.5 M parameters)
+    and codegens it, and the automatic FP32 tail finds W32's own tail. Its weights are random (no trained W32 can
+    be had here), so INT8 is a plumbing check (int8_cos_random) and calibrates on 8 crops, not 100: the number of
+    crops changes the thresholds, not which stages run. W32's FP32 build is left to `make fp32` (CI time, issue
+    32): FP32 runs no stage at full size that INT8 does not (the same transform, lowering without calibration),
+    and the small net proves FP32 on every chip."""
     cfg = w32_onnx
-    for precision in ("fp32", "int8"):
-        build(BuildRequest(precision, model=W32, artifacts_dir=cfg.root, chips=("bm1684",), batches=(1,), num=8,
-                           report=False))
+    build(BuildRequest("int8", model=W32, artifacts_dir=cfg.root, chips=("bm1684",), batches=(1,), num=8,
+                       report=False))
     bms = list_bmodels(cfg)
-    assert [(b["precision"], b["batch"]) for b in bms] == [("fp32", 1), ("int8", 1)]
+    assert [(b["precision"], b["batch"]) for b in bms] == [("int8", 1)]
     # Random weights: the INT8 build is gated by int8_cos_random (see config.DEFAULT_TOLERANCES).
     assert_random_weight_gates_passed(cfg, bms, (1, 17, 64, 48))
+    tail = bms[0]["manifest"]["fp32_layers"]
+    assert "heatmaps_Conv" in tail and len(tail) >= 2, tail   # the heatmap conv and the merge feeding it
 
 
 def test_auto_tail_of_a_network_without_a_merge_stops_at_the_heatmap_conv():
