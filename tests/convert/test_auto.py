@@ -219,3 +219,27 @@ def test_an_int8_winner_in_the_search_folder_is_listed_for_evaluation_by_its_chi
                                            "bm1684x_auto_b4"]
     assert listed[1]["dir"] == winner and listed[1]["precision"] == "int8" and listed[1]["variant"] == "int8_f16x2"
     assert [b["file"] for b in listed[1::2]] == [f"{cfg.name}_bm1684x_auto_b{n}.bmodel" for n in (1, 4)]
+
+
+def test_deploy_searches_as_the_chip_was_last_searched(tmp_path):
+    """`bmpose deploy --precisions auto` passes the recorded search's options back, so the choice is reused."""
+    from bmpose import config
+    from bmpose.convert import auto, cali_tools
+    from bmpose.flows.build import BuildRequest
+    from bmpose.flows.deploy import last_search, wanted
+    from bmpose.manifest import write_manifest
+
+    cfg = config.load("hrnet_small_128x96", artifacts=tmp_path)
+    assert last_search(cfg, "bm1684x") == {}   # never searched: the defaults
+    for tags, tools in (([], ("none",)), (["st", "bc"], ("search_threshold", "bc")), (["bc+we"], ("bc+we",))):
+        write_manifest(cfg.layout.auto("bm1684x"), stage="auto_choice", inputs={}, outputs=[],
+                       options={"target": 0.1 + 0.2, "budget": 9, "best": True, "tools": tags})
+        got = last_search(cfg, "bm1684x")
+        assert got == {"auto_budget": 9, "auto_best": True, "auto_tools": tools,
+                       "tolerances": ("auto_target=0.30000000000000004",)}
+        # what the search then records as its options again: the same tags
+        assert [cali_tools.tag(t) for t in auto.parse_tools(BuildRequest("auto", **got).auto_tools)] == tags
+    assert wanted({"precision": "int8", "variant": "int8_f16x2"}, ("auto",))
+    assert not wanted({"precision": "int8", "variant": "int8_f16x2"}, ("int8", "fp32"))
+    assert not wanted({"precision": "int8"}, ("auto",)) and wanted({"precision": "fp16"}, ("auto",))
+
