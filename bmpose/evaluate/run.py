@@ -59,17 +59,18 @@ def subset_boxes(boxes: list, persons: int) -> list:
     return out
 
 
-def score(cfg, backend, boxes, ann, flip, sigmas, options, subset: bool, shards: dict | None = None) -> dict:
-    """COCO AP of `backend` on `boxes`; with `shards` ({folder, key, size, runner, label}: bmpose.evaluate.shards)
-    in shards written as they finish, so an interrupted run resumes where it stopped."""
+def score(cfg, open_model, boxes, ann, flip, sigmas, options, subset: bool, shards: dict | None = None) -> dict:
+    """COCO AP of the backend `open_model()` opens, on `boxes`; with `shards` ({folder, key, size, runner, label}:
+    bmpose.evaluate.shards) in shards written as they finish, so an interrupted run resumes where it stopped, and
+    the model is opened only if a shard is computed here (not when every shard is done, nor on Ray)."""
     from bmpose.runtime.results import to_coco_results
 
     if shards is None:
-        run = infer.predict(cfg, backend, boxes, flip, allow_slow=True)
+        run = infer.predict(cfg, open_model(), boxes, flip, allow_slow=True)
         results = infer.coco_results(cfg, run.predictions, sigmas, options)
         persons, seconds = len(run.predictions), run.seconds
     else:
-        out = shards_mod.run(cfg, lambda: backend, boxes, flip, **shards)
+        out = shards_mod.run(cfg, open_model, boxes, flip, **shards)
         results = to_coco_results(out["instances"], sigmas, **(options or {}))
         persons, seconds = len(out["instances"]), out["seconds"]
     ids = sorted({b.image_id for b in boxes}) if subset else None
@@ -248,17 +249,21 @@ def _eval_one(cfg, req, a: dict, ctx: dict, dest: Path) -> dict:
     if old is not None:
         print(f"eval: {a['label']}: up to date, AP {old['AP']:.4f}")
         return old
-    backend = open_backend(a["path"], a["chip"], kind=a["kind"])
-    print(f"eval: {a['label']}: {len(todo)} persons on {backend.describe()}")
+    def open_model():
+        backend = open_backend(a["path"], a["chip"], kind=a["kind"])
+        print(f"eval: {a['label']}: on {backend.describe()}", flush=True)
+        return backend
+
+    print(f"eval: {a['label']}: {len(todo)} persons")
     scoring = (ctx["ann"], ctx["flip"], ctx["sigmas"], ctx["options"], subset)
     # in shards beside the row: an interrupted evaluation resumes at its first missing shard
     shards = {"folder": dest.with_suffix(".shards"), "key": key, "size": req.shard_persons, "label": a["label"],
               "runner": ctx["runner"](a) if "runner" in ctx else None}
 
-    stats = score(cfg, backend, todo, *scoring, shards=shards)
+    stats = score(cfg, open_model, todo, *scoring, shards=shards)
     n, cache = len(todo), ctx["onnx_cache"]
     if n not in cache:  # the ONNX AP of the same persons, so a subset row has its own reference
-        cache[n] = stats if a["kind"] == "onnx" else score(cfg, open_backend(ctx["onnx"], kind="onnx"), todo,
+        cache[n] = stats if a["kind"] == "onnx" else score(cfg, lambda: open_backend(ctx["onnx"], kind="onnx"), todo,
                                                              *scoring)
     row = {"label": a["label"], "artifact": str(a.get("bmodel") or a["path"]), "backend": a["kind"],
            "chip": a["chip"], "precision": a["precision"], "batch": a["batch"], **stats,
