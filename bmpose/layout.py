@@ -101,19 +101,22 @@ class Layout:
 
 def list_bmodels(cfg, auto: bool = False) -> list[dict]:
     """Every complete bmodel build of this config: path, chip, precision, batch, tpu_mlir (+ manifest facts),
-    `name` (its folder's). `auto`: also each chip's `--precision auto` winner built in the search's own folder
-    (an INT8 build with float layers or calibration tools) at every batch built, named `<chip>_auto_b<N>`, with
-    `variant` (the winner's label) and `file` (its bundle name: `<model>_<chip>_auto_b<N>.bmodel`)."""
+    `name` (its folder's), `file` (its bundle name). `auto`: each chip's `--precision auto` winner carries
+    `variant` (the winner's label): a winner built in the search's own folder (an INT8 build with float layers or
+    calibration tools) is added at every batch built, named `<chip>_auto_b<N>`, bundled as
+    `<model>_<chip>_auto_b<N>.bmodel`; a float or plain-INT8 winner is the normal build, marked where it is listed."""
     out = [b for b in map(lambda d: _bmodel(cfg, d), sorted(cfg.artifacts.glob("*_*_b*"))) if b]
-    if auto:
-        for chip, choice in cfg.layout.auto_choices().items():
-            c = json.loads(choice.read_text())
-            winner = c.get("winner")
-            if not winner or Path(c.get("winner_dir") or "").parent != choice.parent:   # floats, plain INT8: listed
-                continue
-            for b in filter(None, map(lambda d: _bmodel(cfg, d), sorted(choice.parent.glob(f"{winner}_b*")))):
-                out.append({**b, "name": f"{chip}_auto_b{b['batch']}", "variant": winner,
-                            "file": cfg.layout.bmodel_name(chip, "auto", b["batch"])})
+    for chip, choice in (cfg.layout.auto_choices() if auto else {}).items():
+        c = json.loads(choice.read_text())
+        winner = c.get("winner")
+        if not winner:
+            continue
+        if Path(c.get("winner_dir") or "").parent != choice.parent:   # the normal build of that precision
+            out = [{**b, "variant": winner} if (b["chip"], b["precision"]) == (chip, winner) else b for b in out]
+            continue
+        for b in filter(None, map(lambda d: _bmodel(cfg, d), sorted(choice.parent.glob(f"{winner}_b*")))):
+            out.append({**b, "name": f"{chip}_auto_b{b['batch']}", "variant": winner,
+                        "file": cfg.layout.bmodel_name(chip, "auto", b["batch"])})
     order = {c: i for i, c in enumerate(CHIPS)}
     return sorted(out, key=lambda b: (order.get(b["chip"], 9), PRECISIONS.index(b["precision"]), b["batch"],
                                       b["name"]))

@@ -219,6 +219,9 @@ def test_an_int8_winner_in_the_search_folder_is_listed_for_evaluation_by_its_chi
                                            "bm1684x_auto_b4"]
     assert listed[1]["dir"] == winner and listed[1]["precision"] == "int8" and listed[1]["variant"] == "int8_f16x2"
     assert [b["file"] for b in listed[1::2]] == [f"{cfg.name}_bm1684x_auto_b{n}.bmodel" for n in (1, 4)]
+    # a float winner is the plain build, listed once and marked (deploy --precisions auto bundles it)
+    assert listed[0]["variant"] == "fp32" and listed[0]["file"] == cfg.layout.bmodel_name("bm1684", "fp32", 1)
+    assert "variant" not in listed[2] and not any("variant" in b for b in list_bmodels(cfg))
 
 
 def test_deploy_searches_as_the_chip_was_last_searched(tmp_path):
