@@ -96,8 +96,10 @@ def _keypoints(results_json) -> np.ndarray:
 @pytest.mark.slow
 def test_the_bundle_runs_rtmpose_as_bmpose_infer_does(built, bundle_py38, tmp_path):
     """`bmpose deploy` bundles the SimCC model (no special case outside the codec); its bmodel.py gives
-    `bmpose infer`'s keypoints: on the build venv with the INT8 bmodel on the stand-in's chip simulator, and
-    under Python 3.8 (numpy + OpenCV + ONNX Runtime behind the stand-in)."""
+    `bmpose infer`'s keypoints: on the build venv with the INT8 bmodel behind the stand-in, computed by its
+    deployed tpu.mlir (TPU-MLIR's own build check holds the bmodel on the cmodel bit-equal to it; the cmodel's
+    own run of a bundle is test_deploy's), and under Python 3.8 (numpy + OpenCV + ONNX Runtime behind the
+    stand-in)."""
     cfg, bms = built
     art = ["--artifacts-dir", str(cfg.artifacts.parent)]
     bmpose_ok("deploy", "--model", MODEL, *art, "--chips", "bm1684x", "--batches", "1", "--detector", "none")
@@ -108,7 +110,8 @@ def test_the_bundle_runs_rtmpose_as_bmpose_infer_does(built, bundle_py38, tmp_pa
     assert meta["pose"]["codec"]["type"] == "SimCCLabel" and meta["pose"]["heatmap_size"] is None
     boxes = f"dets:{bundle / 'images' / 'boxes.json'}"
     int8 = bms["int8"]["path"]
-    for python, engine, ref in ((sys.executable, "cmodel", ("--backend", "bmodel", int8, "--allow-slow")),
+    tpu_mlir = bms["int8"]["dir"] / bms["int8"]["manifest"]["tpu_mlir"]
+    for python, engine, ref in ((sys.executable, f"cmodel:{int8.name}={tpu_mlir}", ("--backend", "mlir", tpu_mlir)),
                                 (bundle_py38, f"onnx:{cfg.layout.onnx_file(1)}",
                                  ("--backend", "onnx", cfg.layout.onnx_file(1)))):
         device, host = tmp_path / f"device_{engine[:4]}", tmp_path / f"host_{engine[:4]}"
