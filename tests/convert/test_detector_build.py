@@ -134,23 +134,25 @@ def test_a_second_run_reuses_builds_and_scores(built):
 
 
 @pytest.mark.slow
-def test_int8_builds_pass_their_box_gate_on_both_chips(built, tmp_path):
-    """`bmpose detector --precision int8`: kl on the 28 train frames, the stem in FP32, per-chip box gates. Runs
-    in a copy of the shared detector builds (the report keeps the float rows beside the new INT8 ones)."""
+def test_int8_build_passes_its_box_gate(built, tmp_path):
+    """`bmpose detector --precision int8 --chips bm1684x`: kl on the 80 train frames, the stem in FP32, the chip's
+    box gate. Runs in a copy of the shared detector builds (the report keeps the float rows beside the new INT8
+    one). BM1684X only in CI (issue 32's budget): its gate is the tight one (0.08; BM1684's is 0.22) and the
+    calibration, stem and scoring are the chip's only differences; BM1684's INT8 row is measured in
+    docs/detection.md and by `bmpose detector --precision auto`."""
     shared, first = built
     assert first.returncode == 0, first.stderr[-3000:]
     shutil.copytree(shared, tmp_path / shared.name, ignore=shutil.ignore_patterns(".*.lock"))
     art = tmp_path / shared.name
-    run = subprocess.run([sys.executable, "-m", "bmpose", "detector", "--precision", "int8", "--artifacts-dir",
-                          str(tmp_path)], capture_output=True, text=True)
+    run = subprocess.run([sys.executable, "-m", "bmpose", "detector", "--precision", "int8", "--chips", "bm1684x",
+                          "--artifacts-dir", str(tmp_path)], capture_output=True, text=True)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
     rows = {r["label"]: r for r in json.loads((art / "eval" / "boxes.json").read_text())["rows"]}
-    for chip in ("bm1684x", "bm1684"):
-        r = rows[f"yolox_nano_416_{chip}_int8"]
-        assert r["gate"]["passed"] and r["recall_iou50"]["found"] >= 33, (chip, r["gate"], r["recall_iou50"])
-        m = json.loads((art / f"{chip}_int8_b1" / "manifest.json").read_text())
-        assert m["options"]["qtables"][0].endswith("float_stem_5.txt") and len(m["fp32_layers"]) >= 4
-    assert rows["yolox_nano_416_bm1684x_int8"]["AP"] > rows["yolox_nano_416_bm1684_int8"]["AP"]
+    r = rows["yolox_nano_416_bm1684x_int8"]
+    assert r["gate"]["passed"] and r["recall_iou50"]["found"] >= 33, (r["gate"], r["recall_iou50"])
+    m = json.loads((art / "bm1684x_int8_b1" / "manifest.json").read_text())
+    assert m["options"]["qtables"][0].endswith("float_stem_5.txt") and len(m["fp32_layers"]) >= 4
+    assert m["options"]["calib"]["num"] == 80   # every train frame, the 44 empty scenes too
     assert {"yolox_nano_416_bm1684x_fp16", "yolox_nano_416_bm1684_fp32"} <= set(rows)   # the report keeps them
     report = (art / "report" / "report.md").read_text()
     assert "yolox_nano_416_bm1684x_int8" in report and "yolox_nano_416_bm1684x_fp16" in report
