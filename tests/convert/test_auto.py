@@ -66,6 +66,15 @@ def test_int8_that_buys_no_time_is_not_chosen():
     assert any("buys no time" in n for n in s.notes)
 
 
+def test_builds_of_one_speed_are_told_apart_by_agreement():
+    """BF16 0.08% faster than FP16 (RTMPose-t on BM1684X) is the same speed: the better agreement wins; 2% faster
+    is faster."""
+    for bf16_ms, want in ((1.5 * (1 - 0.0008), "fp16"), (1.5 * (1 - 0.02), "bf16")):
+        floats = {**FLOATS, "bf16": (bf16_ms, 0.95)}
+        _, winner, _ = search(int8_ms=1.6, floats=floats)
+        assert winner.candidate.label == want, (bf16_ms, winner.candidate.label)
+
+
 def test_stops_adding_layers_once_no_faster_than_float():
     # each float layer costs 0.3 ms: k=2 (1.3 ms) still beats FP16 (1.5 ms), k=4 (1.9 ms) does not: no k=8
     s, winner, built = search(per_layer_ms=0.3)
