@@ -6,7 +6,8 @@ and the bmodel passes bmpose's own gate. Its INT8 build runs every stage an FP32
 with its ONNX-vs-top check, lowering, codegen, the bmodel-vs-MLIR check) and the automatic FP32 tail lowers part
 of it in FP32; a separate FP32 build took 20 s more of CI (issue 32) to prove no other stage.
 SimpleBaseline ResNet-50 (res50_128x96.yaml) is exported and checked against PyTorch only: its config is the one
-SE-ResNet-50's inherits with another backbone type, and every op it has (the bottleneck's conv/BN/ReLU/add, the deconvolution head) is in SE-ResNet-50's graph too, which adds
+SE-ResNet-50's inherits with another backbone type, and every op it has (the bottleneck's conv/BN/ReLU/add, the
+deconvolution head) is in SE-ResNet-50's graph too, which adds
 the squeeze-excitation pooling, sigmoid and multiply; building both took 66 s more of CI for no op not built.
 Fast: the diagnosis of an INT8 build that fails TPU-MLIR's per-layer check or bmpose's gate, on the toy graph
 (conftest.py).
